@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Ingest benchmark: a release `tracehouse` on local storage, fed by `tracegen` over OTLP/HTTP
+# protobuf (the reference), OTLP/gRPC and OTLP/HTTP JSON in the same run, each into its own
+# tenant. Reports spans/s, server CPU-seconds per million spans, and bytes per span on disk
+# after the final flush. Usage: benches/ingest.sh [SPANS_PER_PROTOCOL]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SPANS=${1:-500000}
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tracehouse-target}"
+cargo build --release --quiet --bin tracehouse --bin tracegen
+bin="$CARGO_TARGET_DIR/release"
+dir=$(mktemp -d)
+trap 'kill -9 $pid 2>/dev/null || true; rm -rf "$dir"' EXIT
+cat > "$dir/config.yaml" <<YAML
+server:
+  http_listen_port: 13200
+distributor:
+  receivers:
+    otlp:
+      protocols:
+        grpc:
+          endpoint: 127.0.0.1:14317
+        http:
+          endpoint: 127.0.0.1:14318
+postgres:
+  listen_address: 127.0.0.1:15432
+YAML
+"$bin/tracehouse" -config.file="$dir/config.yaml" -storage.path="$dir/data" 2>"$dir/server.log" &
+pid=$!
+for _ in $(seq 200); do curl -sf http://127.0.0.1:13200/ready >/dev/null && break; sleep 0.1; done
+tick=$(getconf CLK_TCK)
+cpu() { awk -v t="$tick" '{print ($14 + $15) / t}' "/proc/$pid/stat"; }
+
+declare -A rate cpu_per_m
+for proto in http/protobuf grpc http/json; do
+  tenant=bench-${proto//\//-}
+  endpoint=http://127.0.0.1:14318; [ "$proto" = grpc ] && endpoint=http://127.0.0.1:14317
+  c0=$(cpu)
+  out=$("$bin/tracegen" --endpoint "$endpoint" --protocol "$proto" --spans "$SPANS" --batch-spans 2000 --concurrency 4 --tenant "$tenant")
+  c1=$(cpu)
+  rate[$proto]=$(sed -E 's/.*"spans_per_second":([0-9.]+).*/\1/' <<<"$out")
+  cpu_per_m[$proto]=$(awk -v a="$c0" -v b="$c1" -v n="$SPANS" 'BEGIN{printf "%.2f", (b-a) * 1e6 / n}')
+done
+rows=$(psql -h 127.0.0.1 -p 15432 -d bench-http-protobuf -XAtc "SELECT count(*) FROM spans")
+kill -TERM $pid; wait $pid || true
+bytes=$(find "$dir/data/tenants/bench-http-protobuf/spans" -name '*.parquet' -printf '%s\n' | awk '{s+=$1} END{print s}')
+ref=${rate[http/protobuf]}
+echo "spans per protocol: $SPANS (rows stored for http/protobuf: $rows), cores: $(nproc)"
+printf '%-14s %12s %10s %22s\n' protocol spans/s ratio cpu-s/million-spans
+for proto in http/protobuf grpc http/json; do
+  printf '%-14s %12.0f %10.2f %22s\n' "$proto" "${rate[$proto]}" "$(awk -v a="${rate[$proto]}" -v b="$ref" 'BEGIN{print a/b}')" "${cpu_per_m[$proto]}"
+done
+awk -v b="$bytes" -v n="$rows" 'BEGIN{printf "on disk after flush: %d bytes of parquet, %.1f bytes/span\n", b, b/n}'

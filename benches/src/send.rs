@@ -1,0 +1,106 @@
+//! OTLP clients: send an export request over OTLP/HTTP (protobuf or JSON, optionally gzip) or
+//! OTLP/gRPC, with a tenant header.
+
+use std::io::Write;
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use prost::Message;
+
+/// How to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    HttpProtobuf,
+    HttpJson,
+    Grpc,
+}
+
+impl std::str::FromStr for Protocol {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "http" | "http/protobuf" => Ok(Self::HttpProtobuf),
+            "http/json" => Ok(Self::HttpJson),
+            "grpc" => Ok(Self::Grpc),
+            other => Err(format!("unknown protocol {other:?}: use http/protobuf, http/json or grpc")),
+        }
+    }
+}
+
+/// The answer to one export.
+#[derive(Debug)]
+pub struct Reply {
+    /// HTTP status, or 200 for a gRPC OK.
+    pub status: u16,
+    /// gRPC code when the protocol is gRPC.
+    pub grpc_code: Option<tonic::Code>,
+    pub body: String,
+}
+
+/// A client for one endpoint (`http://host:4318` or `http://host:4317`).
+pub struct Sender {
+    protocol: Protocol,
+    endpoint: String,
+    gzip: bool,
+    http: reqwest::Client,
+    grpc: Option<TraceServiceClient<tonic::transport::Channel>>,
+}
+
+impl Sender {
+    pub async fn connect(protocol: Protocol, endpoint: &str, gzip: bool) -> Result<Self, String> {
+        let grpc = if protocol == Protocol::Grpc {
+            let client = TraceServiceClient::connect(endpoint.to_string()).await.map_err(|e| format!("connecting to {endpoint}: {e}"))?;
+            let client = client.max_encoding_message_size(usize::MAX);
+            Some(if gzip { client.send_compressed(tonic::codec::CompressionEncoding::Gzip) } else { client })
+        } else {
+            None
+        };
+        Ok(Self { protocol, endpoint: endpoint.trim_end_matches('/').to_string(), gzip, http: reqwest::Client::new(), grpc })
+    }
+
+    /// Sends one request for `tenant` (no header when `None`).
+    pub async fn send(&mut self, request: &ExportTraceServiceRequest, tenant: Option<&str>) -> Result<Reply, String> {
+        match self.protocol {
+            Protocol::Grpc => {
+                let client = self.grpc.as_mut().ok_or("grpc client missing")?;
+                let mut req = tonic::Request::new(request.clone());
+                if let Some(t) = tenant {
+                    req.metadata_mut().insert("x-scope-orgid", t.parse().map_err(|_| "bad tenant")?);
+                }
+                match client.export(req).await {
+                    Ok(_) => Ok(Reply { status: 200, grpc_code: Some(tonic::Code::Ok), body: String::new() }),
+                    Err(status) => Ok(Reply { status: 0, grpc_code: Some(status.code()), body: status.message().to_string() }),
+                }
+            }
+            Protocol::HttpProtobuf | Protocol::HttpJson => {
+                let (body, content_type) = if self.protocol == Protocol::HttpJson {
+                    (serde_json::to_vec(request).map_err(|e| e.to_string())?, "application/json")
+                } else {
+                    (request.encode_to_vec(), "application/x-protobuf")
+                };
+                self.post_raw(&body, content_type, tenant).await
+            }
+        }
+    }
+
+    /// Posts raw bytes to `/v1/traces` (for malformed-input tests).
+    pub async fn post_raw(&self, body: &[u8], content_type: &str, tenant: Option<&str>) -> Result<Reply, String> {
+        let mut req = self.http.post(format!("{}/v1/traces", self.endpoint)).header("content-type", content_type);
+        let body = if self.gzip {
+            req = req.header("content-encoding", "gzip");
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            enc.write_all(body).map_err(|e| e.to_string())?;
+            enc.finish().map_err(|e| e.to_string())?
+        } else {
+            body.to_vec()
+        };
+        if let Some(t) = tenant {
+            req = req.header("x-scope-orgid", t);
+        }
+        let resp = req.body(body).send().await.map_err(|e| format!("posting to {}: {e}", self.endpoint))?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.map_err(|e| e.to_string())?;
+        Ok(Reply { status, grpc_code: None, body: String::from_utf8_lossy(&bytes).into_owned() })
+    }
+}

@@ -1,0 +1,280 @@
+//! The YAML configuration, shaped like Tempo's (`server`, `distributor.receivers.otlp`,
+//! `ingester`, `storage.trace`), plus `postgres` and `query` blocks. Every field has a default,
+//! so an empty file (or none) runs a local monolithic server.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Which components run: `all` (monolithic, the default).
+    pub target: Option<String>,
+    pub server: ServerConfig,
+    pub distributor: DistributorConfig,
+    pub ingester: IngesterConfig,
+    pub storage: StorageBlock,
+    pub postgres: PostgresConfig,
+    pub query: QueryConfig,
+}
+
+/// Tempo's `server` block: the HTTP API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    pub http_listen_address: String,
+    pub http_listen_port: u16,
+    /// How long shutdown may take before the process exits anyway.
+    #[serde(deserialize_with = "duration")]
+    pub graceful_shutdown_timeout: Duration,
+    pub log_level: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            http_listen_address: "127.0.0.1".into(),
+            http_listen_port: 3200,
+            graceful_shutdown_timeout: Duration::from_secs(30),
+            log_level: "info".into(),
+        }
+    }
+}
+
+/// Tempo's `distributor` block.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DistributorConfig {
+    pub receivers: ReceiversConfig,
+    /// Largest accepted request body, after decompression.
+    pub max_request_bytes: usize,
+}
+
+impl Default for DistributorConfig {
+    fn default() -> Self {
+        Self { receivers: ReceiversConfig::default(), max_request_bytes: 16 << 20 }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReceiversConfig {
+    pub otlp: OtlpReceiverConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OtlpReceiverConfig {
+    pub protocols: OtlpProtocols,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OtlpProtocols {
+    pub grpc: Endpoint,
+    pub http: Endpoint,
+}
+
+impl Default for OtlpProtocols {
+    fn default() -> Self {
+        Self { grpc: Endpoint { endpoint: "127.0.0.1:4317".into() }, http: Endpoint { endpoint: "127.0.0.1:4318".into() } }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    pub endpoint: String,
+}
+
+/// Tempo's `ingester` block: when live spans become table files, and how much may wait.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngesterConfig {
+    #[serde(deserialize_with = "duration")]
+    pub max_block_duration: Duration,
+    pub max_block_bytes: usize,
+    /// All tenants' live spans together; beyond it receivers answer 429 / ResourceExhausted.
+    pub max_live_bytes: usize,
+    #[serde(deserialize_with = "duration")]
+    pub flush_check_period: Duration,
+    /// Appends waiting for the WAL writer; beyond it receivers answer 429.
+    pub wal_queue_max_requests: usize,
+    pub wal_segment_max_bytes: u64,
+}
+
+impl Default for IngesterConfig {
+    fn default() -> Self {
+        Self {
+            max_block_duration: Duration::from_secs(300),
+            max_block_bytes: 256 << 20,
+            max_live_bytes: 1 << 30,
+            flush_check_period: Duration::from_secs(1),
+            wal_queue_max_requests: 1024,
+            wal_segment_max_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Tempo's `storage` block.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageBlock {
+    pub trace: TraceStorage,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TraceStorage {
+    /// `local` or `s3`.
+    pub backend: String,
+    pub local: LocalStorage,
+    pub s3: S3Storage,
+    pub wal: WalStorage,
+}
+
+impl Default for TraceStorage {
+    fn default() -> Self {
+        Self { backend: "local".into(), local: LocalStorage::default(), s3: S3Storage::default(), wal: WalStorage::default() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LocalStorage {
+    pub path: PathBuf,
+}
+
+impl Default for LocalStorage {
+    fn default() -> Self {
+        Self { path: PathBuf::from("./tracehouse-data") }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3Storage {
+    pub bucket: String,
+    pub prefix: String,
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub access_key: Option<String>,
+    pub secret_key: Option<String>,
+    pub insecure: bool,
+    pub forcepathstyle: bool,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WalStorage {
+    /// Defaults to `<storage.trace.local.path>/wal`.
+    pub path: Option<PathBuf>,
+}
+
+/// The Postgres wire server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PostgresConfig {
+    pub enabled: bool,
+    pub listen_address: String,
+    pub max_connections: usize,
+    /// User name to password. Empty: any user, no password.
+    pub users: BTreeMap<String, String>,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        Self { enabled: true, listen_address: "127.0.0.1:5432".into(), max_connections: 100, users: BTreeMap::new() }
+    }
+}
+
+/// The query engine.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueryConfig {
+    pub max_memory_bytes: usize,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        Self { max_memory_bytes: 2 << 30 }
+    }
+}
+
+/// Parses `1h30m`, `5m`, `10s`, `250ms` (Go's duration syntax, integer parts).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    if rest.is_empty() {
+        return Err("empty duration".into());
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(|| format!("duration {s:?} lacks a unit"))?;
+        let n: u64 = rest[..digits].parse().map_err(|_| format!("bad number in duration {s:?}"))?;
+        rest = &rest[digits..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit = match &rest[..unit_len] {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n * 60),
+            "h" => Duration::from_secs(n * 3600),
+            other => return Err(format!("unknown unit {other:?} in duration {s:?}")),
+        };
+        total += unit;
+        rest = &rest[unit_len..];
+    }
+    Ok(total)
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_duration(&s).map_err(serde::de::Error::custom)
+}
+
+impl Config {
+    /// Parses YAML text.
+    pub fn from_yaml(text: &str) -> Result<Self, String> {
+        if text.trim().is_empty() {
+            return Ok(Self::default());
+        }
+        serde_yaml::from_str(text).map_err(|e| format!("config: {e}"))
+    }
+
+    /// The WAL directory.
+    pub fn wal_path(&self) -> PathBuf {
+        self.storage.trace.wal.path.clone().unwrap_or_else(|| self.storage.trace.local.path.join("wal"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("5d").is_err());
+    }
+
+    #[test]
+    fn readme_example_parses() {
+        let text = include_str!("../../tracehouse.example.yaml");
+        let c = Config::from_yaml(text).unwrap();
+        assert_eq!(c.server.http_listen_port, 3200);
+        assert_eq!(c.ingester.max_block_duration, Duration::from_secs(300));
+        assert!(Config::from_yaml("bogus_key: 1").unwrap_err().contains("unknown field"));
+        let body: Vec<&str> = text.lines().skip_while(|l| l.starts_with('#')).collect();
+        let readme = include_str!("../../README.md");
+        assert!(readme.contains(&body.join("\n")), "README.md shows tracehouse.example.yaml verbatim");
+    }
+}

@@ -1,0 +1,164 @@
+//! OTLP receivers: `POST /v1/traces` (protobuf or JSON, optionally gzip) and gRPC
+//! `TraceService/Export`. The tenant comes from `X-Scope-OrgID` (header or metadata).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use prost::Message;
+use tracehouse_ingest::otlp::{BodyFormat, decode_body, parse_request, request_to_batch};
+use tracehouse_warehouse::Warehouse;
+
+use crate::errors::Error;
+use crate::metrics::ReceiverStats;
+
+/// Header (and gRPC metadata key) naming the tenant, as in Tempo.
+pub const TENANT_HEADER: &str = "x-scope-orgid";
+/// Tenant of requests without the header.
+pub const DEFAULT_TENANT: &str = "single-tenant";
+
+/// What the receivers share.
+pub struct Receiver {
+    pub warehouse: Arc<Warehouse>,
+    pub stats: Arc<ReceiverStats>,
+    pub max_request_bytes: usize,
+}
+
+/// google.rpc.Status, the OTLP/HTTP error body.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+}
+
+impl Receiver {
+    fn count_error(&self, e: &Error) {
+        let counter = match e.http_status() {
+            StatusCode::PAYLOAD_TOO_LARGE => &self.stats.requests_rejected_too_large,
+            StatusCode::TOO_MANY_REQUESTS => &self.stats.requests_rejected_backpressure,
+            s if s.is_client_error() => &self.stats.requests_rejected_client,
+            _ => &self.stats.requests_failed_server,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Decodes, converts and stores one request; returns the number of spans stored.
+    async fn ingest(&self, tenant: &str, request: ExportTraceServiceRequest) -> Result<usize, Error> {
+        let batch = tokio::task::spawn_blocking(move || request_to_batch(&request))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))??;
+        let spans = batch.num_rows();
+        self.warehouse.append(tenant, batch).await?;
+        self.stats.spans_received.fetch_add(spans as u64, Ordering::Relaxed);
+        Ok(spans)
+    }
+}
+
+fn tenant_from(value: Option<&str>) -> String {
+    match value.map(str::trim) {
+        Some(t) if !t.is_empty() => t.to_string(),
+        _ => DEFAULT_TENANT.to_string(),
+    }
+}
+
+/// The OTLP/HTTP router.
+pub fn http_app(receiver: Arc<Receiver>) -> Router {
+    // Compressed bodies are bounded here; decompressed ones in `decode_body`.
+    let limit = receiver.max_request_bytes;
+    Router::new()
+        .route("/v1/traces", post(export_http))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(receiver)
+}
+
+async fn export_http(State(receiver): State<Arc<Receiver>>, headers: HeaderMap, body: Bytes) -> Response {
+    receiver.stats.otlp_http_requests.fetch_add(1, Ordering::Relaxed);
+    let header_str = |name| headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+    let content_type = header_str(header::CONTENT_TYPE.as_str()).unwrap_or("");
+    let format = BodyFormat::from_content_type(content_type).ok();
+    let tenant = tenant_from(header_str(TENANT_HEADER));
+    let result = async {
+        let format = BodyFormat::from_content_type(content_type)?;
+        let body = decode_body(&body, header_str(header::CONTENT_ENCODING.as_str()), receiver.max_request_bytes)?;
+        let request = tokio::task::spawn_blocking(move || parse_request(&body, format))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))??;
+        receiver.ingest(&tenant, request).await
+    }
+    .await;
+    match (result, format) {
+        (Ok(_), Some(BodyFormat::Json)) => {
+            (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], "{}").into_response()
+        }
+        (Ok(_), _) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/x-protobuf")],
+            ExportTraceServiceResponse::default().encode_to_vec(),
+        )
+            .into_response(),
+        (Err(e), format) => {
+            receiver.count_error(&e);
+            let status = e.http_status();
+            if status.is_server_error() {
+                tracing::error!(error = %e, "otlp/http export failed");
+            }
+            let mut response = match format {
+                Some(BodyFormat::Json) => {
+                    let body = serde_json::json!({ "code": e.rpc_code(), "message": e.to_string() });
+                    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+                }
+                Some(BodyFormat::Protobuf) => {
+                    let body = RpcStatus { code: e.rpc_code(), message: e.to_string() }.encode_to_vec();
+                    (status, [(header::CONTENT_TYPE, "application/x-protobuf")], body).into_response()
+                }
+                None => (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], e.to_string()).into_response(),
+            };
+            if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            response
+        }
+    }
+}
+
+/// The OTLP/gRPC trace service.
+pub struct GrpcReceiver(pub Arc<Receiver>);
+
+#[tonic::async_trait]
+impl TraceService for GrpcReceiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let receiver = &self.0;
+        receiver.stats.otlp_grpc_requests.fetch_add(1, Ordering::Relaxed);
+        let tenant = tenant_from(request.metadata().get(TENANT_HEADER).and_then(|v| v.to_str().ok()));
+        match receiver.ingest(&tenant, request.into_inner()).await {
+            Ok(_) => Ok(tonic::Response::new(ExportTraceServiceResponse::default())),
+            Err(e) => {
+                receiver.count_error(&e);
+                if e.http_status().is_server_error() {
+                    tracing::error!(error = %e, "otlp/grpc export failed");
+                }
+                Err(e.grpc_status())
+            }
+        }
+    }
+}
+
+/// The gRPC service with size limits and gzip.
+pub fn grpc_service(receiver: Arc<Receiver>) -> TraceServiceServer<GrpcReceiver> {
+    let limit = receiver.max_request_bytes;
+    TraceServiceServer::new(GrpcReceiver(receiver))
+        .max_decoding_message_size(limit)
+        .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+}

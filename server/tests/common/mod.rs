@@ -1,0 +1,171 @@
+//! `TestServer`: starts the real `tracehouse` binary on free loopback ports in a temporary
+//! directory, and the clients tests use against it (OTLP, tokio-postgres, psql).
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use tracehouse_benches::send::{Protocol, Sender};
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A running `tracehouse` process.
+pub struct TestServer {
+    pub dir: PathBuf,
+    pub otlp_http_port: u16,
+    pub otlp_grpc_port: u16,
+    pub http_port: u16,
+    pub pg_port: u16,
+    pub extra_yaml: String,
+    child: Option<Child>,
+}
+
+impl TestServer {
+    /// Starts a server storing in `dir`, with `extra_yaml` appended to the generated config.
+    pub async fn start_in(dir: &Path, extra_yaml: &str) -> Self {
+        let mut server = Self {
+            dir: dir.to_path_buf(),
+            otlp_http_port: free_port(),
+            otlp_grpc_port: free_port(),
+            http_port: free_port(),
+            pg_port: free_port(),
+            extra_yaml: extra_yaml.to_string(),
+            child: None,
+        };
+        server.spawn().await;
+        server
+    }
+
+    /// Starts (again) on the same ports and directory.
+    pub async fn spawn(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let config = format!(
+            "server:\n  http_listen_port: {}\n  graceful_shutdown_timeout: 60s\n\
+             distributor:\n  receivers:\n    otlp:\n      protocols:\n        grpc:\n          endpoint: 127.0.0.1:{}\n        http:\n          endpoint: 127.0.0.1:{}\n\
+             postgres:\n  listen_address: 127.0.0.1:{}\n{}",
+            self.http_port, self.otlp_grpc_port, self.otlp_http_port, self.pg_port, self.extra_yaml
+        );
+        let config_path = self.dir.join("tracehouse.yaml");
+        std::fs::write(&config_path, config).unwrap();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("server.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_tracehouse"))
+            .arg(format!("-config.file={}", config_path.display()))
+            .arg(format!("-storage.path={}", self.dir.join("data").display()))
+            .current_dir(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting tracehouse");
+        self.child = Some(child);
+        self.wait_ready().await;
+    }
+
+    async fn wait_ready(&mut self) {
+        let url = format!("http://127.0.0.1:{}/ready", self.http_port);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("tracehouse exited with {status} before ready; log:\n{}", self.log());
+            }
+            if let Ok(r) = reqwest::get(&url).await
+                && r.status() == 200
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "tracehouse not ready in 60s; log:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+
+    /// `kill -9`.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// SIGTERM, then waits for the exit.
+    pub fn terminate(&mut self) -> (ExitStatus, Duration) {
+        let mut child = self.child.take().expect("running");
+        let started = Instant::now();
+        let ok = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+        assert!(ok.success());
+        let status = child.wait().unwrap();
+        (status, started.elapsed())
+    }
+
+    pub fn otlp_http(&self) -> String {
+        format!("http://127.0.0.1:{}", self.otlp_http_port)
+    }
+
+    pub async fn sender(&self, protocol: Protocol, gzip: bool) -> Sender {
+        let endpoint = match protocol {
+            Protocol::Grpc => format!("http://127.0.0.1:{}", self.otlp_grpc_port),
+            _ => self.otlp_http(),
+        };
+        Sender::connect(protocol, &endpoint, gzip).await.unwrap()
+    }
+
+    /// A tokio-postgres client on database `tenant`.
+    pub async fn pg(&self, tenant: &str) -> tokio_postgres::Client {
+        self.pg_as(tenant, "tester", None).await.unwrap()
+    }
+
+    pub async fn pg_as(&self, tenant: &str, user: &str, password: Option<&str>) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        let mut conf = format!("host=127.0.0.1 port={} user={user} dbname={tenant}", self.pg_port);
+        if let Some(p) = password {
+            conf.push_str(&format!(" password={p}"));
+        }
+        let (client, conn) = tokio_postgres::connect(&conf, tokio_postgres::NoTls).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(client)
+    }
+
+    /// `count(*)` of a tenant's spans.
+    pub async fn span_count(&self, tenant: &str) -> i64 {
+        let client = self.pg(tenant).await;
+        client.query_one("SELECT count(*) FROM spans", &[]).await.unwrap().get(0)
+    }
+
+    /// Runs the real `psql` client; returns its stdout, or its stderr as the error.
+    pub fn psql(&self, tenant: &str, args: &[&str]) -> Result<String, String> {
+        let out = Command::new("psql")
+            .args(["-h", "127.0.0.1", "-p", &self.pg_port.to_string(), "-U", "tester", "-d", tenant, "-X", "-v", "ON_ERROR_STOP=1"])
+            .args(args)
+            .env("PGCONNECT_TIMEOUT", "10")
+            .output()
+            .expect("psql is installed (scripts/test installs postgresql-client)");
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// Directory of a tenant's Delta table (local storage).
+    pub fn table_dir(&self, tenant: &str) -> PathBuf {
+        self.dir.join("data").join("tenants").join(tenant).join("spans")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! Tables on S3: a real S3-compatible server (moto, installed by scripts/test) on loopback;
+//! spans flushed there are read back after a restart.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{TestServer, free_port};
+use tracehouse_benches::send::Protocol;
+use tracehouse_benches::tracegen::{TraceGen, TraceGenConfig};
+
+struct Moto(Child);
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn start_moto() -> (Moto, u16) {
+    let port = free_port();
+    let child = Command::new("moto_server")
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("moto_server is installed (scripts/test runs pip install 'moto[server]')");
+    let moto = Moto(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reqwest::get(format!("http://127.0.0.1:{port}/")).await.is_err() {
+        assert!(Instant::now() < deadline, "moto did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (moto, port)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_live_on_s3() {
+    let (_moto, port) = start_moto().await;
+    let http = reqwest::Client::new();
+    let created = http.put(format!("http://127.0.0.1:{port}/traces")).send().await.unwrap();
+    assert!(created.status().is_success(), "create bucket: {}", created.status());
+
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "storage:\n  trace:\n    backend: s3\n    s3:\n      bucket: traces\n      prefix: th\n      endpoint: 127.0.0.1:{port}\n      \
+         region: us-east-1\n      access_key: test\n      secret_key: test\n      insecure: true\n      forcepathstyle: true\n"
+    );
+    let mut server = TestServer::start_in(dir.path(), &yaml).await;
+    let mut sender = server.sender(Protocol::HttpProtobuf, false).await;
+    let mut generator = TraceGen::new(TraceGenConfig { seed: 11, ..TraceGenConfig::default() });
+    let mut sent = 0;
+    for _ in 0..3 {
+        let (req, n) = generator.request(400);
+        let r = sender.send(&req, Some("s3-tenant")).await.unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+        sent += n;
+    }
+    let (status, _) = server.terminate();
+    assert!(status.success(), "log:\n{}", server.log());
+
+    let listing = http
+        .get(format!("http://127.0.0.1:{port}/traces?list-type=2&prefix=th/tenants/s3-tenant/spans/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(listing.contains("_delta_log/00000000000000000000.json"), "delta log on s3:\n{listing}");
+    assert!(listing.contains(".parquet"), "parquet files on s3:\n{listing}");
+
+    // The WAL was truncated after the commit, so what a restart sees comes from S3.
+    server.spawn().await;
+    assert_eq!(server.span_count("s3-tenant").await, sent as i64);
+    let client = server.pg("s3-tenant").await;
+    let services: i64 = client.query_one("SELECT count(DISTINCT service_name) FROM spans", &[]).await.unwrap().get(0);
+    assert!(services >= 10);
+}
