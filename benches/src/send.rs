@@ -23,7 +23,9 @@ impl std::str::FromStr for Protocol {
             "http" | "http/protobuf" => Ok(Self::HttpProtobuf),
             "http/json" => Ok(Self::HttpJson),
             "grpc" => Ok(Self::Grpc),
-            other => Err(format!("unknown protocol {other:?}: use http/protobuf, http/json or grpc")),
+            other => Err(format!(
+                "unknown protocol {other:?}: use http/protobuf, http/json or grpc"
+            )),
         }
     }
 }
@@ -50,13 +52,25 @@ pub struct Sender {
 impl Sender {
     pub async fn connect(protocol: Protocol, endpoint: &str, gzip: bool) -> Result<Self, String> {
         let grpc = if protocol == Protocol::Grpc {
-            let client = TraceServiceClient::connect(endpoint.to_string()).await.map_err(|e| format!("connecting to {endpoint}: {e}"))?;
+            let client = TraceServiceClient::connect(endpoint.to_string())
+                .await
+                .map_err(|e| format!("connecting to {endpoint}: {e}"))?;
             let client = client.max_encoding_message_size(usize::MAX);
-            Some(if gzip { client.send_compressed(tonic::codec::CompressionEncoding::Gzip) } else { client })
+            Some(if gzip {
+                client.send_compressed(tonic::codec::CompressionEncoding::Gzip)
+            } else {
+                client
+            })
         } else {
             None
         };
-        Ok(Self { protocol, endpoint: endpoint.trim_end_matches('/').to_string(), gzip, http: reqwest::Client::new(), grpc })
+        Ok(Self {
+            protocol,
+            endpoint: endpoint.trim_end_matches('/').to_string(),
+            gzip,
+            http: reqwest::Client::new(),
+            grpc,
+        })
     }
 
     /// Sends one request for `tenant` (no header when `None`).
@@ -66,16 +80,28 @@ impl Sender {
                 let client = self.grpc.as_mut().ok_or("grpc client missing")?;
                 let mut req = tonic::Request::new(request.clone());
                 if let Some(t) = tenant {
-                    req.metadata_mut().insert("x-scope-orgid", t.parse().map_err(|_| "bad tenant")?);
+                    req.metadata_mut()
+                        .insert("x-scope-orgid", t.parse().map_err(|_| "bad tenant")?);
                 }
                 match client.export(req).await {
-                    Ok(_) => Ok(Reply { status: 200, grpc_code: Some(tonic::Code::Ok), body: String::new() }),
-                    Err(status) => Ok(Reply { status: 0, grpc_code: Some(status.code()), body: status.message().to_string() }),
+                    Ok(_) => Ok(Reply {
+                        status: 200,
+                        grpc_code: Some(tonic::Code::Ok),
+                        body: String::new(),
+                    }),
+                    Err(status) => Ok(Reply {
+                        status: 0,
+                        grpc_code: Some(status.code()),
+                        body: status.message().to_string(),
+                    }),
                 }
             }
             Protocol::HttpProtobuf | Protocol::HttpJson => {
                 let (body, content_type) = if self.protocol == Protocol::HttpJson {
-                    (serde_json::to_vec(request).map_err(|e| e.to_string())?, "application/json")
+                    (
+                        serde_json::to_vec(request).map_err(|e| e.to_string())?,
+                        "application/json",
+                    )
                 } else {
                     (request.encode_to_vec(), "application/x-protobuf")
                 };
@@ -86,7 +112,10 @@ impl Sender {
 
     /// Posts raw bytes to `/v1/traces` (for malformed-input tests).
     pub async fn post_raw(&self, body: &[u8], content_type: &str, tenant: Option<&str>) -> Result<Reply, String> {
-        let mut req = self.http.post(format!("{}/v1/traces", self.endpoint)).header("content-type", content_type);
+        let mut req = self
+            .http
+            .post(format!("{}/v1/traces", self.endpoint))
+            .header("content-type", content_type);
         let body = if self.gzip {
             req = req.header("content-encoding", "gzip");
             let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -98,9 +127,17 @@ impl Sender {
         if let Some(t) = tenant {
             req = req.header("x-scope-orgid", t);
         }
-        let resp = req.body(body).send().await.map_err(|e| format!("posting to {}: {e}", self.endpoint))?;
+        let resp = req
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| format!("posting to {}: {e}", self.endpoint))?;
         let status = resp.status().as_u16();
         let bytes = resp.bytes().await.map_err(|e| e.to_string())?;
-        Ok(Reply { status, grpc_code: None, body: String::from_utf8_lossy(&bytes).into_owned() })
+        Ok(Reply {
+            status,
+            grpc_code: None,
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+        })
     }
 }

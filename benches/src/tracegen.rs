@@ -43,7 +43,11 @@ enum Call {
 /// What each service calls, with the probability of each call.
 fn callees(service: usize) -> &'static [(f64, Call)] {
     match service {
-        0 => &[(1.0, Call::Http(1, "GET", "/api/products/{id}")), (0.6, Call::Http(11, "GET", "/ads")), (0.3, Call::Http(1, "POST", "/api/cart"))],
+        0 => &[
+            (1.0, Call::Http(1, "GET", "/api/products/{id}")),
+            (0.6, Call::Http(11, "GET", "/ads")),
+            (0.3, Call::Http(1, "POST", "/api/cart")),
+        ],
         1 => &[
             (0.9, Call::Rpc(2, "auth.Auth", "Verify")),
             (0.5, Call::Rpc(3, "cart.Cart", "GetCart")),
@@ -51,7 +55,10 @@ fn callees(service: usize) -> &'static [(f64, Call)] {
             (0.5, Call::Rpc(8, "reco.Recommendation", "List")),
         ],
         2 => &[(0.7, Call::Db("redis", "GET", "sessions"))],
-        3 => &[(1.0, Call::Db("redis", "HGETALL", "carts")), (0.4, Call::Rpc(9, "currency.Currency", "Convert"))],
+        3 => &[
+            (1.0, Call::Db("redis", "HGETALL", "carts")),
+            (0.4, Call::Rpc(9, "currency.Currency", "Convert")),
+        ],
         4 => &[
             (1.0, Call::Rpc(5, "payment.Payment", "Charge")),
             (0.9, Call::Rpc(6, "shipping.Shipping", "Quote")),
@@ -62,7 +69,10 @@ fn callees(service: usize) -> &'static [(f64, Call)] {
         5 => &[(1.0, Call::Db("postgresql", "INSERT", "payments"))],
         6 => &[(0.5, Call::Rpc(9, "currency.Currency", "Convert"))],
         7 => &[(1.0, Call::Db("postgresql", "UPDATE", "stock"))],
-        8 => &[(0.8, Call::Rpc(7, "inventory.Inventory", "List")), (0.5, Call::Db("redis", "GET", "reco-cache"))],
+        8 => &[
+            (0.8, Call::Rpc(7, "inventory.Inventory", "List")),
+            (0.5, Call::Db("redis", "GET", "reco-cache")),
+        ],
         10 => &[(0.2, Call::Db("postgresql", "SELECT", "templates"))],
         11 => &[(0.5, Call::Db("redis", "GET", "ads"))],
         _ => &[],
@@ -83,7 +93,12 @@ pub struct TraceGenConfig {
 
 impl Default for TraceGenConfig {
     fn default() -> Self {
-        Self { seed: 1, start_unix_nano: 1_767_225_600_000_000_000, trace_interval_ns: 1_000_000, error_rate: 0.02 }
+        Self {
+            seed: 1,
+            start_unix_nano: 1_767_225_600_000_000_000,
+            trace_interval_ns: 1_000_000,
+            error_rate: 0.02,
+        }
     }
 }
 
@@ -101,7 +116,11 @@ pub struct TraceGen {
 }
 
 fn kv(key: &str, value: any_value::Value) -> KeyValue {
-    KeyValue { key: key.to_string(), value: Some(AnyValue { value: Some(value) }), ..KeyValue::default() }
+    KeyValue {
+        key: key.to_string(),
+        value: Some(AnyValue { value: Some(value) }),
+        ..KeyValue::default()
+    }
 }
 
 fn s(key: &str, value: impl Into<String>) -> KeyValue {
@@ -114,7 +133,11 @@ fn i(key: &str, value: i64) -> KeyValue {
 
 impl TraceGen {
     pub fn new(config: TraceGenConfig) -> Self {
-        Self { rng: StdRng::seed_from_u64(config.seed), config, traces: 0 }
+        Self {
+            rng: StdRng::seed_from_u64(config.seed),
+            config,
+            traces: 0,
+        }
     }
 
     fn id<const N: usize>(&mut self) -> Vec<u8> {
@@ -144,7 +167,11 @@ impl TraceGen {
         let mut spans = Vec::new();
         let user = self.rng.random_range(0..100_000u32);
         let request_id = hex::encode(self.id::<8>());
-        let root_route = if self.rng.random_bool(0.7) { "/product/{id}" } else { "/cart" };
+        let root_route = if self.rng.random_bool(0.7) {
+            "/product/{id}"
+        } else {
+            "/cart"
+        };
         let root = Span {
             trace_id: trace_id.clone(),
             span_id: self.id::<8>(),
@@ -154,10 +181,24 @@ impl TraceGen {
             attributes: vec![
                 s("http.request.method", "GET"),
                 s("http.route", root_route),
-                s("url.full", format!("https://shop.example.com{}?rid={request_id}", root_route.replace("{id}", &user.to_string()))),
+                s(
+                    "url.full",
+                    format!(
+                        "https://shop.example.com{}?rid={request_id}",
+                        root_route.replace("{id}", &user.to_string())
+                    ),
+                ),
                 s("user.id", format!("user-{user}")),
                 s("request.id", request_id),
-                s("client.address", format!("10.{}.{}.{}", user % 256, (user / 256) % 256, self.rng.random_range(1..255))),
+                s(
+                    "client.address",
+                    format!(
+                        "10.{}.{}.{}",
+                        user % 256,
+                        (user / 256) % 256,
+                        self.rng.random_range(1..255)
+                    ),
+                ),
             ],
             ..Span::default()
         };
@@ -167,7 +208,10 @@ impl TraceGen {
         let status = if failed { 500 } else { 200 };
         root.attributes.push(i("http.response.status_code", status));
         if failed {
-            root.status = Some(Status { code: StatusCode::Error as i32, message: "internal error downstream".into() });
+            root.status = Some(Status {
+                code: StatusCode::Error as i32,
+                message: "internal error downstream".into(),
+            });
         }
         spans.push(GenSpan { service: 0, span: root });
         spans
@@ -175,7 +219,14 @@ impl TraceGen {
 
     /// Generates the calls made by `parent` (of `service`); returns the end time and whether
     /// any call failed.
-    fn children(&mut self, trace_id: &[u8], service: usize, parent: &Span, depth: usize, out: &mut Vec<GenSpan>) -> (u64, bool) {
+    fn children(
+        &mut self,
+        trace_id: &[u8],
+        service: usize,
+        parent: &Span,
+        depth: usize,
+        out: &mut Vec<GenSpan>,
+    ) -> (u64, bool) {
         let mut t = parent.start_time_unix_nano + self.duration(50_000);
         let mut failed = false;
         if depth > 6 {
@@ -193,7 +244,16 @@ impl TraceGen {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn call(&mut self, trace_id: &[u8], service: usize, parent: &Span, start: u64, call: Call, depth: usize, out: &mut Vec<GenSpan>) -> (u64, bool) {
+    fn call(
+        &mut self,
+        trace_id: &[u8],
+        service: usize,
+        parent: &Span,
+        start: u64,
+        call: Call,
+        depth: usize,
+        out: &mut Vec<GenSpan>,
+    ) -> (u64, bool) {
         let client_id = self.id::<8>();
         let mut client = Span {
             trace_id: trace_id.to_vec(),
@@ -214,7 +274,10 @@ impl TraceGen {
                     s("db.system", system),
                     s("db.operation.name", op),
                     s("db.namespace", if system == "redis" { "0" } else { "shop" }),
-                    s("db.query.text", format!("{op} {table} WHERE id = ${}", self.rng.random_range(1..4))),
+                    s(
+                        "db.query.text",
+                        format!("{op} {table} WHERE id = ${}", self.rng.random_range(1..4)),
+                    ),
                     s("server.address", format!("{system}.db.svc")),
                     i("server.port", if system == "redis" { 6379 } else { 5432 }),
                 ];
@@ -257,21 +320,36 @@ impl TraceGen {
                 let (cend, cfail) = self.children(&consumer_trace, consumer, &consume, depth + 1, out);
                 consume.end_time_unix_nano = cend + self.duration(100_000);
                 if cfail {
-                    consume.status = Some(Status { code: StatusCode::Error as i32, message: "processing failed".into() });
+                    consume.status = Some(Status {
+                        code: StatusCode::Error as i32,
+                        message: "processing failed".into(),
+                    });
                 }
-                out.push(GenSpan { service: consumer, span: consume });
+                out.push(GenSpan {
+                    service: consumer,
+                    span: consume,
+                });
             }
             Call::Http(callee, method, route) | Call::Rpc(callee, method, route) => {
                 let is_http = matches!(call, Call::Http(..));
                 let (name, attrs) = if is_http {
                     (
                         format!("{method} {route}"),
-                        vec![s("http.request.method", method), s("http.route", route), s("server.address", SERVICES[callee].0)],
+                        vec![
+                            s("http.request.method", method),
+                            s("http.route", route),
+                            s("server.address", SERVICES[callee].0),
+                        ],
                     )
                 } else {
                     (
                         format!("{method}/{route}"),
-                        vec![s("rpc.system", "grpc"), s("rpc.service", method), s("rpc.method", route), s("server.address", SERVICES[callee].0)],
+                        vec![
+                            s("rpc.system", "grpc"),
+                            s("rpc.service", method),
+                            s("rpc.method", route),
+                            s("server.address", SERVICES[callee].0),
+                        ],
                     )
                 };
                 client.name = name.clone();
@@ -295,16 +373,32 @@ impl TraceGen {
                 server.end_time_unix_nano = inner_end + self.duration(300_000);
                 failed = inner_failed || own_fail;
                 if is_http {
-                    let code = if failed { 500 } else if self.rng.random_bool(0.03) { 404 } else { 200 };
+                    let code = if failed {
+                        500
+                    } else if self.rng.random_bool(0.03) {
+                        404
+                    } else {
+                        200
+                    };
                     server.attributes.push(i("http.response.status_code", code));
                     client.attributes.push(i("http.response.status_code", code));
                 } else {
-                    server.attributes.push(i("rpc.grpc.status_code", if failed { 13 } else { 0 }));
+                    server
+                        .attributes
+                        .push(i("rpc.grpc.status_code", if failed { 13 } else { 0 }));
                 }
                 if own_fail {
-                    self.fail(&mut server, inner_end, "InternalError", &format!("{} failed", SERVICES[callee].0));
+                    self.fail(
+                        &mut server,
+                        inner_end,
+                        "InternalError",
+                        &format!("{} failed", SERVICES[callee].0),
+                    );
                 } else if inner_failed {
-                    server.status = Some(Status { code: StatusCode::Error as i32, message: "downstream call failed".into() });
+                    server.status = Some(Status {
+                        code: StatusCode::Error as i32,
+                        message: "downstream call failed".into(),
+                    });
                 }
                 if self.rng.random_bool(0.1) {
                     server.events.push(Event {
@@ -315,19 +409,28 @@ impl TraceGen {
                     });
                 }
                 end = server.end_time_unix_nano + self.duration(50_000);
-                out.push(GenSpan { service: callee, span: server });
+                out.push(GenSpan {
+                    service: callee,
+                    span: server,
+                });
             }
         }
         client.end_time_unix_nano = end;
         if failed && client.status.is_none() {
-            client.status = Some(Status { code: StatusCode::Error as i32, message: "call failed".into() });
+            client.status = Some(Status {
+                code: StatusCode::Error as i32,
+                message: "call failed".into(),
+            });
         }
         out.push(GenSpan { service, span: client });
         (end, failed)
     }
 
     fn fail(&mut self, span: &mut Span, at: u64, kind: &str, message: &str) {
-        span.status = Some(Status { code: StatusCode::Error as i32, message: message.into() });
+        span.status = Some(Status {
+            code: StatusCode::Error as i32,
+            message: message.into(),
+        });
         span.events.push(Event {
             time_unix_nano: at,
             name: "exception".into(),
@@ -391,13 +494,25 @@ mod tests {
         assert_eq!(a, b, "same seed, same bytes");
         let (req, n) = TraceGen::new(TraceGenConfig::default()).request(2_000);
         assert!(n >= 2_000);
-        let spans: Vec<&Span> = req.resource_spans.iter().flat_map(|r| &r.scope_spans).flat_map(|s| &s.spans).collect();
+        let spans: Vec<&Span> = req
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .flat_map(|s| &s.spans)
+            .collect();
         assert_eq!(spans.len(), n);
         assert!(req.resource_spans.len() >= 10, "most services report");
-        assert!(spans.iter().any(|s| s.status.as_ref().is_some_and(|st| st.code == 2)), "some errors");
+        assert!(
+            spans.iter().any(|s| s.status.as_ref().is_some_and(|st| st.code == 2)),
+            "some errors"
+        );
         assert!(spans.iter().any(|s| !s.links.is_empty()), "some links");
         assert!(spans.iter().any(|s| !s.events.is_empty()), "some events");
-        assert!(spans.iter().any(|s| s.kind == SpanKind::Client as i32 && s.attributes.iter().any(|a| a.key == "db.system")));
+        assert!(
+            spans
+                .iter()
+                .any(|s| s.kind == SpanKind::Client as i32 && s.attributes.iter().any(|a| a.key == "db.system"))
+        );
         assert!(spans.iter().all(|s| s.end_time_unix_nano >= s.start_time_unix_nano));
     }
 }

@@ -48,7 +48,10 @@ pub fn decode_body(body: &[u8], content_encoding: Option<&str>, limit_bytes: usi
             let read = flate2::read::GzDecoder::new(body)
                 .take(limit_bytes as u64 + 1)
                 .read_to_end(&mut out)
-                .map_err(|e| Error::Malformed { format: "gzip", message: e.to_string() })?;
+                .map_err(|e| Error::Malformed {
+                    format: "gzip",
+                    message: e.to_string(),
+                })?;
             if read > limit_bytes {
                 return Err(Error::TooLarge { limit_bytes });
             }
@@ -61,10 +64,14 @@ pub fn decode_body(body: &[u8], content_encoding: Option<&str>, limit_bytes: usi
 /// Parses an export request.
 pub fn parse_request(body: &[u8], format: BodyFormat) -> Result<ExportTraceServiceRequest> {
     match format {
-        BodyFormat::Protobuf => ExportTraceServiceRequest::decode(body)
-            .map_err(|e| Error::Malformed { format: "protobuf", message: e.to_string() }),
-        BodyFormat::Json => serde_json::from_slice(body)
-            .map_err(|e| Error::Malformed { format: "json", message: e.to_string() }),
+        BodyFormat::Protobuf => ExportTraceServiceRequest::decode(body).map_err(|e| Error::Malformed {
+            format: "protobuf",
+            message: e.to_string(),
+        }),
+        BodyFormat::Json => serde_json::from_slice(body).map_err(|e| Error::Malformed {
+            format: "json",
+            message: e.to_string(),
+        }),
     }
 }
 
@@ -115,7 +122,9 @@ fn attr_value(value: Option<&AnyValue>) -> AttrValue<'_> {
 }
 
 fn attrs(kvs: &[KeyValue]) -> Vec<Attr<'_>> {
-    kvs.iter().map(|kv| (kv.key.as_str(), attr_value(kv.value.as_ref()))).collect()
+    kvs.iter()
+        .map(|kv| (kv.key.as_str(), attr_value(kv.value.as_ref())))
+        .collect()
 }
 
 /// Converts a request into one `spans` batch. Any span with invalid ids rejects the whole
@@ -200,10 +209,15 @@ mod tests {
         assert_eq!(span_count(&req), 1);
         let batch = request_to_batch(&req).unwrap();
         assert_eq!(batch.num_rows(), 1);
-        let pretty = arrow::util::pretty::pretty_format_batches(&[batch]).unwrap().to_string();
+        let pretty = arrow::util::pretty::pretty_format_batches(&[batch])
+            .unwrap()
+            .to_string();
         assert!(pretty.contains("5b8efff798038103d269b633813fc60c"), "{pretty}");
         assert!(pretty.contains("checkout"));
-        assert!(pretty.contains("| 500 "), "http_status_code is an integer column: {pretty}");
+        assert!(
+            pretty.contains("| 500 "),
+            "http_status_code is an integer column: {pretty}"
+        );
         assert!(pretty.contains(r#"["a"]"#), "arrays are kept as json: {pretty}");
         assert!(pretty.contains("2018-12-13"), "partitioned by day: {pretty}");
     }
@@ -223,7 +237,13 @@ mod tests {
         enc.write_all(&vec![b'x'; 10_000]).unwrap();
         let gz = enc.finish().unwrap();
         assert_eq!(decode_body(&gz, Some("gzip"), 10_000).unwrap().len(), 10_000);
-        assert!(matches!(decode_body(&gz, Some("gzip"), 9_999), Err(Error::TooLarge { .. })));
-        assert!(matches!(decode_body(b"x", Some("br"), 10), Err(Error::UnsupportedEncoding(_))));
+        assert!(matches!(
+            decode_body(&gz, Some("gzip"), 9_999),
+            Err(Error::TooLarge { .. })
+        ));
+        assert!(matches!(
+            decode_body(b"x", Some("br"), 10),
+            Err(Error::UnsupportedEncoding(_))
+        ));
     }
 }

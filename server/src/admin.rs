@@ -37,6 +37,10 @@ async fn ready(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
 }
 
 async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
-    let body = render(&state.receivers, state.warehouse.stats(), state.warehouse.wal_disk_bytes());
+    let body = render(
+        &state.receivers,
+        state.warehouse.stats(),
+        state.warehouse.wal_disk_bytes(),
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }

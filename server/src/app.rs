@@ -25,7 +25,11 @@ pub enum AppError {
     #[error("config: {0}")]
     Config(String),
     #[error("binding {what} on {addr}: {source}")]
-    Bind { what: &'static str, addr: String, source: std::io::Error },
+    Bind {
+        what: &'static str,
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Warehouse(#[from] tracehouse_warehouse::Error),
     #[error("{0}")]
@@ -35,7 +39,9 @@ pub enum AppError {
 fn warehouse_config(config: &Config) -> Result<WarehouseConfig, AppError> {
     let trace = &config.storage.trace;
     let storage = match trace.backend.as_str() {
-        "local" => StorageConfigKind::Local { path: trace.local.path.clone() },
+        "local" => StorageConfigKind::Local {
+            path: trace.local.path.clone(),
+        },
         "s3" => StorageConfigKind::S3(S3Config {
             bucket: trace.s3.bucket.clone(),
             prefix: trace.s3.prefix.clone(),
@@ -46,14 +52,22 @@ fn warehouse_config(config: &Config) -> Result<WarehouseConfig, AppError> {
             insecure: trace.s3.insecure,
             forcepathstyle: trace.s3.forcepathstyle,
         }),
-        other => return Err(AppError::Config(format!("storage.trace.backend {other:?} is not one of local, s3"))),
+        other => {
+            return Err(AppError::Config(format!(
+                "storage.trace.backend {other:?} is not one of local, s3"
+            )));
+        }
     };
     let ing = &config.ingester;
     if ing.max_block_bytes == 0 || ing.max_live_bytes < ing.max_block_bytes {
-        return Err(AppError::Config("ingester.max_live_bytes must be at least ingester.max_block_bytes > 0".into()));
+        return Err(AppError::Config(
+            "ingester.max_live_bytes must be at least ingester.max_block_bytes > 0".into(),
+        ));
     }
     if ing.wal_queue_max_requests == 0 {
-        return Err(AppError::Config("ingester.wal_queue_max_requests must be positive".into()));
+        return Err(AppError::Config(
+            "ingester.wal_queue_max_requests must be positive".into(),
+        ));
     }
     Ok(WarehouseConfig {
         storage,
@@ -71,7 +85,11 @@ fn warehouse_config(config: &Config) -> Result<WarehouseConfig, AppError> {
 }
 
 async fn bind(what: &'static str, addr: &str) -> Result<TcpListener, AppError> {
-    let bind_err = |source| AppError::Bind { what, addr: addr.to_string(), source };
+    let bind_err = |source| AppError::Bind {
+        what,
+        addr: addr.to_string(),
+        source,
+    };
     let parsed: SocketAddr = tokio::net::lookup_host(addr)
         .await
         .map_err(bind_err)?
@@ -85,7 +103,10 @@ pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) ->
     let warehouse = Warehouse::open(warehouse_config(&config)?).await?;
     let engine = Arc::new(QueryEngine::new(
         warehouse.clone(),
-        QueryEngineConfig { max_memory_bytes: config.query.max_memory_bytes, ..QueryEngineConfig::default() },
+        QueryEngineConfig {
+            max_memory_bytes: config.query.max_memory_bytes,
+            ..QueryEngineConfig::default()
+        },
     )?);
     let stats = Arc::new(ReceiverStats::default());
     let receiver = Arc::new(Receiver {
@@ -103,11 +124,17 @@ pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) ->
     let protocols = &config.distributor.receivers.otlp.protocols;
     let http_listener = bind("otlp http receiver", &protocols.http.endpoint).await?;
     let grpc_listener = bind("otlp grpc receiver", &protocols.grpc.endpoint).await?;
-    let admin_addr = format!("{}:{}", config.server.http_listen_address, config.server.http_listen_port);
+    let admin_addr = format!(
+        "{}:{}",
+        config.server.http_listen_address, config.server.http_listen_port
+    );
     let admin_listener = bind("http api", &admin_addr).await?;
     let pg_config = PgServerConfig {
         listen: config.postgres.listen_address.parse().map_err(|e| {
-            AppError::Config(format!("postgres.listen_address {:?}: {e}", config.postgres.listen_address))
+            AppError::Config(format!(
+                "postgres.listen_address {:?}: {e}",
+                config.postgres.listen_address
+            ))
         })?,
         users: config.postgres.users.clone().into_iter().collect(),
         max_connections: config.postgres.max_connections,
@@ -192,7 +219,10 @@ pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) ->
     match drained {
         Ok(Ok(spans)) => tracing::info!(spans, "flushed; bye"),
         Ok(Err(e)) => tracing::error!(error = %e, "final flush failed; the wal keeps the spans for the next start"),
-        Err(_) => tracing::error!(?deadline, "shutdown timed out; the wal keeps unflushed spans for the next start"),
+        Err(_) => tracing::error!(
+            ?deadline,
+            "shutdown timed out; the wal keeps unflushed spans for the next start"
+        ),
     }
     Ok(())
 }

@@ -56,7 +56,10 @@ pub struct DistributorConfig {
 
 impl Default for DistributorConfig {
     fn default() -> Self {
-        Self { receivers: ReceiversConfig::default(), max_request_bytes: 16 << 20 }
+        Self {
+            receivers: ReceiversConfig::default(),
+            max_request_bytes: 16 << 20,
+        }
     }
 }
 
@@ -81,7 +84,14 @@ pub struct OtlpProtocols {
 
 impl Default for OtlpProtocols {
     fn default() -> Self {
-        Self { grpc: Endpoint { endpoint: "127.0.0.1:4317".into() }, http: Endpoint { endpoint: "127.0.0.1:4318".into() } }
+        Self {
+            grpc: Endpoint {
+                endpoint: "127.0.0.1:4317".into(),
+            },
+            http: Endpoint {
+                endpoint: "127.0.0.1:4318".into(),
+            },
+        }
     }
 }
 
@@ -139,7 +149,12 @@ pub struct TraceStorage {
 
 impl Default for TraceStorage {
     fn default() -> Self {
-        Self { backend: "local".into(), local: LocalStorage::default(), s3: S3Storage::default(), wal: WalStorage::default() }
+        Self {
+            backend: "local".into(),
+            local: LocalStorage::default(),
+            s3: S3Storage::default(),
+            wal: WalStorage::default(),
+        }
     }
 }
 
@@ -151,7 +166,9 @@ pub struct LocalStorage {
 
 impl Default for LocalStorage {
     fn default() -> Self {
-        Self { path: PathBuf::from("./tracehouse-data") }
+        Self {
+            path: PathBuf::from("./tracehouse-data"),
+        }
     }
 }
 
@@ -188,7 +205,12 @@ pub struct PostgresConfig {
 
 impl Default for PostgresConfig {
     fn default() -> Self {
-        Self { enabled: true, listen_address: "127.0.0.1:5432".into(), max_connections: 100, users: BTreeMap::new() }
+        Self {
+            enabled: true,
+            listen_address: "127.0.0.1:5432".into(),
+            max_connections: 100,
+            users: BTreeMap::new(),
+        }
     }
 }
 
@@ -201,7 +223,9 @@ pub struct QueryConfig {
 
 impl Default for QueryConfig {
     fn default() -> Self {
-        Self { max_memory_bytes: 2 << 30 }
+        Self {
+            max_memory_bytes: 2 << 30,
+        }
     }
 }
 
@@ -217,8 +241,12 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err("empty duration".into());
     }
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(|| format!("duration {s:?} lacks a unit"))?;
-        let n: u64 = rest[..digits].parse().map_err(|_| format!("bad number in duration {s:?}"))?;
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .ok_or_else(|| format!("duration {s:?} lacks a unit"))?;
+        let n: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("bad number in duration {s:?}"))?;
         rest = &rest[digits..];
         let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
         let unit = match &rest[..unit_len] {
@@ -250,7 +278,12 @@ impl Config {
 
     /// The WAL directory.
     pub fn wal_path(&self) -> PathBuf {
-        self.storage.trace.wal.path.clone().unwrap_or_else(|| self.storage.trace.local.path.join("wal"))
+        self.storage
+            .trace
+            .wal
+            .path
+            .clone()
+            .unwrap_or_else(|| self.storage.trace.local.path.join("wal"))
     }
 }
 
@@ -275,6 +308,9 @@ mod tests {
         assert!(Config::from_yaml("bogus_key: 1").unwrap_err().contains("unknown field"));
         let body: Vec<&str> = text.lines().skip_while(|l| l.starts_with('#')).collect();
         let readme = include_str!("../../README.md");
-        assert!(readme.contains(&body.join("\n")), "README.md shows tracehouse.example.yaml verbatim");
+        assert!(
+            readme.contains(&body.join("\n")),
+            "README.md shows tracehouse.example.yaml verbatim"
+        );
     }
 }

@@ -19,7 +19,9 @@ impl Error {
     /// The HTTP status for this error.
     pub fn http_status(&self) -> StatusCode {
         match self {
-            Self::Decode(DecodeError::TooLarge { .. }) | Self::Store(StoreError::TooLarge(_)) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Decode(DecodeError::TooLarge { .. }) | Self::Store(StoreError::TooLarge(_)) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             Self::Decode(DecodeError::UnsupportedContentType(_) | DecodeError::UnsupportedEncoding(_)) => {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
             }
@@ -27,7 +29,9 @@ impl Error {
             Self::Store(StoreError::InvalidSpan(_) | StoreError::InvalidTenant(_)) => StatusCode::BAD_REQUEST,
             Self::Store(StoreError::Backpressure(_)) => StatusCode::TOO_MANY_REQUESTS,
             Self::Store(StoreError::ShuttingDown) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Decode(DecodeError::Batch(_)) | Self::Store(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Decode(DecodeError::Batch(_)) | Self::Store(_) | Self::Internal(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 
@@ -57,9 +61,15 @@ mod tests {
         let e = Error::Store(StoreError::Backpressure("full".into()));
         assert_eq!(e.http_status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(e.grpc_status().code(), tonic::Code::ResourceExhausted);
-        let e = Error::Decode(DecodeError::Malformed { format: "json", message: "eof".into() });
+        let e = Error::Decode(DecodeError::Malformed {
+            format: "json",
+            message: "eof".into(),
+        });
         assert_eq!(e.http_status(), StatusCode::BAD_REQUEST);
         assert_eq!(e.grpc_status().code(), tonic::Code::InvalidArgument);
-        assert_eq!(Error::Decode(DecodeError::TooLarge { limit_bytes: 1 }).http_status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(
+            Error::Decode(DecodeError::TooLarge { limit_bytes: 1 }).http_status(),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
     }
 }

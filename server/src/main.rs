@@ -45,7 +45,12 @@ fn parse_flags(args: impl IntoIterator<Item = String>) -> Result<Option<Flags>, 
             Some((n, v)) => (n, Some(v.to_string())),
             None => (trimmed, None),
         };
-        let mut value = |name: &str| inline.clone().or_else(|| args.next()).ok_or_else(|| format!("flag -{name} needs a value"));
+        let mut value = |name: &str| {
+            inline
+                .clone()
+                .or_else(|| args.next())
+                .ok_or_else(|| format!("flag -{name} needs a value"))
+        };
         match name {
             "config.file" => flags.config_file = Some(PathBuf::from(value(name)?)),
             "target" => flags.target = Some(value(name)?),
@@ -80,7 +85,9 @@ fn load_config(flags: &Flags) -> Result<Config, String> {
     }
     match config.target.as_deref().unwrap_or("all") {
         "all" => Ok(config),
-        other => Err(format!("-target={other} is not supported yet; run -target=all (monolithic)")),
+        other => Err(format!(
+            "-target={other} is not supported yet; run -target=all (monolithic)"
+        )),
     }
 }
 
@@ -110,9 +117,17 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{},datafusion=warn,deltalake=warn", config.server.log_level)));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!(
+            "{},datafusion=warn,deltalake=warn,deltalake_core=warn,buoyant_kernel=warn,delta_kernel=warn",
+            config.server.log_level
+        ))
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
 
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
@@ -140,7 +155,9 @@ mod tests {
 
     #[test]
     fn tempo_style_flags() {
-        let f = parse_flags(args(&["-config.file=x.yaml", "-target", "all", "--storage.path=/d"])).unwrap().unwrap();
+        let f = parse_flags(args(&["-config.file=x.yaml", "-target", "all", "--storage.path=/d"]))
+            .unwrap()
+            .unwrap();
         assert_eq!(f.config_file.unwrap(), PathBuf::from("x.yaml"));
         assert_eq!(f.target.unwrap(), "all");
         assert_eq!(f.storage_path.unwrap(), PathBuf::from("/d"));
@@ -150,7 +167,10 @@ mod tests {
 
     #[test]
     fn other_targets_are_refused_clearly() {
-        let f = Flags { target: Some("querier".into()), ..Flags::default() };
+        let f = Flags {
+            target: Some("querier".into()),
+            ..Flags::default()
+        };
         assert!(load_config(&f).unwrap_err().contains("not supported yet"));
     }
 }

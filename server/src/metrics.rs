@@ -29,19 +29,89 @@ fn gauge(out: &mut String, name: &str, help: &str, value: u64) {
 pub fn render(receivers: &ReceiverStats, warehouse: &WarehouseStats, wal_disk_bytes: u64) -> String {
     let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
     let mut out = String::with_capacity(2048);
-    counter(&mut out, "tracehouse_distributor_otlp_http_requests_total", "OTLP/HTTP export requests.", r(&receivers.otlp_http_requests));
-    counter(&mut out, "tracehouse_distributor_otlp_grpc_requests_total", "OTLP/gRPC export requests.", r(&receivers.otlp_grpc_requests));
-    counter(&mut out, "tracehouse_distributor_spans_received_total", "Spans acknowledged to clients.", r(&receivers.spans_received));
-    counter(&mut out, "tracehouse_distributor_requests_rejected_client_total", "Requests rejected as malformed (400/415).", r(&receivers.requests_rejected_client));
-    counter(&mut out, "tracehouse_distributor_requests_rejected_too_large_total", "Requests rejected as too large (413).", r(&receivers.requests_rejected_too_large));
-    counter(&mut out, "tracehouse_distributor_requests_rejected_backpressure_total", "Requests pushed back (429).", r(&receivers.requests_rejected_backpressure));
-    counter(&mut out, "tracehouse_distributor_requests_failed_total", "Requests failed by the server (5xx).", r(&receivers.requests_failed_server));
-    counter(&mut out, "tracehouse_warehouse_spans_appended_total", "Spans made durable in the WAL.", r(&warehouse.spans_appended));
-    counter(&mut out, "tracehouse_warehouse_spans_replayed_total", "Spans replayed from the WAL at start.", r(&warehouse.spans_replayed));
-    counter(&mut out, "tracehouse_warehouse_flushes_total", "Flushes committed to Delta tables.", r(&warehouse.flushes));
-    counter(&mut out, "tracehouse_warehouse_flush_errors_total", "Flushes that failed and will be retried.", r(&warehouse.flush_errors));
-    counter(&mut out, "tracehouse_warehouse_spans_flushed_total", "Spans committed to Delta tables.", r(&warehouse.spans_flushed));
-    gauge(&mut out, "tracehouse_warehouse_live_bytes", "Bytes of acknowledged spans not yet flushed.", warehouse.live_bytes.load(Ordering::Relaxed) as u64);
-    gauge(&mut out, "tracehouse_warehouse_wal_disk_bytes", "Bytes of WAL segments on disk.", wal_disk_bytes);
+    counter(
+        &mut out,
+        "tracehouse_distributor_otlp_http_requests_total",
+        "OTLP/HTTP export requests.",
+        r(&receivers.otlp_http_requests),
+    );
+    counter(
+        &mut out,
+        "tracehouse_distributor_otlp_grpc_requests_total",
+        "OTLP/gRPC export requests.",
+        r(&receivers.otlp_grpc_requests),
+    );
+    counter(
+        &mut out,
+        "tracehouse_distributor_spans_received_total",
+        "Spans acknowledged to clients.",
+        r(&receivers.spans_received),
+    );
+    counter(
+        &mut out,
+        "tracehouse_distributor_requests_rejected_client_total",
+        "Requests rejected as malformed (400/415).",
+        r(&receivers.requests_rejected_client),
+    );
+    counter(
+        &mut out,
+        "tracehouse_distributor_requests_rejected_too_large_total",
+        "Requests rejected as too large (413).",
+        r(&receivers.requests_rejected_too_large),
+    );
+    counter(
+        &mut out,
+        "tracehouse_distributor_requests_rejected_backpressure_total",
+        "Requests pushed back (429).",
+        r(&receivers.requests_rejected_backpressure),
+    );
+    counter(
+        &mut out,
+        "tracehouse_distributor_requests_failed_total",
+        "Requests failed by the server (5xx).",
+        r(&receivers.requests_failed_server),
+    );
+    counter(
+        &mut out,
+        "tracehouse_warehouse_spans_appended_total",
+        "Spans made durable in the WAL.",
+        r(&warehouse.spans_appended),
+    );
+    counter(
+        &mut out,
+        "tracehouse_warehouse_spans_replayed_total",
+        "Spans replayed from the WAL at start.",
+        r(&warehouse.spans_replayed),
+    );
+    counter(
+        &mut out,
+        "tracehouse_warehouse_flushes_total",
+        "Flushes committed to Delta tables.",
+        r(&warehouse.flushes),
+    );
+    counter(
+        &mut out,
+        "tracehouse_warehouse_flush_errors_total",
+        "Flushes that failed and will be retried.",
+        r(&warehouse.flush_errors),
+    );
+    counter(
+        &mut out,
+        "tracehouse_warehouse_spans_flushed_total",
+        "Spans committed to Delta tables.",
+        r(&warehouse.spans_flushed),
+    );
+    gauge(
+        &mut out,
+        "tracehouse_warehouse_live_bytes",
+        "Bytes of acknowledged spans not yet flushed.",
+        warehouse.live_bytes.load(Ordering::Relaxed) as u64,
+    );
+    gauge(
+        &mut out,
+        "tracehouse_warehouse_wal_disk_bytes",
+        "Bytes of WAL segments on disk.",
+        wal_disk_bytes,
+    );
     out
 }

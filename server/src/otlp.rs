@@ -88,7 +88,11 @@ async fn export_http(State(receiver): State<Arc<Receiver>>, headers: HeaderMap, 
     let tenant = tenant_from(header_str(TENANT_HEADER));
     let result = async {
         let format = BodyFormat::from_content_type(content_type)?;
-        let body = decode_body(&body, header_str(header::CONTENT_ENCODING.as_str()), receiver.max_request_bytes)?;
+        let body = decode_body(
+            &body,
+            header_str(header::CONTENT_ENCODING.as_str()),
+            receiver.max_request_bytes,
+        )?;
         let request = tokio::task::spawn_blocking(move || parse_request(&body, format))
             .await
             .map_err(|e| Error::Internal(e.to_string()))??;
@@ -117,13 +121,24 @@ async fn export_http(State(receiver): State<Arc<Receiver>>, headers: HeaderMap, 
                     (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
                 }
                 Some(BodyFormat::Protobuf) => {
-                    let body = RpcStatus { code: e.rpc_code(), message: e.to_string() }.encode_to_vec();
+                    let body = RpcStatus {
+                        code: e.rpc_code(),
+                        message: e.to_string(),
+                    }
+                    .encode_to_vec();
                     (status, [(header::CONTENT_TYPE, "application/x-protobuf")], body).into_response()
                 }
-                None => (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], e.to_string()).into_response(),
+                None => (
+                    status,
+                    [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                    e.to_string(),
+                )
+                    .into_response(),
             };
             if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
-                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             response
         }

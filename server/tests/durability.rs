@@ -16,7 +16,10 @@ const FAST_FLUSH: &str = "ingester:\n  max_block_duration: 200ms\n  flush_check_
 
 async fn stored_ids(server: &TestServer, tenant: &str) -> (i64, i64, HashSet<String>) {
     let client = server.pg(tenant).await;
-    let row = client.query_one("SELECT count(*), count(DISTINCT span_id) FROM spans", &[]).await.unwrap();
+    let row = client
+        .query_one("SELECT count(*), count(DISTINCT span_id) FROM spans", &[])
+        .await
+        .unwrap();
     let ids = client
         .query("SELECT span_id FROM spans", &[])
         .await
@@ -32,14 +35,22 @@ async fn kill_9_loses_and_duplicates_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = TestServer::start_in(dir.path(), FAST_FLUSH).await;
     let acked: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let mut replayed_total = 0;
     for round in 0..3u64 {
         let mut senders = Vec::new();
         for worker in 0..2u64 {
-            let protocol = if worker == 0 { Protocol::HttpProtobuf } else { Protocol::Grpc };
+            let protocol = if worker == 0 {
+                Protocol::HttpProtobuf
+            } else {
+                Protocol::Grpc
+            };
             let mut sender = server.sender(protocol, false).await;
             let acked = acked.clone();
             senders.push(tokio::spawn(async move {
-                let mut generator = TraceGen::new(TraceGenConfig { seed: 1000 + round * 10 + worker, ..TraceGenConfig::default() });
+                let mut generator = TraceGen::new(TraceGenConfig {
+                    seed: 1000 + round * 10 + worker,
+                    ..TraceGenConfig::default()
+                });
                 loop {
                     let (req, _) = generator.request(200);
                     let ids: Vec<String> = req
@@ -63,13 +74,30 @@ async fn kill_9_loses_and_duplicates_nothing() {
             s.await.unwrap();
         }
         server.spawn().await;
+        replayed_total += server.metric("tracehouse_warehouse_spans_replayed_total").await;
         let (count, distinct, ids) = stored_ids(&server, "durable").await;
         let acked = acked.lock().unwrap().clone();
         assert!(!acked.is_empty(), "round {round}: some spans were acknowledged");
         assert_eq!(count, distinct, "round {round}: no span is stored twice");
         let missing = acked.difference(&ids).count();
-        assert_eq!(missing, 0, "round {round}: {missing} of {} acknowledged spans lost", acked.len());
+        assert_eq!(
+            missing,
+            0,
+            "round {round}: {missing} of {} acknowledged spans lost",
+            acked.len()
+        );
     }
+    // Both paths were exercised: commits happened mid-stream and kills left spans to replay.
+    let commits = std::fs::read_dir(server.table_dir("durable").join("_delta_log"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".json"))
+        .count();
+    assert!(commits >= 3, "flushes committed while sending: {commits} commits");
+    assert!(
+        replayed_total > 0,
+        "some acknowledged spans were only in the wal when killed"
+    );
+
     // After a clean shutdown the WAL holds nothing the table lacks, and counts are stable.
     let before = server.span_count("durable").await;
     let (status, _) = server.terminate();

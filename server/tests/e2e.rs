@@ -13,8 +13,15 @@ use tracehouse_benches::send::Protocol;
 use tracehouse_benches::tracegen::{TraceGen, TraceGenConfig};
 
 fn generator(seed: u64) -> TraceGen {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
-    TraceGen::new(TraceGenConfig { seed, start_unix_nano: now - 60_000_000_000, ..TraceGenConfig::default() })
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    TraceGen::new(TraceGenConfig {
+        seed,
+        start_unix_nano: now - 60_000_000_000,
+        ..TraceGenConfig::default()
+    })
 }
 
 fn span_ids(req: &ExportTraceServiceRequest) -> Vec<String> {
@@ -77,26 +84,43 @@ async fn otlp_in_sql_out_for_isolated_tenants() {
     let total: i64 = rows.iter().map(|r| r.get::<_, i64>(1)).sum();
     assert_eq!(total, (n_a1 + n_a2) as i64);
     let typed: i64 = a
-        .query_one("SELECT count(*) FROM spans WHERE span_attributes['http.response.status_code']['int'] = 500", &[])
+        .query_one(
+            "SELECT count(*) FROM spans WHERE span_attributes['http.response.status_code']['int'] = 500",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
-    let dedicated: i64 = a.query_one("SELECT count(*) FROM spans WHERE http_status_code = 500", &[]).await.unwrap().get(0);
+    let dedicated: i64 = a
+        .query_one("SELECT count(*) FROM spans WHERE http_status_code = 500", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(typed, dedicated);
     assert!(dedicated > 0, "the generator makes some 500s");
     let via_attr: i64 = a
-        .query_one("SELECT count(*) FROM spans WHERE attr(span_attributes, 'http.response.status_code') = '500'", &[])
+        .query_one(
+            "SELECT count(*) FROM spans WHERE attr(span_attributes, 'http.response.status_code') = '500'",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
     assert_eq!(via_attr, dedicated);
     let traces = a
-        .query_one("SELECT count(*), sum(span_count), count(*) FILTER (WHERE root_service_name IS NOT NULL) FROM traces", &[])
+        .query_one(
+            "SELECT count(*), sum(span_count), count(*) FILTER (WHERE root_service_name IS NOT NULL) FROM traces",
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(traces.get::<_, i64>(1), (n_a1 + n_a2) as i64);
     assert!(traces.get::<_, i64>(0) > 0);
-    assert_eq!(traces.get::<_, i64>(0), traces.get::<_, i64>(2), "every trace has a root");
+    assert_eq!(
+        traces.get::<_, i64>(0),
+        traces.get::<_, i64>(2),
+        "every trace has a root"
+    );
 
     // The real psql client: \dt lists the tables, queries answer.
     let dt = server.psql("tenant-a", &["-c", "\\dt"]).unwrap();
@@ -110,7 +134,10 @@ async fn otlp_in_sql_out_for_isolated_tenants() {
     let (status, took) = server.terminate();
     assert!(status.success(), "exit {status}; log:\n{}", server.log());
     assert!(took.as_secs() < 60);
-    assert!(server.table_dir("tenant-a").join("_delta_log").is_dir(), "tenant-a has a delta table");
+    assert!(
+        server.table_dir("tenant-a").join("_delta_log").is_dir(),
+        "tenant-a has a delta table"
+    );
     server.spawn().await;
     assert_eq!(server.span_count("tenant-a").await, (n_a1 + n_a2) as i64);
     assert_eq!(server.span_count("tenant-b").await, n_b1 as i64);
@@ -119,13 +146,23 @@ async fn otlp_in_sql_out_for_isolated_tenants() {
     let out = std::process::Command::new("python3")
         .args([
             "-c",
-            "import sys; from deltalake import DeltaTable; print(DeltaTable(sys.argv[1]).to_pyarrow_table().num_rows)",
+            "import sys; from deltalake import DeltaTable; \
+             t = DeltaTable(sys.argv[1]).to_pyarrow_dataset().to_table(); \
+             print(t.num_rows, len(set(t.column('service_name').to_pylist())))",
             server.table_dir("tenant-a").to_str().unwrap(),
         ])
         .output()
         .expect("python3");
-    assert!(out.status.success(), "python deltalake failed: {}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), (n_a1 + n_a2).to_string());
+    assert!(
+        out.status.success(),
+        "python deltalake failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let services = rows.len();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("{} {services}", n_a1 + n_a2)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,7 +174,10 @@ async fn bad_input_gets_clear_errors_and_stores_nothing() {
     let body = good.encode_to_vec();
     let t = Some("bad");
 
-    let r = sender.post_raw(&body[..body.len() / 2], "application/x-protobuf", t).await.unwrap();
+    let r = sender
+        .post_raw(&body[..body.len() / 2], "application/x-protobuf", t)
+        .await
+        .unwrap();
     assert_eq!(r.status, 400, "truncated protobuf: {}", r.body);
     assert!(r.body.contains("malformed protobuf body"), "{}", r.body);
 
@@ -145,13 +185,19 @@ async fn bad_input_gets_clear_errors_and_stores_nothing() {
     assert_eq!(r.status, 415, "wrong content type: {}", r.body);
     assert!(r.body.contains("unsupported content type"), "{}", r.body);
 
-    let r = sender.post_raw(b"{\"resourceSpans\": [", "application/json", t).await.unwrap();
+    let r = sender
+        .post_raw(b"{\"resourceSpans\": [", "application/json", t)
+        .await
+        .unwrap();
     assert_eq!(r.status, 400, "invalid json: {}", r.body);
     assert!(r.body.contains("malformed json body"), "{}", r.body);
 
     let mut empty_id = good.clone();
     empty_id.resource_spans[0].scope_spans[0].spans[0].trace_id.clear();
-    let r = sender.post_raw(&empty_id.encode_to_vec(), "application/x-protobuf", t).await.unwrap();
+    let r = sender
+        .post_raw(&empty_id.encode_to_vec(), "application/x-protobuf", t)
+        .await
+        .unwrap();
     assert_eq!(r.status, 400, "empty trace id: {}", r.body);
     assert!(r.body.contains("trace id must be 16 bytes"), "{}", r.body);
     let mut grpc = server.sender(Protocol::Grpc, false).await;
@@ -159,16 +205,29 @@ async fn bad_input_gets_clear_errors_and_stores_nothing() {
     assert_eq!(r.grpc_code, Some(tonic::Code::InvalidArgument), "{}", r.body);
 
     let (big, _) = generator(4).request(3_000);
-    let r = sender.post_raw(&big.encode_to_vec(), "application/x-protobuf", t).await.unwrap();
+    let r = sender
+        .post_raw(&big.encode_to_vec(), "application/x-protobuf", t)
+        .await
+        .unwrap();
     assert_eq!(r.status, 413, "oversized body: {}", r.body);
     let gz = server.sender(Protocol::HttpProtobuf, true).await;
-    let r = gz.post_raw(&vec![0u8; 1_000_000], "application/x-protobuf", t).await.unwrap();
+    let r = gz
+        .post_raw(&vec![0u8; 1_000_000], "application/x-protobuf", t)
+        .await
+        .unwrap();
     assert_eq!(r.status, 413, "gzip bomb: {}", r.body);
 
-    let r = sender.post_raw(&body, "application/x-protobuf", Some("bad/tenant")).await.unwrap();
+    let r = sender
+        .post_raw(&body, "application/x-protobuf", Some("bad/tenant"))
+        .await
+        .unwrap();
     assert_eq!(r.status, 400, "bad tenant: {}", r.body);
 
-    assert_eq!(server.span_count("bad").await, 0, "nothing of a rejected request is stored");
+    assert_eq!(
+        server.span_count("bad").await,
+        0,
+        "nothing of a rejected request is stored"
+    );
 
     // SQL errors are Postgres errors with a SQLSTATE, and the connection stays usable.
     let client = server.pg("bad").await;
@@ -178,7 +237,11 @@ async fn bad_input_gets_clear_errors_and_stores_nothing() {
     assert_eq!(err.code().map(|c| c.code()), Some("42P01"), "{err}");
     let err = client.query("SELECT no_such_column FROM spans", &[]).await.unwrap_err();
     assert_eq!(err.code().map(|c| c.code()), Some("42703"), "{err}");
-    let n: i64 = client.query_one("SELECT count(*) FROM spans", &[]).await.unwrap().get(0);
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM spans", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 0);
     let err = server.psql("bad", &["-c", "SELECT * FROM nope"]).unwrap_err();
     assert!(err.contains("ERROR"), "psql shows the error: {err}");
@@ -187,8 +250,11 @@ async fn bad_input_gets_clear_errors_and_stores_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passwords_are_required_when_configured() {
     let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start_in(dir.path(), "  users:\n    alice: s3cret\n").await;
-    let ok = server.pg_as("single-tenant", "alice", Some("s3cret")).await.expect("alice logs in with scram");
+    let server = TestServer::start_in(dir.path(), "postgres:\n  users:\n    alice: s3cret\n").await;
+    let ok = server
+        .pg_as("single-tenant", "alice", Some("s3cret"))
+        .await
+        .expect("alice logs in with scram");
     let n: i64 = ok.query_one("SELECT count(*) FROM spans", &[]).await.unwrap().get(0);
     assert_eq!(n, 0);
     let err = server.pg_as("single-tenant", "alice", Some("wrong")).await.unwrap_err();

@@ -40,7 +40,11 @@ async fn start_moto() -> (Moto, u16) {
 async fn tables_live_on_s3() {
     let (_moto, port) = start_moto().await;
     let http = reqwest::Client::new();
-    let created = http.put(format!("http://127.0.0.1:{port}/traces")).send().await.unwrap();
+    let created = http
+        .put(format!("http://127.0.0.1:{port}/traces"))
+        .send()
+        .await
+        .unwrap();
     assert!(created.status().is_success(), "create bucket: {}", created.status());
 
     let dir = tempfile::tempdir().unwrap();
@@ -50,7 +54,10 @@ async fn tables_live_on_s3() {
     );
     let mut server = TestServer::start_in(dir.path(), &yaml).await;
     let mut sender = server.sender(Protocol::HttpProtobuf, false).await;
-    let mut generator = TraceGen::new(TraceGenConfig { seed: 11, ..TraceGenConfig::default() });
+    let mut generator = TraceGen::new(TraceGenConfig {
+        seed: 11,
+        ..TraceGenConfig::default()
+    });
     let mut sent = 0;
     for _ in 0..3 {
         let (req, n) = generator.request(400);
@@ -62,20 +69,29 @@ async fn tables_live_on_s3() {
     assert!(status.success(), "log:\n{}", server.log());
 
     let listing = http
-        .get(format!("http://127.0.0.1:{port}/traces?list-type=2&prefix=th/tenants/s3-tenant/spans/"))
+        .get(format!(
+            "http://127.0.0.1:{port}/traces?list-type=2&prefix=th/tenants/s3-tenant/spans/"
+        ))
         .send()
         .await
         .unwrap()
         .text()
         .await
         .unwrap();
-    assert!(listing.contains("_delta_log/00000000000000000000.json"), "delta log on s3:\n{listing}");
+    assert!(
+        listing.contains("_delta_log/00000000000000000000.json"),
+        "delta log on s3:\n{listing}"
+    );
     assert!(listing.contains(".parquet"), "parquet files on s3:\n{listing}");
 
     // The WAL was truncated after the commit, so what a restart sees comes from S3.
     server.spawn().await;
     assert_eq!(server.span_count("s3-tenant").await, sent as i64);
     let client = server.pg("s3-tenant").await;
-    let services: i64 = client.query_one("SELECT count(DISTINCT service_name) FROM spans", &[]).await.unwrap().get(0);
+    let services: i64 = client
+        .query_one("SELECT count(DISTINCT service_name) FROM spans", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert!(services >= 10);
 }

@@ -63,7 +63,12 @@ impl QueryEngine {
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_pool(Arc::new(FairSpillPool::new(config.max_memory_bytes)))
             .build_arc()?;
-        Ok(Self { warehouse, config, runtime, contexts: RwLock::new(HashMap::new()) })
+        Ok(Self {
+            warehouse,
+            config,
+            runtime,
+            contexts: RwLock::new(HashMap::new()),
+        })
     }
 
     /// The warehouse queried.

@@ -22,7 +22,7 @@ use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{FieldInfo, Response};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
-use pgwire::api::{ClientInfo, ClientPortalStore, ConnectionManager, METADATA_DATABASE, METADATA_USER, PgWireServerHandlers, Type};
+use pgwire::api::{ClientInfo, ClientPortalStore, ConnectionManager, METADATA_DATABASE, PgWireServerHandlers, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use tokio::net::TcpListener;
@@ -100,7 +100,9 @@ impl SimpleQueryHandler for TenantRouter {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let service = self.service(client).await?;
-        SimpleQueryHandler::do_query(service.as_ref(), client, query).await.map_err(to_pg_error)
+        SimpleQueryHandler::do_query(service.as_ref(), client, query)
+            .await
+            .map_err(to_pg_error)
     }
 }
 
@@ -117,18 +119,35 @@ impl QueryParser for RouterParser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        let router = self.router.upgrade().ok_or_else(|| PgWireError::ApiError("server is shutting down".into()))?;
+        let router = self
+            .router
+            .upgrade()
+            .ok_or_else(|| PgWireError::ApiError("server is shutting down".into()))?;
         let service = router.service(client).await?;
-        service.query_parser().parse_sql(client, sql, types).await.map_err(to_pg_error)
+        service
+            .query_parser()
+            .parse_sql(client, sql, types)
+            .await
+            .map_err(to_pg_error)
     }
 
     fn get_parameter_types(&self, stmt: &Self::Statement) -> PgWireResult<Vec<Type>> {
-        let router = self.router.upgrade().ok_or_else(|| PgWireError::ApiError("server is shutting down".into()))?;
+        let router = self
+            .router
+            .upgrade()
+            .ok_or_else(|| PgWireError::ApiError("server is shutting down".into()))?;
         router.any_parser().get_parameter_types(stmt)
     }
 
-    fn get_result_schema(&self, stmt: &Self::Statement, column_format: Option<&Format>) -> PgWireResult<Vec<FieldInfo>> {
-        let router = self.router.upgrade().ok_or_else(|| PgWireError::ApiError("server is shutting down".into()))?;
+    fn get_result_schema(
+        &self,
+        stmt: &Self::Statement,
+        column_format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
+        let router = self
+            .router
+            .upgrade()
+            .ok_or_else(|| PgWireError::ApiError("server is shutting down".into()))?;
         router.any_parser().get_result_schema(stmt, column_format)
     }
 }
@@ -153,7 +172,12 @@ impl ExtendedQueryHandler for TenantRouter {
         self.parser.clone()
     }
 
-    async fn do_query<C>(&self, client: &mut C, portal: &Portal<Self::Statement>, max_rows: usize) -> PgWireResult<Response>
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Self::Statement>,
+        max_rows: usize,
+    ) -> PgWireResult<Response>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::PortalStore: PortalStore<Statement = Self::Statement>,
@@ -161,7 +185,9 @@ impl ExtendedQueryHandler for TenantRouter {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let service = self.service(client).await?;
-        ExtendedQueryHandler::do_query(service.as_ref(), client, portal, max_rows).await.map_err(to_pg_error)
+        ExtendedQueryHandler::do_query(service.as_ref(), client, portal, max_rows)
+            .await
+            .map_err(to_pg_error)
     }
 }
 
@@ -195,7 +221,10 @@ impl AuthSource for UserPasswords {
         })?;
         // A per-user salt; SCRAM's proof still changes with every connection's nonce.
         let salt = format!("tracehouse:{user}").into_bytes();
-        Ok(Password::new(Some(salt.clone()), gen_salted_password(password, &salt, SCRAM_ITERATIONS)))
+        Ok(Password::new(
+            Some(salt.clone()),
+            gen_salted_password(password, &salt, SCRAM_ITERATIONS),
+        ))
     }
 }
 
@@ -250,9 +279,13 @@ impl Handlers {
     pub fn new(engine: Arc<QueryEngine>, config: &PgServerConfig) -> Self {
         let connections = Arc::new(ConnectionManager::new());
         let startup = if config.users.is_empty() {
-            Startup::Open(OpenStartup { connections: connections.clone() })
+            Startup::Open(OpenStartup {
+                connections: connections.clone(),
+            })
         } else {
-            let source = Arc::new(UserPasswords { users: config.users.clone() });
+            let source = Arc::new(UserPasswords {
+                users: config.users.clone(),
+            });
             Startup::Scram(
                 SASLAuthStartupHandler::new(Arc::new(DefaultServerParameterProvider::default()))
                     .with_scram(ScramAuth::new(source))
@@ -304,9 +337,4 @@ pub async fn serve(
             }
         });
     }
-}
-
-/// The user name a client logged in with.
-pub fn user_of<C: ClientInfo + ?Sized>(client: &C) -> Option<&str> {
-    client.metadata().get(METADATA_USER).map(String::as_str)
 }

@@ -6,9 +6,7 @@ use arrow::array::{Array, ArrayRef, AsArray, StringBuilder, StructArray};
 use arrow::datatypes::{DataType, Float64Type, Int64Type};
 use datafusion::common::{ScalarValue, exec_err};
 use datafusion::error::Result;
-use datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
-};
+use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
 use datafusion::prelude::SessionContext;
 
 /// Registers the tracehouse UDFs on `ctx`.
@@ -31,7 +29,9 @@ impl Default for AttrUdf {
 
 impl AttrUdf {
     pub fn new() -> Self {
-        Self { signature: Signature::any(2, Volatility::Immutable) }
+        Self {
+            signature: Signature::any(2, Volatility::Immutable),
+        }
     }
 }
 
@@ -54,7 +54,13 @@ pub fn render_value(values: &StructArray, i: usize) -> Option<String> {
         return Some(c.as_boolean().value(i).to_string());
     }
     if let Some(c) = col("bytes").filter(|c| c.is_valid(i)) {
-        return Some(c.as_binary::<i32>().value(i).iter().map(|b| format!("{b:02x}")).collect());
+        return Some(
+            c.as_binary::<i32>()
+                .value(i)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+        );
     }
     for name in ["array", "kvlist"] {
         if let Some(c) = col(name).filter(|c| c.is_valid(i)) {
@@ -83,7 +89,9 @@ impl ScalarUDFImpl for AttrUdf {
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let rows = args.number_rows;
         let key = match &args.args[1] {
-            ColumnarValue::Scalar(ScalarValue::Utf8(Some(k)) | ScalarValue::LargeUtf8(Some(k)) | ScalarValue::Utf8View(Some(k))) => k.clone(),
+            ColumnarValue::Scalar(
+                ScalarValue::Utf8(Some(k)) | ScalarValue::LargeUtf8(Some(k)) | ScalarValue::Utf8View(Some(k)),
+            ) => k.clone(),
             ColumnarValue::Scalar(s) if s.is_null() => {
                 return Ok(ColumnarValue::Scalar(ScalarValue::Utf8(None)));
             }

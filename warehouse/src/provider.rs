@@ -11,6 +11,7 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::union::UnionExec;
+use deltalake::delta_datafusion::{DeltaScanConfig, DeltaScanNext};
 
 use crate::Warehouse;
 use crate::schema::spans_schema;
@@ -31,7 +32,10 @@ impl std::fmt::Debug for SpansTable {
 impl SpansTable {
     /// The table of `tenant`.
     pub fn new(warehouse: Arc<Warehouse>, tenant: impl Into<String>) -> Self {
-        Self { warehouse, tenant: tenant.into() }
+        Self {
+            warehouse,
+            tenant: tenant.into(),
+        }
     }
 }
 
@@ -67,9 +71,17 @@ impl TableProvider for SpansTable {
             table
                 .update_datafusion_session(state)
                 .map_err(|e| DataFusionError::External(Box::new(e)))?;
-            let provider = table
-                .table_provider()
-                .await?;
+            // Read with the live batches' types: plain Utf8 (no view types) and an undictionaried
+            // partition column, so both sides of the union agree without casts.
+            let mut config = DeltaScanConfig::new_from_session(state);
+            config.wrap_partition_values = false;
+            config.schema_force_view_types = false;
+            let snapshot = table
+                .snapshot()
+                .map_err(|e| DataFusionError::External(Box::new(e)))?
+                .snapshot()
+                .clone();
+            let provider = DeltaScanNext::new(snapshot, config)?;
             inputs.push(provider.scan(state, projection, filters, limit).await?);
         }
         let memory = MemTable::try_new(spans_schema(), vec![live])?;

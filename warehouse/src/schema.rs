@@ -28,7 +28,11 @@ pub struct DedicatedColumn {
 }
 
 const fn text(column: &'static str, keys: &'static [&'static str]) -> DedicatedColumn {
-    DedicatedColumn { column, keys, is_int: false }
+    DedicatedColumn {
+        column,
+        keys,
+        is_int: false,
+    }
 }
 
 /// Dedicated columns filled from resource attributes.
@@ -36,7 +40,10 @@ pub const RESOURCE_COLUMNS: &[DedicatedColumn] = &[
     text("service_name", &["service.name"]),
     text("service_namespace", &["service.namespace"]),
     text("service_version", &["service.version"]),
-    text("deployment_environment", &["deployment.environment.name", "deployment.environment"]),
+    text(
+        "deployment_environment",
+        &["deployment.environment.name", "deployment.environment"],
+    ),
     text("host_name", &["host.name"]),
     text("k8s_cluster_name", &["k8s.cluster.name"]),
     text("k8s_namespace_name", &["k8s.namespace.name"]),

@@ -14,8 +14,7 @@ use arrow::datatypes::{DataType, Fields};
 use chrono::DateTime;
 
 use crate::schema::{
-    self, DedicatedColumn, RESOURCE_COLUMNS, SPAN_COLUMNS, attr_entries_field, event_fields,
-    link_fields,
+    self, DedicatedColumn, RESOURCE_COLUMNS, SPAN_COLUMNS, attr_entries_field, event_fields, link_fields,
 };
 use crate::{Error, Result};
 
@@ -222,10 +221,15 @@ impl AttrMapBuilder {
                 AttrValue::Str(s) => self.str_values.append_value(s),
                 _ => self.str_values.append_null(),
             }
-            self.int_values.append_option(if let AttrValue::Int(v) = value { Some(*v) } else { None });
-            self.double_values
-                .append_option(if let AttrValue::Double(v) = value { Some(*v) } else { None });
-            self.bool_values.append_option(if let AttrValue::Bool(v) = value { Some(*v) } else { None });
+            self.int_values
+                .append_option(if let AttrValue::Int(v) = value { Some(*v) } else { None });
+            self.double_values.append_option(if let AttrValue::Double(v) = value {
+                Some(*v)
+            } else {
+                None
+            });
+            self.bool_values
+                .append_option(if let AttrValue::Bool(v) = value { Some(*v) } else { None });
             match value {
                 AttrValue::Bytes(b) => self.bytes_values.append_value(b),
                 _ => self.bytes_values.append_null(),
@@ -266,7 +270,13 @@ impl AttrMapBuilder {
         let keys: ArrayRef = Arc::new(self.keys.finish());
         let entries = StructArray::try_new(entry_fields, vec![keys, Arc::new(value)], None)?;
         let offsets = OffsetBuffer::new(ScalarBuffer::from(std::mem::replace(&mut self.offsets, vec![0])));
-        Ok(Arc::new(MapArray::try_new(entries_field, offsets, entries, None, false)?))
+        Ok(Arc::new(MapArray::try_new(
+            entries_field,
+            offsets,
+            entries,
+            None,
+            false,
+        )?))
     }
 }
 
@@ -294,9 +304,11 @@ impl EventsBuilder {
             self.time.append_value(saturating_i64(event.time_unix_nano));
             self.name.append_value(event.name);
             self.attributes.append(&event.attributes);
-            self.dropped.append_value(saturating_i32(event.dropped_attributes_count));
+            self.dropped
+                .append_value(saturating_i32(event.dropped_attributes_count));
         }
-        self.offsets.push(i32::try_from(self.time.len()).expect("events exceed i32 offsets"));
+        self.offsets
+            .push(i32::try_from(self.time.len()).expect("events exceed i32 offsets"));
     }
 
     fn finish(&mut self) -> Result<ArrayRef> {
@@ -342,7 +354,8 @@ impl LinksBuilder {
             self.dropped.append_value(saturating_i32(link.dropped_attributes_count));
             self.flags.append_value(i64::from(link.flags));
         }
-        self.offsets.push(i32::try_from(self.flags.len()).expect("links exceed i32 offsets"));
+        self.offsets
+            .push(i32::try_from(self.flags.len()).expect("links exceed i32 offsets"));
     }
 
     fn finish(&mut self) -> Result<ArrayRef> {
@@ -412,7 +425,11 @@ enum DedicatedBuilder {
 
 impl DedicatedBuilder {
     fn new(col: &DedicatedColumn) -> Self {
-        if col.is_int { Self::Int(Int64Builder::new()) } else { Self::Text(StringBuilder::new()) }
+        if col.is_int {
+            Self::Int(Int64Builder::new())
+        } else {
+            Self::Text(StringBuilder::new())
+        }
     }
 
     fn append(&mut self, value: Option<&AttrValue<'_>>) {
@@ -556,11 +573,14 @@ impl SpanBatchBuilder {
         append_non_empty(&mut self.scope_version, scope.scope_version);
         self.scope_attributes.append(&scope.scope_attributes);
         self.span_attributes.append(&span.attributes);
-        self.dropped_attributes.append_value(saturating_i32(span.dropped_attributes_count));
+        self.dropped_attributes
+            .append_value(saturating_i32(span.dropped_attributes_count));
         self.events.append(&span.events);
-        self.dropped_events.append_value(saturating_i32(span.dropped_events_count));
+        self.dropped_events
+            .append_value(saturating_i32(span.dropped_events_count));
         self.links.append(&span.links, &mut self.hex_buf);
-        self.dropped_links.append_value(saturating_i32(span.dropped_links_count));
+        self.dropped_links
+            .append_value(saturating_i32(span.dropped_links_count));
         self.date.append_value(day_of(start));
         self.rows += 1;
     }

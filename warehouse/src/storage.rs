@@ -137,6 +137,12 @@ pub fn validate_tenant(tenant: &str) -> Result<()> {
         && tenant.len() <= 150
         && tenant != "."
         && tenant != ".."
-        && tenant.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-    if ok { Ok(()) } else { Err(Error::InvalidTenant(tenant.into())) }
+        && tenant
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidTenant(tenant.into()))
+    }
 }

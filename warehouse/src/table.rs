@@ -8,17 +8,17 @@ use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
-use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::Transaction;
+use deltalake::kernel::transaction::CommitProperties;
 use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
+use crate::Result;
 use crate::schema::{PARTITION_COLUMN, spans_schema};
 use crate::storage::Storage;
-use crate::Result;
 
 /// Rows per Parquet row group; also the bloom filter's expected distinct trace ids.
 pub const ROW_GROUP_ROWS: usize = 64 * 1024;
@@ -27,6 +27,10 @@ pub const ROW_GROUP_ROWS: usize = 64 * 1024;
 /// append) when it does not.
 pub async fn open(storage: &Storage, tenant: &str) -> Result<DeltaTable> {
     let url = storage.table_url(tenant)?;
+    if let Ok(path) = url.to_file_path() {
+        // The kernel wants a local table's directory to exist even before the first commit.
+        std::fs::create_dir_all(path)?;
+    }
     let mut table = DeltaTableBuilder::from_url(url.clone())?
         .with_storage_backend(storage.store.clone(), url)
         .build()?;
@@ -72,7 +76,13 @@ pub fn writer_properties() -> WriterProperties {
 pub fn sort_by_trace(batches: &[RecordBatch]) -> Result<RecordBatch> {
     let batch = concat_batches(&spans_schema(), batches)?;
     let columns = [
-        SortColumn { values: batch.column_by_name("trace_id").cloned().unwrap_or_else(|| batch.column(0).clone()), options: None },
+        SortColumn {
+            values: batch
+                .column_by_name("trace_id")
+                .cloned()
+                .unwrap_or_else(|| batch.column(0).clone()),
+            options: None,
+        },
         SortColumn {
             values: batch
                 .column_by_name("start_time_unix_nano")

@@ -105,12 +105,15 @@ pub fn encode_batch(batch: &RecordBatch) -> Result<Vec<u8>> {
 fn decode_payload(payload: &[u8]) -> Result<WalRecord> {
     let corrupt = || Error::Wal("record payload is shorter than its header".into());
     let seq = u64::from_le_bytes(payload.get(0..8).ok_or_else(corrupt)?.try_into().unwrap_or_default());
-    let tenant_len =
-        usize::from(u16::from_le_bytes(payload.get(8..10).ok_or_else(corrupt)?.try_into().unwrap_or_default()));
+    let tenant_len = usize::from(u16::from_le_bytes(
+        payload.get(8..10).ok_or_else(corrupt)?.try_into().unwrap_or_default(),
+    ));
     let tenant = payload.get(10..10 + tenant_len).ok_or_else(corrupt)?;
     let tenant = String::from_utf8(tenant.to_vec()).map_err(|_| Error::Wal("tenant is not utf-8".into()))?;
     let mut reader = StreamReader::try_new(&payload[10 + tenant_len..], None)?;
-    let batch = reader.next().ok_or_else(|| Error::Wal("record holds no batch".into()))??;
+    let batch = reader
+        .next()
+        .ok_or_else(|| Error::Wal("record holds no batch".into()))??;
     Ok(WalRecord { seq, tenant, batch })
 }
 
@@ -123,7 +126,9 @@ fn read_segment(path: &Path) -> Result<(Vec<WalRecord>, u64, bool)> {
     loop {
         match reader.read_exact(&mut header) {
             Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok((records, valid_bytes, valid_bytes == fs::metadata(path)?.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Ok((records, valid_bytes, valid_bytes == fs::metadata(path)?.len()));
+            }
             Err(e) => return Err(e.into()),
         }
         let len = u32::from_le_bytes(header[0..4].try_into().unwrap_or_default()) as usize;
@@ -144,7 +149,10 @@ impl Wal {
     /// Opens the log in `config.dir`, returning it and every record it holds, oldest first.
     /// A torn tail is cut off. Appends go to a fresh segment.
     pub fn open(config: WalConfig) -> Result<(Self, Vec<WalRecord>)> {
-        assert!(config.queue_max_requests > 0, "wal queue must hold at least one request");
+        assert!(
+            config.queue_max_requests > 0,
+            "wal queue must hold at least one request"
+        );
         fs::create_dir_all(&config.dir)?;
         let seqs = list_segments(&config.dir)?;
         let mut records = Vec::new();
@@ -175,7 +183,13 @@ impl Wal {
         let active_bytes = active.metadata()?.len();
         sync_dir(&config.dir)?;
         let closed = seqs.into_iter().filter(|s| *s != active_first_seq).collect();
-        let segments = Segments { closed, active_first_seq, active, active_bytes, next_seq };
+        let segments = Segments {
+            closed,
+            active_first_seq,
+            active,
+            active_bytes,
+            next_seq,
+        };
         let wal = Self {
             config,
             segments: Arc::new(Mutex::new(segments)),
@@ -215,7 +229,12 @@ impl Wal {
             )));
         }
         let (reply, rx) = oneshot::channel();
-        let request = Request { tenant: tenant.to_string(), payload, batch, reply };
+        let request = Request {
+            tenant: tenant.to_string(),
+            payload,
+            batch,
+            reply,
+        };
         {
             let sender = self.sender.lock().expect("wal sender lock");
             let sender = sender.as_ref().ok_or(Error::ShuttingDown)?;
@@ -252,7 +271,7 @@ impl Wal {
             rotate(&mut seg, &self.config.dir)?;
         }
         let mut removed = 0;
-        while seg.closed.len() > 0 {
+        while !seg.closed.is_empty() {
             // All records of closed[0] are below the first seq of the segment after it.
             let next_first = seg.closed.get(1).copied().unwrap_or(seg.active_first_seq);
             if next_first > min_live_seq {
@@ -287,7 +306,10 @@ fn sync_dir(dir: &Path) -> Result<()> {
 fn rotate(seg: &mut Segments, dir: &Path) -> Result<()> {
     seg.active.sync_data()?;
     let first = seg.next_seq;
-    let file = OpenOptions::new().create(true).append(true).open(segment_path(dir, first))?;
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(segment_path(dir, first))?;
     sync_dir(dir)?;
     let old_first = std::mem::replace(&mut seg.active_first_seq, first);
     seg.closed.push(old_first);
@@ -319,7 +341,11 @@ fn writer_loop(rx: Receiver<Request>, segments: Arc<Mutex<Segments>>, config: Wa
                 let mut replies = Vec::with_capacity(group.len());
                 for (i, req) in group.drain(..).enumerate() {
                     let seq = first_seq + i as u64;
-                    records.push(WalRecord { seq, tenant: req.tenant, batch: req.batch });
+                    records.push(WalRecord {
+                        seq,
+                        tenant: req.tenant,
+                        batch: req.batch,
+                    });
                     replies.push((req.reply, seq));
                 }
                 apply(records);
@@ -377,7 +403,12 @@ mod tests {
     }
 
     fn config(dir: &Path) -> WalConfig {
-        WalConfig { dir: dir.into(), segment_max_bytes: 1, queue_max_requests: 16, group_commit_max_bytes: 1 << 20 }
+        WalConfig {
+            dir: dir.into(),
+            segment_max_bytes: 1,
+            queue_max_requests: 16,
+            group_commit_max_bytes: 1 << 20,
+        }
     }
 
     #[tokio::test]
@@ -387,7 +418,10 @@ mod tests {
         assert!(old.is_empty());
         let applied = Arc::new(Mutex::new(Vec::new()));
         let sink = applied.clone();
-        wal.start(Arc::new(move |recs: Vec<WalRecord>| sink.lock().unwrap().extend(recs.into_iter().map(|r| r.seq)))).unwrap();
+        wal.start(Arc::new(move |recs: Vec<WalRecord>| {
+            sink.lock().unwrap().extend(recs.into_iter().map(|r| r.seq))
+        }))
+        .unwrap();
         for v in 0..5 {
             assert_eq!(wal.append("t1", batch(v)).await.unwrap(), v as u64);
         }
@@ -396,7 +430,10 @@ mod tests {
 
         // A torn write at the tail of the newest segment.
         let newest = *list_segments(dir.path()).unwrap().last().unwrap();
-        let mut f = OpenOptions::new().append(true).open(segment_path(dir.path(), newest)).unwrap();
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(segment_path(dir.path(), newest))
+            .unwrap();
         f.write_all(&[200, 0, 0, 0, 1, 2]).unwrap();
         drop(f);
 

@@ -150,7 +150,11 @@ impl Warehouse {
             replayed += record.batch.num_rows() as u64;
             let bytes = record.batch.get_array_memory_size();
             self.stats.live_bytes.fetch_add(bytes, Ordering::Relaxed);
-            self.tenant(&record.tenant)?.push(Chunk { seq: record.seq, batch: record.batch, bytes });
+            self.tenant(&record.tenant)?.push(Chunk {
+                seq: record.seq,
+                batch: record.batch,
+                bytes,
+            });
         }
         self.stats.spans_replayed.fetch_add(replayed, Ordering::Relaxed);
         if replayed > 0 {
@@ -163,7 +167,11 @@ impl Warehouse {
         for record in records {
             let bytes = record.batch.get_array_memory_size();
             match self.tenant(&record.tenant) {
-                Ok(tenant) => tenant.push(Chunk { seq: record.seq, batch: record.batch, bytes }),
+                Ok(tenant) => tenant.push(Chunk {
+                    seq: record.seq,
+                    batch: record.batch,
+                    bytes,
+                }),
                 Err(e) => tracing::error!(error = %e, "durable record for an invalid tenant"),
             }
         }
@@ -243,7 +251,10 @@ impl Warehouse {
         let tenant = self.tenant(tenant)?;
         self.load_table(&tenant).await?;
         let st = tenant.state.lock().expect("tenant state lock");
-        let table = st.table.clone().ok_or_else(|| Error::Wal("table handle vanished".into()))?;
+        let table = st
+            .table
+            .clone()
+            .ok_or_else(|| Error::Wal("table handle vanished".into()))?;
         let live = st.flushing.iter().chain(&st.active).map(|c| c.batch.clone()).collect();
         Ok((table, live))
     }
@@ -302,7 +313,12 @@ impl Warehouse {
         // Read the WAL's next sequence first: any record applied later has a higher one.
         let next = self.wal.next_seq();
         let tenants: Vec<Arc<Tenant>> = self.tenants.read().expect("tenants lock").values().cloned().collect();
-        let min_live = tenants.iter().filter_map(|t| t.min_live_seq()).min().unwrap_or(next).min(next);
+        let min_live = tenants
+            .iter()
+            .filter_map(|t| t.min_live_seq())
+            .min()
+            .unwrap_or(next)
+            .min(next);
         self.wal.truncate_before(min_live)?;
         Ok(())
     }
@@ -320,7 +336,9 @@ impl Warehouse {
                     && (force
                         || pressure
                         || st.active_bytes >= self.config.max_block_bytes
-                        || st.active_since.is_some_and(|s| s.elapsed() >= self.config.max_block_duration))
+                        || st
+                            .active_since
+                            .is_some_and(|s| s.elapsed() >= self.config.max_block_duration))
             };
             if due {
                 match self.flush_tenant(&tenant).await {

@@ -49,7 +49,9 @@ fn parse_args() -> Result<Args, String> {
             "--tenant" => a.tenant = Some(value()?),
             "--gzip" => a.gzip = true,
             "-h" | "--help" => {
-                println!("usage: tracegen --endpoint URL [--protocol http/protobuf|http/json|grpc] [--spans N] [--rate SPANS_PER_S] [--batch-spans N] [--concurrency N] [--seed N] [--tenant T] [--gzip]");
+                println!(
+                    "usage: tracegen --endpoint URL [--protocol http/protobuf|http/json|grpc] [--spans N] [--rate SPANS_PER_S] [--batch-spans N] [--concurrency N] [--seed N] [--tenant T] [--gzip]"
+                );
                 std::process::exit(0);
             }
             other => return Err(format!("unknown flag {other}")),
@@ -70,9 +72,15 @@ async fn main() {
             std::process::exit(2);
         }
     };
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
     // Requests are generated up front (deterministically), so sending measures the endpoint.
-    let mut generator = TraceGen::new(TraceGenConfig { seed: args.seed, start_unix_nano: now - 600_000_000_000, ..TraceGenConfig::default() });
+    let mut generator = TraceGen::new(TraceGenConfig {
+        seed: args.seed,
+        start_unix_nano: now - 600_000_000_000,
+        ..TraceGenConfig::default()
+    });
     let mut requests = Vec::new();
     let mut total = 0;
     while total < args.spans {
@@ -106,15 +114,22 @@ async fn main() {
                 }
                 loop {
                     let reply = sender.send(&req, tenant.as_deref()).await?;
-                    let retryable = reply.status == 429 || reply.status == 503
-                        || matches!(reply.grpc_code, Some(tonic::Code::ResourceExhausted | tonic::Code::Unavailable));
+                    let retryable = reply.status == 429
+                        || reply.status == 503
+                        || matches!(
+                            reply.grpc_code,
+                            Some(tonic::Code::ResourceExhausted | tonic::Code::Unavailable)
+                        );
                     if reply.status == 200 {
                         break;
                     } else if retryable && retries < 10_000 {
                         retries += 1;
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     } else {
-                        return Err(format!("export failed: status {} {:?}: {}", reply.status, reply.grpc_code, reply.body));
+                        return Err(format!(
+                            "export failed: status {} {:?}: {}",
+                            reply.status, reply.grpc_code, reply.body
+                        ));
                     }
                 }
                 sent += n;

@@ -15,6 +15,23 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// Deep-merges `extra` into `base` (mappings merge, anything else replaces).
+fn merge(base: &mut serde_yaml::Value, extra: serde_yaml::Value) {
+    match (base, extra) {
+        (serde_yaml::Value::Mapping(b), serde_yaml::Value::Mapping(e)) => {
+            for (k, v) in e {
+                match b.get_mut(&k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
 /// A running `tracehouse` process.
 pub struct TestServer {
     pub dir: PathBuf,
@@ -45,15 +62,27 @@ impl TestServer {
     /// Starts (again) on the same ports and directory.
     pub async fn spawn(&mut self) {
         assert!(self.child.is_none(), "already running");
-        let config = format!(
+        let base = format!(
             "server:\n  http_listen_port: {}\n  graceful_shutdown_timeout: 60s\n\
              distributor:\n  receivers:\n    otlp:\n      protocols:\n        grpc:\n          endpoint: 127.0.0.1:{}\n        http:\n          endpoint: 127.0.0.1:{}\n\
-             postgres:\n  listen_address: 127.0.0.1:{}\n{}",
-            self.http_port, self.otlp_grpc_port, self.otlp_http_port, self.pg_port, self.extra_yaml
+             postgres:\n  listen_address: 127.0.0.1:{}\n",
+            self.http_port, self.otlp_grpc_port, self.otlp_http_port, self.pg_port
         );
+        let mut config: serde_yaml::Value = serde_yaml::from_str(&base).unwrap();
+        if !self.extra_yaml.trim().is_empty() {
+            merge(
+                &mut config,
+                serde_yaml::from_str(&self.extra_yaml).expect("extra yaml parses"),
+            );
+        }
+        let config = serde_yaml::to_string(&config).unwrap();
         let config_path = self.dir.join("tracehouse.yaml");
         std::fs::write(&config_path, config).unwrap();
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("server.log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("server.log"))
+            .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_tracehouse"))
             .arg(format!("-config.file={}", config_path.display()))
             .arg(format!("-storage.path={}", self.dir.join("data").display()))
@@ -78,7 +107,11 @@ impl TestServer {
             {
                 return;
             }
-            assert!(Instant::now() < deadline, "tracehouse not ready in 60s; log:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "tracehouse not ready in 60s; log:\n{}",
+                self.log()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -99,7 +132,11 @@ impl TestServer {
     pub fn terminate(&mut self) -> (ExitStatus, Duration) {
         let mut child = self.child.take().expect("running");
         let started = Instant::now();
-        let ok = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+        let ok = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()
+            .unwrap();
         assert!(ok.success());
         let status = child.wait().unwrap();
         (status, started.elapsed())
@@ -122,7 +159,12 @@ impl TestServer {
         self.pg_as(tenant, "tester", None).await.unwrap()
     }
 
-    pub async fn pg_as(&self, tenant: &str, user: &str, password: Option<&str>) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    pub async fn pg_as(
+        &self,
+        tenant: &str,
+        user: &str,
+        password: Option<&str>,
+    ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
         let mut conf = format!("host=127.0.0.1 port={} user={user} dbname={tenant}", self.pg_port);
         if let Some(p) = password {
             conf.push_str(&format!(" password={p}"));
@@ -134,16 +176,45 @@ impl TestServer {
         Ok(client)
     }
 
+    /// A counter or gauge from `/metrics`.
+    pub async fn metric(&self, name: &str) -> u64 {
+        let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", self.http_port))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("metric {name} missing from:\n{text}"))
+    }
+
     /// `count(*)` of a tenant's spans.
     pub async fn span_count(&self, tenant: &str) -> i64 {
         let client = self.pg(tenant).await;
-        client.query_one("SELECT count(*) FROM spans", &[]).await.unwrap().get(0)
+        client
+            .query_one("SELECT count(*) FROM spans", &[])
+            .await
+            .unwrap()
+            .get(0)
     }
 
     /// Runs the real `psql` client; returns its stdout, or its stderr as the error.
     pub fn psql(&self, tenant: &str, args: &[&str]) -> Result<String, String> {
         let out = Command::new("psql")
-            .args(["-h", "127.0.0.1", "-p", &self.pg_port.to_string(), "-U", "tester", "-d", tenant, "-X", "-v", "ON_ERROR_STOP=1"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.pg_port.to_string(),
+                "-U",
+                "tester",
+                "-d",
+                tenant,
+                "-X",
+                "-v",
+                "ON_ERROR_STOP=1",
+            ])
             .args(args)
             .env("PGCONNECT_TIMEOUT", "10")
             .output()
