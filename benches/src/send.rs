@@ -38,6 +38,8 @@ pub struct Reply {
     /// gRPC code when the protocol is gRPC.
     pub grpc_code: Option<tonic::Code>,
     pub body: String,
+    /// The HTTP `Retry-After` header, when present.
+    pub retry_after: Option<String>,
 }
 
 /// A client for one endpoint (`http://host:4318` or `http://host:4317`).
@@ -88,11 +90,13 @@ impl Sender {
                         status: 200,
                         grpc_code: Some(tonic::Code::Ok),
                         body: String::new(),
+                        retry_after: None,
                     }),
                     Err(status) => Ok(Reply {
                         status: 0,
                         grpc_code: Some(status.code()),
                         body: status.message().to_string(),
+                        retry_after: None,
                     }),
                 }
             }
@@ -133,11 +137,17 @@ impl Sender {
             .await
             .map_err(|e| format!("posting to {}: {e}", self.endpoint))?;
         let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let bytes = resp.bytes().await.map_err(|e| e.to_string())?;
         Ok(Reply {
             status,
             grpc_code: None,
             body: String::from_utf8_lossy(&bytes).into_owned(),
+            retry_after,
         })
     }
 }

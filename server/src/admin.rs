@@ -44,3 +44,66 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::body::{Body, to_bytes};
+    use axum::http::Request;
+    use tower::ServiceExt;
+    use tracehouse_warehouse::WarehouseConfig;
+    use tracehouse_warehouse::storage::StorageConfigKind;
+    use tracehouse_warehouse::wal::WalConfig;
+
+    use super::*;
+
+    async fn get(app: Router, uri: &str) -> (StatusCode, String) {
+        let resp = app
+            .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let body = to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn ready_metrics_echo() {
+        let dir = tempfile::tempdir().unwrap();
+        let warehouse = Warehouse::open(WarehouseConfig {
+            storage: StorageConfigKind::Local {
+                path: dir.path().join("data"),
+            },
+            wal: WalConfig {
+                dir: dir.path().join("wal"),
+                segment_max_bytes: 1 << 20,
+                queue_max_requests: 4,
+                group_commit_max_bytes: 1 << 20,
+            },
+            max_block_duration: Duration::from_secs(60),
+            max_block_bytes: 1 << 20,
+            max_live_bytes: 1 << 20,
+            flush_check_interval: Duration::from_secs(1),
+        })
+        .await
+        .unwrap();
+        let state = Arc::new(AdminState {
+            ready: false.into(),
+            receivers: Arc::default(),
+            warehouse,
+        });
+        let app = app(state.clone());
+        assert_eq!(get(app.clone(), "/ready").await.0, StatusCode::SERVICE_UNAVAILABLE);
+        state.ready.store(true, Ordering::Release);
+        assert_eq!(get(app.clone(), "/ready").await, (StatusCode::OK, "ready".into()));
+        assert_eq!(get(app.clone(), "/api/echo").await, (StatusCode::OK, "echo".into()));
+        let (status, metrics) = get(app, "/metrics").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            metrics.contains("# TYPE tracehouse_distributor_spans_received_total counter"),
+            "{metrics}"
+        );
+        assert!(metrics.contains("tracehouse_warehouse_live_bytes 0"), "{metrics}");
+    }
+}

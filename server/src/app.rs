@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracehouse_sql::pgwire::{Handlers, PgServerConfig};
 use tracehouse_sql::{QueryEngine, QueryEngineConfig};
-use tracehouse_warehouse::storage::{S3Config, StorageConfigKind};
+use tracehouse_warehouse::storage::StorageConfigKind;
 use tracehouse_warehouse::wal::WalConfig;
 use tracehouse_warehouse::{Warehouse, WarehouseConfig};
 
@@ -42,16 +42,7 @@ fn warehouse_config(config: &Config) -> Result<WarehouseConfig, AppError> {
         "local" => StorageConfigKind::Local {
             path: trace.local.path.clone(),
         },
-        "s3" => StorageConfigKind::S3(S3Config {
-            bucket: trace.s3.bucket.clone(),
-            prefix: trace.s3.prefix.clone(),
-            endpoint: trace.s3.endpoint.clone(),
-            region: trace.s3.region.clone(),
-            access_key: trace.s3.access_key.clone(),
-            secret_key: trace.s3.secret_key.clone(),
-            insecure: trace.s3.insecure,
-            forcepathstyle: trace.s3.forcepathstyle,
-        }),
+        "s3" => StorageConfigKind::S3(trace.s3.clone()),
         other => {
             return Err(AppError::Config(format!(
                 "storage.trace.backend {other:?} is not one of local, s3"
@@ -96,6 +87,18 @@ async fn bind(what: &'static str, addr: &str) -> Result<TcpListener, AppError> {
         .next()
         .ok_or_else(|| bind_err(std::io::Error::other("address resolves to nothing")))?;
     TcpListener::bind(parsed).await.map_err(bind_err)
+}
+
+/// Serves an axum router until shutdown, finishing requests in flight.
+async fn serve_http(listener: TcpListener, app: axum::Router, mut shutdown: watch::Receiver<bool>) {
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.changed().await;
+        })
+        .await;
+    if let Err(e) = result {
+        tracing::error!(error = %e, "http server failed");
+    }
 }
 
 /// Runs the monolithic server until `stop` resolves, then shuts down gracefully.
@@ -149,15 +152,11 @@ pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) ->
     let mut tasks = Vec::new();
     let flush = tokio::spawn(warehouse.clone().run_flush_loop(shutdown_rx.clone()));
 
-    let mut rx = shutdown_rx.clone();
-    let http = otlp::http_app(receiver.clone());
-    tasks.push(tokio::spawn(async move {
-        let _ = axum::serve(http_listener, http)
-            .with_graceful_shutdown(async move {
-                let _ = rx.changed().await;
-            })
-            .await;
-    }));
+    tasks.push(tokio::spawn(serve_http(
+        http_listener,
+        otlp::http_app(receiver.clone()),
+        shutdown_rx.clone(),
+    )));
 
     let mut rx = shutdown_rx.clone();
     let grpc = otlp::grpc_service(receiver.clone());
@@ -174,15 +173,11 @@ pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) ->
         }
     }));
 
-    let mut rx = shutdown_rx.clone();
-    let admin_app = admin::app(admin_state.clone());
-    tasks.push(tokio::spawn(async move {
-        let _ = axum::serve(admin_listener, admin_app)
-            .with_graceful_shutdown(async move {
-                let _ = rx.changed().await;
-            })
-            .await;
-    }));
+    tasks.push(tokio::spawn(serve_http(
+        admin_listener,
+        admin::app(admin_state.clone()),
+        shutdown_rx.clone(),
+    )));
 
     if let Some(listener) = pg_listener {
         let handlers = Arc::new(Handlers::new(engine.clone(), &pg_config));

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
+use tracehouse_warehouse::storage::S3Config;
 
 /// The whole configuration.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -143,7 +144,7 @@ pub struct TraceStorage {
     /// `local` or `s3`.
     pub backend: String,
     pub local: LocalStorage,
-    pub s3: S3Storage,
+    pub s3: S3Config,
     pub wal: WalStorage,
 }
 
@@ -152,7 +153,7 @@ impl Default for TraceStorage {
         Self {
             backend: "local".into(),
             local: LocalStorage::default(),
-            s3: S3Storage::default(),
+            s3: S3Config::default(),
             wal: WalStorage::default(),
         }
     }
@@ -170,19 +171,6 @@ impl Default for LocalStorage {
             path: PathBuf::from("./tracehouse-data"),
         }
     }
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct S3Storage {
-    pub bucket: String,
-    pub prefix: String,
-    pub endpoint: Option<String>,
-    pub region: Option<String>,
-    pub access_key: Option<String>,
-    pub secret_key: Option<String>,
-    pub insecure: bool,
-    pub forcepathstyle: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::TestServer;
+use common::{TestServer, span_ids};
 use tracehouse_benches::send::Protocol;
 use tracehouse_benches::tracegen::{TraceGen, TraceGenConfig};
 
@@ -53,13 +53,7 @@ async fn kill_9_loses_and_duplicates_nothing() {
                 });
                 loop {
                     let (req, _) = generator.request(200);
-                    let ids: Vec<String> = req
-                        .resource_spans
-                        .iter()
-                        .flat_map(|r| &r.scope_spans)
-                        .flat_map(|s| &s.spans)
-                        .map(|s| hex::encode(&s.span_id))
-                        .collect();
+                    let ids = span_ids(&req);
                     match sender.send(&req, Some("durable")).await {
                         Ok(r) if r.status == 200 => acked.lock().unwrap().extend(ids),
                         Ok(r) if r.status == 429 || r.grpc_code == Some(tonic::Code::ResourceExhausted) => {}

@@ -6,8 +6,7 @@ mod common;
 
 use std::collections::HashSet;
 
-use common::TestServer;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use common::{TestServer, span_ids};
 use prost::Message;
 use tracehouse_benches::send::Protocol;
 use tracehouse_benches::tracegen::{TraceGen, TraceGenConfig};
@@ -22,15 +21,6 @@ fn generator(seed: u64) -> TraceGen {
         start_unix_nano: now - 60_000_000_000,
         ..TraceGenConfig::default()
     })
-}
-
-fn span_ids(req: &ExportTraceServiceRequest) -> Vec<String> {
-    req.resource_spans
-        .iter()
-        .flat_map(|r| &r.scope_spans)
-        .flat_map(|s| &s.spans)
-        .map(|s| hex::encode(&s.span_id))
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

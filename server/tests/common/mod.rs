@@ -10,6 +10,16 @@ use std::time::{Duration, Instant};
 
 use tracehouse_benches::send::{Protocol, Sender};
 
+/// The hex span ids of a request, as the `spans` table stores them.
+pub fn span_ids(req: &opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest) -> Vec<String> {
+    req.resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .flat_map(|s| &s.spans)
+        .map(|s| hex::encode(&s.span_id))
+        .collect()
+}
+
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
