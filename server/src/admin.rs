@@ -1,4 +1,5 @@
-//! The HTTP API on port 3200: `/ready`, `/metrics`, `/api/echo`.
+//! The HTTP API on port 3200: `/ready`, `/metrics`, `/api/echo`, and `/flush` (as Tempo's
+//! ingester: write every tenant's live spans into its table now).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,6 +26,7 @@ pub fn app(state: Arc<AdminState>) -> Router {
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/api/echo", get(|| async { "echo" }))
+        .route("/flush", get(flush).post(flush))
         .with_state(state)
 }
 
@@ -33,6 +35,13 @@ async fn ready(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
         (StatusCode::OK, "ready")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready: starting or shutting down")
+    }
+}
+
+async fn flush(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
+    match state.warehouse.flush_due(true).await {
+        Ok(_) => (StatusCode::NO_CONTENT, String::new()),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("flush failed: {e}")),
     }
 }
 
@@ -98,6 +107,7 @@ mod tests {
         state.ready.store(true, Ordering::Release);
         assert_eq!(get(app.clone(), "/ready").await, (StatusCode::OK, "ready".into()));
         assert_eq!(get(app.clone(), "/api/echo").await, (StatusCode::OK, "echo".into()));
+        assert_eq!(get(app.clone(), "/flush").await.0, StatusCode::NO_CONTENT);
         let (status, metrics) = get(app, "/metrics").await;
         assert_eq!(status, StatusCode::OK);
         assert!(

@@ -15,14 +15,13 @@ use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest
 use prost::Message;
 use tracehouse_ingest::otlp::{BodyFormat, decode_body, parse_request, request_to_batch};
 use tracehouse_warehouse::Warehouse;
+use tracehouse_warehouse::storage::DEFAULT_TENANT;
 
 use crate::errors::Error;
 use crate::metrics::ReceiverStats;
 
 /// Header (and gRPC metadata key) naming the tenant, as in Tempo.
 pub const TENANT_HEADER: &str = "x-scope-orgid";
-/// Tenant of requests without the header.
-pub const DEFAULT_TENANT: &str = "single-tenant";
 
 /// What the receivers share.
 pub struct Receiver {

@@ -71,11 +71,6 @@ impl QueryEngine {
         })
     }
 
-    /// The warehouse queried.
-    pub fn warehouse(&self) -> &Arc<Warehouse> {
-        &self.warehouse
-    }
-
     /// The session of `tenant`, created on first use. Its default catalog is named after the
     /// tenant, with schemas `public` (`spans`, `traces`) and `pg_catalog`.
     pub async fn context(&self, tenant: &str) -> Result<Arc<SessionContext>> {

@@ -28,11 +28,10 @@ use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use tracehouse_warehouse::storage::DEFAULT_TENANT;
+
 use crate::QueryEngine;
 use crate::errors::to_pg_error;
-
-/// Default tenant when a client names no database.
-pub const DEFAULT_TENANT: &str = "single-tenant";
 
 /// Settings of the Postgres server.
 #[derive(Debug, Clone)]

@@ -487,7 +487,6 @@ pub struct SpanBatchBuilder {
     dropped_links: Int32Builder,
     date: StringBuilder,
     hex_buf: String,
-    rows: usize,
 }
 
 impl Default for SpanBatchBuilder {
@@ -528,18 +527,7 @@ impl SpanBatchBuilder {
             dropped_links: Int32Builder::new(),
             date: StringBuilder::new(),
             hex_buf: String::with_capacity(32),
-            rows: 0,
         }
-    }
-
-    /// Rows appended since the last [`finish`](Self::finish).
-    pub fn len(&self) -> usize {
-        self.rows
-    }
-
-    /// `true` when no row was appended since the last finish.
-    pub fn is_empty(&self) -> bool {
-        self.rows == 0
     }
 
     /// Appends one span reported under `scope`. The span's ids must have passed [`validate_ids`].
@@ -582,7 +570,6 @@ impl SpanBatchBuilder {
         self.dropped_links
             .append_value(saturating_i32(span.dropped_links_count));
         self.date.append_value(day_of(start));
-        self.rows += 1;
     }
 
     /// Finishes the appended rows into one batch and resets the builder.
@@ -618,7 +605,6 @@ impl SpanBatchBuilder {
             Arc::new(self.dropped_links.finish()),
             Arc::new(self.date.finish()),
         ]);
-        self.rows = 0;
         Ok(RecordBatch::try_new(schema::spans_schema(), columns)?)
     }
 }

@@ -131,6 +131,9 @@ impl Storage {
     }
 }
 
+/// The tenant of requests and connections that name none, as in Tempo.
+pub const DEFAULT_TENANT: &str = "single-tenant";
+
 /// Tenant ids name directories and Postgres databases: 1 to 150 characters of
 /// `[A-Za-z0-9_.-]`, not `.` or `..`.
 pub fn validate_tenant(tenant: &str) -> Result<()> {

@@ -4,10 +4,8 @@
 //! highest WAL sequence number in the data. WAL replay skips records at or below the committed
 //! version, so a crash between commit and WAL truncation neither loses nor duplicates spans.
 
-use std::sync::Arc;
-
-use arrow::array::RecordBatch;
-use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
+use arrow::array::{Array, ArrayRef, RecordBatch};
+use arrow::compute::{SortColumn, concat, interleave_record_batch, lexsort_to_indices};
 use deltalake::kernel::Transaction;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::protocol::SaveMode;
@@ -72,27 +70,45 @@ pub fn writer_properties() -> WriterProperties {
         .build()
 }
 
-/// Concatenates `batches` and sorts the rows by trace id, then start time.
+/// Merges `batches` into one batch sorted by trace id, then start time. Only the two key
+/// columns are concatenated; every other column is gathered once, straight from its source
+/// batch, in sorted order (`interleave`), instead of a full concat followed by a take.
 pub fn sort_by_trace(batches: &[RecordBatch]) -> Result<RecordBatch> {
-    let batch = concat_batches(&spans_schema(), batches)?;
-    let columns = [
+    let schema = spans_schema();
+    let key = |name: &str| -> Result<ArrayRef> {
+        let idx = schema.index_of(name)?;
+        let columns: Vec<&dyn Array> = batches.iter().map(|b| b.column(idx).as_ref()).collect();
+        Ok(concat(&columns)?)
+    };
+    let sort_columns = [
         SortColumn {
-            values: batch
-                .column_by_name("trace_id")
-                .cloned()
-                .unwrap_or_else(|| batch.column(0).clone()),
+            values: key("trace_id")?,
             options: None,
         },
         SortColumn {
-            values: batch
-                .column_by_name("start_time_unix_nano")
-                .cloned()
-                .unwrap_or_else(|| batch.column(0).clone()),
+            values: key("start_time_unix_nano")?,
             options: None,
         },
     ];
-    let indices = lexsort_to_indices(&columns, None)?;
-    Ok(take_record_batch(&batch, &indices)?)
+    let order = lexsort_to_indices(&sort_columns, None)?;
+    // Global row number -> (batch, row within batch).
+    let mut starts = Vec::with_capacity(batches.len());
+    let mut total = 0usize;
+    for b in batches {
+        starts.push(total);
+        total += b.num_rows();
+    }
+    let positions: Vec<(usize, usize)> = order
+        .values()
+        .iter()
+        .map(|&global| {
+            let global = global as usize;
+            let batch = starts.partition_point(|&s| s <= global) - 1;
+            (batch, global - starts[batch])
+        })
+        .collect();
+    let refs: Vec<&RecordBatch> = batches.iter().collect();
+    Ok(interleave_record_batch(&refs, &positions)?)
 }
 
 /// Appends `batches` (sorted here) to the table in one commit that records `seq` for `app_id`.
@@ -109,6 +125,3 @@ pub async fn append(table: DeltaTable, batches: &[RecordBatch], app_id: &str, se
         .await?;
     Ok(table)
 }
-
-/// Shared handle type for a loaded table.
-pub type TableRef = Arc<DeltaTable>;

@@ -130,11 +130,6 @@ impl Warehouse {
         self.wal.disk_bytes()
     }
 
-    /// The storage the tables live in.
-    pub fn storage(&self) -> &Storage {
-        &self.storage
-    }
-
     async fn replay(&self, records: Vec<WalRecord>) -> Result<()> {
         let mut committed: HashMap<String, Option<u64>> = HashMap::new();
         let mut replayed = 0u64;
@@ -194,13 +189,6 @@ impl Warehouse {
                 })
             })
             .clone())
-    }
-
-    /// Tenants seen since start (from appends, replay or queries).
-    pub fn tenant_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.tenants.read().expect("tenants lock").keys().cloned().collect();
-        names.sort();
-        names
     }
 
     async fn load_table(&self, tenant: &Tenant) -> Result<Arc<DeltaTable>> {
