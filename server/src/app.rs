@@ -66,7 +66,7 @@ fn warehouse_config(config: &Config) -> Result<WarehouseConfig, AppError> {
             dir: config.wal_path(),
             segment_max_bytes: ing.wal_segment_max_bytes,
             queue_max_requests: ing.wal_queue_max_requests,
-            group_commit_max_bytes: 8 << 20,
+            group_commit_max_bytes: ing.wal_group_commit_max_bytes.max(1),
         },
         max_block_duration: ing.max_block_duration,
         max_block_bytes: ing.max_block_bytes,

@@ -116,6 +116,8 @@ pub struct IngesterConfig {
     /// Appends waiting for the WAL writer; beyond it receivers answer 429.
     pub wal_queue_max_requests: usize,
     pub wal_segment_max_bytes: u64,
+    /// Most bytes written between two WAL fsyncs (one group commit).
+    pub wal_group_commit_max_bytes: usize,
 }
 
 impl Default for IngesterConfig {
@@ -127,6 +129,7 @@ impl Default for IngesterConfig {
             flush_check_period: Duration::from_secs(1),
             wal_queue_max_requests: 1024,
             wal_segment_max_bytes: 64 << 20,
+            wal_group_commit_max_bytes: 8 << 20,
         }
     }
 }
