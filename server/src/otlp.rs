@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use arrow::array::RecordBatch;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
@@ -50,9 +51,14 @@ impl Receiver {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Decodes, converts and stores one request; returns the number of spans stored.
-    async fn ingest(&self, tenant: &str, request: ExportTraceServiceRequest) -> Result<usize, Error> {
-        let batch = tokio::task::spawn_blocking(move || request_to_batch(&request))
+    /// Runs `decode` (all CPU work of one request: decompress, parse, convert) in one blocking
+    /// task, then stores the batch; returns the number of spans stored.
+    async fn ingest(
+        &self,
+        tenant: &str,
+        decode: impl FnOnce() -> Result<RecordBatch, Error> + Send + 'static,
+    ) -> Result<usize, Error> {
+        let batch = tokio::task::spawn_blocking(decode)
             .await
             .map_err(|e| Error::Internal(e.to_string()))??;
         let spans = batch.num_rows();
@@ -83,21 +89,22 @@ async fn export_http(State(receiver): State<Arc<Receiver>>, headers: HeaderMap, 
     receiver.stats.otlp_http_requests.fetch_add(1, Ordering::Relaxed);
     let header_str = |name| headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
     let content_type = header_str(header::CONTENT_TYPE.as_str()).unwrap_or("");
-    let format = BodyFormat::from_content_type(content_type).ok();
+    let parsed_format = BodyFormat::from_content_type(content_type);
+    let format = parsed_format.as_ref().ok().copied();
     let tenant = tenant_from(header_str(TENANT_HEADER));
-    let result = async {
-        let format = BodyFormat::from_content_type(content_type)?;
-        let body = decode_body(
-            &body,
-            header_str(header::CONTENT_ENCODING.as_str()),
-            receiver.max_request_bytes,
-        )?;
-        let request = tokio::task::spawn_blocking(move || parse_request(&body, format))
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))??;
-        receiver.ingest(&tenant, request).await
-    }
-    .await;
+    let encoding = header_str(header::CONTENT_ENCODING.as_str()).map(str::to_string);
+    let limit = receiver.max_request_bytes;
+    let result = match parsed_format {
+        Err(e) => Err(e.into()),
+        Ok(body_format) => {
+            let decode = move || {
+                let body = decode_body(&body, encoding.as_deref(), limit)?;
+                let request = parse_request(&body, body_format)?;
+                Ok(request_to_batch(&request)?)
+            };
+            receiver.ingest(&tenant, decode).await
+        }
+    };
     match (result, format) {
         (Ok(_), Some(BodyFormat::Json)) => {
             (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], "{}").into_response()
@@ -156,7 +163,8 @@ impl TraceService for GrpcReceiver {
         let receiver = &self.0;
         receiver.stats.otlp_grpc_requests.fetch_add(1, Ordering::Relaxed);
         let tenant = tenant_from(request.metadata().get(TENANT_HEADER).and_then(|v| v.to_str().ok()));
-        match receiver.ingest(&tenant, request.into_inner()).await {
+        let request = request.into_inner();
+        match receiver.ingest(&tenant, move || Ok(request_to_batch(&request)?)).await {
             Ok(_) => Ok(tonic::Response::new(ExportTraceServiceResponse::default())),
             Err(e) => {
                 receiver.count_error(&e);

@@ -46,7 +46,6 @@ async fn full_buffers_push_back() {
     );
     let live = server.metric("tracehouse_warehouse_live_bytes").await;
     assert!(live <= 8_000_000, "live bytes stay bounded: {live}");
-    assert!(server.metric("tracehouse_warehouse_flush_errors_total").await > 0 || live > 0);
 
     let mut grpc = server.sender(Protocol::Grpc, false).await;
     let (req, _) = generator.request(1_000);

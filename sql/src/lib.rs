@@ -18,8 +18,6 @@ pub enum Error {
     Warehouse(#[from] tracehouse_warehouse::Error),
     #[error("{0}")]
     DataFusion(#[from] datafusion::error::DataFusionError),
-    #[error("io: {0}")]
-    Io(#[from] std::io::Error),
 }
 
 /// Result of the query engine.
