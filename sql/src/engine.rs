@@ -99,11 +99,23 @@ impl QueryEngine {
             .with_default_features()
             .build();
         let ctx = SessionContext::new_with_state(state);
-        ctx.register_table("spans", Arc::new(SpansTable::new(self.warehouse.clone(), tenant)))?;
+        let spans = Arc::new(SpansTable::new(self.warehouse.clone(), tenant));
+        ctx.register_table("spans", spans.clone())?;
+        ctx.register_udtf("traceql", Arc::new(crate::traceql::TraceqlFunction::new(spans)));
         ctx.sql(TRACES_VIEW_SQL).await?.collect().await?;
         crate::udf::register(&ctx);
         setup_pg_catalog(&ctx, tenant, EmptyContextProvider).map_err(|e| *e)?;
         Ok(ctx)
+    }
+
+    /// Runs a TraceQL search for `tenant`.
+    pub async fn traceql_search(
+        &self,
+        tenant: &str,
+        request: &crate::traceql::SearchRequest,
+    ) -> Result<Vec<crate::traceql::TraceHit>> {
+        let ctx = self.context(tenant).await?;
+        crate::traceql::search(&ctx, request).await
     }
 
     /// Runs `sql` for `tenant` and collects the result.

@@ -29,6 +29,12 @@ pub fn sqlstate(e: &DataFusionError) -> &'static str {
             }
         }
         DataFusionError::NotImplemented(_) => "0A000",
+        DataFusionError::External(inner) => match inner.downcast_ref::<tracehouse_traceql::Error>() {
+            Some(tracehouse_traceql::Error::Parse(_)) => "42601",
+            Some(tracehouse_traceql::Error::Validate(_)) => "42804",
+            Some(tracehouse_traceql::Error::Plan(_)) => "0A000",
+            _ => "XX000",
+        },
         DataFusionError::ResourcesExhausted(_) => "53200",
         DataFusionError::ArrowError(_, _) | DataFusionError::Execution(_) => {
             if text.contains("Divide by zero") {

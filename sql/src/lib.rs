@@ -7,6 +7,7 @@
 pub mod engine;
 pub mod errors;
 pub mod pgwire;
+pub mod traceql;
 pub mod udf;
 
 pub use engine::{QueryEngine, QueryEngineConfig};

@@ -1,7 +1,39 @@
 //! TraceQL for tracehouse: lexer, parser, AST and validation, planned into DataFusion logical
 //! plans over the `spans` table.
 //!
-//! Architecture invariant: pure; no I/O and no dependency on the warehouse. Issue #3 builds
-//! the language here; so far the crate has its lexer.
+//! Architecture invariant: pure; no I/O and no dependency on the warehouse. The planner takes
+//! the spans table as a `LogicalPlan` and returns a `LogicalPlan`; running it is the caller's.
 
+pub mod ast;
 pub mod lexer;
+pub mod parser;
+pub mod plan;
+pub mod structure;
+pub mod validate;
+
+pub use parser::{ParseError, parse};
+pub use plan::{PlanOptions, plan_query, plan_search};
+pub use validate::{ValidateError, validate};
+
+/// Errors of the TraceQL crate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("parse error: {0}")]
+    Parse(#[from] ParseError),
+    #[error("invalid query: {0}")]
+    Validate(#[from] ValidateError),
+    #[error("{0}")]
+    Plan(String),
+    #[error("{0}")]
+    DataFusion(#[from] datafusion::error::DataFusionError),
+}
+
+/// Result of the TraceQL crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Parses and validates `src`.
+pub fn compile(src: &str) -> Result<ast::Query> {
+    let query = parse(src)?;
+    validate(&query)?;
+    Ok(query)
+}

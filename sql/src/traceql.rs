@@ -1,0 +1,220 @@
+//! TraceQL in the SQL engine: the `traceql('<query>')` table function and Tempo-style search.
+//!
+//! `traceql()` compiles its query with the traceql crate into a logical plan over the tenant's
+//! `spans` table and serves it as a view, so the plan is inlined into the surrounding SQL and
+//! `EXPLAIN` shows it. Search runs the same plan with Tempo's result shape: traces most recent
+//! first, at most `limit` of them and `spss` spans per spanset.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::Int64Type;
+use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
+use datafusion::common::ScalarValue;
+use datafusion::datasource::{ViewTable, provider_as_source};
+use datafusion::error::DataFusionError;
+use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, col, lit};
+use datafusion::prelude::SessionContext;
+use tracehouse_traceql::ast::AttrScope;
+use tracehouse_traceql::plan::out;
+use tracehouse_traceql::{PlanOptions, compile, plan_query, plan_search};
+use tracehouse_warehouse::schema::{RESOURCE_COLUMNS, SPAN_COLUMNS};
+
+use crate::Result;
+
+/// Longest search result accepted: traces per search, and spans per spanset.
+pub const MAX_SEARCH_LIMIT: usize = 10_000;
+pub const MAX_SPSS: usize = 10_000;
+
+/// The planner's view of the warehouse schema: dedicated text columns that hold exactly one
+/// attribute key.
+pub fn plan_options() -> PlanOptions {
+    let mut dedicated = Vec::new();
+    for (scope, cols) in [(AttrScope::Resource, RESOURCE_COLUMNS), (AttrScope::Span, SPAN_COLUMNS)] {
+        for c in cols.iter().filter(|c| !c.is_int && c.keys.len() == 1) {
+            dedicated.push((scope, c.keys[0].to_string(), c.column.to_string()));
+        }
+    }
+    PlanOptions { dedicated }
+}
+
+fn to_df(e: tracehouse_traceql::Error) -> DataFusionError {
+    match e {
+        tracehouse_traceql::Error::DataFusion(df) => df,
+        other => DataFusionError::External(Box::new(other)),
+    }
+}
+
+/// The `traceql(query)` table function of one tenant.
+#[derive(Debug)]
+pub struct TraceqlFunction {
+    spans: Arc<dyn TableProvider>,
+    options: PlanOptions,
+}
+
+impl TraceqlFunction {
+    pub fn new(spans: Arc<dyn TableProvider>) -> Self {
+        Self {
+            spans,
+            options: plan_options(),
+        }
+    }
+}
+
+fn string_arg(e: &Expr) -> Option<&str> {
+    match e {
+        Expr::Literal(
+            ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)),
+            _,
+        ) => Some(s),
+        _ => None,
+    }
+}
+
+impl TableFunctionImpl for TraceqlFunction {
+    fn call_with_args(&self, args: TableFunctionArgs) -> datafusion::error::Result<Arc<dyn TableProvider>> {
+        let [query] = args.exprs() else {
+            return Err(DataFusionError::Plan(
+                "traceql() takes one argument: the TraceQL query as a string literal".into(),
+            ));
+        };
+        let Some(text) = string_arg(query) else {
+            return Err(DataFusionError::Plan(
+                "traceql() takes the TraceQL query as a string literal".into(),
+            ));
+        };
+        let parsed = compile(text).map_err(to_df)?;
+        let scan = spans_scan(self.spans.clone())?;
+        let plan = plan_query(&parsed, scan, &self.options).map_err(to_df)?;
+        Ok(Arc::new(ViewTable::new(plan, Some(format!("traceql({text:?})")))))
+    }
+}
+
+fn spans_scan(spans: Arc<dyn TableProvider>) -> datafusion::error::Result<LogicalPlan> {
+    LogicalPlanBuilder::scan("spans", provider_as_source(spans), None)?.build()
+}
+
+/// A TraceQL search, as Tempo's `/api/search` takes it.
+#[derive(Debug, Clone)]
+pub struct SearchRequest {
+    pub query: String,
+    /// Traces to return (Tempo's default is 20).
+    pub limit: usize,
+    /// Spans per spanset (Tempo's default is 3).
+    pub spss: usize,
+    /// Only spans that overlap `[start, end]`, ns since the epoch.
+    pub start_unix_nano: Option<i64>,
+    pub end_unix_nano: Option<i64>,
+}
+
+/// One trace of a search result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceHit {
+    pub trace_id: String,
+    pub root_service_name: Option<String>,
+    pub root_trace_name: Option<String>,
+    pub start_unix_nano: i64,
+    pub duration_ns: i64,
+    pub spansets: Vec<SpansetHit>,
+}
+
+/// One spanset of a trace: its `by()` label (empty without `by()`), how many spans matched
+/// and the first `spss` of them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpansetHit {
+    pub label: String,
+    pub matched: u64,
+    pub spans: Vec<SpanHit>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpanHit {
+    pub span_id: String,
+    pub name: String,
+    pub service_name: Option<String>,
+    pub start_unix_nano: i64,
+    pub duration_ns: i64,
+}
+
+/// Runs `request` on `ctx`'s `spans` table.
+pub async fn search(ctx: &SessionContext, request: &SearchRequest) -> Result<Vec<TraceHit>> {
+    if request.limit == 0 || request.limit > MAX_SEARCH_LIMIT || request.spss == 0 || request.spss > MAX_SPSS {
+        return Err(
+            DataFusionError::Plan(format!("limit must be 1..={MAX_SEARCH_LIMIT} and spss 1..={MAX_SPSS}")).into(),
+        );
+    }
+    let parsed = compile(&request.query).map_err(to_df)?;
+    let spans = ctx.table_provider("spans").await?;
+    let mut scan = LogicalPlanBuilder::from(spans_scan(spans)?);
+    if let Some(start) = request.start_unix_nano {
+        scan = scan.filter(col("end_time_unix_nano").gt_eq(lit(start)))?;
+    }
+    if let Some(end) = request.end_unix_nano {
+        scan = scan.filter(col("start_time_unix_nano").lt_eq(lit(end)))?;
+    }
+    let plan = plan_search(&parsed, scan.build()?, &plan_options(), request.limit, request.spss).map_err(to_df)?;
+    let batches = ctx
+        .execute_logical_plan(plan)
+        .await?
+        .select_columns(&[
+            "trace_id",
+            "span_id",
+            "name",
+            "service_name",
+            "start_time_unix_nano",
+            "duration_ns",
+            out::ROOT_SERVICE,
+            out::ROOT_NAME,
+            out::TRACE_START,
+            out::TRACE_DURATION,
+            out::SPANSET,
+            out::MATCHED,
+        ])?
+        .collect()
+        .await?;
+    Ok(hits_from(&batches))
+}
+
+fn opt_str(a: &dyn Array, i: usize) -> Option<String> {
+    a.is_valid(i).then(|| a.as_string::<i32>().value(i).to_string())
+}
+
+/// Rows (sorted by trace, spanset, start) into traces.
+fn hits_from(batches: &[RecordBatch]) -> Vec<TraceHit> {
+    let mut traces: Vec<TraceHit> = Vec::new();
+    for b in batches {
+        let c = |i: usize| b.column(i).as_ref();
+        for row in 0..b.num_rows() {
+            let trace_id = opt_str(c(0), row).unwrap_or_default();
+            let label = opt_str(c(10), row).unwrap_or_default();
+            let span = SpanHit {
+                span_id: opt_str(c(1), row).unwrap_or_default(),
+                name: opt_str(c(2), row).unwrap_or_default(),
+                service_name: opt_str(c(3), row),
+                start_unix_nano: c(4).as_primitive::<Int64Type>().value(row),
+                duration_ns: c(5).as_primitive::<Int64Type>().value(row),
+            };
+            let matched = c(11).as_primitive::<Int64Type>().value(row).max(0) as u64;
+            if traces.last().is_none_or(|t| t.trace_id != trace_id) {
+                traces.push(TraceHit {
+                    trace_id: trace_id.clone(),
+                    root_service_name: opt_str(c(6), row),
+                    root_trace_name: opt_str(c(7), row),
+                    start_unix_nano: c(8).as_primitive::<Int64Type>().value(row),
+                    duration_ns: c(9).as_primitive::<Int64Type>().value(row),
+                    spansets: Vec::new(),
+                });
+            }
+            let trace = traces.last_mut().expect("pushed above");
+            if trace.spansets.last().is_none_or(|s| s.label != label) {
+                trace.spansets.push(SpansetHit {
+                    label,
+                    matched,
+                    spans: Vec::new(),
+                });
+            }
+            trace.spansets.last_mut().expect("pushed above").spans.push(span);
+        }
+    }
+    traces
+}

@@ -1,0 +1,129 @@
+//! Shared fixture for the TraceQL tests: a real warehouse on a temp dir, fed the OTLP JSON
+//! fixtures of `tests/traceql/` (part 1 flushed, part 2 flushed apart, part 3 left live).
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{AsArray, RecordBatch};
+use tracehouse_ingest::otlp::{BodyFormat, parse_request, request_to_batch};
+use tracehouse_sql::{QueryEngine, QueryEngineConfig};
+use tracehouse_warehouse::storage::StorageConfigKind;
+use tracehouse_warehouse::wal::WalConfig;
+use tracehouse_warehouse::{Warehouse, WarehouseConfig};
+
+pub const TENANT: &str = "single-tenant";
+
+pub fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/traceql")
+}
+
+/// `s` as a SQL string literal.
+pub fn sql_string(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+pub fn row_count(batches: &[RecordBatch]) -> usize {
+    batches.iter().map(RecordBatch::num_rows).sum()
+}
+
+/// The (trace_id, span_id) pairs of the first two columns.
+pub fn id_pairs(batches: &[RecordBatch]) -> BTreeSet<(String, String)> {
+    let mut out = BTreeSet::new();
+    for b in batches {
+        let (t, s) = (b.column(0).as_string::<i32>(), b.column(1).as_string::<i32>());
+        for i in 0..b.num_rows() {
+            out.insert((t.value(i).to_string(), s.value(i).to_string()));
+        }
+    }
+    out
+}
+
+#[derive(serde::Deserialize)]
+struct Ids {
+    traces: BTreeMap<String, String>,
+    spans: BTreeMap<String, String>,
+}
+
+pub struct Fixture {
+    _dir: tempfile::TempDir,
+    pub warehouse: Arc<Warehouse>,
+    pub engine: QueryEngine,
+    ids: Ids,
+}
+
+impl Fixture {
+    pub async fn load() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let warehouse = Warehouse::open(WarehouseConfig {
+            storage: StorageConfigKind::Local {
+                path: dir.path().join("data"),
+            },
+            wal: WalConfig {
+                dir: dir.path().join("wal"),
+                segment_max_bytes: 1 << 20,
+                queue_max_requests: 16,
+                group_commit_max_bytes: 1 << 20,
+            },
+            max_block_duration: Duration::from_secs(3600),
+            max_block_bytes: 64 << 20,
+            max_live_bytes: 256 << 20,
+            flush_check_interval: Duration::from_secs(3600),
+        })
+        .await
+        .unwrap();
+        for (part, flush) in [("part1.json", true), ("part2.json", true), ("part3.json", false)] {
+            let body = std::fs::read(dir_path(part)).unwrap();
+            let request = parse_request(&body, BodyFormat::Json).unwrap();
+            let batch = request_to_batch(&request).unwrap();
+            warehouse.append(TENANT, batch).await.unwrap();
+            if flush {
+                let tenant = warehouse.tenant(TENANT).unwrap();
+                assert!(warehouse.flush_tenant(&tenant).await.unwrap() > 0);
+            }
+        }
+        let engine = QueryEngine::new(warehouse.clone(), QueryEngineConfig::default()).unwrap();
+        let ids: Ids = serde_yaml::from_str(&std::fs::read_to_string(dir_path("ids.yaml")).unwrap()).unwrap();
+        Self {
+            _dir: dir,
+            warehouse,
+            engine,
+            ids,
+        }
+    }
+
+    pub fn trace(&self, name: &str) -> String {
+        self.ids
+            .traces
+            .get(name)
+            .unwrap_or_else(|| panic!("unknown trace {name}"))
+            .clone()
+    }
+
+    pub fn span(&self, name: &str) -> String {
+        self.ids
+            .spans
+            .get(name)
+            .unwrap_or_else(|| panic!("unknown span {name}"))
+            .clone()
+    }
+
+    /// Readable names of id pairs, for failure messages.
+    pub fn names(&self, pairs: &BTreeSet<(String, String)>) -> Vec<String> {
+        let name = |map: &BTreeMap<String, String>, id: &str| {
+            map.iter()
+                .find(|(_, v)| *v == id)
+                .map_or(id.to_string(), |(k, _)| k.clone())
+        };
+        pairs
+            .iter()
+            .map(|(t, s)| format!("{}/{}", name(&self.ids.traces, t), name(&self.ids.spans, s)))
+            .collect()
+    }
+}
+
+fn dir_path(file: &str) -> PathBuf {
+    dir().join(file)
+}

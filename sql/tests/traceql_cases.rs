@@ -1,0 +1,69 @@
+//! File-driven TraceQL tests: the queries of `tests/traceql/cases.yaml` over the OTLP JSON
+//! fixtures, run through `traceql()` in SQL on a real warehouse (Delta tables on local disk
+//! plus the live buffer), each compared with its expected trace and span ids.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use common::Fixture;
+
+#[derive(serde::Deserialize)]
+struct Case {
+    query: String,
+    #[serde(default)]
+    expect: Option<BTreeMap<String, Vec<String>>>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traceql_cases() {
+    let fx = &Fixture::load().await;
+    let cases: Vec<Case> =
+        serde_yaml::from_str(&std::fs::read_to_string(common::dir().join("cases.yaml")).unwrap()).unwrap();
+    assert!(cases.len() > 100, "the case file lost its cases");
+    let mut failures = Vec::new();
+    for case in &cases {
+        let sql = format!(
+            "SELECT trace_id, span_id FROM traceql({})",
+            common::sql_string(&case.query)
+        );
+        let result = fx.engine.sql(common::TENANT, &sql).await;
+        match (&case.expect, &case.error, result) {
+            (Some(expect), None, Ok(batches)) => {
+                let want: BTreeSet<(String, String)> = expect
+                    .iter()
+                    .flat_map(|(t, spans)| spans.iter().map(move |s| (fx.trace(t), fx.span(s))))
+                    .collect();
+                let got = common::id_pairs(&batches);
+                if got.len() != common::row_count(&batches) {
+                    failures.push(format!("{}: a span came back twice", case.query));
+                }
+                if got != want {
+                    failures.push(format!(
+                        "{}\n   want {:?}\n   got  {:?}",
+                        case.query,
+                        fx.names(&want),
+                        fx.names(&got)
+                    ));
+                }
+            }
+            (None, Some(needle), Err(e)) => {
+                let text = e.to_string();
+                if !text.contains(needle.as_str()) {
+                    failures.push(format!("{}: error {text:?} lacks {needle:?}", case.query));
+                }
+            }
+            (_, _, Ok(_)) => failures.push(format!("{}: expected an error", case.query)),
+            (_, _, Err(e)) => failures.push(format!("{}: {e}", case.query)),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+}

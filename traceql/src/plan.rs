@@ -1,0 +1,1146 @@
+//! Planning: a validated [`Query`] into a DataFusion `LogicalPlan` over the spans table, built
+//! with `LogicalPlanBuilder` and `Expr` (never SQL text).
+//!
+//! Every spanset expression becomes a relation of keys `(trace_id, span_id, spanset)`:
+//! `spanset` names the group a span belongs to after `by()` (empty otherwise). Filters scan
+//! the spans table with the condition as a pushed-down predicate; `&&` and `||` are semi joins
+//! and unions on `trace_id`; structural operators are equality or range joins over nested-set
+//! numbers (see [`crate::structure`]) computed for the traces that can match; scalar filters
+//! are aggregates per spanset joined back. The final keys join the spans table once more for
+//! the columns and trace-level fields the caller returns.
+//!
+//! The input is the spans table as a `LogicalPlan`; the planner needs only these columns:
+//! `trace_id`, `span_id`, `parent_span_id`, `name`, `kind`, `status_code`, `status_message`,
+//! `start_time_unix_nano`, `end_time_unix_nano`, `duration_ns`, `service_name`, `scope_name`,
+//! `scope_version`, the attribute maps `span_attributes`, `resource_attributes`,
+//! `scope_attributes` (`Map<Utf8, Struct{str,int,double,bool,...}>`) and the lists `events` and
+//! `links`. Dedicated attribute columns are named by [`PlanOptions::dedicated`].
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ListArray, new_null_array};
+use datafusion::arrow::buffer::OffsetBuffer;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::{Column, JoinType, ScalarValue, UnnestOptions};
+use datafusion::functions::core::expr_fn::{coalesce, get_field, named_struct};
+use datafusion::functions::expr_fn::concat;
+use datafusion::functions::math::expr_fn::power;
+use datafusion::functions_aggregate::expr_fn::{array_agg, avg, count, max, min, sum};
+use datafusion::functions_nested::expr_fn::cardinality;
+use datafusion::functions_window::expr_fn::row_number;
+use datafusion::logical_expr::{
+    Expr, ExprFunctionExt, LogicalPlan, LogicalPlanBuilder, Operator, binary_expr, cast, col, lit, not, when,
+};
+
+use crate::ast::*;
+use crate::validate::{Type, parent_intrinsic, type_of};
+use crate::{Error, Result};
+
+/// What the planner knows about the table beyond the fixed columns.
+#[derive(Debug, Clone, Default)]
+pub struct PlanOptions {
+    /// Text columns that hold one attribute exactly: `(scope, key, column)`, used for string
+    /// comparisons so they push down into the Parquet scan.
+    pub dedicated: Vec<(AttrScope, String, String)>,
+}
+
+/// Column names of the plan's output beyond the spans table's own columns.
+pub mod out {
+    /// The trace's root span service (`NULL` when the root never arrived).
+    pub const ROOT_SERVICE: &str = "trace_root_service";
+    /// The trace's root span name.
+    pub const ROOT_NAME: &str = "trace_root_name";
+    /// Earliest span start of the trace, ns since the epoch.
+    pub const TRACE_START: &str = "trace_start_time_unix_nano";
+    /// Latest span end minus earliest span start, ns.
+    pub const TRACE_DURATION: &str = "trace_duration_ns";
+    /// The spanset the span belongs to: empty, or `by(...)=value` labels after `by()`.
+    pub const SPANSET: &str = "spanset";
+    /// Spans matched in the span's spanset (search plans only).
+    pub const MATCHED: &str = "spanset_matched";
+}
+
+const TRACE_ID: &str = "trace_id";
+const SPAN_ID: &str = "span_id";
+const GRP: &str = "spanset";
+
+/// Plans `query` over `spans`: one row per matching span with all of the table's columns
+/// and the trace-level fields of [`out`].
+pub fn plan_query(query: &Query, spans: LogicalPlan, options: &PlanOptions) -> Result<LogicalPlan> {
+    let mut p = Planner::new(spans, options);
+    let keys = p.root(&query.root)?;
+    p.output(keys)
+}
+
+/// Plans a search as Tempo runs it: matching traces, most recent first, at most `limit`
+/// traces and `spss` spans per spanset (the earliest), each row carrying how many spans its
+/// spanset matched in [`out::MATCHED`].
+pub fn plan_search(
+    query: &Query,
+    spans: LogicalPlan,
+    options: &PlanOptions,
+    limit: usize,
+    spss: usize,
+) -> Result<LogicalPlan> {
+    let mut p = Planner::new(spans, options);
+    let keys = p.root(&query.root)?;
+    let rows = LogicalPlanBuilder::from(p.output(keys)?);
+    // The `limit` most recent traces.
+    let recent = rows
+        .clone()
+        .aggregate(vec![col(TRACE_ID)], vec![max(col(out::TRACE_START)).alias("__t_start")])?
+        .sort(vec![col("__t_start").sort(false, true), col(TRACE_ID).sort(true, true)])?
+        .limit(0, Some(limit))?
+        .project(vec![col(TRACE_ID).alias("__t_id")])?
+        .build()?;
+    let partition = vec![col(TRACE_ID), col(GRP)];
+    let rank = row_number()
+        .partition_by(partition.clone())
+        .order_by(vec![
+            col("start_time_unix_nano").sort(true, true),
+            col(SPAN_ID).sort(true, true),
+        ])
+        .build()?
+        .alias("__rank");
+    let matched = count(lit(1i64)).partition_by(partition).build()?.alias(out::MATCHED);
+    let names: Vec<Expr> = rows
+        .schema()
+        .columns()
+        .into_iter()
+        .map(|c| Expr::Column(Column::new_unqualified(c.name)))
+        .collect();
+    let mut keep = names.clone();
+    keep.push(col(out::MATCHED));
+    let plan = rows
+        .join_on(recent, JoinType::LeftSemi, vec![col(TRACE_ID).eq(col("__t_id"))])?
+        .window(vec![rank, matched])?
+        .filter(col("__rank").lt_eq(lit(spss as i64)))?
+        .project(keep)?
+        .sort(vec![
+            col(out::TRACE_START).sort(false, true),
+            col(TRACE_ID).sort(true, true),
+            col(GRP).sort(true, true),
+            col("start_time_unix_nano").sort(true, true),
+        ])?
+        .build()?;
+    Ok(plan)
+}
+
+fn q(rel: &str, name: &str) -> Expr {
+    Expr::Column(Column::new(Some(rel), name))
+}
+
+fn plan_err<T>(msg: impl Into<String>) -> Result<T> {
+    Err(Error::Plan(msg.into()))
+}
+
+/// What a filter's condition reads beyond the span row.
+#[derive(Debug, Default, Clone, Copy)]
+struct Needs {
+    trace: bool,
+    nested: bool,
+    parent: bool,
+    events: bool,
+    links: bool,
+}
+
+impl Needs {
+    fn of(e: &FieldExpr) -> Self {
+        let mut n = Self::default();
+        e.visit_fields(&mut |f| match f {
+            FieldExpr::Intrinsic(i) => match i {
+                Intrinsic::TraceDuration | Intrinsic::RootName | Intrinsic::RootService => n.trace = true,
+                Intrinsic::ChildCount
+                | Intrinsic::NestedSetLeft
+                | Intrinsic::NestedSetRight
+                | Intrinsic::NestedSetParent => n.nested = true,
+                Intrinsic::EventName | Intrinsic::EventTimeSinceStart => n.events = true,
+                Intrinsic::LinkTraceId | Intrinsic::LinkSpanId => n.links = true,
+                _ => {}
+            },
+            FieldExpr::Attribute(a) => {
+                if a.parent {
+                    n.parent = true;
+                }
+                match a.scope {
+                    AttrScope::Event => n.events = true,
+                    AttrScope::Link => n.links = true,
+                    _ => {}
+                }
+            }
+            _ => {}
+        });
+        n
+    }
+
+    fn union(self, o: Self) -> Self {
+        Self {
+            trace: self.trace || o.trace,
+            nested: self.nested || o.nested,
+            parent: self.parent || o.parent,
+            events: self.events || o.events,
+            links: self.links || o.links,
+        }
+    }
+}
+
+/// A lowered value.
+#[derive(Clone)]
+enum Val {
+    Typed(Expr, Type),
+    /// An attribute value struct, and a dedicated text column holding the same string.
+    Attr(Expr, Option<Expr>),
+    Nil,
+}
+
+struct Planner<'a> {
+    spans: LogicalPlan,
+    options: &'a PlanOptions,
+    next_alias: usize,
+}
+
+impl<'a> Planner<'a> {
+    fn new(spans: LogicalPlan, options: &'a PlanOptions) -> Self {
+        Self {
+            spans,
+            options,
+            next_alias: 0,
+        }
+    }
+
+    fn alias(&mut self, prefix: &str) -> String {
+        self.next_alias += 1;
+        format!("__{prefix}{}", self.next_alias)
+    }
+
+    fn scan(&self) -> LogicalPlanBuilder {
+        LogicalPlanBuilder::from(self.spans.clone())
+    }
+
+    // ----- roots and spansets -------------------------------------------------------------
+
+    fn root(&mut self, root: &Root) -> Result<LogicalPlan> {
+        match root {
+            Root::Spanset(s) => self.spanset(s),
+            Root::ScalarFilter(f) => self.wrapped_filter(f),
+            Root::Metrics(_) => plan_err(
+                "metrics queries (rate, count_over_time, ...) are not served by search; query spans with a spanset \
+                 pipeline or use SQL aggregates",
+            ),
+        }
+    }
+
+    fn spanset(&mut self, s: &SpansetExpr) -> Result<LogicalPlan> {
+        match s {
+            SpansetExpr::Filter(e) => self.filter(e),
+            SpansetExpr::Op(op, a, b) => {
+                let ka = self.spanset(a)?;
+                let kb = self.spanset(b)?;
+                self.spanset_op(*op, ka, kb)
+            }
+            SpansetExpr::Pipeline(stages) => {
+                let mut keys: Option<LogicalPlan> = None;
+                for stage in stages {
+                    keys = Some(self.stage(stage, keys)?);
+                }
+                keys.ok_or_else(|| Error::Plan("empty pipeline".into()))
+            }
+        }
+    }
+
+    /// The spans a filter keeps, as keys.
+    fn filter(&mut self, e: &FieldExpr) -> Result<LogicalPlan> {
+        let needs = Needs::of(e);
+        let base = self.base(needs)?;
+        let cond = self.lower_bool(e, false)?;
+        let mut b = base.filter(cond)?.project(vec![
+            q("s", TRACE_ID).alias(TRACE_ID),
+            q("s", SPAN_ID).alias(SPAN_ID),
+            lit("").alias(GRP),
+        ])?;
+        if needs.events || needs.links {
+            b = b.distinct()?;
+        }
+        Ok(b.build()?)
+    }
+
+    /// The span rows (alias `s`) with what `needs` asks for joined on: trace fields (`t`),
+    /// nested-set numbers (`n`), the parent span (`p`); events and links unnested in `s`.
+    fn base(&mut self, needs: Needs) -> Result<LogicalPlanBuilder> {
+        let mut span = self.scan();
+        for (list, wanted) in [("events", needs.events), ("links", needs.links)] {
+            if wanted {
+                span = unnest_keeping_empty(span, list)?;
+            }
+        }
+        let mut b = span.alias("s")?;
+        if needs.trace {
+            let t = self.trace_info(None)?.alias("t")?.build()?;
+            b = b.join_on(t, JoinType::Inner, vec![q("s", TRACE_ID).eq(q("t", TRACE_ID))])?;
+        }
+        if needs.nested {
+            let n = self.nested_set(None)?.alias("n")?.build()?;
+            b = b.join_on(
+                n,
+                JoinType::Left,
+                vec![
+                    q("s", TRACE_ID).eq(q("n", TRACE_ID)),
+                    q("s", SPAN_ID).eq(q("n", SPAN_ID)),
+                ],
+            )?;
+        }
+        if needs.parent {
+            let p = self.scan().alias("p")?.build()?;
+            b = b.join_on(
+                p,
+                JoinType::Left,
+                vec![
+                    q("s", TRACE_ID).eq(q("p", TRACE_ID)),
+                    q("s", "parent_span_id").eq(q("p", SPAN_ID)),
+                ],
+            )?;
+        }
+        Ok(b)
+    }
+
+    /// The span rows of the traces in `only` (keys), or every span row.
+    fn spans_of(&mut self, only: Option<LogicalPlan>) -> Result<LogicalPlanBuilder> {
+        let Some(keys) = only else { return Ok(self.scan()) };
+        let (a, sp) = (self.alias("k"), self.alias("s"));
+        let ids = LogicalPlanBuilder::from(keys)
+            .project(vec![col(TRACE_ID)])?
+            .distinct()?
+            .alias(&a)?
+            .build()?;
+        Ok(self
+            .scan()
+            .alias(&sp)?
+            .join_on(ids, JoinType::LeftSemi, vec![q(&sp, TRACE_ID).eq(q(&a, TRACE_ID))])?)
+    }
+
+    /// Per trace: start, duration, root name and root service; over the traces of `only`
+    /// (keys) when given, else over every trace.
+    fn trace_info(&mut self, only: Option<LogicalPlan>) -> Result<LogicalPlanBuilder> {
+        let spans = self.spans_of(only)?;
+        let is_root = col("parent_span_id").is_null();
+        Ok(spans
+            .aggregate(
+                vec![col(TRACE_ID)],
+                vec![
+                    min(col("start_time_unix_nano")).alias("__start"),
+                    max(col("end_time_unix_nano")).alias("__end"),
+                    max(when(is_root.clone(), col("name")).end()?).alias(out::ROOT_NAME),
+                    max(when(is_root, col("service_name")).end()?).alias(out::ROOT_SERVICE),
+                ],
+            )?
+            .project(vec![
+                col(TRACE_ID),
+                col("__start").alias(out::TRACE_START),
+                (col("__end") - col("__start")).alias(out::TRACE_DURATION),
+                col(out::ROOT_NAME),
+                col(out::ROOT_SERVICE),
+            ])?)
+    }
+
+    /// Nested-set numbers `(trace_id, span_id, left, right, parent, children)` of every span
+    /// of the traces in `only` (keys), or of every trace.
+    fn nested_set(&mut self, only: Option<LogicalPlan>) -> Result<LogicalPlanBuilder> {
+        let spans = self.spans_of(only)?;
+        let item = named_struct(vec![
+            lit("id"),
+            col(SPAN_ID),
+            lit("parent"),
+            coalesce(vec![col("parent_span_id"), lit("")]),
+            lit("start"),
+            col("start_time_unix_nano"),
+        ]);
+        let numbered = crate::structure::nested_set_udf().call(vec![col("__spans")]);
+        Ok(spans
+            .aggregate(vec![col(TRACE_ID)], vec![array_agg(item).alias("__spans")])?
+            .project(vec![col(TRACE_ID), numbered.alias("__ns")])?
+            .unnest_column("__ns")?
+            .project(vec![
+                col(TRACE_ID),
+                get_field(col("__ns"), "span_id").alias(SPAN_ID),
+                get_field(col("__ns"), "left").alias("ns_left"),
+                get_field(col("__ns"), "right").alias("ns_right"),
+                get_field(col("__ns"), "parent").alias("ns_parent"),
+                get_field(col("__ns"), "children").alias("ns_children"),
+            ])?)
+    }
+
+    /// Keys with nested-set numbers: `(trace_id, span_id, spanset, ns_left, ns_right, ns_parent)`.
+    fn with_structure(&mut self, keys: LogicalPlan, ns: LogicalPlan) -> Result<LogicalPlan> {
+        let (ka, na) = (self.alias("k"), self.alias("n"));
+        Ok(LogicalPlanBuilder::from(keys)
+            .alias(&ka)?
+            .join_on(
+                LogicalPlanBuilder::from(ns).alias(&na)?.build()?,
+                JoinType::Inner,
+                vec![
+                    q(&ka, TRACE_ID).eq(q(&na, TRACE_ID)),
+                    q(&ka, SPAN_ID).eq(q(&na, SPAN_ID)),
+                ],
+            )?
+            .project(vec![
+                q(&ka, TRACE_ID).alias(TRACE_ID),
+                q(&ka, SPAN_ID).alias(SPAN_ID),
+                q(&ka, GRP).alias(GRP),
+                q(&na, "ns_left").alias("ns_left"),
+                q(&na, "ns_right").alias("ns_right"),
+                q(&na, "ns_parent").alias("ns_parent"),
+            ])?
+            .build()?)
+    }
+
+    fn spanset_op(&mut self, op: SpansetOp, ka: LogicalPlan, kb: LogicalPlan) -> Result<LogicalPlan> {
+        match op {
+            SpansetOp::And => {
+                let a_in_b = self.semi_on_trace(ka.clone(), kb.clone(), JoinType::LeftSemi)?;
+                let b_in_a = self.semi_on_trace(kb, ka, JoinType::LeftSemi)?;
+                Ok(LogicalPlanBuilder::from(a_in_b).union_distinct(b_in_a)?.build()?)
+            }
+            SpansetOp::Union => Ok(LogicalPlanBuilder::from(ka).union_distinct(kb)?.build()?),
+            _ => self.structural(op, ka, kb),
+        }
+    }
+
+    /// Rows of `keys` whose trace has (semi) or lacks (anti) a row in `other`.
+    fn semi_on_trace(&mut self, keys: LogicalPlan, other: LogicalPlan, join: JoinType) -> Result<LogicalPlan> {
+        let (a, b) = (self.alias("l"), self.alias("r"));
+        let ids = LogicalPlanBuilder::from(other)
+            .project(vec![col(TRACE_ID)])?
+            .distinct()?
+            .alias(&b)?
+            .build()?;
+        Ok(LogicalPlanBuilder::from(keys)
+            .alias(&a)?
+            .join_on(ids, join, vec![q(&a, TRACE_ID).eq(q(&b, TRACE_ID))])?
+            .project(key_columns(&a))?
+            .build()?)
+    }
+
+    fn structural(&mut self, op: SpansetOp, ka: LogicalPlan, kb: LogicalPlan) -> Result<LogicalPlan> {
+        // Number only the traces that can match: those with a right-hand span (and, for the
+        // positive relations, a left-hand one).
+        let candidates = match op {
+            SpansetOp::NotChild
+            | SpansetOp::NotDescendant
+            | SpansetOp::NotParent
+            | SpansetOp::NotAncestor
+            | SpansetOp::NotSibling => kb.clone(),
+            _ => self.semi_on_trace(kb.clone(), ka.clone(), JoinType::LeftSemi)?,
+        };
+        let ns = self.nested_set(Some(candidates))?.build()?;
+        let sa = self.with_structure(ka, ns.clone())?;
+        let sb = self.with_structure(kb, ns)?;
+        use SpansetOp::*;
+        let (relation, join) = match op {
+            Child | NotChild | UnionChild => (Rel::Child, op),
+            Descendant | NotDescendant | UnionDescendant => (Rel::Descendant, op),
+            Parent | NotParent | UnionParent => (Rel::Parent, op),
+            Ancestor | NotAncestor | UnionAncestor => (Rel::Ancestor, op),
+            Sibling | NotSibling | UnionSibling => (Rel::Sibling, op),
+            And | Union => unreachable!("handled by spanset_op"),
+        };
+        let negated = matches!(join, NotChild | NotDescendant | NotParent | NotAncestor | NotSibling);
+        let union = matches!(
+            join,
+            UnionChild | UnionDescendant | UnionParent | UnionAncestor | UnionSibling
+        );
+        // Right-hand spans related to some left-hand span.
+        let rhs = self.related(
+            sb.clone(),
+            sa.clone(),
+            relation,
+            if negated {
+                JoinType::LeftAnti
+            } else {
+                JoinType::LeftSemi
+            },
+        )?;
+        if !union {
+            return Ok(rhs);
+        }
+        // Left-hand spans related the other way round to some right-hand span.
+        let lhs = self.related(sa, sb, relation.inverse(), JoinType::LeftSemi)?;
+        Ok(LogicalPlanBuilder::from(rhs).union_distinct(lhs)?.build()?)
+    }
+
+    /// Rows of `this` (with structure) that stand in `rel` to some row of `other`: `rel` reads
+    /// "this is a <rel> of other" (child: this's parent is other).
+    fn related(&mut self, this: LogicalPlan, other: LogicalPlan, rel: Rel, join: JoinType) -> Result<LogicalPlan> {
+        let (t, o) = (self.alias("t"), self.alias("o"));
+        let same_trace = q(&t, TRACE_ID).eq(q(&o, TRACE_ID));
+        let on = match rel {
+            Rel::Child => vec![same_trace, q(&t, "ns_parent").eq(q(&o, "ns_left"))],
+            Rel::Parent => vec![same_trace, q(&t, "ns_left").eq(q(&o, "ns_parent"))],
+            Rel::Descendant => vec![
+                same_trace,
+                q(&t, "ns_left").gt(q(&o, "ns_left")),
+                q(&t, "ns_right").lt(q(&o, "ns_right")),
+            ],
+            Rel::Ancestor => vec![
+                same_trace,
+                q(&t, "ns_left").lt(q(&o, "ns_left")),
+                q(&t, "ns_right").gt(q(&o, "ns_right")),
+            ],
+            Rel::Sibling => vec![
+                same_trace,
+                q(&t, "ns_parent").eq(q(&o, "ns_parent")),
+                q(&t, "ns_left").not_eq(q(&o, "ns_left")),
+            ],
+        };
+        Ok(LogicalPlanBuilder::from(this)
+            .alias(&t)?
+            .join_on(LogicalPlanBuilder::from(other).alias(&o)?.build()?, join, on)?
+            .project(key_columns(&t))?
+            .build()?)
+    }
+
+    // ----- pipelines ------------------------------------------------------------------------
+
+    fn stage(&mut self, stage: &Stage, input: Option<LogicalPlan>) -> Result<LogicalPlan> {
+        let input = match input {
+            Some(keys) => keys,
+            None => match stage {
+                // A pipeline that starts with a scalar filter, by() or select() starts from
+                // every span.
+                Stage::Spanset(s) => return self.spanset(s),
+                _ => self.filter(&FieldExpr::Static(Static::Bool(true)))?,
+            },
+        };
+        match stage {
+            Stage::Spanset(s) => {
+                let matched = self.spanset(s)?;
+                let (a, b) = (self.alias("l"), self.alias("r"));
+                let matched = LogicalPlanBuilder::from(matched)
+                    .project(vec![col(TRACE_ID), col(SPAN_ID)])?
+                    .distinct()?
+                    .alias(&b)?
+                    .build()?;
+                Ok(LogicalPlanBuilder::from(input)
+                    .alias(&a)?
+                    .join_on(
+                        matched,
+                        JoinType::LeftSemi,
+                        vec![q(&a, TRACE_ID).eq(q(&b, TRACE_ID)), q(&a, SPAN_ID).eq(q(&b, SPAN_ID))],
+                    )?
+                    .project(key_columns(&a))?
+                    .build()?)
+            }
+            Stage::ScalarFilter(f) => self.scalar_filter_stage(f, input),
+            Stage::By(e) => {
+                let (rel, value) = self.with_values(input, std::slice::from_ref(e))?;
+                let label = concat(vec![lit(format!("by({e})=")), text_of(value[0].clone())]);
+                let grp = when(col("__kg").eq(lit("")), label.clone()).otherwise(concat(vec![
+                    col("__kg"),
+                    lit(", "),
+                    label,
+                ]))?;
+                Ok(LogicalPlanBuilder::from(rel)
+                    .project(vec![
+                        col("__kt").alias(TRACE_ID),
+                        col("__ks").alias(SPAN_ID),
+                        grp.alias(GRP),
+                    ])?
+                    .build()?)
+            }
+            Stage::Coalesce => Ok(LogicalPlanBuilder::from(input)
+                .project(vec![col(TRACE_ID), col(SPAN_ID), lit("").alias(GRP)])?
+                .distinct()?
+                .build()?),
+            // select() chooses what search results show; the planned rows carry every column.
+            Stage::Select(_) => Ok(input),
+        }
+    }
+
+    /// `keys` joined with the values of `exprs` for each span: the relation has the keys as
+    /// `__kt`, `__ks`, `__kg` and values `__v0`, `__v1`, ...; the returned values read those.
+    fn with_values(&mut self, keys: LogicalPlan, exprs: &[FieldExpr]) -> Result<(LogicalPlan, Vec<Val>)> {
+        let needs = exprs.iter().fold(Needs::default(), |n, e| n.union(Needs::of(e)));
+        let base = self.base(needs)?.build()?;
+        let k = self.alias("k");
+        // Key columns under names of their own: the same names as the input's trip an
+        // optimizer rule (push_down_leaf_projections) of DataFusion 55.
+        let mut projection = vec![
+            q(&k, TRACE_ID).alias("__kt"),
+            q(&k, SPAN_ID).alias("__ks"),
+            q(&k, GRP).alias("__kg"),
+        ];
+        let mut kinds = Vec::new();
+        for (i, e) in exprs.iter().enumerate() {
+            let (expr, kind) = match self.lower_value_any(e)? {
+                Val::Typed(x, t) => (x, Some(t)),
+                Val::Attr(x, _) => (x, None),
+                Val::Nil => (lit(ScalarValue::Null), Some(Type::Nil)),
+            };
+            projection.push(expr.alias(format!("__v{i}")));
+            kinds.push(kind);
+        }
+        let rel = LogicalPlanBuilder::from(keys)
+            .alias(&k)?
+            .join_on(
+                base,
+                JoinType::Inner,
+                vec![q(&k, TRACE_ID).eq(q("s", TRACE_ID)), q(&k, SPAN_ID).eq(q("s", SPAN_ID))],
+            )?
+            .project(projection)?
+            .build()?;
+        let vals = kinds
+            .into_iter()
+            .enumerate()
+            .map(|(i, kind)| match kind {
+                Some(t) => Val::Typed(col(format!("__v{i}")), t),
+                None => Val::Attr(col(format!("__v{i}")), None),
+            })
+            .collect();
+        Ok((rel, vals))
+    }
+
+    fn scalar_filter_stage(&mut self, f: &ScalarFilter, input: LogicalPlan) -> Result<LogicalPlan> {
+        let mut aggs = Vec::new();
+        collect_aggregates(&f.lhs, &mut aggs);
+        collect_aggregates(&f.rhs, &mut aggs);
+        // Each distinct argument is computed once.
+        let mut args: Vec<FieldExpr> = Vec::new();
+        for a in &aggs {
+            if let Some(arg) = &a.arg
+                && !args.contains(arg)
+            {
+                args.push(arg.clone());
+            }
+        }
+        let (rel, vals) = self.with_values(input.clone(), &args)?;
+        let mut agg_exprs = Vec::new();
+        for (i, a) in aggs.iter().enumerate() {
+            let v = a
+                .arg
+                .as_ref()
+                .and_then(|arg| args.iter().position(|x| x == arg))
+                .map(|at| numeric(vals[at].clone()));
+            agg_exprs.push(aggregate_expr(a.func, v).alias(format!("__a{i}")));
+        }
+        let mut next = 0;
+        let cond = self.lower_scalar_cmp(f, &mut |_| {
+            let c = col(format!("__a{next}"));
+            next += 1;
+            c
+        })?;
+        let groups = LogicalPlanBuilder::from(rel)
+            .aggregate(vec![col("__kt"), col("__kg")], agg_exprs)?
+            .filter(cond)?
+            .project(vec![col("__kt").alias("__gt"), col("__kg").alias("__gg")])?
+            .build()?;
+        let k = self.alias("k");
+        Ok(LogicalPlanBuilder::from(input)
+            .alias(&k)?
+            .join_on(
+                groups,
+                JoinType::LeftSemi,
+                vec![q(&k, TRACE_ID).eq(col("__gt")), q(&k, GRP).eq(col("__gg"))],
+            )?
+            .project(key_columns(&k))?
+            .build()?)
+    }
+
+    fn lower_scalar_cmp(&self, f: &ScalarFilter, next_agg: &mut impl FnMut(&Aggregate) -> Expr) -> Result<Expr> {
+        let l = scalar_expr(&f.lhs, next_agg)?;
+        let r = scalar_expr(&f.rhs, next_agg)?;
+        Ok(binary_expr(l, cmp_operator(f.op), r))
+    }
+
+    /// `(pipeline | agg) op (pipeline | agg) ...` at the root: traces where the comparison of
+    /// per-trace values holds; their spans from every pipeline.
+    fn wrapped_filter(&mut self, f: &ScalarFilter) -> Result<LogicalPlan> {
+        let mut wrapped: Vec<(&SpansetExpr, &Aggregate)> = Vec::new();
+        collect_wrapped(&f.lhs, &mut wrapped);
+        collect_wrapped(&f.rhs, &mut wrapped);
+        let mut keys_all = Vec::new();
+        let mut joined: Option<LogicalPlanBuilder> = None;
+        for (i, (pipeline, agg)) in wrapped.iter().enumerate() {
+            let keys = self.spanset(pipeline)?;
+            keys_all.push(keys.clone());
+            let args: Vec<FieldExpr> = agg.arg.iter().cloned().collect();
+            let (rel, vals) = self.with_values(keys, &args)?;
+            let v = vals.into_iter().next().map(numeric);
+            let per_trace = LogicalPlanBuilder::from(rel)
+                .aggregate(
+                    vec![col("__kt")],
+                    vec![aggregate_expr(agg.func, v).alias(format!("__w{i}"))],
+                )?
+                .project(vec![col("__kt").alias(format!("__wt{i}")), col(format!("__w{i}"))])?
+                .build()?;
+            joined = Some(match joined {
+                None => LogicalPlanBuilder::from(per_trace),
+                Some(b) => b.join_on(
+                    per_trace,
+                    JoinType::Inner,
+                    vec![col("__wt0").eq(col(format!("__wt{i}")))],
+                )?,
+            });
+        }
+        let mut next = 0;
+        let cond = self.lower_scalar_cmp(f, &mut |_| {
+            let c = col(format!("__w{next}"));
+            next += 1;
+            c
+        })?;
+        let traces = joined
+            .ok_or_else(|| Error::Plan("a scalar filter needs a pipeline".into()))?
+            .filter(cond)?
+            .project(vec![col("__wt0").alias(TRACE_ID)])?
+            .build()?;
+        let mut result: Option<LogicalPlanBuilder> = None;
+        for keys in keys_all {
+            let kept = self.semi_on_trace(keys, traces.clone(), JoinType::LeftSemi)?;
+            result = Some(match result {
+                None => LogicalPlanBuilder::from(kept),
+                Some(b) => b.union_distinct(kept)?,
+            });
+        }
+        Ok(result.expect("at least one pipeline").build()?)
+    }
+
+    /// Joins the final keys to the span rows and their trace fields.
+    fn output(&mut self, keys: LogicalPlan) -> Result<LogicalPlan> {
+        let traces = self.trace_info(Some(keys.clone()))?.build()?;
+        let (k, s, t) = (self.alias("k"), self.alias("s"), self.alias("t"));
+        let span_columns: Vec<Expr> = self
+            .spans
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| q(&s, f.name()).alias(f.name()))
+            .collect();
+        let mut projection = span_columns;
+        projection.extend([
+            q(&t, out::ROOT_SERVICE).alias(out::ROOT_SERVICE),
+            q(&t, out::ROOT_NAME).alias(out::ROOT_NAME),
+            q(&t, out::TRACE_START).alias(out::TRACE_START),
+            q(&t, out::TRACE_DURATION).alias(out::TRACE_DURATION),
+            q(&k, GRP).alias(out::SPANSET),
+        ]);
+        Ok(LogicalPlanBuilder::from(keys)
+            .alias(&k)?
+            .join_on(
+                self.scan().alias(&s)?.build()?,
+                JoinType::Inner,
+                vec![q(&k, TRACE_ID).eq(q(&s, TRACE_ID)), q(&k, SPAN_ID).eq(q(&s, SPAN_ID))],
+            )?
+            .join_on(
+                LogicalPlanBuilder::from(traces).alias(&t)?.build()?,
+                JoinType::Inner,
+                vec![q(&k, TRACE_ID).eq(q(&t, TRACE_ID))],
+            )?
+            .project(projection)?
+            .build()?)
+    }
+
+    // ----- field expressions ------------------------------------------------------------------
+
+    /// A condition; `negated` when under `!`, where a missing value must read as false.
+    fn lower_bool(&self, e: &FieldExpr, negated: bool) -> Result<Expr> {
+        match e {
+            FieldExpr::Binary(BinOp::And, a, b) => Ok(self.lower_bool(a, negated)?.and(self.lower_bool(b, negated)?)),
+            FieldExpr::Binary(BinOp::Or, a, b) => Ok(self.lower_bool(a, negated)?.or(self.lower_bool(b, negated)?)),
+            FieldExpr::Unary(UnaryOp::Not, a) => Ok(not(self.lower_bool(a, true)?)),
+            leaf => {
+                // An unscoped attribute matches a span attribute or a resource attribute:
+                // the leaf holds if it holds for either (for `= nil`, absent from both).
+                let variants = expand_unscoped(leaf);
+                let absent = matches!(leaf, FieldExpr::Binary(BinOp::Cmp(CmpOp::Eq), a, b)
+                    if matches!(**a, FieldExpr::Static(Static::Nil)) || matches!(**b, FieldExpr::Static(Static::Nil)));
+                let mut out: Option<Expr> = None;
+                for v in &variants {
+                    let x = self.lower_leaf(v)?;
+                    let x = if negated { coalesce(vec![x, lit(false)]) } else { x };
+                    out = Some(match out {
+                        None => x,
+                        Some(acc) if absent => acc.and(x),
+                        Some(acc) => acc.or(x),
+                    });
+                }
+                Ok(out.expect("at least one variant"))
+            }
+        }
+    }
+
+    fn lower_leaf(&self, e: &FieldExpr) -> Result<Expr> {
+        match e {
+            FieldExpr::Static(Static::Bool(b)) => Ok(lit(*b)),
+            FieldExpr::Binary(BinOp::Cmp(op), a, b) => self.compare(*op, a, b),
+            FieldExpr::Binary(op @ (BinOp::Regex | BinOp::NotRegex), a, b) => {
+                let l = string_of(self.lower_value(a)?);
+                let pattern = match &**b {
+                    FieldExpr::Static(Static::Str(p)) => lit(format!("^(?:{p})$")),
+                    other => concat(vec![lit("^(?:"), string_of(self.lower_value(other)?), lit(")$")]),
+                };
+                let operator = if *op == BinOp::Regex {
+                    Operator::RegexMatch
+                } else {
+                    Operator::RegexNotMatch
+                };
+                Ok(binary_expr(l, operator, pattern))
+            }
+            other => match self.lower_value(other)? {
+                Val::Attr(v, _) => Ok(get_field(v, "bool").is_true()),
+                Val::Typed(x, Type::Bool) => Ok(x),
+                Val::Typed(x, _) => Ok(x.is_not_null().and(lit(false))),
+                Val::Nil => Ok(lit(false)),
+            },
+        }
+    }
+
+    fn compare(&self, op: CmpOp, a: &FieldExpr, b: &FieldExpr) -> Result<Expr> {
+        let (l, r) = (self.lower_value(a)?, self.lower_value(b)?);
+        let operator = cmp_operator(op);
+        Ok(match (l, r) {
+            (Val::Nil, Val::Nil) => lit(matches!(op, CmpOp::Eq | CmpOp::Lte | CmpOp::Gte)),
+            (Val::Nil, other) | (other, Val::Nil) => {
+                let x = match other {
+                    Val::Typed(x, _) | Val::Attr(x, _) => x,
+                    Val::Nil => unreachable!(),
+                };
+                if op == CmpOp::Eq { x.is_null() } else { x.is_not_null() }
+            }
+            (Val::Attr(x, _), Val::Attr(y, _)) => {
+                binary_expr(get_field(x.clone(), "str"), operator, get_field(y.clone(), "str"))
+                    .or(binary_expr(
+                        numeric(Val::Attr(x.clone(), None)),
+                        operator,
+                        numeric(Val::Attr(y.clone(), None)),
+                    ))
+                    .or(binary_expr(get_field(x, "bool"), operator, get_field(y, "bool")))
+            }
+            (Val::Attr(x, dedicated), Val::Typed(y, t)) => attr_vs(x, dedicated, y, t, operator),
+            (Val::Typed(y, t), Val::Attr(x, dedicated)) => attr_vs(x, dedicated, y, t, flip(operator)),
+            (Val::Typed(x, _), Val::Typed(y, _)) => binary_expr(x, operator, y),
+        })
+    }
+
+    /// A value, with unscoped attributes reading the span attribute, else the resource's.
+    fn lower_value_any(&self, e: &FieldExpr) -> Result<Val> {
+        match e {
+            FieldExpr::Attribute(a) if a.scope == AttrScope::Unscoped && parent_intrinsic(a).is_none() => {
+                let span = self.attribute(&Attribute {
+                    scope: AttrScope::Span,
+                    ..a.clone()
+                })?;
+                let resource = self.attribute(&Attribute {
+                    scope: AttrScope::Resource,
+                    ..a.clone()
+                })?;
+                match (span, resource) {
+                    (Val::Attr(x, _), Val::Attr(y, _)) => Ok(Val::Attr(coalesce(vec![x, y]), None)),
+                    _ => unreachable!("attributes lower to attribute values"),
+                }
+            }
+            other => self.lower_value(other),
+        }
+    }
+
+    fn lower_value(&self, e: &FieldExpr) -> Result<Val> {
+        let t = type_of(e).map_err(Error::Plan)?;
+        Ok(match e {
+            FieldExpr::Static(s) => match s {
+                Static::Nil => Val::Nil,
+                Static::Str(v) => Val::Typed(lit(v.clone()), t),
+                Static::Int(v) | Static::Duration(v) => Val::Typed(lit(*v), t),
+                Static::Float(v) => Val::Typed(lit(*v), t),
+                Static::Bool(v) => Val::Typed(lit(*v), t),
+                Static::Status(v) => Val::Typed(lit(v.name()), t),
+                Static::Kind(v) => Val::Typed(lit(v.name()), t),
+            },
+            FieldExpr::Intrinsic(i) => Val::Typed(intrinsic("s", *i)?, t),
+            FieldExpr::Attribute(a) => match parent_intrinsic(a) {
+                Some(i) => Val::Typed(intrinsic("p", i)?, t),
+                None => self.attribute(a)?,
+            },
+            FieldExpr::Unary(UnaryOp::Neg, a) => {
+                Val::Typed(Expr::Negative(Box::new(numeric(self.lower_value_any(a)?))), t)
+            }
+            FieldExpr::Unary(UnaryOp::Not, _)
+            | FieldExpr::Binary(BinOp::And | BinOp::Or | BinOp::Cmp(_) | BinOp::Regex | BinOp::NotRegex, ..) => {
+                Val::Typed(self.lower_bool(e, false)?, Type::Bool)
+            }
+            FieldExpr::Binary(BinOp::Arith(op), a, b) => {
+                let (x, y) = (numeric(self.lower_value_any(a)?), numeric(self.lower_value_any(b)?));
+                Val::Typed(arith(*op, x, y), t)
+            }
+        })
+    }
+
+    fn attribute(&self, a: &Attribute) -> Result<Val> {
+        let rel = if a.parent { "p" } else { "s" };
+        let map = match a.scope {
+            AttrScope::Span => q(rel, "span_attributes"),
+            AttrScope::Resource => q(rel, "resource_attributes"),
+            AttrScope::Instrumentation => q(rel, "scope_attributes"),
+            AttrScope::Event => get_field(q(rel, "events"), "attributes"),
+            AttrScope::Link => get_field(q(rel, "links"), "attributes"),
+            AttrScope::Unscoped => {
+                return plan_err(format!("internal: unscoped attribute {a} reached lowering unexpanded"));
+            }
+        };
+        let dedicated = self
+            .options
+            .dedicated
+            .iter()
+            .find(|(scope, key, _)| *scope == a.scope && *key == a.name)
+            .map(|(_, _, column)| q(rel, column));
+        Ok(Val::Attr(get_field(map, a.name.as_str()), dedicated))
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Rel {
+    Child,
+    Parent,
+    Descendant,
+    Ancestor,
+    Sibling,
+}
+
+impl Rel {
+    fn inverse(self) -> Self {
+        match self {
+            Self::Child => Self::Parent,
+            Self::Parent => Self::Child,
+            Self::Descendant => Self::Ancestor,
+            Self::Ancestor => Self::Descendant,
+            Self::Sibling => Self::Sibling,
+        }
+    }
+}
+
+fn key_columns(rel: &str) -> Vec<Expr> {
+    vec![
+        q(rel, TRACE_ID).alias(TRACE_ID),
+        q(rel, SPAN_ID).alias(SPAN_ID),
+        q(rel, GRP).alias(GRP),
+    ]
+}
+
+/// Unnests `list` (events or links) into one row per element, keeping a span whose list is
+/// empty as one row with a null element.
+fn unnest_keeping_empty(b: LogicalPlanBuilder, list: &str) -> Result<LogicalPlanBuilder> {
+    let schema = b.schema().clone();
+    let (_, field) = schema
+        .qualified_field_with_unqualified_name(list)
+        .map_err(|_| Error::Plan(format!("the spans table has no {list} column")))?;
+    let DataType::List(item) = field.data_type() else {
+        return plan_err(format!("column {list} is not a list"));
+    };
+    let one_null = ListArray::new(
+        item.clone(),
+        OffsetBuffer::from_lengths([1]),
+        new_null_array(item.data_type(), 1),
+        None,
+    );
+    let filled =
+        when(cardinality(col(list)).gt(lit(0u64)), col(list)).otherwise(lit(ScalarValue::List(Arc::new(one_null))))?;
+    let projection: Vec<Expr> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            if f.name() == list {
+                filled.clone().alias(list)
+            } else {
+                col(f.name())
+            }
+        })
+        .collect();
+    Ok(b.project(projection)?
+        .unnest_column_with_options(list, UnnestOptions::new().with_preserve_nulls(true))?)
+}
+
+fn intrinsic(rel: &str, i: Intrinsic) -> Result<Expr> {
+    Ok(match i {
+        Intrinsic::Duration => q(rel, "duration_ns"),
+        Intrinsic::Name => q(rel, "name"),
+        Intrinsic::Status => q(rel, "status_code"),
+        Intrinsic::StatusMessage => coalesce(vec![q(rel, "status_message"), lit("")]),
+        Intrinsic::Kind => q(rel, "kind"),
+        Intrinsic::SpanId => q(rel, SPAN_ID),
+        Intrinsic::ParentId => coalesce(vec![q(rel, "parent_span_id"), lit("")]),
+        Intrinsic::TraceId => q(rel, TRACE_ID),
+        Intrinsic::TraceDuration => q("t", out::TRACE_DURATION),
+        Intrinsic::RootName => q("t", out::ROOT_NAME),
+        Intrinsic::RootService => q("t", out::ROOT_SERVICE),
+        Intrinsic::EventName => get_field(q(rel, "events"), "name"),
+        Intrinsic::EventTimeSinceStart => {
+            get_field(q(rel, "events"), "time_unix_nano") - q(rel, "start_time_unix_nano")
+        }
+        Intrinsic::LinkTraceId => get_field(q(rel, "links"), "trace_id"),
+        Intrinsic::LinkSpanId => get_field(q(rel, "links"), "span_id"),
+        Intrinsic::InstrumentationName => q(rel, "scope_name"),
+        Intrinsic::InstrumentationVersion => q(rel, "scope_version"),
+        Intrinsic::ChildCount => coalesce(vec![q("n", "ns_children"), lit(0i64)]),
+        Intrinsic::NestedSetLeft => q("n", "ns_left"),
+        Intrinsic::NestedSetRight => q("n", "ns_right"),
+        Intrinsic::NestedSetParent => q("n", "ns_parent"),
+        Intrinsic::Parent => return plan_err("'parent' alone is not a value"),
+    })
+}
+
+/// Copies of a boolean leaf with each unscoped attribute read as a span, then a resource,
+/// attribute (every combination; at most 16).
+fn expand_unscoped(e: &FieldExpr) -> Vec<FieldExpr> {
+    fn go(e: &FieldExpr) -> Vec<FieldExpr> {
+        match e {
+            FieldExpr::Attribute(a) if a.scope == AttrScope::Unscoped && parent_intrinsic(a).is_none() => {
+                [AttrScope::Span, AttrScope::Resource]
+                    .into_iter()
+                    .map(|scope| FieldExpr::Attribute(Attribute { scope, ..a.clone() }))
+                    .collect()
+            }
+            FieldExpr::Binary(op, a, b) => {
+                let (la, lb) = (go(a), go(b));
+                let mut out = Vec::new();
+                for x in &la {
+                    for y in &lb {
+                        if out.len() < 16 {
+                            out.push(FieldExpr::Binary(*op, Box::new(x.clone()), Box::new(y.clone())));
+                        }
+                    }
+                }
+                out
+            }
+            FieldExpr::Unary(op, a) => go(a).into_iter().map(|x| FieldExpr::Unary(*op, Box::new(x))).collect(),
+            other => vec![other.clone()],
+        }
+    }
+    go(e)
+}
+
+fn cmp_operator(op: CmpOp) -> Operator {
+    match op {
+        CmpOp::Eq => Operator::Eq,
+        CmpOp::Neq => Operator::NotEq,
+        CmpOp::Lt => Operator::Lt,
+        CmpOp::Lte => Operator::LtEq,
+        CmpOp::Gt => Operator::Gt,
+        CmpOp::Gte => Operator::GtEq,
+    }
+}
+
+fn flip(op: Operator) -> Operator {
+    match op {
+        Operator::Lt => Operator::Gt,
+        Operator::LtEq => Operator::GtEq,
+        Operator::Gt => Operator::Lt,
+        Operator::GtEq => Operator::LtEq,
+        other => other,
+    }
+}
+
+/// `attr op value`, reading the attribute as the value's type.
+fn attr_vs(attr: Expr, dedicated: Option<Expr>, value: Expr, t: Type, op: Operator) -> Expr {
+    match t {
+        Type::Str | Type::Status | Type::Kind => {
+            let s = dedicated.unwrap_or_else(|| get_field(attr, "str"));
+            binary_expr(s, op, value)
+        }
+        Type::Bool => binary_expr(get_field(attr, "bool"), op, value),
+        _ => binary_expr(numeric(Val::Attr(attr, None)), op, cast(value, DataType::Float64)),
+    }
+}
+
+/// A value as a number: attributes read their int (as a double) or double.
+fn numeric(v: Val) -> Expr {
+    match v {
+        Val::Typed(x, _) => x,
+        Val::Attr(x, _) => coalesce(vec![
+            cast(get_field(x.clone(), "int"), DataType::Float64),
+            get_field(x, "double"),
+        ]),
+        Val::Nil => lit(ScalarValue::Null),
+    }
+}
+
+/// A value as text: attributes as their string, number or boolean.
+fn string_of(v: Val) -> Expr {
+    match v {
+        Val::Typed(x, _) => x,
+        Val::Attr(x, dedicated) => dedicated.unwrap_or_else(|| get_field(x, "str")),
+        Val::Nil => lit(ScalarValue::Utf8(None)),
+    }
+}
+
+/// A value as a label for `by()`: `nil` when absent.
+fn text_of(v: Val) -> Expr {
+    let x = match v {
+        Val::Typed(x, _) => cast(x, DataType::Utf8),
+        Val::Attr(x, _) => coalesce(vec![
+            get_field(x.clone(), "str"),
+            cast(get_field(x.clone(), "int"), DataType::Utf8),
+            cast(get_field(x.clone(), "double"), DataType::Utf8),
+            cast(get_field(x, "bool"), DataType::Utf8),
+        ]),
+        Val::Nil => lit(ScalarValue::Utf8(None)),
+    };
+    coalesce(vec![x, lit("nil")])
+}
+
+fn arith(op: ArithOp, x: Expr, y: Expr) -> Expr {
+    match op {
+        ArithOp::Add => x + y,
+        ArithOp::Sub => x - y,
+        ArithOp::Mul => x * y,
+        ArithOp::Div => x / y,
+        ArithOp::Mod => x % y,
+        ArithOp::Pow => power(cast(x, DataType::Float64), cast(y, DataType::Float64)),
+    }
+}
+
+fn aggregate_expr(func: AggFunc, value: Option<Expr>) -> Expr {
+    let v = || value.clone().unwrap_or_else(|| lit(1i64));
+    match func {
+        AggFunc::Count => count(lit(1i64)),
+        AggFunc::Avg => avg(cast(v(), DataType::Float64)),
+        AggFunc::Min => min(v()),
+        AggFunc::Max => max(v()),
+        AggFunc::Sum => sum(v()),
+    }
+}
+
+fn collect_aggregates<'e>(e: &'e ScalarExpr, out: &mut Vec<&'e Aggregate>) {
+    match e {
+        ScalarExpr::Aggregate(a) => out.push(a),
+        ScalarExpr::Binary(_, a, b) => {
+            collect_aggregates(a, out);
+            collect_aggregates(b, out);
+        }
+        ScalarExpr::Static(_) | ScalarExpr::Wrapped(..) => {}
+    }
+}
+
+fn collect_wrapped<'e>(e: &'e ScalarExpr, out: &mut Vec<(&'e SpansetExpr, &'e Aggregate)>) {
+    match e {
+        ScalarExpr::Wrapped(p, a) => out.push((p, a)),
+        ScalarExpr::Binary(_, a, b) => {
+            collect_wrapped(a, out);
+            collect_wrapped(b, out);
+        }
+        ScalarExpr::Static(_) | ScalarExpr::Aggregate(_) => {}
+    }
+}
+
+/// A scalar expression with each aggregate (or wrapped pipeline) read by `next_agg`, in the
+/// order [`collect_aggregates`] / [`collect_wrapped`] lists them.
+fn scalar_expr(e: &ScalarExpr, next_agg: &mut impl FnMut(&Aggregate) -> Expr) -> Result<Expr> {
+    Ok(match e {
+        ScalarExpr::Static(s) => match s {
+            Static::Int(v) | Static::Duration(v) => lit(*v),
+            Static::Float(v) => lit(*v),
+            other => return plan_err(format!("{other} is not a number")),
+        },
+        ScalarExpr::Aggregate(a) | ScalarExpr::Wrapped(_, a) => next_agg(a),
+        ScalarExpr::Binary(op, a, b) => {
+            let x = scalar_expr(a, next_agg)?;
+            let y = scalar_expr(b, next_agg)?;
+            arith(*op, cast(x, DataType::Float64), cast(y, DataType::Float64))
+        }
+    })
+}
