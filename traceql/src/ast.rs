@@ -884,7 +884,7 @@ pub fn format_duration(ns: i64) -> String {
     }
     for (unit_ns, unit) in UNITS {
         let unit_ns = unit_ns as u64;
-        if abs % unit_ns == 0 {
+        if abs.is_multiple_of(unit_ns) {
             return format!("{sign}{}{unit}", abs / unit_ns);
         }
     }

@@ -25,6 +25,7 @@ use datafusion::common::{Column, JoinType, ScalarValue, UnnestOptions};
 use datafusion::functions::core::expr_fn::{coalesce, get_field, named_struct};
 use datafusion::functions::expr_fn::concat;
 use datafusion::functions::math::expr_fn::power;
+use datafusion::functions_aggregate::count::count_all_window;
 use datafusion::functions_aggregate::expr_fn::{array_agg, avg, count, max, min, sum};
 use datafusion::functions_nested::expr_fn::cardinality;
 use datafusion::functions_window::expr_fn::row_number;
@@ -84,15 +85,17 @@ pub fn plan_search(
 ) -> Result<LogicalPlan> {
     let mut p = Planner::new(spans, options);
     let keys = p.root(&query.root)?;
-    let rows = LogicalPlanBuilder::from(p.output(keys)?);
-    // The `limit` most recent traces.
-    let recent = rows
-        .clone()
-        .aggregate(vec![col(TRACE_ID)], vec![max(col(out::TRACE_START)).alias("__t_start")])?
-        .sort(vec![col("__t_start").sort(false, true), col(TRACE_ID).sort(true, true)])?
+    // The `limit` most recent matching traces, chosen from the keys before any span row is read.
+    let recent = p
+        .trace_info(Some(keys.clone()))?
+        .sort(vec![
+            col(out::TRACE_START).sort(false, true),
+            col(TRACE_ID).sort(true, true),
+        ])?
         .limit(0, Some(limit))?
-        .project(vec![col(TRACE_ID).alias("__t_id")])?
         .build()?;
+    let keys = p.semi_on_trace(keys, recent, JoinType::LeftSemi)?;
+    let rows = LogicalPlanBuilder::from(p.output(keys)?);
     let partition = vec![col(TRACE_ID), col(GRP)];
     let rank = row_number()
         .partition_by(partition.clone())
@@ -102,7 +105,7 @@ pub fn plan_search(
         ])
         .build()?
         .alias("__rank");
-    let matched = count(lit(1i64)).partition_by(partition).build()?.alias(out::MATCHED);
+    let matched = count_all_window().partition_by(partition).build()?.alias(out::MATCHED);
     let names: Vec<Expr> = rows
         .schema()
         .columns()
@@ -112,8 +115,9 @@ pub fn plan_search(
     let mut keep = names.clone();
     keep.push(col(out::MATCHED));
     let plan = rows
-        .join_on(recent, JoinType::LeftSemi, vec![col(TRACE_ID).eq(col("__t_id"))])?
-        .window(vec![rank, matched])?
+        // Window expressions with different orderings go in separate window nodes.
+        .window(vec![matched])?
+        .window(vec![rank])?
         .filter(col("__rank").lt_eq(lit(spss as i64)))?
         .project(keep)?
         .sort(vec![

@@ -227,7 +227,10 @@ impl Tree {
 mod tests {
     use super::*;
 
-    fn number(spans: &[(&'static str, &'static str, i64)]) -> Vec<(Option<i64>, Option<i64>, Option<i64>, usize)> {
+    /// (left, right, parent, children) per span.
+    type Numbers = (Option<i64>, Option<i64>, Option<i64>, usize);
+
+    fn number(spans: &[(&'static str, &'static str, i64)]) -> Vec<Numbers> {
         let mut tree = Tree::default();
         tree.number(0..spans.len(), |i| spans[i].0, |i| Some(spans[i].1), |i| spans[i].2);
         (0..spans.len())

@@ -1,0 +1,84 @@
+//! Tempo's search semantics over the fixtures: most recent traces first, `limit` traces,
+//! `spss` spans per spanset with the matched count, root service and name, start and duration,
+//! `by()` spansets, and the time range.
+
+mod common;
+
+use common::{Fixture, TENANT};
+use tracehouse_sql::traceql::{SearchRequest, TraceHit};
+
+fn request(query: &str, limit: usize, spss: usize) -> SearchRequest {
+    SearchRequest {
+        query: query.into(),
+        limit,
+        spss,
+        start_unix_nano: None,
+        end_unix_nano: None,
+    }
+}
+
+/// 2026-11-20T12:00:00Z, the fixtures' time zero.
+const BASE_NS: i64 = 1_795_176_000_000_000_000;
+const MS: i64 = 1_000_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_follows_tempo_semantics() {
+    let fx = &Fixture::load().await;
+    let search = |r: SearchRequest| async move { fx.engine.traceql_search(TENANT, &r).await.unwrap() };
+    let names = |hits: &[TraceHit]| hits.iter().map(|h| h.trace_id.clone()).collect::<Vec<_>>();
+
+    // Most recent first, `limit` traces.
+    let hits = search(request("{ }", 2, 3)).await;
+    assert_eq!(names(&hits), vec![fx.trace("T4"), fx.trace("T3")]);
+    let t4 = &hits[0];
+    assert_eq!(t4.root_service_name.as_deref(), Some("frontend"));
+    assert_eq!(t4.root_trace_name.as_deref(), Some("POST /orders"));
+    assert_eq!(t4.start_unix_nano, BASE_NS + 5000 * MS);
+    assert_eq!(t4.duration_ns, 2000 * MS);
+    // At most `spss` spans per spanset, the earliest, with the number matched.
+    let t3 = &hits[1];
+    assert_eq!(t3.spansets.len(), 1);
+    assert_eq!(t3.spansets[0].matched, 4);
+    let spans: Vec<_> = t3.spansets[0].spans.iter().map(|s| s.span_id.clone()).collect();
+    assert_eq!(spans, vec![fx.span("s0"), fx.span("s1"), fx.span("s2")]);
+    assert_eq!(t3.duration_ns, 1000 * MS, "trace split across flushes");
+
+    // All four traces, and a trace whose root never arrived has no root fields.
+    let hits = search(request("{ }", 20, 1)).await;
+    assert_eq!(names(&hits), ["T4", "T3", "T2", "T1"].map(|t| fx.trace(t)).to_vec());
+    let t2 = &hits[2];
+    assert_eq!((t2.root_service_name.clone(), t2.root_trace_name.clone()), (None, None));
+    assert_eq!(t2.duration_ns, 300 * MS);
+
+    // by() makes one spanset per value, labelled.
+    let hits = search(request(
+        "{ trace:id = \"11111111111111111111111111111111\" } | by(resource.service.name)",
+        20,
+        1,
+    ))
+    .await;
+    assert_eq!(hits.len(), 1);
+    let sets: Vec<_> = hits[0]
+        .spansets
+        .iter()
+        .map(|s| (s.label.clone(), s.matched, s.spans[0].span_id.clone()))
+        .collect();
+    assert_eq!(
+        sets,
+        vec![
+            ("by(resource.service.name)=cart".to_string(), 3, fx.span("a1")),
+            ("by(resource.service.name)=frontend".to_string(), 2, fx.span("r1")),
+            ("by(resource.service.name)=payment".to_string(), 3, fx.span("b1")),
+        ]
+    );
+
+    // The time range keeps spans that overlap it.
+    let mut r = request("{ }", 20, 3);
+    r.start_unix_nano = Some(BASE_NS + 4000 * MS);
+    assert_eq!(names(&search(r).await), vec![fx.trace("T4")]);
+
+    // Bad queries and bad limits are errors, not panics.
+    for bad in [request("{ .a = }", 20, 3), request("{ }", 0, 3), request("{ }", 20, 0)] {
+        assert!(fx.engine.traceql_search(TENANT, &bad).await.is_err());
+    }
+}
