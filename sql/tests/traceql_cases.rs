@@ -67,3 +67,26 @@ async fn traceql_cases() {
         failures.join("\n")
     );
 }
+
+/// Every non-metrics construct plans and runs (results are checked by `traceql_cases`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_construct_runs() {
+    let fx = &Fixture::load().await;
+    let queries: Vec<String> =
+        serde_yaml::from_str(&std::fs::read_to_string(common::dir().join("runs.yaml")).unwrap()).unwrap();
+    assert!(queries.len() > 150);
+    let mut failures = Vec::new();
+    for q in &queries {
+        let sql = format!("SELECT count(*) FROM traceql({})", common::sql_string(q));
+        if let Err(e) = fx.engine.sql(common::TENANT, &sql).await {
+            failures.push(format!("{q}: {e}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} failed:\n{}",
+        failures.len(),
+        queries.len(),
+        failures.join("\n")
+    );
+}
