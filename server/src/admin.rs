@@ -56,14 +56,11 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
 
     use axum::body::{Body, to_bytes};
     use axum::http::Request;
     use tower::ServiceExt;
     use tracehouse_warehouse::WarehouseConfig;
-    use tracehouse_warehouse::storage::StorageConfigKind;
-    use tracehouse_warehouse::wal::WalConfig;
 
     use super::*;
 
@@ -81,19 +78,9 @@ mod tests {
     async fn ready_metrics_echo() {
         let dir = tempfile::tempdir().unwrap();
         let warehouse = Warehouse::open(WarehouseConfig {
-            storage: StorageConfigKind::Local {
-                path: dir.path().join("data"),
-            },
-            wal: WalConfig {
-                dir: dir.path().join("wal"),
-                segment_max_bytes: 1 << 20,
-                queue_max_requests: 4,
-                group_commit_max_bytes: 1 << 20,
-            },
-            max_block_duration: Duration::from_secs(60),
             max_block_bytes: 1 << 20,
             max_live_bytes: 1 << 20,
-            flush_check_interval: Duration::from_secs(1),
+            ..WarehouseConfig::local(dir.path())
         })
         .await
         .unwrap();

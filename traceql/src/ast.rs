@@ -656,23 +656,40 @@ impl fmt::Display for ScalarFilter {
     }
 }
 
-impl ScalarExpr {
+/// Writing an expression where operators of precedence below `min` need parentheses.
+trait FmtPrec {
+    fn fmt_prec(&self, f: &mut fmt::Formatter<'_>, min: u8) -> fmt::Result;
+}
+
+/// Writes `a op b` with the fewest parentheses that keep the tree: the side that would
+/// re-associate gets one level more.
+fn fmt_binary(
+    f: &mut fmt::Formatter<'_>,
+    min: u8,
+    (precedence, right_assoc, symbol): (u8, bool, &str),
+    a: &impl FmtPrec,
+    b: &impl FmtPrec,
+) -> fmt::Result {
+    let p = precedence;
+    let wrap = p < min;
+    if wrap {
+        write!(f, "(")?;
+    }
+    let (lp, rp) = if right_assoc { (p + 1, p) } else { (p, p + 1) };
+    a.fmt_prec(f, lp)?;
+    write!(f, " {symbol} ")?;
+    b.fmt_prec(f, rp)?;
+    if wrap {
+        write!(f, ")")?;
+    }
+    Ok(())
+}
+
+impl FmtPrec for ScalarExpr {
     fn fmt_prec(&self, f: &mut fmt::Formatter<'_>, min: u8) -> fmt::Result {
         match self {
             Self::Binary(op, a, b) => {
-                let p = op.precedence();
-                let wrap = p < min;
-                if wrap {
-                    write!(f, "(")?;
-                }
-                let (lp, rp) = if *op == ArithOp::Pow { (p + 1, p) } else { (p, p + 1) };
-                a.fmt_prec(f, lp)?;
-                write!(f, " {} ", op.symbol())?;
-                b.fmt_prec(f, rp)?;
-                if wrap {
-                    write!(f, ")")?;
-                }
-                Ok(())
+                fmt_binary(f, min, (op.precedence(), *op == ArithOp::Pow, op.symbol()), &**a, &**b)
             }
             Self::Static(s) => write!(f, "{s}"),
             Self::Aggregate(a) => write!(f, "{a}"),
@@ -696,23 +713,10 @@ impl fmt::Display for Aggregate {
     }
 }
 
-impl MetricsExpr {
+impl FmtPrec for MetricsExpr {
     fn fmt_prec(&self, f: &mut fmt::Formatter<'_>, min: u8) -> fmt::Result {
         match self {
-            Self::Binary(op, a, b) => {
-                let p = op.precedence();
-                let wrap = p < min;
-                if wrap {
-                    write!(f, "(")?;
-                }
-                a.fmt_prec(f, p)?;
-                write!(f, " {} ", op.symbol())?;
-                b.fmt_prec(f, p + 1)?;
-                if wrap {
-                    write!(f, ")")?;
-                }
-                Ok(())
-            }
+            Self::Binary(op, a, b) => fmt_binary(f, min, (op.precedence(), false, op.symbol()), &**a, &**b),
             Self::Number(n) => write!(f, "{n}"),
             // Pipelines and stages are operands only inside parentheses.
             Self::Pipeline(..) | Self::Stage(..) if min > 0 => write!(f, "({self})"),
@@ -766,24 +770,10 @@ impl fmt::Display for MetricsFn {
     }
 }
 
-impl FieldExpr {
+impl FmtPrec for FieldExpr {
     fn fmt_prec(&self, f: &mut fmt::Formatter<'_>, min: u8) -> fmt::Result {
         match self {
-            Self::Binary(op, a, b) => {
-                let p = op.precedence();
-                let wrap = p < min;
-                if wrap {
-                    write!(f, "(")?;
-                }
-                let (lp, rp) = if op.right_assoc() { (p + 1, p) } else { (p, p + 1) };
-                a.fmt_prec(f, lp)?;
-                write!(f, " {} ", op.symbol())?;
-                b.fmt_prec(f, rp)?;
-                if wrap {
-                    write!(f, ")")?;
-                }
-                Ok(())
-            }
+            Self::Binary(op, a, b) => fmt_binary(f, min, (op.precedence(), op.right_assoc(), op.symbol()), &**a, &**b),
             Self::Unary(op, a) => {
                 // A unary operator takes an operand of at least multiplicative precedence;
                 // writing it inside parentheses when it is itself unary keeps `- -1` apart.

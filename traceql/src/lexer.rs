@@ -135,7 +135,7 @@ pub struct Token {
     pub pos: Pos,
 }
 
-/// A lexing error with its position.
+/// A syntax error (from the lexer or the parser) with its position.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LexError {
     pub pos: Pos,

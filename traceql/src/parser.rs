@@ -7,34 +7,11 @@
 //! Tempo's grammar, plus what Tempo parses but refuses as unsupported (arithmetic between
 //! aggregates, `parent.` attributes), which tracehouse runs.
 
-use std::fmt;
-
 use crate::ast::*;
-use crate::lexer::{LexError, Pos, Tok, Token, lex};
+use crate::lexer::{Pos, Tok, Token, lex};
 
-/// A parse error and where it is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ParseError {
-    pub pos: Pos,
-    pub message: String,
-}
-
-impl fmt::Display for ParseError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.pos, self.message)
-    }
-}
-
-impl std::error::Error for ParseError {}
-
-impl From<LexError> for ParseError {
-    fn from(e: LexError) -> Self {
-        Self {
-            pos: e.pos,
-            message: e.message,
-        }
-    }
-}
+/// A parse error and where it is; lexing errors are parse errors too.
+pub use crate::lexer::LexError as ParseError;
 
 type Result<T> = std::result::Result<T, ParseError>;
 

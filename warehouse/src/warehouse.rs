@@ -29,6 +29,26 @@ pub struct WarehouseConfig {
     pub flush_check_interval: Duration,
 }
 
+impl WarehouseConfig {
+    /// Local storage under `dir/data`, the WAL in `dir/wal`, and modest bounds; for tests,
+    /// benchmarks and tools. Flushes happen only when asked for (or under memory pressure).
+    pub fn local(dir: &std::path::Path) -> Self {
+        Self {
+            storage: StorageConfigKind::Local { path: dir.join("data") },
+            wal: WalConfig {
+                dir: dir.join("wal"),
+                segment_max_bytes: 64 << 20,
+                queue_max_requests: 64,
+                group_commit_max_bytes: 8 << 20,
+            },
+            max_block_duration: Duration::from_secs(3600),
+            max_block_bytes: 256 << 20,
+            max_live_bytes: 1 << 30,
+            flush_check_interval: Duration::from_secs(3600),
+        }
+    }
+}
+
 /// Counters for `/metrics`.
 #[derive(Debug, Default)]
 pub struct WarehouseStats {

@@ -13,8 +13,6 @@ use tracehouse_benches::tracegen::{TraceGen, TraceGenConfig};
 use tracehouse_ingest::otlp::request_to_batch;
 use tracehouse_sql::traceql::SearchRequest;
 use tracehouse_sql::{QueryEngine, QueryEngineConfig};
-use tracehouse_warehouse::storage::StorageConfigKind;
-use tracehouse_warehouse::wal::WalConfig;
 use tracehouse_warehouse::{Warehouse, WarehouseConfig};
 
 #[global_allocator]
@@ -99,21 +97,9 @@ async fn main() {
     let runs: usize = arg("--runs").map_or(3, |s| s.parse().expect("--runs R"));
     let tmp = tempfile::tempdir().expect("temp dir");
     let dir = arg("--dir").map_or_else(|| tmp.path().to_path_buf(), Into::into);
-    let warehouse = Warehouse::open(WarehouseConfig {
-        storage: StorageConfigKind::Local { path: dir.join("data") },
-        wal: WalConfig {
-            dir: dir.join("wal"),
-            segment_max_bytes: 64 << 20,
-            queue_max_requests: 64,
-            group_commit_max_bytes: 8 << 20,
-        },
-        max_block_duration: Duration::from_secs(3600),
-        max_block_bytes: 256 << 20,
-        max_live_bytes: 1 << 30,
-        flush_check_interval: Duration::from_secs(3600),
-    })
-    .await
-    .expect("open warehouse");
+    let warehouse = Warehouse::open(WarehouseConfig::local(&dir))
+        .await
+        .expect("open warehouse");
     let load = Instant::now();
     let mut generator = TraceGen::new(TraceGenConfig::default());
     let mut loaded = 0;

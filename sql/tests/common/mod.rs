@@ -5,13 +5,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use arrow::array::{AsArray, RecordBatch};
 use tracehouse_ingest::otlp::{BodyFormat, parse_request, request_to_batch};
 use tracehouse_sql::{QueryEngine, QueryEngineConfig};
-use tracehouse_warehouse::storage::StorageConfigKind;
-use tracehouse_warehouse::wal::WalConfig;
 use tracehouse_warehouse::{Warehouse, WarehouseConfig};
 
 pub const TENANT: &str = "single-tenant";
@@ -57,23 +54,7 @@ pub struct Fixture {
 impl Fixture {
     pub async fn load() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let warehouse = Warehouse::open(WarehouseConfig {
-            storage: StorageConfigKind::Local {
-                path: dir.path().join("data"),
-            },
-            wal: WalConfig {
-                dir: dir.path().join("wal"),
-                segment_max_bytes: 1 << 20,
-                queue_max_requests: 16,
-                group_commit_max_bytes: 1 << 20,
-            },
-            max_block_duration: Duration::from_secs(3600),
-            max_block_bytes: 64 << 20,
-            max_live_bytes: 256 << 20,
-            flush_check_interval: Duration::from_secs(3600),
-        })
-        .await
-        .unwrap();
+        let warehouse = Warehouse::open(WarehouseConfig::local(dir.path())).await.unwrap();
         for (part, flush) in [("part1.json", true), ("part2.json", true), ("part3.json", false)] {
             let body = std::fs::read(dir_path(part)).unwrap();
             let request = parse_request(&body, BodyFormat::Json).unwrap();
