@@ -69,6 +69,13 @@ const GRP: &str = "spanset";
 /// and the trace-level fields of [`out`].
 pub fn plan_query(query: &Query, spans: LogicalPlan, options: &PlanOptions) -> Result<LogicalPlan> {
     let mut p = Planner::new(spans, options);
+    // A lone filter reads its rows straight from the filtered scan, without the join back.
+    if let Root::Spanset(SpansetExpr::Filter(e)) = &query.root {
+        let needs = Needs::of(e);
+        if !needs.events && !needs.links {
+            return p.output_filter(e, needs);
+        }
+    }
     let keys = p.root(&query.root)?;
     p.output(keys)
 }
@@ -736,6 +743,41 @@ impl<'a> Planner<'a> {
                 LogicalPlanBuilder::from(traces).alias(&t)?.build()?,
                 JoinType::Inner,
                 vec![q(&k, TRACE_ID).eq(q(&t, TRACE_ID))],
+            )?
+            .project(projection)?
+            .build()?)
+    }
+
+    /// The rows of a lone filter (one row per span, so no events or links unnested) with
+    /// their trace fields.
+    fn output_filter(&mut self, e: &FieldExpr, needs: Needs) -> Result<LogicalPlan> {
+        let cond = self.lower_bool(e, false)?;
+        let rows = self.base(needs)?.filter(cond)?;
+        let keys = rows
+            .clone()
+            .project(vec![q("s", TRACE_ID).alias(TRACE_ID), lit("").alias(GRP)])?
+            .build()?;
+        let traces = self.trace_info(Some(keys))?.build()?;
+        let t = self.alias("t");
+        let mut projection: Vec<Expr> = self
+            .spans
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| q("s", f.name()).alias(f.name()))
+            .collect();
+        projection.extend([
+            q(&t, out::ROOT_SERVICE).alias(out::ROOT_SERVICE),
+            q(&t, out::ROOT_NAME).alias(out::ROOT_NAME),
+            q(&t, out::TRACE_START).alias(out::TRACE_START),
+            q(&t, out::TRACE_DURATION).alias(out::TRACE_DURATION),
+            lit("").alias(out::SPANSET),
+        ]);
+        Ok(rows
+            .join_on(
+                LogicalPlanBuilder::from(traces).alias(&t)?.build()?,
+                JoinType::Inner,
+                vec![q("s", TRACE_ID).eq(q(&t, TRACE_ID))],
             )?
             .project(projection)?
             .build()?)
