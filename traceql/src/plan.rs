@@ -542,7 +542,7 @@ impl<'a> Planner<'a> {
             }
             Stage::ScalarFilter(f) => self.scalar_filter_stage(f, input),
             Stage::By(e) => {
-                let (rel, value) = self.with_values(input, std::slice::from_ref(e))?;
+                let (rel, value) = self.with_values(input, std::slice::from_ref(e), true)?;
                 let label = concat(vec![lit(format!("by({e})=")), text_of(value[0].clone())]);
                 let grp = when(col("__kg").eq(lit("")), label.clone()).otherwise(concat(vec![
                     col("__kg"),
@@ -568,7 +568,14 @@ impl<'a> Planner<'a> {
 
     /// `keys` joined with the values of `exprs` for each span: the relation has the keys as
     /// `__kt`, `__ks`, `__kg` and values `__v0`, `__v1`, ...; the returned values read those.
-    fn with_values(&mut self, keys: LogicalPlan, exprs: &[FieldExpr]) -> Result<(LogicalPlan, Vec<Val>)> {
+    /// `as_text` asks for values that are only rendered as text (`by()` labels), which lets an
+    /// attribute read its dedicated column instead of the attribute map.
+    fn with_values(
+        &mut self,
+        keys: LogicalPlan,
+        exprs: &[FieldExpr],
+        as_text: bool,
+    ) -> Result<(LogicalPlan, Vec<Val>)> {
         let needs = exprs.iter().fold(Needs::default(), |n, e| n.union(Needs::of(e)));
         let base = self.base(needs)?.build()?;
         let k = self.alias("k");
@@ -583,6 +590,7 @@ impl<'a> Planner<'a> {
         for (i, e) in exprs.iter().enumerate() {
             let (expr, kind) = match self.lower_value_any(e)? {
                 Val::Typed(x, t) => (x, Some(t)),
+                Val::Attr(_, Some(dedicated)) if as_text => (dedicated, Some(Type::Str)),
                 Val::Attr(x, _) => (x, None),
                 Val::Nil => (lit(ScalarValue::Null), Some(Type::Nil)),
             };
@@ -622,7 +630,7 @@ impl<'a> Planner<'a> {
                 args.push(arg.clone());
             }
         }
-        let (rel, vals) = self.with_values(input.clone(), &args)?;
+        let (rel, vals) = self.with_values(input.clone(), &args, false)?;
         let mut agg_exprs = Vec::new();
         for (i, a) in aggs.iter().enumerate() {
             let v = a
@@ -673,7 +681,7 @@ impl<'a> Planner<'a> {
             let keys = self.spanset(pipeline)?;
             keys_all.push(keys.clone());
             let args: Vec<FieldExpr> = agg.arg.iter().cloned().collect();
-            let (rel, vals) = self.with_values(keys, &args)?;
+            let (rel, vals) = self.with_values(keys, &args, false)?;
             let v = vals.into_iter().next().map(numeric);
             let per_trace = LogicalPlanBuilder::from(rel)
                 .aggregate(
