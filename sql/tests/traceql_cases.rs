@@ -10,6 +10,8 @@ use common::Fixture;
 
 #[derive(serde::Deserialize)]
 struct Case {
+    #[serde(default)]
+    tenant: Option<String>,
     query: String,
     #[serde(default)]
     expect: Option<BTreeMap<String, Vec<String>>>,
@@ -29,7 +31,10 @@ async fn traceql_cases() {
             "SELECT trace_id, span_id FROM traceql({})",
             common::sql_string(&case.query)
         );
-        let result = fx.engine.sql(common::TENANT, &sql).await;
+        let result = fx
+            .engine
+            .sql(case.tenant.as_deref().unwrap_or(common::TENANT), &sql)
+            .await;
         match (&case.expect, &case.error, result) {
             (Some(expect), None, Ok(batches)) => {
                 let want: BTreeSet<(String, String)> = expect

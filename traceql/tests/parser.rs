@@ -3,7 +3,10 @@
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tracehouse_traceql::{compile, parse, validate};
+mod common;
+
+use common::spans;
+use tracehouse_traceql::{PlanOptions, compile, parse, plan_query, validate};
 
 /// Queries covering every construct; each must parse, validate and round-trip.
 const VALID: &[&str] = &[
@@ -163,11 +166,12 @@ const ALPHABET: &[&str] = &[
 ];
 
 /// Random token soup and random edits of valid queries: parsing never panics; whatever parses
-/// prints back to the same tree and validates without panicking.
+/// prints back to the same tree and validates without panicking; whatever validates plans
+/// without panicking.
 #[test]
 fn no_text_panics_the_parser() {
     let mut rng = StdRng::seed_from_u64(0x7ace);
-    let mut parsed = 0;
+    let (mut parsed, mut planned) = (0, 0);
     for round in 0..30_000 {
         let text = if round % 2 == 0 {
             (0..rng.random_range(1..20))
@@ -198,7 +202,9 @@ fn no_text_panics_the_parser() {
             let printed = query.to_string();
             let again = parse(&printed).unwrap_or_else(|e| panic!("{text:?} printed as {printed:?}: {e}"));
             assert_eq!(again, query, "{text:?} printed as {printed:?}");
-            let _ = validate(&query);
+            if validate(&query).is_ok() {
+                planned += usize::from(plan_query(&query, spans(), &PlanOptions::default()).is_ok());
+            }
         }
     }
     assert!(

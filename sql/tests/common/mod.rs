@@ -1,5 +1,6 @@
 //! Shared fixture for the TraceQL tests: a real warehouse on a temp dir, fed the OTLP JSON
-//! fixtures of `tests/traceql/` (part 1 flushed, part 2 flushed apart, part 3 left live).
+//! fixtures of `tests/traceql/` (part 1 flushed, part 2 flushed apart, part 3 left live), and
+//! `deep_wide.json` in a tenant of its own.
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -12,6 +13,8 @@ use tracehouse_sql::{QueryEngine, QueryEngineConfig};
 use tracehouse_warehouse::{Warehouse, WarehouseConfig};
 
 pub const TENANT: &str = "single-tenant";
+/// The tenant holding `deep_wide.json`: a 30-deep chain and a 40-wide fan-out.
+pub const DEEP_WIDE: &str = "deep-wide";
 
 pub fn dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/traceql")
@@ -65,6 +68,13 @@ impl Fixture {
                 assert!(warehouse.flush_tenant(&tenant).await.unwrap() > 0);
             }
         }
+        let body = std::fs::read(dir_path("deep_wide.json")).unwrap();
+        let batch = request_to_batch(&parse_request(&body, BodyFormat::Json).unwrap()).unwrap();
+        warehouse.append(DEEP_WIDE, batch).await.unwrap();
+        warehouse
+            .flush_tenant(&warehouse.tenant(DEEP_WIDE).unwrap())
+            .await
+            .unwrap();
         let engine = QueryEngine::new(warehouse.clone(), QueryEngineConfig::default()).unwrap();
         let ids: Ids = serde_yaml::from_str(&std::fs::read_to_string(dir_path("ids.yaml")).unwrap()).unwrap();
         Self {
