@@ -211,4 +211,5 @@ fn no_text_panics_the_parser() {
         parsed > 1_000,
         "the generator should produce some valid queries, got {parsed}"
     );
+    assert!(planned > 500, "valid queries should plan, got {planned}");
 }
