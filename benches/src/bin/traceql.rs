@@ -3,7 +3,7 @@
 //! search (20 most recent traces, 3 spans per spanset) and as `count(*)` over `traceql()`, each
 //! beside the hand-written SQL that computes the same spans (the peer, where SQL can say it).
 //!
-//! Usage: traceql [--spans N] [--runs R] [--dir PATH]
+//! Usage: traceql [--spans N] [--runs R] [--dir PATH] [--explain QUERY]
 //! Prints one JSON object per shape.
 
 use std::sync::Arc;
@@ -119,6 +119,13 @@ async fn main() {
     eprintln!("loaded {loaded} spans in {:.1}s", load.elapsed().as_secs_f64());
 
     let engine = Arc::new(QueryEngine::new(warehouse.clone(), QueryEngineConfig::default()).expect("engine"));
+    if let Some(query) = arg("--explain") {
+        // Where the time goes: EXPLAIN ANALYZE of one TraceQL query.
+        let sql = format!("EXPLAIN ANALYZE SELECT count(*) FROM traceql('{}')", query.replace('\'', "''"));
+        let batches = engine.sql(TENANT, &sql).await.expect("explain");
+        println!("{}", arrow::util::pretty::pretty_format_batches(&batches).expect("format"));
+        return;
+    }
     for (name, traceql, sql) in SHAPES {
         let mut search_ms = Vec::new();
         let mut table_ms = Vec::new();
