@@ -27,10 +27,14 @@ use datafusion::functions::expr_fn::concat;
 use datafusion::functions::math::expr_fn::power;
 use datafusion::functions_aggregate::count::count_all_window;
 use datafusion::functions_aggregate::expr_fn::{array_agg, avg, count, max, min, sum};
+use datafusion::functions_aggregate::min_max::{max_udaf, min_udaf};
+use datafusion::functions_aggregate::sum::sum_udaf;
 use datafusion::functions_nested::expr_fn::cardinality;
 use datafusion::functions_window::expr_fn::row_number;
 use datafusion::logical_expr::{
-    Expr, ExprFunctionExt, LogicalPlan, LogicalPlanBuilder, Operator, binary_expr, cast, col, lit, not, when,
+    AggregateUDF, Expr, ExprFunctionExt, LogicalPlan, LogicalPlanBuilder, Operator, SortExpr, WindowFrame,
+    WindowFrameBound, WindowFrameUnits, WindowFunctionDefinition, binary_expr, cast, col, expr::WindowFunction, lit,
+    not, when,
 };
 
 use crate::ast::*;
@@ -380,30 +384,6 @@ impl<'a> Planner<'a> {
             ])?)
     }
 
-    /// Keys with nested-set numbers: `(trace_id, span_id, spanset, ns_left, ns_right, ns_parent)`.
-    fn with_structure(&mut self, keys: LogicalPlan, ns: LogicalPlan) -> Result<LogicalPlan> {
-        let (ka, na) = (self.alias("k"), self.alias("n"));
-        Ok(LogicalPlanBuilder::from(keys)
-            .alias(&ka)?
-            .join_on(
-                LogicalPlanBuilder::from(ns).alias(&na)?.build()?,
-                JoinType::Inner,
-                vec![
-                    q(&ka, TRACE_ID).eq(q(&na, TRACE_ID)),
-                    q(&ka, SPAN_ID).eq(q(&na, SPAN_ID)),
-                ],
-            )?
-            .project(vec![
-                q(&ka, TRACE_ID).alias(TRACE_ID),
-                q(&ka, SPAN_ID).alias(SPAN_ID),
-                q(&ka, GRP).alias(GRP),
-                q(&na, "ns_left").alias("ns_left"),
-                q(&na, "ns_right").alias("ns_right"),
-                q(&na, "ns_parent").alias("ns_parent"),
-            ])?
-            .build()?)
-    }
-
     fn spanset_op(&mut self, op: SpansetOp, ka: LogicalPlan, kb: LogicalPlan) -> Result<LogicalPlan> {
         match op {
             SpansetOp::And => {
@@ -431,81 +411,184 @@ impl<'a> Planner<'a> {
             .build()?)
     }
 
+    /// Structural operators in one pass: both sides' keys, tagged, meet their traces'
+    /// nested-set numbers once, and window functions over each trace decide every relation
+    /// (no self-join, so nothing is evaluated twice).
+    ///
+    /// - child / parent / sibling: rows are keyed by the number the relation equates (an A row
+    ///   by its `left`, a B row by its `parent` for child, ...); a B row is related when its
+    ///   key's partition holds an A row (for siblings: another span's A row).
+    /// - descendant: in `left` order, B lies inside some A when the largest `right` of the A
+    ///   rows strictly before it exceeds its own `right` (nested sets nest or are disjoint).
+    /// - ancestor: B contains some A when the first A row strictly after it starts before
+    ///   B's `right`.
+    ///
+    /// Spans without numbers (cut off from the root) relate to nothing.
     fn structural(&mut self, op: SpansetOp, ka: LogicalPlan, kb: LogicalPlan) -> Result<LogicalPlan> {
-        // Number only the traces that can match: those with a right-hand span (and, for the
-        // positive relations, a left-hand one).
-        let candidates = match op {
-            SpansetOp::NotChild
-            | SpansetOp::NotDescendant
-            | SpansetOp::NotParent
-            | SpansetOp::NotAncestor
-            | SpansetOp::NotSibling => kb.clone(),
-            _ => self.semi_on_trace(kb.clone(), ka.clone(), JoinType::LeftSemi)?,
-        };
-        let ns = self.nested_set(Some(candidates))?.build()?;
-        let sa = self.with_structure(ka, ns.clone())?;
-        let sb = self.with_structure(kb, ns)?;
         use SpansetOp::*;
-        let (relation, join) = match op {
-            Child | NotChild | UnionChild => (Rel::Child, op),
-            Descendant | NotDescendant | UnionDescendant => (Rel::Descendant, op),
-            Parent | NotParent | UnionParent => (Rel::Parent, op),
-            Ancestor | NotAncestor | UnionAncestor => (Rel::Ancestor, op),
-            Sibling | NotSibling | UnionSibling => (Rel::Sibling, op),
-            And | Union => unreachable!("handled by spanset_op"),
-        };
-        let negated = matches!(join, NotChild | NotDescendant | NotParent | NotAncestor | NotSibling);
+        let negated = matches!(op, NotChild | NotDescendant | NotParent | NotAncestor | NotSibling);
         let union = matches!(
-            join,
+            op,
             UnionChild | UnionDescendant | UnionParent | UnionAncestor | UnionSibling
         );
-        // Right-hand spans related to some left-hand span.
-        let rhs = self.related(
-            sb.clone(),
-            sa.clone(),
-            relation,
-            if negated {
-                JoinType::LeftAnti
-            } else {
-                JoinType::LeftSemi
-            },
-        )?;
-        if !union {
-            return Ok(rhs);
-        }
-        // Left-hand spans related the other way round to some right-hand span.
-        let lhs = self.related(sa, sb, relation.inverse(), JoinType::LeftSemi)?;
-        Ok(LogicalPlanBuilder::from(rhs).union_distinct(lhs)?.build()?)
+        let relation = match op {
+            Child | NotChild | UnionChild => Rel::Child,
+            Descendant | NotDescendant | UnionDescendant => Rel::Descendant,
+            Parent | NotParent | UnionParent => Rel::Parent,
+            Ancestor | NotAncestor | UnionAncestor => Rel::Ancestor,
+            Sibling | NotSibling | UnionSibling => Rel::Sibling,
+            And | Union => unreachable!("handled by spanset_op"),
+        };
+        // Number only the traces that can match: those with a right-hand span (and, for the
+        // positive relations, a left-hand one).
+        let candidates = if negated {
+            kb.clone()
+        } else {
+            self.semi_on_trace(kb.clone(), ka.clone(), JoinType::LeftSemi)?
+        };
+        let ns = self.nested_set(Some(candidates))?.build()?;
+        let tag = |keys: LogicalPlan, is_a: i64| -> Result<LogicalPlan> {
+            Ok(LogicalPlanBuilder::from(keys)
+                .project(vec![
+                    col(TRACE_ID),
+                    col(SPAN_ID),
+                    col(GRP),
+                    lit(is_a).alias("is_a"),
+                    lit(1 - is_a).alias("is_b"),
+                ])?
+                .build()?)
+        };
+        let tagged = LogicalPlanBuilder::from(tag(ka, 1)?).union(tag(kb, 0)?)?.build()?;
+        let (t, n) = (self.alias("t"), self.alias("n"));
+        let rows = LogicalPlanBuilder::from(tagged)
+            .alias(&t)?
+            .join_on(
+                LogicalPlanBuilder::from(ns).alias(&n)?.build()?,
+                JoinType::Inner,
+                vec![q(&t, TRACE_ID).eq(q(&n, TRACE_ID)), q(&t, SPAN_ID).eq(q(&n, SPAN_ID))],
+            )?
+            .project(vec![
+                q(&t, TRACE_ID).alias(TRACE_ID),
+                q(&t, SPAN_ID).alias(SPAN_ID),
+                q(&t, GRP).alias(GRP),
+                q(&t, "is_a").alias("is_a"),
+                q(&t, "is_b").alias("is_b"),
+                q(&n, "ns_left").alias("l"),
+                q(&n, "ns_right").alias("r"),
+                q(&n, "ns_parent").alias("p"),
+            ])?;
+        let is_a = col("is_a").eq(lit(1i64));
+        let is_b = col("is_b").eq(lit(1i64));
+        // (B related to some A, A related to some B), as conditions over the windowed rows.
+        let (rows, b_rel, a_rel) = match relation {
+            Rel::Child | Rel::Parent | Rel::Sibling => {
+                let key = match relation {
+                    Rel::Child => when(is_a.clone(), col("l")).otherwise(col("p"))?,
+                    Rel::Parent => when(is_a.clone(), col("p")).otherwise(col("l"))?,
+                    _ => col("p"),
+                };
+                let mut names: Vec<Expr> = rows.schema().columns().into_iter().map(Expr::Column).collect();
+                names.push(key.alias("k"));
+                let part = vec![col(TRACE_ID), col("k")];
+                let part_span = vec![col(TRACE_ID), col("k"), col(SPAN_ID)];
+                let rows = rows.project(names)?.window(vec![
+                    window(sum_udaf(), col("is_a"), part.clone(), vec![], None)?.alias("n_a"),
+                    window(sum_udaf(), col("is_b"), part, vec![], None)?.alias("n_b"),
+                ])?;
+                let (others_a, others_b) = if relation == Rel::Sibling {
+                    // A span is not its own sibling.
+                    let rows_self = rows.window(vec![
+                        window(sum_udaf(), col("is_a"), part_span.clone(), vec![], None)?.alias("self_a"),
+                        window(sum_udaf(), col("is_b"), part_span, vec![], None)?.alias("self_b"),
+                    ])?;
+                    return self.structural_result(
+                        rows_self,
+                        col("k").is_not_null().and((col("n_a") - col("self_a")).gt(lit(0i64))),
+                        col("k").is_not_null().and((col("n_b") - col("self_b")).gt(lit(0i64))),
+                        negated,
+                        union,
+                    );
+                } else {
+                    (col("n_a").gt(lit(0i64)), col("n_b").gt(lit(0i64)))
+                };
+                let present = col("k").is_not_null();
+                (rows, present.clone().and(others_a), present.and(others_b))
+            }
+            Rel::Descendant | Rel::Ancestor => {
+                let part = vec![col(TRACE_ID)];
+                let order = vec![col("l").sort(true, false)];
+                let before = WindowFrame::new_bounds(
+                    WindowFrameUnits::Range,
+                    WindowFrameBound::Preceding(ScalarValue::Int64(None)),
+                    WindowFrameBound::Preceding(ScalarValue::Int64(Some(1))),
+                );
+                let after = WindowFrame::new_bounds(
+                    WindowFrameUnits::Range,
+                    WindowFrameBound::Following(ScalarValue::Int64(Some(1))),
+                    WindowFrameBound::Following(ScalarValue::Int64(None)),
+                );
+                let right_of = |side: &Expr| when(side.clone(), col("r")).end();
+                let left_of = |side: &Expr| when(side.clone(), col("l")).end();
+                let rows = rows
+                    .window(vec![
+                        window(
+                            max_udaf(),
+                            right_of(&is_a)?,
+                            part.clone(),
+                            order.clone(),
+                            Some(before.clone()),
+                        )?
+                        .alias("a_before"),
+                        window(max_udaf(), right_of(&is_b)?, part.clone(), order.clone(), Some(before))?
+                            .alias("b_before"),
+                    ])?
+                    .window(vec![
+                        window(
+                            min_udaf(),
+                            left_of(&is_a)?,
+                            part.clone(),
+                            order.clone(),
+                            Some(after.clone()),
+                        )?
+                        .alias("a_after"),
+                        window(min_udaf(), left_of(&is_b)?, part, order, Some(after))?.alias("b_after"),
+                    ])?;
+                // x inside some Y: Y's right before x exceeds x's right; x contains some Y:
+                // the first Y after x starts before x's right.
+                let inside = |before: &str| col(before).gt(col("r"));
+                let contains = |after: &str| col(after).lt(col("r"));
+                if relation == Rel::Descendant {
+                    (rows, inside("a_before"), contains("b_after"))
+                } else {
+                    (rows, contains("a_after"), inside("b_before"))
+                }
+            }
+        };
+        self.structural_result(rows, b_rel, a_rel, negated, union)
     }
 
-    /// Rows of `this` (with structure) that stand in `rel` to some row of `other`: `rel` reads
-    /// "this is a <rel> of other" (child: this's parent is other).
-    fn related(&mut self, this: LogicalPlan, other: LogicalPlan, rel: Rel, join: JoinType) -> Result<LogicalPlan> {
-        let (t, o) = (self.alias("t"), self.alias("o"));
-        let same_trace = q(&t, TRACE_ID).eq(q(&o, TRACE_ID));
-        let on = match rel {
-            Rel::Child => vec![same_trace, q(&t, "ns_parent").eq(q(&o, "ns_left"))],
-            Rel::Parent => vec![same_trace, q(&t, "ns_left").eq(q(&o, "ns_parent"))],
-            Rel::Descendant => vec![
-                same_trace,
-                q(&t, "ns_left").gt(q(&o, "ns_left")),
-                q(&t, "ns_right").lt(q(&o, "ns_right")),
-            ],
-            Rel::Ancestor => vec![
-                same_trace,
-                q(&t, "ns_left").lt(q(&o, "ns_left")),
-                q(&t, "ns_right").gt(q(&o, "ns_right")),
-            ],
-            Rel::Sibling => vec![
-                same_trace,
-                q(&t, "ns_parent").eq(q(&o, "ns_parent")),
-                q(&t, "ns_left").not_eq(q(&o, "ns_left")),
-            ],
+    /// The keys a structural operator returns from its windowed rows.
+    fn structural_result(
+        &mut self,
+        rows: LogicalPlanBuilder,
+        b_related: Expr,
+        a_related: Expr,
+        negated: bool,
+        union: bool,
+    ) -> Result<LogicalPlan> {
+        let is_a = col("is_a").eq(lit(1i64));
+        let is_b = col("is_b").eq(lit(1i64));
+        let keep = if negated {
+            is_b.and(not(coalesce(vec![b_related, lit(false)])))
+        } else if union {
+            is_b.and(b_related).or(is_a.and(a_related))
+        } else {
+            is_b.and(b_related)
         };
-        Ok(LogicalPlanBuilder::from(this)
-            .alias(&t)?
-            .join_on(LogicalPlanBuilder::from(other).alias(&o)?.build()?, join, on)?
-            .project(key_columns(&t))?
+        Ok(rows
+            .filter(keep)?
+            .project(vec![col(TRACE_ID), col(SPAN_ID), col(GRP)])?
+            .distinct()?
             .build()?)
     }
 
@@ -947,7 +1030,7 @@ impl<'a> Planner<'a> {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Rel {
     Child,
     Parent,
@@ -956,16 +1039,20 @@ enum Rel {
     Sibling,
 }
 
-impl Rel {
-    fn inverse(self) -> Self {
-        match self {
-            Self::Child => Self::Parent,
-            Self::Parent => Self::Child,
-            Self::Descendant => Self::Ancestor,
-            Self::Ancestor => Self::Descendant,
-            Self::Sibling => Self::Sibling,
-        }
-    }
+/// `func(arg) OVER (PARTITION BY partition ORDER BY order frame)` for an aggregate `func`.
+fn window(
+    func: Arc<AggregateUDF>,
+    arg: Expr,
+    partition: Vec<Expr>,
+    order: Vec<SortExpr>,
+    frame: Option<WindowFrame>,
+) -> Result<Expr> {
+    let mut w = WindowFunction::new(WindowFunctionDefinition::AggregateUDF(func), vec![arg]);
+    w.params.partition_by = partition;
+    w.params.window_frame =
+        frame.unwrap_or_else(|| WindowFrame::new(if order.is_empty() { None } else { Some(false) }));
+    w.params.order_by = order;
+    Ok(Expr::from(w))
 }
 
 fn key_columns(rel: &str) -> Vec<Expr> {

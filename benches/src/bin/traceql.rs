@@ -121,9 +121,15 @@ async fn main() {
     let engine = Arc::new(QueryEngine::new(warehouse.clone(), QueryEngineConfig::default()).expect("engine"));
     if let Some(query) = arg("--explain") {
         // Where the time goes: EXPLAIN ANALYZE of one TraceQL query.
-        let sql = format!("EXPLAIN ANALYZE SELECT count(*) FROM traceql('{}')", query.replace('\'', "''"));
+        let sql = format!(
+            "EXPLAIN ANALYZE SELECT count(*) FROM traceql('{}')",
+            query.replace('\'', "''")
+        );
         let batches = engine.sql(TENANT, &sql).await.expect("explain");
-        println!("{}", arrow::util::pretty::pretty_format_batches(&batches).expect("format"));
+        println!(
+            "{}",
+            arrow::util::pretty::pretty_format_batches(&batches).expect("format")
+        );
         return;
     }
     for (name, traceql, sql) in SHAPES {
