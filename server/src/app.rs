@@ -175,7 +175,9 @@ pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) ->
 
     tasks.push(tokio::spawn(serve_http(
         admin_listener,
-        admin::app(admin_state.clone()),
+        admin::app(admin_state.clone()).merge(tracehouse_tempo_api::app(Arc::new(tracehouse_tempo_api::ApiState {
+            engine: engine.clone(),
+        }))),
         shutdown_rx.clone(),
     )));
 

@@ -1,5 +1,86 @@
 //! Tempo's HTTP and gRPC query API for Grafana's Tempo datasource, over the `sql` crate's
 //! query engine.
 //!
+//! So far (issue #4 in progress): `GET /api/status/buildinfo` and `GET /api/search` (TraceQL
+//! `q` and the older tag form), as JSON in Tempo's protobuf-JSON shape.
+//!
 //! Architecture invariant: uses `tracehouse_sql::QueryEngine`, never its pgwire module, and
-//! never the Flight crate. The API arrives with issue #4.
+//! never the Flight crate.
+
+pub mod search;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tracehouse_sql::QueryEngine;
+
+/// The Tempo version tracehouse answers as: Grafana enables streaming and metrics features by
+/// it (at least 2.7.0).
+pub const TEMPO_COMPAT_VERSION: &str = "2.9.0";
+
+/// Default tenant when `X-Scope-OrgID` is absent.
+pub const DEFAULT_TENANT: &str = "single-tenant";
+
+/// What the handlers share.
+pub struct ApiState {
+    pub engine: Arc<QueryEngine>,
+}
+
+/// Tempo's query API routes.
+pub fn app(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/api/status/buildinfo", get(buildinfo))
+        .route("/api/search", get(search::handler))
+        .with_state(state)
+}
+
+async fn buildinfo() -> Response {
+    axum::Json(serde_json::json!({
+        "version": TEMPO_COMPAT_VERSION,
+        "revision": concat!("tracehouse-", env!("CARGO_PKG_VERSION")),
+        "branch": "main",
+        "buildUser": "tracehouse",
+        "buildDate": "",
+        "goVersion": "none (tracehouse is written in Rust)",
+    }))
+    .into_response()
+}
+
+/// The tenant of a request: `X-Scope-OrgID`, else the default tenant.
+pub fn tenant(headers: &HeaderMap) -> String {
+    headers
+        .get("x-scope-orgid")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .unwrap_or(DEFAULT_TENANT)
+        .to_string()
+}
+
+/// An error as Tempo returns it: a status and a plain-text message.
+pub struct ApiError(pub StatusCode, pub String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, self.1).into_response()
+    }
+}
+
+/// The one mapping from query-engine errors to HTTP statuses: bad queries and bad tenants are
+/// the client's (400), running out of query memory is 429, the rest is ours (500).
+pub fn engine_error(e: tracehouse_sql::Error) -> ApiError {
+    use tracehouse_sql::Error;
+    let text = e.to_string();
+    let status = match &e {
+        Error::Warehouse(_) => StatusCode::BAD_REQUEST,
+        Error::DataFusion(df) => match tracehouse_sql::errors::sqlstate(df) {
+            "53200" => StatusCode::TOO_MANY_REQUESTS,
+            "XX000" => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_REQUEST,
+        },
+    };
+    ApiError(status, text)
+}

@@ -1,0 +1,324 @@
+//! `GET /api/search`: TraceQL (`q`) or the older tag form (`tags`, `minDuration`,
+//! `maxDuration`), with `limit` (default 20), `spss` (default 3), `start` and `end` (Unix
+//! seconds). The response is Tempo's `SearchResponse` in protobuf JSON: lowerCamel names,
+//! 64-bit integers as strings, empty fields omitted.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use tracehouse_sql::traceql::{SearchRequest, SpansetHit, TraceHit};
+use tracehouse_traceql::ast::{format_duration, write_quoted};
+
+use crate::{ApiError, ApiState, engine_error, tenant};
+
+pub const DEFAULT_LIMIT: usize = 20;
+pub const DEFAULT_SPSS: usize = 3;
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SearchResponse {
+    pub traces: Vec<TraceSearchMetadata>,
+    pub metrics: SearchMetrics,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TraceSearchMetadata {
+    #[serde(rename = "traceID")]
+    pub trace_id: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub root_service_name: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub root_trace_name: String,
+    pub start_time_unix_nano: String,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub duration_ms: u32,
+    /// Deprecated by Tempo in favour of `spanSets`; the first spanset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub span_set: Option<SpanSet>,
+    pub span_sets: Vec<SpanSet>,
+}
+
+#[derive(Serialize, Clone)]
+#[serde(rename_all = "camelCase")]
+pub struct SpanSet {
+    pub spans: Vec<Span>,
+    pub matched: u32,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub attributes: Vec<KeyValue>,
+}
+
+#[derive(Serialize, Clone)]
+#[serde(rename_all = "camelCase")]
+pub struct Span {
+    #[serde(rename = "spanID")]
+    pub span_id: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    pub start_time_unix_nano: String,
+    pub duration_nanos: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub attributes: Vec<KeyValue>,
+}
+
+#[derive(Serialize, Clone)]
+pub struct KeyValue {
+    pub key: String,
+    pub value: AnyValue,
+}
+
+#[derive(Serialize, Clone)]
+#[serde(rename_all = "camelCase")]
+pub struct AnyValue {
+    pub string_value: String,
+}
+
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SearchMetrics {
+    #[serde(skip_serializing_if = "is_zero")]
+    pub inspected_traces: u32,
+    pub completed_jobs: u32,
+    pub total_jobs: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// The TraceQL query of a request: `q`, or the tag form turned into TraceQL.
+pub fn query_of(params: &HashMap<String, String>) -> Result<String, String> {
+    if let Some(q) = params.get("q").filter(|q| !q.trim().is_empty()) {
+        return Ok(q.clone());
+    }
+    let mut conds = Vec::new();
+    if let Some(tags) = params.get("tags") {
+        for pair in logfmt_pairs(tags) {
+            let pair = pair.as_str();
+            let Some((key, value)) = pair.split_once('=') else {
+                return Err(format!("invalid tag {pair:?}: expected key=value"));
+            };
+            let value = value.trim_matches('"');
+            let mut quoted = String::new();
+            write_quoted(&mut quoted, value).map_err(|e| e.to_string())?;
+            let field = match key {
+                "name" => "name".to_string(),
+                "status.code" => "status".to_string(),
+                _ => {
+                    let mut name = String::from(".");
+                    write_quoted(&mut name, key).map_err(|e| e.to_string())?;
+                    name
+                }
+            };
+            if key == "status.code" {
+                conds.push(format!("{field} = {value}"));
+            } else {
+                conds.push(format!("{field} = {quoted}"));
+            }
+        }
+    }
+    for (param, op) in [("minDuration", ">="), ("maxDuration", "<=")] {
+        if let Some(d) = params.get(param).filter(|d| !d.is_empty()) {
+            let ns = parse_go_duration(d).ok_or_else(|| format!("invalid {param} {d:?}"))?;
+            conds.push(format!("trace:duration {op} {}", format_duration(ns)));
+        }
+    }
+    Ok(if conds.is_empty() {
+        "{ }".into()
+    } else {
+        format!("{{ {} }}", conds.join(" && "))
+    })
+}
+
+/// `a=b c="d e"` into `a=b`, `c="d e"`: whitespace outside quotes separates pairs.
+fn logfmt_pairs(text: &str) -> Vec<String> {
+    let (mut out, mut cur, mut quoted) = (Vec::new(), String::new(), false);
+    for c in text.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                cur.push(c);
+            }
+            c if c.is_whitespace() && !quoted => {
+                if !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// A Go duration (`100ms`, `1h30m`) in nanoseconds, through the TraceQL lexer.
+fn parse_go_duration(text: &str) -> Option<i64> {
+    let tokens = tracehouse_traceql::lexer::lex(text).ok()?;
+    match tokens.as_slice() {
+        [t, eof] if eof.tok == tracehouse_traceql::lexer::Tok::Eof => match t.tok {
+            tracehouse_traceql::lexer::Tok::Duration(ns) => Some(ns),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn number<T: std::str::FromStr>(params: &HashMap<String, String>, name: &str, default: T) -> Result<T, ApiError> {
+    match params.get(name).filter(|v| !v.is_empty()) {
+        None => Ok(default),
+        Some(v) => v
+            .parse()
+            .map_err(|_| ApiError(StatusCode::BAD_REQUEST, format!("invalid {name}: {v:?}"))),
+    }
+}
+
+/// Labels `by(x)=v, by(y)=w` as spanset attributes.
+fn label_attributes(label: &str) -> Vec<KeyValue> {
+    label
+        .split(", by(")
+        .filter(|p| !p.is_empty())
+        .filter_map(|part| {
+            let part = if part.starts_with("by(") {
+                part.to_string()
+            } else {
+                format!("by({part}")
+            };
+            let (key, value) = part.split_once(")=")?;
+            Some(KeyValue {
+                key: format!("{key})"),
+                value: AnyValue {
+                    string_value: value.to_string(),
+                },
+            })
+        })
+        .collect()
+}
+
+fn spanset(s: &SpansetHit) -> SpanSet {
+    SpanSet {
+        spans: s
+            .spans
+            .iter()
+            .map(|sp| Span {
+                span_id: sp.span_id.clone(),
+                name: sp.name.clone(),
+                start_time_unix_nano: sp.start_unix_nano.max(0).to_string(),
+                duration_nanos: sp.duration_ns.max(0).to_string(),
+                attributes: sp
+                    .service_name
+                    .iter()
+                    .map(|svc| KeyValue {
+                        key: "service.name".into(),
+                        value: AnyValue {
+                            string_value: svc.clone(),
+                        },
+                    })
+                    .collect(),
+            })
+            .collect(),
+        matched: u32::try_from(s.matched).unwrap_or(u32::MAX),
+        attributes: label_attributes(&s.label),
+    }
+}
+
+/// A search hit in Tempo's JSON shape.
+pub fn trace_metadata(t: &TraceHit) -> TraceSearchMetadata {
+    let span_sets: Vec<SpanSet> = t.spansets.iter().map(spanset).collect();
+    TraceSearchMetadata {
+        trace_id: t.trace_id.clone(),
+        root_service_name: t.root_service_name.clone().unwrap_or_default(),
+        root_trace_name: t.root_trace_name.clone().unwrap_or_default(),
+        start_time_unix_nano: t.start_unix_nano.max(0).to_string(),
+        duration_ms: u32::try_from(t.duration_ns.max(0) / 1_000_000).unwrap_or(u32::MAX),
+        span_set: span_sets.first().cloned(),
+        span_sets,
+    }
+}
+
+pub async fn handler(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    match search(&state, &headers, &params).await {
+        Ok(body) => axum::Json(body).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn search(
+    state: &ApiState,
+    headers: &HeaderMap,
+    params: &HashMap<String, String>,
+) -> Result<SearchResponse, ApiError> {
+    let query = query_of(params).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
+    let limit = number(params, "limit", DEFAULT_LIMIT)?;
+    let spss = number(params, "spss", DEFAULT_SPSS)?;
+    let start: Option<i64> = params.get("start").map(|_| number(params, "start", 0i64)).transpose()?;
+    let end: Option<i64> = params.get("end").map(|_| number(params, "end", 0i64)).transpose()?;
+    let request = SearchRequest {
+        query,
+        limit,
+        spss,
+        start_unix_nano: start.map(|s| s.saturating_mul(1_000_000_000)),
+        end_unix_nano: end.map(|e| e.saturating_add(1).saturating_mul(1_000_000_000)),
+    };
+    let hits = state
+        .engine
+        .traceql_search(&tenant(headers), &request)
+        .await
+        .map_err(engine_error)?;
+    Ok(SearchResponse {
+        metrics: SearchMetrics {
+            inspected_traces: u32::try_from(hits.len()).unwrap_or(u32::MAX),
+            completed_jobs: 1,
+            total_jobs: 1,
+        },
+        traces: hits.iter().map(trace_metadata).collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn tag_form_becomes_traceql() {
+        assert_eq!(query_of(&params(&[("q", "{ .a = 1 }")])).unwrap(), "{ .a = 1 }");
+        assert_eq!(query_of(&params(&[])).unwrap(), "{ }");
+        let q = query_of(&params(&[
+            ("tags", "service.name=frontend name=\"GET /\" status.code=error"),
+            ("minDuration", "100ms"),
+            ("maxDuration", "2s"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            q,
+            r#"{ ."service.name" = "frontend" && name = "GET /" && status = error && trace:duration >= 100ms && trace:duration <= 2s }"#
+        );
+        tracehouse_traceql::compile(&q).unwrap();
+        assert!(query_of(&params(&[("tags", "novalue")])).is_err());
+        assert!(query_of(&params(&[("minDuration", "soon")])).is_err());
+    }
+
+    #[test]
+    fn by_labels_become_spanset_attributes() {
+        let attrs = label_attributes("by(resource.service.name)=cart, by(span.x)=1");
+        let kv: Vec<_> = attrs
+            .iter()
+            .map(|a| (a.key.as_str(), a.value.string_value.as_str()))
+            .collect();
+        assert_eq!(kv, vec![("by(resource.service.name)", "cart"), ("by(span.x)", "1")]);
+        assert!(label_attributes("").is_empty());
+    }
+}
