@@ -9,7 +9,6 @@ use std::collections::HashSet;
 use common::{TestServer, span_ids};
 use prost::Message;
 use tracehouse_benches::send::Protocol;
-use tracehouse_benches::tracegen::{TraceGen, TraceGenConfig};
 
 /// Reads a tenant's table with the Python `deltalake` package and pyarrow, checks the files are
 /// what the flush promises, and prints `<rows> <distinct services>`. Failed checks raise, so
@@ -37,23 +36,11 @@ print(t.num_rows, len(pc.unique(t.column("service_name"))), flush=True)
 import os; os._exit(0)
 "#;
 
-fn generator(seed: u64) -> TraceGen {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    TraceGen::new(TraceGenConfig {
-        seed,
-        start_unix_nano: now - 60_000_000_000,
-        ..TraceGenConfig::default()
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn otlp_in_sql_out_for_isolated_tenants() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = TestServer::start_in(dir.path(), "").await;
-    let mut gen_ = generator(7);
+    let mut gen_ = common::generator(7);
 
     let (a1, n_a1) = gen_.request(300);
     let (a2, n_a2) = gen_.request(200);
@@ -180,7 +167,7 @@ async fn bad_input_gets_clear_errors_and_stores_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start_in(dir.path(), "distributor:\n  max_request_bytes: 200000\n").await;
     let sender = server.sender(Protocol::HttpProtobuf, false).await;
-    let (good, _) = generator(3).request(50);
+    let (good, _) = common::generator(3).request(50);
     let body = good.encode_to_vec();
     let t = Some("bad");
 
@@ -214,7 +201,7 @@ async fn bad_input_gets_clear_errors_and_stores_nothing() {
     let r = grpc.send(&empty_id, t).await.unwrap();
     assert_eq!(r.grpc_code, Some(tonic::Code::InvalidArgument), "{}", r.body);
 
-    let (big, _) = generator(4).request(3_000);
+    let (big, _) = common::generator(4).request(3_000);
     let r = sender
         .post_raw(&big.encode_to_vec(), "application/x-protobuf", t)
         .await

@@ -6,7 +6,6 @@ mod common;
 use common::TestServer;
 use serde_json::Value;
 use tracehouse_benches::send::Protocol;
-use tracehouse_benches::tracegen::{TraceGen, TraceGenConfig};
 
 async fn get(server: &TestServer, path: &str, tenant: Option<&str>) -> (u16, String) {
     let mut req = reqwest::Client::new().get(format!("http://127.0.0.1:{}{path}", server.http_port));
@@ -25,15 +24,7 @@ fn is_hex(s: &str, len: usize) -> bool {
 async fn search_and_buildinfo() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start_in(dir.path(), "").await;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    let mut generator = TraceGen::new(TraceGenConfig {
-        seed: 5,
-        start_unix_nano: now - 60_000_000_000,
-        ..TraceGenConfig::default()
-    });
+    let mut generator = common::generator(5);
     let mut sender = server.sender(Protocol::HttpProtobuf, false).await;
     for _ in 0..4 {
         let (req, _) = generator.request(500);

@@ -6,21 +6,12 @@ mod common;
 
 use common::TestServer;
 use tracehouse_benches::send::Protocol;
-use tracehouse_benches::tracegen::{TraceGen, TraceGenConfig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traceql_over_the_postgres_wire() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start_in(dir.path(), "").await;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    let mut generator = TraceGen::new(TraceGenConfig {
-        seed: 11,
-        start_unix_nano: now - 60_000_000_000,
-        ..TraceGenConfig::default()
-    });
+    let mut generator = common::generator(11);
     let mut sender = server.sender(Protocol::HttpProtobuf, false).await;
     for _ in 0..3 {
         let (req, _) = generator.request(400);

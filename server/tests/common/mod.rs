@@ -21,6 +21,19 @@ pub fn span_ids(req: &opentelemetry_proto::tonic::collector::trace::v1::ExportTr
 }
 
 /// A free TCP port on 127.0.0.1.
+/// A tracegen whose traces start a minute ago, so they fall in today's partition.
+pub fn generator(seed: u64) -> tracehouse_benches::tracegen::TraceGen {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    tracehouse_benches::tracegen::TraceGen::new(tracehouse_benches::tracegen::TraceGenConfig {
+        seed,
+        start_unix_nano: now - 60_000_000_000,
+        ..Default::default()
+    })
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
