@@ -131,6 +131,76 @@ async fn search_and_buildinfo() {
     assert!(body.contains("line 1, col 8"), "{body}");
     assert_eq!(get(&server, "/api/search?limit=lots", Some("shop")).await.0, 400);
 
+    // Tag autocomplete: names by scope, typed values, narrowed by a TraceQL filter.
+    let (status, body) = get(&server, "/api/search/tags", Some("shop")).await;
+    assert_eq!(status, 200, "{body}");
+    let names: Vec<String> =
+        serde_json::from_value(serde_json::from_str::<Value>(&body).unwrap()["tagNames"].clone()).unwrap();
+    for want in ["service.name", "http.request.method", "http.response.status_code"] {
+        assert!(names.iter().any(|n| n == want), "{want} in {names:?}");
+    }
+    let (status, body) = get(&server, "/api/v2/search/tags", Some("shop")).await;
+    assert_eq!(status, 200, "{body}");
+    let v2: Value = serde_json::from_str(&body).unwrap();
+    let scope = |name: &str| -> Vec<String> {
+        let s = v2["scopes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("{name}: {body}"));
+        serde_json::from_value(s["tags"].clone()).unwrap()
+    };
+    assert!(scope("resource").contains(&"service.name".to_string()));
+    assert!(scope("span").contains(&"http.response.status_code".to_string()));
+    assert!(scope("intrinsic").contains(&"status".to_string()));
+    assert!(
+        scope("event").contains(&"exception.type".to_string()),
+        "tracegen errors carry exception events"
+    );
+    let services: Vec<String> = pg
+        .query("SELECT DISTINCT service_name FROM spans ORDER BY 1", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let (status, body) = get(&server, "/api/search/tag/service.name/values", Some("shop")).await;
+    assert_eq!(status, 200, "{body}");
+    let values: Vec<String> =
+        serde_json::from_value(serde_json::from_str::<Value>(&body).unwrap()["tagValues"].clone()).unwrap();
+    assert_eq!(values, services);
+    let (status, body) = get(
+        &server,
+        "/api/v2/search/tag/span.http.response.status_code/values",
+        Some("shop"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let typed: Value = serde_json::from_str(&body).unwrap();
+    let typed = typed["tagValues"].as_array().unwrap();
+    assert!(!typed.is_empty() && typed.iter().all(|v| v["type"] == "int"), "{body}");
+    let (_, body) = get(&server, "/api/v2/search/tag/status/values", Some("shop")).await;
+    assert!(body.contains(r#"{"type":"keyword","value":"error"}"#), "{body}");
+    let q = "%7B%20resource.service.name%20%3D%20%22checkout%22%20%7D";
+    let (status, body) = get(
+        &server,
+        &format!("/api/v2/search/tag/resource.service.name/values?q={q}"),
+        Some("shop"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["tagValues"],
+        serde_json::json!([{"type": "string", "value": "checkout"}])
+    );
+    assert_eq!(
+        get(&server, "/api/v2/search/tag/%7Bnot-a-tag/values", Some("shop"))
+            .await
+            .0,
+        400
+    );
+
     // Tenants stay apart.
     let (status, body) = get(&server, "/api/search?q=%7B%20%7D", Some("someone-else")).await;
     assert_eq!(status, 200);

@@ -93,10 +93,19 @@ impl QueryEngine {
         options.execution.parquet.pushdown_filters = true;
         options.execution.parquet.reorder_filters = true;
         options.execution.parquet.bloom_filter_on_read = true;
+        // DataFusion 55's `push_down_leaf_projections` fails on plans where a projection renames
+        // a qualified column to its own bare name below a struct or map access (TraceQL plans
+        // and views over them do); run every other default rule.
+        let rules: Vec<_> = datafusion::optimizer::Optimizer::new()
+            .rules
+            .into_iter()
+            .filter(|r| r.name() != "push_down_leaf_projections")
+            .collect();
         let state = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(self.runtime.clone())
             .with_default_features()
+            .with_optimizer_rules(rules)
             .build();
         let ctx = SessionContext::new_with_state(state);
         let spans = Arc::new(SpansTable::new(self.warehouse.clone(), tenant));

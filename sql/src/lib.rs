@@ -21,5 +21,23 @@ pub enum Error {
     DataFusion(#[from] datafusion::error::DataFusionError),
 }
 
+/// Column `index` of `batches` as text (NULLs left out), for small listings such as tag names.
+pub fn text_column(batches: &[arrow::array::RecordBatch], index: usize) -> Vec<String> {
+    use arrow::array::{Array, AsArray};
+    let mut out = Vec::new();
+    for b in batches {
+        let Ok(col) = arrow::compute::cast(b.column(index), &arrow::datatypes::DataType::Utf8) else {
+            continue;
+        };
+        let strings = col.as_string::<i32>();
+        out.extend(
+            (0..strings.len())
+                .filter(|&i| strings.is_valid(i))
+                .map(|i| strings.value(i).to_string()),
+        );
+    }
+    out
+}
+
 /// Result of the query engine.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

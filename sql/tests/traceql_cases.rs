@@ -95,3 +95,22 @@ async fn every_construct_runs() {
         failures.join("\n")
     );
 }
+
+/// Map and struct access on traceql() rows (an optimizer rule of DataFusion 55 failed here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attribute_access_on_traceql_rows() {
+    let fx = &Fixture::load().await;
+    let batches = fx
+        .engine
+        .sql(
+            common::TENANT,
+            "SELECT sum(span_attributes['items']['int']), count(resource_attributes['team']) \
+             FROM traceql('{ resource.service.name = \"cart\" }')",
+        )
+        .await
+        .unwrap();
+    let text = arrow::util::pretty::pretty_format_batches(&batches)
+        .unwrap()
+        .to_string();
+    assert!(text.contains("| 10 ") && text.contains("| 3 "), "{text}");
+}

@@ -1,13 +1,16 @@
 //! Tempo's HTTP and gRPC query API for Grafana's Tempo datasource, over the `sql` crate's
 //! query engine.
 //!
-//! So far (issue #4 in progress): `GET /api/status/buildinfo` and `GET /api/search` (TraceQL
-//! `q` and the older tag form), as JSON in Tempo's protobuf-JSON shape.
+//! So far (issue #4 in progress): `GET /api/status/buildinfo`, `GET /api/search` (TraceQL `q`
+//! and the older tag form), and tag autocomplete (`/api/search/tags`, `/api/v2/search/tags`,
+//! `/api/search/tag/<tag>/values`, `/api/v2/search/tag/<tag>/values`), as JSON in Tempo's
+//! protobuf-JSON shape.
 //!
 //! Architecture invariant: uses `tracehouse_sql::QueryEngine`, never its pgwire module, and
 //! never the Flight crate.
 
 pub mod search;
+pub mod tags;
 
 use std::sync::Arc;
 
@@ -34,6 +37,10 @@ pub fn app(state: Arc<ApiState>) -> Router {
     Router::new()
         .route("/api/status/buildinfo", get(buildinfo))
         .route("/api/search", get(search::handler))
+        .route("/api/search/tags", get(tags::tags_v1))
+        .route("/api/v2/search/tags", get(tags::tags_v2))
+        .route("/api/search/tag/{tag}/values", get(tags::values_v1))
+        .route("/api/v2/search/tag/{tag}/values", get(tags::values_v2))
         .with_state(state)
 }
 

@@ -1,0 +1,282 @@
+//! Tag autocomplete for Grafana's search builder: `GET /api/search/tags`,
+//! `/api/v2/search/tags` (by scope), `/api/search/tag/<tag>/values` and
+//! `/api/v2/search/tag/<scoped tag>/values` (typed). `q` narrows values to spans a TraceQL
+//! filter matches; `limit` bounds the answer.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use tracehouse_sql::text_column;
+use tracehouse_traceql::ast::{AttrScope, FieldExpr, Intrinsic};
+
+use crate::{ApiError, ApiState, engine_error, tenant};
+
+/// Most tags or values returned by default, and at most.
+pub const DEFAULT_LIMIT: usize = 1_000;
+pub const MAX_LIMIT: usize = 10_000;
+
+/// Intrinsics Grafana offers in the `intrinsic` scope.
+pub const INTRINSICS: &[&str] = &[
+    "duration",
+    "event:name",
+    "event:timeSinceStart",
+    "instrumentation:name",
+    "instrumentation:version",
+    "kind",
+    "link:spanID",
+    "link:traceID",
+    "name",
+    "rootName",
+    "rootServiceName",
+    "span:childCount",
+    "span:duration",
+    "span:id",
+    "span:kind",
+    "span:name",
+    "span:parentID",
+    "span:status",
+    "span:statusMessage",
+    "status",
+    "statusMessage",
+    "trace:duration",
+    "trace:id",
+    "trace:rootName",
+    "trace:rootService",
+    "traceDuration",
+];
+
+fn sql_string(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+fn limit_of(params: &HashMap<String, String>) -> Result<usize, ApiError> {
+    match params.get("limit").filter(|v| !v.is_empty()) {
+        None => Ok(DEFAULT_LIMIT),
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_LIMIT).contains(n))
+            .ok_or_else(|| ApiError(StatusCode::BAD_REQUEST, format!("invalid limit {v:?}: 1..={MAX_LIMIT}"))),
+    }
+}
+
+/// The span rows to look at: all spans, or those `q` matches.
+fn source(params: &HashMap<String, String>) -> Result<String, ApiError> {
+    match params
+        .get("q")
+        .map(|q| q.trim())
+        .filter(|q| !q.is_empty() && *q != "{}" && *q != "{ }")
+    {
+        None => Ok("spans".into()),
+        Some(q) => {
+            tracehouse_traceql::compile(q).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
+            Ok(format!("traceql({})", sql_string(q)))
+        }
+    }
+}
+
+async fn column(state: &ApiState, tenant: &str, sql: &str) -> Result<Vec<String>, ApiError> {
+    let batches = state.engine.sql(tenant, sql).await.map_err(engine_error)?;
+    Ok(text_column(&batches, 0))
+}
+
+async fn keys(state: &ApiState, tenant: &str, map: &str, from: &str, limit: usize) -> Result<Vec<String>, ApiError> {
+    column(
+        state,
+        tenant,
+        &format!(
+            "SELECT DISTINCT k FROM (SELECT unnest(map_keys({map})) AS k FROM {from}) WHERE k IS NOT NULL ORDER BY k LIMIT {limit}"
+        ),
+    )
+    .await
+}
+
+pub async fn tags_v1(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let run = async {
+        let (tenant, limit, from) = (tenant(&headers), limit_of(&params)?, source(&params)?);
+        let mut names = keys(&state, &tenant, "span_attributes", &from, limit).await?;
+        names.extend(keys(&state, &tenant, "resource_attributes", &from, limit).await?);
+        names.sort();
+        names.dedup();
+        names.truncate(limit);
+        Ok::<_, ApiError>(json!({ "tagNames": names, "metrics": {} }))
+    };
+    respond(run.await)
+}
+
+pub async fn tags_v2(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let run = async {
+        let (tenant, limit, from) = (tenant(&headers), limit_of(&params)?, source(&params)?);
+        let wanted = params.get("scope").map(String::as_str).unwrap_or("all").to_string();
+        let mut scopes = Vec::new();
+        for (scope, map) in [
+            ("resource", "resource_attributes"),
+            ("span", "span_attributes"),
+            ("instrumentation", "scope_attributes"),
+        ] {
+            if wanted == "all" || wanted == scope {
+                scopes.push(json!({ "name": scope, "tags": keys(&state, &tenant, map, &from, limit).await? }));
+            }
+        }
+        for (scope, list) in [("event", "events"), ("link", "links")] {
+            if wanted == "all" || wanted == scope {
+                let sql = format!(
+                    "SELECT DISTINCT k FROM (SELECT unnest(map_keys(e['attributes'])) AS k FROM \
+                     (SELECT unnest({list}) AS e FROM {from})) WHERE k IS NOT NULL ORDER BY k LIMIT {limit}"
+                );
+                scopes.push(json!({ "name": scope, "tags": column(&state, &tenant, &sql).await? }));
+            }
+        }
+        if wanted == "all" || wanted == "intrinsic" {
+            scopes.push(json!({ "name": "intrinsic", "tags": INTRINSICS }));
+        }
+        if scopes.is_empty() {
+            return Err(ApiError(StatusCode::BAD_REQUEST, format!("unknown scope {wanted:?}")));
+        }
+        Ok(json!({ "scopes": scopes, "metrics": {} }))
+    };
+    respond(run.await)
+}
+
+fn respond(result: Result<Value, ApiError>) -> Response {
+    match result {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Where a tag's values live: `(attribute map, key)` per scope, or an intrinsic's column
+/// expression (key `None`).
+fn value_sources(field: &FieldExpr) -> Result<Vec<(String, Option<String>)>, String> {
+    let key = |name: &str| Some(sql_string(name));
+    Ok(match field {
+        FieldExpr::Attribute(a) if !a.parent => match a.scope {
+            AttrScope::Span => vec![("span_attributes".into(), key(&a.name))],
+            AttrScope::Resource => vec![("resource_attributes".into(), key(&a.name))],
+            AttrScope::Instrumentation => vec![("scope_attributes".into(), key(&a.name))],
+            AttrScope::Unscoped => vec![
+                ("span_attributes".into(), key(&a.name)),
+                ("resource_attributes".into(), key(&a.name)),
+            ],
+            AttrScope::Event | AttrScope::Link => {
+                return Err("values of event and link attributes are not listed yet".into());
+            }
+        },
+        FieldExpr::Intrinsic(i) => {
+            let col = match i {
+                Intrinsic::Name => "name",
+                Intrinsic::Status => "status_code",
+                Intrinsic::Kind => "kind",
+                Intrinsic::StatusMessage => "status_message",
+                Intrinsic::RootService | Intrinsic::InstrumentationName => {
+                    if *i == Intrinsic::RootService {
+                        "CASE WHEN parent_span_id IS NULL THEN service_name END"
+                    } else {
+                        "scope_name"
+                    }
+                }
+                Intrinsic::RootName => "CASE WHEN parent_span_id IS NULL THEN name END",
+                Intrinsic::InstrumentationVersion => "scope_version",
+                other => return Err(format!("values of {} are not listed", other.spelling())),
+            };
+            vec![(col.to_string(), None)]
+        }
+        _ => return Err("expected an attribute or intrinsic".into()),
+    })
+}
+
+/// The typed value type Tempo names for an intrinsic.
+fn intrinsic_type(field: &FieldExpr) -> &'static str {
+    match field {
+        FieldExpr::Intrinsic(Intrinsic::Status | Intrinsic::Kind) => "keyword",
+        _ => "string",
+    }
+}
+
+async fn values(
+    state: &ApiState,
+    headers: &HeaderMap,
+    params: &HashMap<String, String>,
+    tag: &str,
+    typed: bool,
+) -> Result<Value, ApiError> {
+    let (tenant, limit, from) = (tenant(headers), limit_of(params)?, source(params)?);
+    let bad = |m: String| ApiError(StatusCode::BAD_REQUEST, m);
+    // v1 takes bare names (`service.name`); v2 takes TraceQL fields (`resource.service.name`).
+    let text = if typed || tag.starts_with('.') {
+        tag.to_string()
+    } else {
+        format!(".{tag}")
+    };
+    let field = match tracehouse_traceql::parse(&format!("{{ {text} != nil }}")).map(|q| q.root) {
+        Ok(tracehouse_traceql::ast::Root::Spanset(tracehouse_traceql::ast::SpansetExpr::Filter(
+            FieldExpr::Binary(_, f, _),
+        ))) => *f,
+        _ => return Err(bad(format!("invalid tag name {tag:?}"))),
+    };
+    let sources = value_sources(&field).map_err(bad)?;
+    let mut out: Vec<(String, String)> = Vec::new();
+    for (expr, key) in sources {
+        let sql = if let Some(key) = key {
+            format!(
+                "SELECT DISTINCT t, v FROM (SELECT CASE WHEN {expr}[{key}]['str'] IS NOT NULL THEN 'string' \
+                 WHEN {expr}[{key}]['int'] IS NOT NULL THEN 'int' WHEN {expr}[{key}]['double'] IS NOT NULL THEN 'float' \
+                 WHEN {expr}[{key}]['bool'] IS NOT NULL THEN 'bool' ELSE 'string' END AS t, attr({expr}, {key}) AS v \
+                 FROM {from}) WHERE v IS NOT NULL ORDER BY v LIMIT {limit}"
+            )
+        } else {
+            format!(
+                "SELECT DISTINCT '{}' AS t, v FROM (SELECT {expr} AS v FROM {from}) WHERE v IS NOT NULL \
+                 ORDER BY v LIMIT {limit}",
+                intrinsic_type(&field)
+            )
+        };
+        let batches = state.engine.sql(&tenant, &sql).await.map_err(engine_error)?;
+        let types = text_column(&batches, 0);
+        let vals = text_column(&batches, 1);
+        out.extend(types.into_iter().zip(vals));
+    }
+    out.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0)));
+    out.dedup();
+    out.truncate(limit);
+    Ok(if typed {
+        json!({
+            "tagValues": out.iter().map(|(t, v)| json!({ "type": t, "value": v })).collect::<Vec<_>>(),
+            "metrics": {},
+        })
+    } else {
+        let mut plain: Vec<String> = out.into_iter().map(|(_, v)| v).collect();
+        plain.dedup();
+        json!({ "tagValues": plain, "metrics": {} })
+    })
+}
+
+pub async fn values_v1(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path(tag): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    respond(values(&state, &headers, &params, &tag, false).await)
+}
+
+pub async fn values_v2(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path(tag): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    respond(values(&state, &headers, &params, &tag, true).await)
+}
