@@ -82,8 +82,25 @@ impl TestServer {
         server
     }
 
-    /// Starts (again) on the same ports and directory.
+    /// Starts (again) in the same directory, on the same ports unless another process took
+    /// one of them meanwhile (ports are picked free but not held), then on new ones.
     pub async fn spawn(&mut self) {
+        for _ in 0..5 {
+            match self.try_spawn().await {
+                Ok(()) => return,
+                Err(log) if log.contains("Address already in use") => {
+                    self.otlp_http_port = free_port();
+                    self.otlp_grpc_port = free_port();
+                    self.http_port = free_port();
+                    self.pg_port = free_port();
+                }
+                Err(log) => panic!("tracehouse exited before ready; log:\n{log}"),
+            }
+        }
+        panic!("tracehouse found no free ports in 5 tries; log:\n{}", self.log());
+    }
+
+    async fn try_spawn(&mut self) -> Result<(), String> {
         assert!(self.child.is_none(), "already running");
         let base = format!(
             "server:\n  http_listen_port: {}\n  graceful_shutdown_timeout: 60s\n\
@@ -106,6 +123,7 @@ impl TestServer {
             .append(true)
             .open(self.dir.join("server.log"))
             .unwrap();
+        let log_start = self.log().len();
         let child = Command::new(env!("CARGO_BIN_EXE_tracehouse"))
             .arg(format!("-config.file={}", config_path.display()))
             .arg(format!("-storage.path={}", self.dir.join("data").display()))
@@ -115,20 +133,24 @@ impl TestServer {
             .spawn()
             .expect("starting tracehouse");
         self.child = Some(child);
-        self.wait_ready().await;
+        self.wait_ready().await.map_err(|status| {
+            self.child = None;
+            format!("exit {status}: {}", self.log().get(log_start..).unwrap_or_default())
+        })
     }
 
-    async fn wait_ready(&mut self) {
+    /// Waits for `/ready`; the exit status if the process ended first.
+    async fn wait_ready(&mut self) -> Result<(), ExitStatus> {
         let url = format!("http://127.0.0.1:{}/ready", self.http_port);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("tracehouse exited with {status} before ready; log:\n{}", self.log());
+                return Err(status);
             }
             if let Ok(r) = reqwest::get(&url).await
                 && r.status() == 200
             {
-                return;
+                return Ok(());
             }
             assert!(
                 Instant::now() < deadline,
