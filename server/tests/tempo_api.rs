@@ -208,4 +208,22 @@ async fn search_and_buildinfo() {
         serde_json::from_str::<Value>(&body).unwrap()["traces"],
         serde_json::json!([])
     );
+    let (status, body) = get(&server, "/api/search/tags", Some("someone-else")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["tagNames"],
+        serde_json::json!([])
+    );
+    let (_, body) = get(
+        &server,
+        "/api/v2/search/tag/resource.service.name/values",
+        Some("someone-else"),
+    )
+    .await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["tagValues"],
+        serde_json::json!([])
+    );
+    let (status, _) = get(&server, "/api/search", Some("../etc")).await;
+    assert_eq!(status, 400, "an invalid tenant is the client's error");
 }
