@@ -21,6 +21,13 @@ pub enum Error {
     DataFusion(#[from] datafusion::error::DataFusionError),
 }
 
+pub use tracehouse_warehouse::storage::DEFAULT_TENANT;
+
+/// `s` as a SQL string literal (`'...'`, quotes doubled).
+pub fn sql_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
 /// Column `index` of `batches` as text (NULLs left out), for small listings such as tag names.
 pub fn text_column(batches: &[arrow::array::RecordBatch], index: usize) -> Vec<String> {
     use arrow::array::{Array, AsArray};

@@ -29,7 +29,7 @@ async fn traceql_cases() {
     for case in &cases {
         let sql = format!(
             "SELECT trace_id, span_id FROM traceql({})",
-            common::sql_string(&case.query)
+            tracehouse_sql::sql_literal(&case.query)
         );
         let result = fx
             .engine
@@ -82,7 +82,7 @@ async fn every_construct_runs() {
     assert!(queries.len() > 150);
     let mut failures = Vec::new();
     for q in &queries {
-        let sql = format!("SELECT count(*) FROM traceql({})", common::sql_string(q));
+        let sql = format!("SELECT count(*) FROM traceql({})", tracehouse_sql::sql_literal(q));
         if let Err(e) = fx.engine.sql(common::TENANT, &sql).await {
             failures.push(format!("{q}: {e}"));
         }

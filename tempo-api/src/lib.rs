@@ -18,14 +18,13 @@ use axum::Router;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use tracehouse_sql::QueryEngine;
+use std::collections::HashMap;
+
+use tracehouse_sql::{DEFAULT_TENANT, QueryEngine};
 
 /// The Tempo version tracehouse answers as: Grafana enables streaming and metrics features by
 /// it (at least 2.7.0).
 pub const TEMPO_COMPAT_VERSION: &str = "2.9.0";
-
-/// Default tenant when `X-Scope-OrgID` is absent.
-pub const DEFAULT_TENANT: &str = "single-tenant";
 
 /// What the handlers share.
 pub struct ApiState {
@@ -65,6 +64,16 @@ pub fn tenant(headers: &HeaderMap) -> String {
         .filter(|t| !t.is_empty())
         .unwrap_or(DEFAULT_TENANT)
         .to_string()
+}
+
+/// Query parameter `name` parsed as `T`; `default` when absent or empty, 400 when invalid.
+pub fn param<T: std::str::FromStr>(params: &HashMap<String, String>, name: &str, default: T) -> Result<T, ApiError> {
+    match params.get(name).filter(|v| !v.is_empty()) {
+        None => Ok(default),
+        Some(v) => v
+            .parse()
+            .map_err(|_| ApiError(StatusCode::BAD_REQUEST, format!("invalid {name}: {v:?}"))),
+    }
 }
 
 /// An error as Tempo returns it: a status and a plain-text message.

@@ -13,7 +13,7 @@ use serde::Serialize;
 use tracehouse_sql::traceql::{SearchRequest, SpansetHit, TraceHit};
 use tracehouse_traceql::ast::{format_duration, write_quoted};
 
-use crate::{ApiError, ApiState, engine_error, tenant};
+use crate::{ApiError, ApiState, engine_error, param, tenant};
 
 pub const DEFAULT_LIMIT: usize = 20;
 pub const DEFAULT_SPSS: usize = 3;
@@ -169,15 +169,6 @@ fn parse_go_duration(text: &str) -> Option<i64> {
     }
 }
 
-fn number<T: std::str::FromStr>(params: &HashMap<String, String>, name: &str, default: T) -> Result<T, ApiError> {
-    match params.get(name).filter(|v| !v.is_empty()) {
-        None => Ok(default),
-        Some(v) => v
-            .parse()
-            .map_err(|_| ApiError(StatusCode::BAD_REQUEST, format!("invalid {name}: {v:?}"))),
-    }
-}
-
 /// Labels `by(x)=v, by(y)=w` as spanset attributes.
 fn label_attributes(label: &str) -> Vec<KeyValue> {
     label
@@ -258,10 +249,10 @@ async fn search(
     params: &HashMap<String, String>,
 ) -> Result<SearchResponse, ApiError> {
     let query = query_of(params).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
-    let limit = number(params, "limit", DEFAULT_LIMIT)?;
-    let spss = number(params, "spss", DEFAULT_SPSS)?;
-    let start: Option<i64> = params.get("start").map(|_| number(params, "start", 0i64)).transpose()?;
-    let end: Option<i64> = params.get("end").map(|_| number(params, "end", 0i64)).transpose()?;
+    let limit = param(params, "limit", DEFAULT_LIMIT)?;
+    let spss = param(params, "spss", DEFAULT_SPSS)?;
+    let start: Option<i64> = params.get("start").map(|_| param(params, "start", 0)).transpose()?;
+    let end: Option<i64> = params.get("end").map(|_| param(params, "end", 0)).transpose()?;
     let request = SearchRequest {
         query,
         limit,

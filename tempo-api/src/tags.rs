@@ -10,10 +10,10 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use tracehouse_sql::text_column;
+use tracehouse_sql::{sql_literal, text_column};
 use tracehouse_traceql::ast::{AttrScope, FieldExpr, Intrinsic};
 
-use crate::{ApiError, ApiState, engine_error, tenant};
+use crate::{ApiError, ApiState, engine_error, param, tenant};
 
 /// Most tags or values returned by default, and at most.
 pub const DEFAULT_LIMIT: usize = 1_000;
@@ -49,19 +49,27 @@ pub const INTRINSICS: &[&str] = &[
     "traceDuration",
 ];
 
-fn sql_string(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
+/// What every listing takes from a request: the tenant, the `limit`, and the span rows to
+/// look at (all spans, or `traceql(q)`).
+struct Listing {
+    tenant: String,
+    limit: usize,
+    from: String,
 }
 
-fn limit_of(params: &HashMap<String, String>) -> Result<usize, ApiError> {
-    match params.get("limit").filter(|v| !v.is_empty()) {
-        None => Ok(DEFAULT_LIMIT),
-        Some(v) => v
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=MAX_LIMIT).contains(n))
-            .ok_or_else(|| ApiError(StatusCode::BAD_REQUEST, format!("invalid limit {v:?}: 1..={MAX_LIMIT}"))),
+fn listing(headers: &HeaderMap, params: &HashMap<String, String>) -> Result<Listing, ApiError> {
+    let limit = param(params, "limit", DEFAULT_LIMIT)?;
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("invalid limit {limit}: 1..={MAX_LIMIT}"),
+        ));
     }
+    Ok(Listing {
+        tenant: tenant(headers),
+        limit,
+        from: source(params)?,
+    })
 }
 
 /// The span rows to look at: all spans, or those `q` matches.
@@ -74,7 +82,7 @@ fn source(params: &HashMap<String, String>) -> Result<String, ApiError> {
         None => Ok("spans".into()),
         Some(q) => {
             tracehouse_traceql::compile(q).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
-            Ok(format!("traceql({})", sql_string(q)))
+            Ok(format!("traceql({})", sql_literal(q)))
         }
     }
 }
@@ -101,7 +109,7 @@ pub async fn tags_v1(
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
     let run = async {
-        let (tenant, limit, from) = (tenant(&headers), limit_of(&params)?, source(&params)?);
+        let Listing { tenant, limit, from } = listing(&headers, &params)?;
         let mut names = keys(&state, &tenant, "span_attributes", &from, limit).await?;
         names.extend(keys(&state, &tenant, "resource_attributes", &from, limit).await?);
         names.sort();
@@ -118,7 +126,7 @@ pub async fn tags_v2(
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
     let run = async {
-        let (tenant, limit, from) = (tenant(&headers), limit_of(&params)?, source(&params)?);
+        let Listing { tenant, limit, from } = listing(&headers, &params)?;
         let wanted = params.get("scope").map(String::as_str).unwrap_or("all").to_string();
         let mut scopes = Vec::new();
         for (scope, map) in [
@@ -160,7 +168,7 @@ fn respond(result: Result<Value, ApiError>) -> Response {
 /// Where a tag's values live: `(attribute map, key)` per scope, or an intrinsic's column
 /// expression (key `None`).
 fn value_sources(field: &FieldExpr) -> Result<Vec<(String, Option<String>)>, String> {
-    let key = |name: &str| Some(sql_string(name));
+    let key = |name: &str| Some(sql_literal(name));
     Ok(match field {
         FieldExpr::Attribute(a) if !a.parent => match a.scope {
             AttrScope::Span => vec![("span_attributes".into(), key(&a.name))],
@@ -180,13 +188,8 @@ fn value_sources(field: &FieldExpr) -> Result<Vec<(String, Option<String>)>, Str
                 Intrinsic::Status => "status_code",
                 Intrinsic::Kind => "kind",
                 Intrinsic::StatusMessage => "status_message",
-                Intrinsic::RootService | Intrinsic::InstrumentationName => {
-                    if *i == Intrinsic::RootService {
-                        "CASE WHEN parent_span_id IS NULL THEN service_name END"
-                    } else {
-                        "scope_name"
-                    }
-                }
+                Intrinsic::RootService => "CASE WHEN parent_span_id IS NULL THEN service_name END",
+                Intrinsic::InstrumentationName => "scope_name",
                 Intrinsic::RootName => "CASE WHEN parent_span_id IS NULL THEN name END",
                 Intrinsic::InstrumentationVersion => "scope_version",
                 other => return Err(format!("values of {} are not listed", other.spelling())),
@@ -212,7 +215,7 @@ async fn values(
     tag: &str,
     typed: bool,
 ) -> Result<Value, ApiError> {
-    let (tenant, limit, from) = (tenant(headers), limit_of(params)?, source(params)?);
+    let Listing { tenant, limit, from } = listing(headers, params)?;
     let bad = |m: String| ApiError(StatusCode::BAD_REQUEST, m);
     // v1 takes bare names (`service.name`); v2 takes TraceQL fields (`resource.service.name`).
     let text = if typed || tag.starts_with('.') {

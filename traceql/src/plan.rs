@@ -662,8 +662,10 @@ impl<'a> Planner<'a> {
         let needs = exprs.iter().fold(Needs::default(), |n, e| n.union(Needs::of(e)));
         let base = self.base(needs)?.build()?;
         let k = self.alias("k");
-        // Key columns under names of their own: the same names as the input's trip an
-        // optimizer rule (push_down_leaf_projections) of DataFusion 55.
+        // Key columns under names of their own: re-aliasing them to the input's names trips
+        // DataFusion 55's push_down_leaf_projections. tracehouse's engine leaves that rule out
+        // (sql/src/engine.rs); the distinct names keep these plans valid under the default
+        // optimizer too.
         let mut projection = vec![
             q(&k, TRACE_ID).alias("__kt"),
             q(&k, SPAN_ID).alias("__ks"),

@@ -122,8 +122,8 @@ async fn main() {
     if let Some(query) = arg("--explain") {
         // Where the time goes: EXPLAIN ANALYZE of one TraceQL query.
         let sql = format!(
-            "EXPLAIN ANALYZE SELECT count(*) FROM traceql('{}')",
-            query.replace('\'', "''")
+            "EXPLAIN ANALYZE SELECT count(*) FROM traceql({})",
+            tracehouse_sql::sql_literal(&query)
         );
         let batches = engine.sql(TENANT, &sql).await.expect("explain");
         println!(
@@ -157,7 +157,7 @@ async fn main() {
             let t = Instant::now();
             rows = count(
                 &engine,
-                &format!("SELECT count(*) FROM traceql('{}')", traceql.replace('\'', "''")),
+                &format!("SELECT count(*) FROM traceql({})", tracehouse_sql::sql_literal(traceql)),
             )
             .await;
             table_ms.push(t.elapsed());
