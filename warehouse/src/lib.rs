@@ -10,10 +10,11 @@ pub mod schema;
 pub mod span;
 pub mod storage;
 pub mod table;
+pub mod trace_index;
 pub mod wal;
 mod warehouse;
 
-pub use warehouse::{Tenant, Warehouse, WarehouseConfig, WarehouseStats};
+pub use warehouse::{Tenant, TraceLookup, Warehouse, WarehouseConfig, WarehouseStats};
 
 /// Errors of the storage layer.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +41,8 @@ pub enum Error {
     Delta(#[from] deltalake::DeltaTableError),
     #[error("object store: {0}")]
     ObjectStore(#[from] object_store::Error),
+    #[error("parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
     #[error("datafusion: {0}")]
     DataFusion(#[from] datafusion::error::DataFusionError),
 }

@@ -11,6 +11,7 @@ use deltalake::DeltaTable;
 use tokio::sync::Mutex as AsyncMutex;
 
 use crate::storage::{Storage, StorageConfigKind, validate_tenant};
+use crate::trace_index::{self, DataFile, TableFiles, TraceIndex};
 use crate::wal::{Wal, WalConfig, WalRecord};
 use crate::{Error, Result, table};
 
@@ -81,8 +82,21 @@ struct TenantState {
 pub struct Tenant {
     name: String,
     state: Mutex<TenantState>,
-    /// Serializes table loading and flushing for this tenant.
+    /// Serializes table loading, flushing and index loading for this tenant.
     flush_lock: AsyncMutex<()>,
+    /// The trace-id index of the committed table, loaded on the first lookup.
+    trace_index: Mutex<Option<TraceIndex>>,
+}
+
+/// What a trace-by-id lookup found.
+#[derive(Debug, Default)]
+pub struct TraceLookup {
+    /// The trace's spans (`spans` batches), committed and live.
+    pub batches: Vec<RecordBatch>,
+    /// Data files opened.
+    pub files_read: usize,
+    /// Bytes of the data files opened.
+    pub bytes_inspected: u64,
 }
 
 impl Tenant {
@@ -206,6 +220,7 @@ impl Warehouse {
                     name: name.to_string(),
                     state: Mutex::new(TenantState::default()),
                     flush_lock: AsyncMutex::new(()),
+                    trace_index: Mutex::new(None),
                 })
             })
             .clone())
@@ -289,15 +304,45 @@ impl Warehouse {
                 Some(t) => t,
                 None => Arc::new(table::open(&self.storage, &tenant.name).await?),
             };
-            table::append((*t).clone(), &batches, &self.app_id, max_seq).await
+            let before = data_files(&t)?;
+            let t = table::append((*t).clone(), &batches, &self.app_id, max_seq).await?;
+            let entries = match self.index_entries(&tenant.name, &before, &t, &batches).await {
+                Ok(entries) => Some(entries),
+                Err(e) => {
+                    tracing::warn!(tenant = %tenant.name, error = %e, "trace index not updated; rebuilt on next load");
+                    *tenant.trace_index.lock().expect("trace index lock") = None;
+                    None
+                }
+            };
+            Ok::<_, Error>((t, entries))
         }
         .await;
         let mut st = tenant.state.lock().expect("tenant state lock");
         match result {
-            Ok(t) => {
+            Ok((t, entries)) => {
+                let version = t.version().unwrap_or_default();
+                // Index and live buffer change together, so a lookup sees the flushed spans in
+                // exactly one of them.
+                if let (Some(index), Some(entries)) =
+                    (tenant.trace_index.lock().expect("trace index lock").as_mut(), &entries)
+                {
+                    for (file, traces) in entries {
+                        index.insert(file, traces);
+                    }
+                }
                 st.table = Some(Arc::new(t));
                 st.flushing.clear();
                 drop(st);
+                if let Some(entries) = entries {
+                    let written = async {
+                        self.table_files(&tenant.name)?
+                            .write_sidecar(&format!("{version:020}"), &entries)
+                            .await
+                    };
+                    if let Err(e) = written.await {
+                        tracing::warn!(tenant = %tenant.name, error = %e, "trace index sidecar not written; rebuilt on next load");
+                    }
+                }
                 self.stats.live_bytes.fetch_sub(bytes, Ordering::AcqRel);
                 self.stats.flushes.fetch_add(1, Ordering::Relaxed);
                 self.stats.spans_flushed.fetch_add(rows, Ordering::Relaxed);
@@ -315,6 +360,92 @@ impl Warehouse {
                 Err(e)
             }
         }
+    }
+
+    fn table_files(&self, tenant: &str) -> Result<TableFiles> {
+        let url = self.storage.table_url(tenant)?;
+        let root = object_store::path::Path::from_url_path(url.path())
+            .map_err(|e| Error::Config(format!("bad table location {url}: {e}")))?;
+        Ok(TableFiles {
+            store: self.storage.store.clone(),
+            root,
+        })
+    }
+
+    /// The index entries of the files a flush added: from the flushed batches when a partition
+    /// got one file, else read back from the files.
+    async fn index_entries(
+        &self,
+        tenant: &str,
+        before: &[DataFile],
+        table: &DeltaTable,
+        batches: &[RecordBatch],
+    ) -> Result<Vec<(DataFile, Vec<trace_index::TraceSpan>)>> {
+        let files = self.table_files(tenant)?;
+        let old: std::collections::HashSet<&str> = before.iter().map(|f| f.path.as_str()).collect();
+        let after = data_files(table)?;
+        let added: Vec<&DataFile> = after.iter().filter(|f| !old.contains(f.path.as_str())).collect();
+        let mut entries = Vec::with_capacity(added.len());
+        for file in &added {
+            let same_date = added.iter().filter(|f| f.date == file.date).count();
+            let traces = if same_date == 1 {
+                trace_index::trace_spans(batches, Some(&file.date))?
+            } else {
+                files.index_file(file).await?
+            };
+            entries.push(((*file).clone(), traces));
+        }
+        Ok(entries)
+    }
+
+    /// The spans of one trace, committed and live. The trace-id index picks the files to open
+    /// (only those overlapping `range_ns`, unix ns inclusive, when given); an unknown trace
+    /// opens none.
+    pub async fn trace_by_id(&self, tenant: &str, trace: u128, range_ns: Option<(i64, i64)>) -> Result<TraceLookup> {
+        let tenant = self.tenant(tenant)?;
+        let table = self.load_table(&tenant).await?;
+        let files = self.table_files(&tenant.name)?;
+        let loaded = tenant.trace_index.lock().expect("trace index lock").is_some();
+        if !loaded && table::is_created(&table) {
+            let _guard = tenant.flush_lock.lock().await;
+            if tenant.trace_index.lock().expect("trace index lock").is_none() {
+                let current = tenant
+                    .state
+                    .lock()
+                    .expect("tenant state lock")
+                    .table
+                    .clone()
+                    .unwrap_or(table);
+                let index = files.load(&data_files(&current)?).await?;
+                tracing::info!(tenant = %tenant.name, files = index.file_count(), traces = index.trace_count(), "trace index loaded");
+                *tenant.trace_index.lock().expect("trace index lock") = Some(index);
+            }
+        }
+        // Live chunks and index under the state lock: a flush changes both in one step.
+        let (live, to_open) = {
+            let st = tenant.state.lock().expect("tenant state lock");
+            let live: Vec<RecordBatch> = st.flushing.iter().chain(&st.active).map(|c| c.batch.clone()).collect();
+            let to_open = tenant
+                .trace_index
+                .lock()
+                .expect("trace index lock")
+                .as_ref()
+                .map(|i| i.files_of(trace, range_ns))
+                .unwrap_or_default();
+            (live, to_open)
+        };
+        let hex = trace_index::trace_id_hex(trace);
+        let (mut batches, bytes_inspected) = files.read_trace(&to_open, trace).await?;
+        for batch in &live {
+            if let Some(b) = trace_index::filter_trace(batch, &hex)? {
+                batches.push(b);
+            }
+        }
+        Ok(TraceLookup {
+            batches,
+            files_read: to_open.len(),
+            bytes_inspected,
+        })
     }
 
     fn truncate_wal(&self) -> Result<()> {
@@ -383,6 +514,28 @@ impl Warehouse {
         self.wal.close();
         self.flush_due(true).await
     }
+}
+
+/// The committed data files of `table` (none before its first commit).
+fn data_files(table: &DeltaTable) -> Result<Vec<DataFile>> {
+    if !table::is_created(table) {
+        return Ok(Vec::new());
+    }
+    let snapshot = table.snapshot()?;
+    Ok(snapshot
+        .log_data()
+        .iter()
+        .map(|f| DataFile {
+            path: f.path().into_owned(),
+            size: u64::try_from(f.size()).unwrap_or_default(),
+            date: f
+                .partition_values_map()
+                .get(crate::schema::PARTITION_COLUMN)
+                .cloned()
+                .flatten()
+                .unwrap_or_default(),
+        })
+        .collect())
 }
 
 /// The WAL's identity, created once, so Delta `txn` versions stay meaningful across restarts.

@@ -1,0 +1,488 @@
+//! The trace-id index: for every committed data file of a tenant, which traces it holds and
+//! the time span of each, so trace-by-id opens only the files that hold the trace, with or
+//! without a time range.
+//!
+//! Persisted beside the Delta log as small Parquet sidecars, `<table>/_trace_index/<v>.parquet`
+//! (Delta ignores `_`-prefixed directories): one per flush, written after its commit, rows
+//! `(path, size, date, trace_id, start_ns, end_ns)`. Loaded into memory on a tenant's first
+//! lookup; files in the table that no sidecar covers (a crash between commit and sidecar, or a
+//! writer that keeps none) are indexed from their own columns then and get a sidecar. Rows of
+//! files no longer in the table are dropped on load.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray};
+use arrow::compute::kernels::cmp::eq;
+use arrow::compute::{cast, filter_record_batch};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::{StreamExt, TryStreamExt};
+use object_store::ObjectStore;
+use object_store::ObjectStoreExt;
+use object_store::path::Path;
+use parquet::arrow::arrow_reader::{ArrowPredicateFn, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowFilter};
+use parquet::arrow::async_reader::AsyncFileReader;
+use parquet::arrow::{ArrowWriter, ParquetRecordBatchStreamBuilder, ProjectionMask};
+use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
+use parquet::file::statistics::Statistics;
+
+use crate::schema::{PARTITION_COLUMN, spans_schema};
+use crate::{Error, Result};
+
+/// Directory of the sidecars inside a table.
+pub const INDEX_DIR: &str = "_trace_index";
+/// Files read at once by one lookup.
+pub const LOOKUP_FILES_PARALLEL: usize = 8;
+
+/// A committed data file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataFile {
+    /// Path relative to the table root, as in the Delta log (decoded).
+    pub path: String,
+    pub size: u64,
+    /// The partition value (`date`).
+    pub date: String,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Location {
+    file: u32,
+    start_ns: i64,
+    end_ns: i64,
+}
+
+/// One trace's rows of one file: `(trace id, first start, last end)`.
+pub type TraceSpan = (u128, i64, i64);
+
+/// The in-memory index of one tenant.
+#[derive(Debug, Default)]
+pub struct TraceIndex {
+    files: Vec<DataFile>,
+    file_ids: HashMap<String, u32>,
+    traces: HashMap<u128, Vec<Location>>,
+}
+
+impl TraceIndex {
+    /// Number of indexed files.
+    pub fn file_count(&self) -> usize {
+        self.files.len()
+    }
+
+    /// Number of indexed traces.
+    pub fn trace_count(&self) -> usize {
+        self.traces.len()
+    }
+
+    /// Adds `traces` as held by `file`.
+    pub fn insert(&mut self, file: &DataFile, traces: &[TraceSpan]) {
+        let id = match self.file_ids.get(&file.path) {
+            Some(id) => *id,
+            None => {
+                let id = u32::try_from(self.files.len()).expect("fewer than 2^32 files");
+                self.files.push(file.clone());
+                self.file_ids.insert(file.path.clone(), id);
+                id
+            }
+        };
+        for &(trace, start_ns, end_ns) in traces {
+            let locations = self.traces.entry(trace).or_default();
+            match locations.iter_mut().find(|l| l.file == id) {
+                Some(l) => {
+                    l.start_ns = l.start_ns.min(start_ns);
+                    l.end_ns = l.end_ns.max(end_ns);
+                }
+                None => locations.push(Location {
+                    file: id,
+                    start_ns,
+                    end_ns,
+                }),
+            }
+        }
+    }
+
+    /// The files holding spans of `trace` that overlap `range` (unix ns, inclusive), if given.
+    pub fn files_of(&self, trace: u128, range: Option<(i64, i64)>) -> Vec<DataFile> {
+        let Some(locations) = self.traces.get(&trace) else {
+            return Vec::new();
+        };
+        locations
+            .iter()
+            .filter(|l| range.is_none_or(|(start, end)| l.end_ns >= start && l.start_ns <= end))
+            .map(|l| self.files[l.file as usize].clone())
+            .collect()
+    }
+}
+
+/// A trace id in lowercase hex as its number; `None` unless 1 to 32 hex digits.
+pub fn parse_trace_id(hex: &str) -> Option<u128> {
+    if hex.is_empty() || hex.len() > 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u128::from_str_radix(hex, 16).ok()
+}
+
+/// The stored spelling of a trace id: 32 lowercase hex digits.
+pub fn trace_id_hex(trace: u128) -> String {
+    format!("{trace:032x}")
+}
+
+/// Per trace, the first start and last end in `batches` (`spans` batches), for rows whose
+/// partition value is `date` (all rows when `None`).
+pub fn trace_spans(batches: &[RecordBatch], date: Option<&str>) -> Result<Vec<TraceSpan>> {
+    let mut acc: HashMap<u128, (i64, i64)> = HashMap::new();
+    for batch in batches {
+        let ids = string_column(batch, "trace_id")?;
+        let starts = int_column(batch, "start_time_unix_nano")?;
+        let ends = int_column(batch, "end_time_unix_nano")?;
+        let dates = match date {
+            Some(_) => Some(string_column(batch, PARTITION_COLUMN)?),
+            None => None,
+        };
+        for row in 0..batch.num_rows() {
+            if let (Some(d), Some(dates)) = (date, &dates)
+                && dates.value(row) != d
+            {
+                continue;
+            }
+            let Some(trace) = parse_trace_id(ids.value(row)) else {
+                continue;
+            };
+            let (s, e) = (starts.value(row), ends.value(row));
+            acc.entry(trace)
+                .and_modify(|(a, b)| {
+                    *a = (*a).min(s);
+                    *b = (*b).max(e);
+                })
+                .or_insert((s, e));
+        }
+    }
+    let mut v: Vec<TraceSpan> = acc.into_iter().map(|(t, (s, e))| (t, s, e)).collect();
+    v.sort_unstable_by_key(|t| t.0);
+    Ok(v)
+}
+
+fn string_column(batch: &RecordBatch, name: &str) -> Result<StringArray> {
+    let col = batch
+        .column_by_name(name)
+        .ok_or_else(|| Error::InvalidSpan(format!("batch has no {name} column")))?;
+    Ok(cast(col, &DataType::Utf8)?.as_string::<i32>().clone())
+}
+
+fn int_column(batch: &RecordBatch, name: &str) -> Result<Int64Array> {
+    let col = batch
+        .column_by_name(name)
+        .ok_or_else(|| Error::InvalidSpan(format!("batch has no {name} column")))?;
+    Ok(col.as_primitive::<Int64Type>().clone())
+}
+
+fn sidecar_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("path", DataType::Utf8, false),
+        Field::new("size", DataType::Int64, false),
+        Field::new("date", DataType::Utf8, false),
+        Field::new("trace_id", DataType::Utf8, false),
+        Field::new("start_ns", DataType::Int64, false),
+        Field::new("end_ns", DataType::Int64, false),
+    ]))
+}
+
+/// Where one table's files live in the store.
+#[derive(Debug, Clone)]
+pub struct TableFiles {
+    pub store: Arc<dyn ObjectStore>,
+    /// The table root inside the store.
+    pub root: Path,
+}
+
+impl TableFiles {
+    fn child(&self, relative: &str) -> Path {
+        let mut path = self.root.clone();
+        for part in relative.split('/').filter(|p| !p.is_empty()) {
+            path = path.join(part);
+        }
+        path
+    }
+
+    fn reader(&self, file: &DataFile) -> StoreReader {
+        StoreReader {
+            store: self.store.clone(),
+            path: self.child(&file.path),
+            size: file.size,
+        }
+    }
+
+    /// Writes one sidecar named `name` for `entries`.
+    pub async fn write_sidecar(&self, name: &str, entries: &[(DataFile, Vec<TraceSpan>)]) -> Result<()> {
+        let rows: usize = entries.iter().map(|(_, t)| t.len()).sum();
+        if rows == 0 {
+            return Ok(());
+        }
+        let mut path = Vec::with_capacity(rows);
+        let mut size = Vec::with_capacity(rows);
+        let mut date = Vec::with_capacity(rows);
+        let mut trace = Vec::with_capacity(rows);
+        let mut start = Vec::with_capacity(rows);
+        let mut end = Vec::with_capacity(rows);
+        for (file, traces) in entries {
+            for &(t, s, e) in traces {
+                path.push(file.path.as_str());
+                size.push(i64::try_from(file.size).unwrap_or(i64::MAX));
+                date.push(file.date.as_str());
+                trace.push(trace_id_hex(t));
+                start.push(s);
+                end.push(e);
+            }
+        }
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(path)),
+            Arc::new(Int64Array::from(size)),
+            Arc::new(StringArray::from(date)),
+            Arc::new(StringArray::from(trace)),
+            Arc::new(Int64Array::from(start)),
+            Arc::new(Int64Array::from(end)),
+        ];
+        let batch = RecordBatch::try_new(sidecar_schema(), columns)?;
+        let mut buf = Vec::new();
+        let mut writer = ArrowWriter::try_new(&mut buf, sidecar_schema(), None)?;
+        writer.write(&batch)?;
+        writer.close()?;
+        let location = self
+            .root
+            .clone()
+            .join(INDEX_DIR)
+            .join(format!("{name}.parquet").as_str());
+        self.store.put(&location, Bytes::from(buf).into()).await?;
+        Ok(())
+    }
+
+    /// Loads every sidecar, keeping the rows of `live` files; then indexes the live files no
+    /// sidecar covered (and writes a sidecar for them).
+    pub async fn load(&self, live: &[DataFile]) -> Result<TraceIndex> {
+        let live_paths: HashSet<&str> = live.iter().map(|f| f.path.as_str()).collect();
+        let mut index = TraceIndex::default();
+        let prefix = self.root.clone().join(INDEX_DIR);
+        let metas: Vec<_> = self.store.list(Some(&prefix)).try_collect().await?;
+        for meta in metas {
+            let bytes = self.store.get(&meta.location).await?.bytes().await?;
+            let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?;
+            for batch in reader {
+                let batch = batch?;
+                let (path, size, date) = (
+                    string_column(&batch, "path")?,
+                    int_column(&batch, "size")?,
+                    string_column(&batch, "date")?,
+                );
+                let (trace, start, end) = (
+                    string_column(&batch, "trace_id")?,
+                    int_column(&batch, "start_ns")?,
+                    int_column(&batch, "end_ns")?,
+                );
+                let mut row = 0;
+                while row < batch.num_rows() {
+                    // Rows of one file are contiguous.
+                    let mut next = row + 1;
+                    while next < batch.num_rows() && path.value(next) == path.value(row) {
+                        next += 1;
+                    }
+                    if live_paths.contains(path.value(row)) {
+                        let file = DataFile {
+                            path: path.value(row).to_string(),
+                            size: u64::try_from(size.value(row)).unwrap_or_default(),
+                            date: date.value(row).to_string(),
+                        };
+                        let traces: Vec<TraceSpan> = (row..next)
+                            .filter_map(|r| parse_trace_id(trace.value(r)).map(|t| (t, start.value(r), end.value(r))))
+                            .collect();
+                        index.insert(&file, &traces);
+                    }
+                    row = next;
+                }
+            }
+        }
+        let missing: Vec<&DataFile> = live.iter().filter(|f| !index.file_ids.contains_key(&f.path)).collect();
+        if !missing.is_empty() {
+            tracing::info!(files = missing.len(), "indexing trace ids of files without a sidecar");
+            let mut entries = Vec::with_capacity(missing.len());
+            for file in missing {
+                let traces = self.index_file(file).await?;
+                index.insert(file, &traces);
+                entries.push((file.clone(), traces));
+            }
+            let name = format!("repair-{}", uuid::Uuid::new_v4().simple());
+            self.write_sidecar(&name, &entries).await?;
+        }
+        Ok(index)
+    }
+
+    /// Reads a data file's trace ids and times to index it.
+    pub async fn index_file(&self, file: &DataFile) -> Result<Vec<TraceSpan>> {
+        let reader = self.reader(file);
+        let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
+        let mask = ProjectionMask::columns(
+            builder.parquet_schema(),
+            ["trace_id", "start_time_unix_nano", "end_time_unix_nano"],
+        );
+        let batches: Vec<RecordBatch> = builder.with_projection(mask).build()?.try_collect().await?;
+        trace_spans(&batches, None)
+    }
+
+    /// The spans of `trace` in `files`, as `spans` batches (partition column restored).
+    /// Row groups whose trace-id statistics exclude the trace are skipped, and only matching
+    /// rows are decoded. Returns the batches and the bytes of the files opened.
+    pub async fn read_trace(&self, files: &[DataFile], trace: u128) -> Result<(Vec<RecordBatch>, u64)> {
+        let hex = trace_id_hex(trace);
+        let results: Vec<Vec<RecordBatch>> = futures::stream::iter(files.iter().cloned())
+            .map(|file| {
+                let hex = hex.clone();
+                async move { self.read_trace_file(&file, &hex).await }
+            })
+            .buffer_unordered(LOOKUP_FILES_PARALLEL)
+            .try_collect()
+            .await?;
+        let bytes = files.iter().map(|f| f.size).sum();
+        Ok((results.into_iter().flatten().collect(), bytes))
+    }
+
+    async fn read_trace_file(&self, file: &DataFile, hex: &str) -> Result<Vec<RecordBatch>> {
+        let reader = self.reader(file);
+        let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
+        let schema = builder.parquet_schema();
+        let leaf = (0..schema.num_columns())
+            .find(|&i| schema.column(i).path().string() == "trace_id")
+            .ok_or_else(|| Error::InvalidSpan(format!("{} has no trace_id column", file.path)))?;
+        let row_groups: Vec<usize> = builder
+            .metadata()
+            .row_groups()
+            .iter()
+            .enumerate()
+            .filter(|(_, rg)| match rg.column(leaf).statistics() {
+                Some(Statistics::ByteArray(s)) => match (s.min_bytes_opt(), s.max_bytes_opt()) {
+                    (Some(min), Some(max)) => min <= hex.as_bytes() && hex.as_bytes() <= max,
+                    _ => true,
+                },
+                _ => true,
+            })
+            .map(|(i, _)| i)
+            .collect();
+        if row_groups.is_empty() {
+            return Ok(Vec::new());
+        }
+        let target = StringArray::new_scalar(hex.to_string());
+        let predicate = ArrowPredicateFn::new(ProjectionMask::leaves(schema, [leaf]), move |batch: RecordBatch| {
+            let ids = cast(batch.column(0), &DataType::Utf8)?;
+            eq(&ids, &target)
+        });
+        let stream = builder
+            .with_row_groups(row_groups)
+            .with_row_filter(RowFilter::new(vec![Box::new(predicate)]))
+            .build()?;
+        let batches: Vec<RecordBatch> = stream.try_collect().await?;
+        batches.iter().map(|b| to_spans_batch(b, &file.date)).collect()
+    }
+}
+
+/// Reads one Parquet file of known size from the store.
+struct StoreReader {
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+    size: u64,
+}
+
+/// Bytes fetched with the footer, to get the metadata in one request.
+const FOOTER_PREFETCH_BYTES: usize = 64 << 10;
+
+impl AsyncFileReader for StoreReader {
+    fn get_bytes(&mut self, range: std::ops::Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        Box::pin(async move {
+            self.store
+                .get_range(&self.path, range)
+                .await
+                .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))
+        })
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        _options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
+        Box::pin(async move {
+            let size = self.size;
+            let metadata = ParquetMetaDataReader::new()
+                .with_prefetch_hint(Some(FOOTER_PREFETCH_BYTES))
+                .load_and_finish(self, size)
+                .await?;
+            Ok(Arc::new(metadata))
+        })
+    }
+}
+
+/// A batch read from a data file, in the `spans` schema: columns by name, cast where the file's
+/// physical types differ, the partition column restored.
+fn to_spans_batch(batch: &RecordBatch, date: &str) -> Result<RecordBatch> {
+    let schema = spans_schema();
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+    for field in schema.fields() {
+        if field.name() == PARTITION_COLUMN {
+            columns.push(Arc::new(StringArray::from(vec![date; batch.num_rows()])));
+            continue;
+        }
+        let col = batch
+            .column_by_name(field.name())
+            .ok_or_else(|| Error::InvalidSpan(format!("data file has no {} column", field.name())))?;
+        columns.push(if col.data_type() == field.data_type() {
+            col.clone()
+        } else {
+            cast(col, field.data_type())?
+        });
+    }
+    Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+/// Rows of `batch` whose trace id is `hex`.
+pub fn filter_trace(batch: &RecordBatch, hex: &str) -> Result<Option<RecordBatch>> {
+    let ids = string_column(batch, "trace_id")?;
+    let mask = eq(&ids, &StringArray::new_scalar(hex))?;
+    if mask.true_count() == 0 {
+        return Ok(None);
+    }
+    Ok(Some(filter_record_batch(batch, &mask)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trace_ids_parse_as_tempo_accepts_them() {
+        assert_eq!(parse_trace_id("1"), Some(1));
+        assert_eq!(parse_trace_id("00000000000000000000000000000001"), Some(1));
+        assert_eq!(trace_id_hex(0xab), "000000000000000000000000000000ab");
+        assert_eq!(parse_trace_id(""), None);
+        assert_eq!(parse_trace_id("xyz"), None);
+        assert_eq!(parse_trace_id(&"f".repeat(33)), None);
+    }
+
+    #[test]
+    fn lookup_filters_by_time_range() {
+        let mut index = TraceIndex::default();
+        let a = DataFile {
+            path: "date=2026-01-01/a.parquet".into(),
+            size: 10,
+            date: "2026-01-01".into(),
+        };
+        let b = DataFile {
+            path: "date=2026-01-02/b.parquet".into(),
+            size: 20,
+            date: "2026-01-02".into(),
+        };
+        index.insert(&a, &[(7, 100, 200), (8, 100, 150)]);
+        index.insert(&b, &[(7, 1000, 1100)]);
+        assert_eq!(index.files_of(7, None), vec![a.clone(), b.clone()]);
+        assert_eq!(index.files_of(7, Some((0, 300))), vec![a.clone()]);
+        assert_eq!(index.files_of(7, Some((1050, 2000))), vec![b]);
+        assert!(index.files_of(9, None).is_empty());
+        assert_eq!((index.file_count(), index.trace_count()), (2, 2));
+    }
+}
