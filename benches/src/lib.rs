@@ -1,5 +1,7 @@
 //! Workloads for tests and benchmarks: [`tracegen`], a deterministic generator of realistic
-//! OpenTelemetry traces, and clients that send them over OTLP/HTTP or OTLP/gRPC.
+//! OpenTelemetry traces, clients that send them over OTLP/HTTP or OTLP/gRPC, and [`load`], which
+//! fills an in-process warehouse with them.
 
+pub mod load;
 pub mod send;
 pub mod tracegen;

@@ -1,11 +1,17 @@
-//! Tempo's query API through the real binary (issue #4, in progress): buildinfo and
-//! `/api/search` in TraceQL and tag form, checked against SQL over the same tracegen data.
+//! Tempo's query API through the real binary, over tracegen data checked against SQL:
+//! buildinfo, search (TraceQL and tag form), tag autocomplete, trace by id (v1 and v2, JSON and
+//! protobuf), every JSON answer decoded strictly with the decoders generated from our tempopb
+//! `.proto`, the calls Grafana's Explore makes over HTTP and over streaming gRPC (h2c on the
+//! HTTP port), and tenant isolation on each.
 
 mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use common::TestServer;
 use serde_json::Value;
 use tracehouse_benches::send::Protocol;
+use tracehouse_tempo_api::tempopb;
 
 async fn get(server: &TestServer, path: &str, tenant: Option<&str>) -> (u16, String) {
     let mut req = reqwest::Client::new().get(format!("http://127.0.0.1:{}{path}", server.http_port));
@@ -226,4 +232,467 @@ async fn search_and_buildinfo() {
     );
     let (status, _) = get(&server, "/api/search", Some("../etc")).await;
     assert_eq!(status, 400, "an invalid tenant is the client's error");
+}
+
+/// Trace id (hex) -> its span ids (hex) in `req`.
+fn traces_of(
+    req: &opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
+    into: &mut BTreeMap<String, BTreeSet<String>>,
+) {
+    for span in req
+        .resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .flat_map(|s| &s.spans)
+    {
+        into.entry(hex::encode(&span.trace_id))
+            .or_default()
+            .insert(hex::encode(&span.span_id));
+    }
+}
+
+async fn get_bytes(server: &TestServer, path: &str, tenant: Option<&str>, accept: &str) -> (u16, Vec<u8>) {
+    let mut req = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{}{path}", server.http_port))
+        .header("Accept", accept);
+    if let Some(t) = tenant {
+        req = req.header("X-Scope-OrgID", t);
+    }
+    let resp = req.send().await.unwrap();
+    (resp.status().as_u16(), resp.bytes().await.unwrap().to_vec())
+}
+
+/// Strictly decodes `body` as `T` with the decoder generated from our tempopb `.proto`: unknown
+/// and mistyped fields fail.
+fn strict<T: serde::de::DeserializeOwned>(body: &[u8]) -> T {
+    serde_json::from_slice(body).unwrap_or_else(|e| {
+        panic!(
+            "strict decode as {}: {e}: {}",
+            std::any::type_name::<T>(),
+            String::from_utf8_lossy(body)
+        )
+    })
+}
+
+fn span_ids_of(trace: &tempopb::Trace) -> BTreeSet<String> {
+    trace
+        .resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .flat_map(|s| &s.spans)
+        .map(|s| hex::encode(&s.span_id))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_by_id_and_strict_contracts() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(dir.path(), "").await;
+    let mut generator = common::generator(11);
+    let mut sender = server.sender(Protocol::HttpProtobuf, false).await;
+    let mut flushed = BTreeMap::new();
+    let mut live = BTreeMap::new();
+    for i in 0..6 {
+        let (req, _) = generator.request(300);
+        traces_of(&req, if i < 4 { &mut flushed } else { &mut live });
+        assert_eq!(sender.send(&req, Some("shop")).await.unwrap().status, 200);
+        if i == 1 || i == 3 {
+            // Two flushes: two files per partition, so the index has to pick.
+            assert_eq!(get(&server, "/flush", None).await.0, 204);
+        }
+    }
+    let pg = server.pg("shop").await;
+    let mut checked = 0;
+    for (trace, want) in flushed.iter().step_by(7).chain(live.iter().step_by(7)) {
+        // v1 JSON: `batches`, strictly a tempopb.Trace once renamed.
+        let (status, body) = get_bytes(
+            &server,
+            &format!("/api/traces/{trace}"),
+            Some("shop"),
+            "application/json",
+        )
+        .await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        let mut v1: Value = serde_json::from_slice(&body).unwrap();
+        let batches = v1
+            .as_object_mut()
+            .unwrap()
+            .remove("batches")
+            .expect("v1 JSON has batches");
+        assert!(v1.as_object().unwrap().is_empty(), "only batches at the top: {v1}");
+        let from_json: tempopb::Trace =
+            strict(&serde_json::to_vec(&serde_json::json!({ "resourceSpans": batches })).unwrap());
+        assert_eq!(&span_ids_of(&from_json), want, "trace {trace}");
+        // v1 protobuf: the same trace.
+        let (status, body) = get_bytes(
+            &server,
+            &format!("/api/traces/{trace}"),
+            Some("shop"),
+            "application/protobuf",
+        )
+        .await;
+        assert_eq!(status, 200);
+        let from_proto = <tempopb::Trace as prost::Message>::decode(body.as_slice()).unwrap();
+        assert_eq!(from_proto, from_json);
+        // Every span carries its trace id, and resources their service name.
+        for rs in &from_proto.resource_spans {
+            let attrs = &rs.resource.as_ref().unwrap().attributes;
+            assert!(attrs.iter().any(|kv| kv.key == "service.name"), "{attrs:?}");
+            for s in rs.scope_spans.iter().flat_map(|s| &s.spans) {
+                assert_eq!(hex::encode(&s.trace_id), *trace);
+                assert!(s.end_time_unix_nano >= s.start_time_unix_nano && s.kind != 0);
+            }
+        }
+        // v2, JSON and protobuf.
+        let (status, body) = get_bytes(
+            &server,
+            &format!("/api/v2/traces/{trace}"),
+            Some("shop"),
+            "application/json",
+        )
+        .await;
+        assert_eq!(status, 200);
+        let v2: tempopb::TraceByIdResponse = strict(&body);
+        assert_eq!(v2.trace.as_ref(), Some(&from_json));
+        assert!(v2.metrics.unwrap().inspected_bytes > 0 || live.contains_key(trace));
+        let (_, body) = get_bytes(
+            &server,
+            &format!("/api/v2/traces/{trace}"),
+            Some("shop"),
+            "application/protobuf",
+        )
+        .await;
+        let v2p = <tempopb::TraceByIdResponse as prost::Message>::decode(body.as_slice()).unwrap();
+        assert_eq!(v2p.trace.as_ref(), Some(&from_json));
+        // The same spans as SQL finds for the trace.
+        let n: i64 = pg
+            .query_one("SELECT count(*) FROM spans WHERE trace_id = $1", &[trace])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n as usize, want.len());
+        // SQL by trace id goes through the index; the same filter the index cannot see (an
+        // expression over the column) scans everything and must agree.
+        let scanned: i64 = pg
+            .query_one("SELECT count(*) FROM spans WHERE lower(trace_id) = $1", &[trace])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(scanned, n);
+        checked += 1;
+    }
+    assert!(checked >= 10, "checked {checked} traces");
+
+    // A range narrows the lookup; one that misses the trace finds nothing.
+    let (trace, want) = flushed.iter().next().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let (status, body) = get_bytes(
+        &server,
+        &format!("/api/traces/{trace}?start={}&end={}", now - 3600, now + 60),
+        Some("shop"),
+        "application/protobuf",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let t = <tempopb::Trace as prost::Message>::decode(body.as_slice()).unwrap();
+    assert_eq!(&span_ids_of(&t), want);
+    let (status, _) = get(
+        &server,
+        &format!("/api/traces/{trace}?start=1000&end=2000"),
+        Some("shop"),
+    )
+    .await;
+    assert_eq!(status, 404);
+
+    // Unknown and invalid ids; other tenants see nothing.
+    let unknown = "0123456789abcdef0123456789abcdef";
+    let (status, body) = get(&server, &format!("/api/traces/{unknown}"), Some("shop")).await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = get_bytes(
+        &server,
+        &format!("/api/v2/traces/{unknown}"),
+        Some("shop"),
+        "application/json",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let empty: tempopb::TraceByIdResponse = strict(&body);
+    assert!(empty.trace.unwrap_or_default().resource_spans.is_empty());
+    assert_eq!(get(&server, "/api/traces/not-hex", Some("shop")).await.0, 400);
+    assert_eq!(
+        get(&server, &format!("/api/traces/{}", "a".repeat(33)), Some("shop"))
+            .await
+            .0,
+        400
+    );
+    assert_eq!(
+        get(&server, &format!("/api/traces/{trace}"), Some("someone-else"))
+            .await
+            .0,
+        404
+    );
+    let (status, body) = get_bytes(
+        &server,
+        &format!("/api/v2/traces/{trace}"),
+        Some("someone-else"),
+        "application/json",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        strict::<tempopb::TraceByIdResponse>(&body)
+            .trace
+            .unwrap_or_default()
+            .resource_spans
+            .is_empty()
+    );
+
+    // Contracts: every JSON answer decodes strictly as its tempopb message.
+    let q = "%7B%20status%20%3D%20error%20%7D";
+    let (status, body) = get_bytes(&server, &format!("/api/search?q={q}&limit=7"), Some("shop"), "*/*").await;
+    assert_eq!(status, 200);
+    let search: tempopb::SearchResponse = strict(&body);
+    assert_eq!(search.traces.len(), 7);
+    for t in &search.traces {
+        assert!(!t.service_stats.is_empty(), "serviceStats: {t:?}");
+        let errors: u32 = t.service_stats.values().map(|s| s.error_count).sum();
+        let spans: u32 = t.service_stats.values().map(|s| s.span_count).sum();
+        assert!(errors >= 1 && spans >= errors, "{t:?}");
+        let n: i64 = pg
+            .query_one("SELECT count(*) FROM spans WHERE trace_id = $1", &[&t.trace_id])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(spans as i64, n, "serviceStats counts every span of {}", t.trace_id);
+    }
+    let (_, body) = get_bytes(&server, "/api/search/tags", Some("shop"), "*/*").await;
+    assert!(!strict::<tempopb::SearchTagsResponse>(&body).tag_names.is_empty());
+    let (_, body) = get_bytes(&server, "/api/v2/search/tags", Some("shop"), "*/*").await;
+    assert!(strict::<tempopb::SearchTagsV2Response>(&body).scopes.len() >= 4);
+    let (_, body) = get_bytes(&server, "/api/search/tag/service.name/values", Some("shop"), "*/*").await;
+    assert!(!strict::<tempopb::SearchTagValuesResponse>(&body).tag_values.is_empty());
+    let (_, body) = get_bytes(
+        &server,
+        "/api/v2/search/tag/resource.service.name/values",
+        Some("shop"),
+        "*/*",
+    )
+    .await;
+    assert!(
+        !strict::<tempopb::SearchTagValuesV2Response>(&body)
+            .tag_values
+            .is_empty()
+    );
+    // Empty answers keep their lists, and decode strictly too.
+    let (_, body) = get_bytes(&server, &format!("/api/search?q={q}"), Some("someone-else"), "*/*").await;
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body).unwrap()["traces"],
+        serde_json::json!([])
+    );
+    assert!(strict::<tempopb::SearchResponse>(&body).traces.is_empty());
+    // The decoders are strict: an unknown field or a mistyped one fails.
+    assert!(serde_json::from_str::<tempopb::SearchResponse>(r#"{"traces":[],"extra":1}"#).is_err());
+    assert!(serde_json::from_str::<tempopb::SearchResponse>(r#"{"traces":[{"durationMs":"soon"}]}"#).is_err());
+    assert!(serde_json::from_str::<tempopb::TraceByIdResponse>(r#"{"trace":{"batches":[]}}"#).is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grafana_explore_over_http_and_streaming_grpc() {
+    use tempopb::streaming_querier_client::StreamingQuerierClient;
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(dir.path(), "").await;
+    let mut generator = common::generator(23);
+    let mut sender = server.sender(Protocol::Grpc, false).await;
+    for i in 0..4 {
+        let (req, _) = generator.request(400);
+        assert_eq!(sender.send(&req, Some("shop")).await.unwrap().status, 200);
+        if i == 1 {
+            assert_eq!(get(&server, "/flush", None).await.0, 204);
+        }
+    }
+    // Grafana checks the datasource, then offers the search builder.
+    assert_eq!(get(&server, "/api/echo", None).await, (200, "echo".to_string()));
+    assert_eq!(get(&server, "/api/status/buildinfo", None).await.0, 200);
+
+    // The streaming client speaks gRPC to the HTTP port (h2c), tenant in metadata.
+    let mut client = StreamingQuerierClient::connect(format!("http://127.0.0.1:{}", server.http_port))
+        .await
+        .unwrap();
+    fn with_tenant<T>(msg: T, tenant: &str) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(msg);
+        req.metadata_mut().insert("x-scope-orgid", tenant.parse().unwrap());
+        req
+    }
+    let tags = client
+        .search_tags_v2(with_tenant(tempopb::SearchTagsRequest::default(), "shop"))
+        .await
+        .unwrap()
+        .into_inner()
+        .message()
+        .await
+        .unwrap()
+        .unwrap();
+    let (_, body) = get_bytes(&server, "/api/v2/search/tags", Some("shop"), "*/*").await;
+    assert_eq!(
+        tags,
+        strict::<tempopb::SearchTagsV2Response>(&body),
+        "gRPC and HTTP agree"
+    );
+    let values = client
+        .search_tag_values_v2(with_tenant(
+            tempopb::SearchTagValuesRequest {
+                tag_name: "resource.service.name".into(),
+                ..Default::default()
+            },
+            "shop",
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .message()
+        .await
+        .unwrap()
+        .unwrap();
+    let (_, body) = get_bytes(
+        &server,
+        "/api/v2/search/tag/resource.service.name/values",
+        Some("shop"),
+        "*/*",
+    )
+    .await;
+    assert_eq!(values, strict::<tempopb::SearchTagValuesV2Response>(&body));
+    let v1_values = client
+        .search_tag_values(with_tenant(
+            tempopb::SearchTagValuesRequest {
+                tag_name: "service.name".into(),
+                ..Default::default()
+            },
+            "shop",
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .message()
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(v1_values.tag_values.len(), values.tag_values.len());
+    let names = client
+        .search_tags(with_tenant(tempopb::SearchTagsRequest::default(), "shop"))
+        .await
+        .unwrap()
+        .into_inner()
+        .message()
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(names.tag_names.contains(&"service.name".to_string()));
+
+    // A TraceQL search streams partial results and ends with the complete set, which is what
+    // the HTTP search answers.
+    let query = "{ status = error && kind = server }";
+    let mut stream = client
+        .search(with_tenant(
+            tempopb::SearchRequest {
+                query: query.into(),
+                limit: 5,
+                spans_per_span_set: 2,
+                ..Default::default()
+            },
+            "shop",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut messages = Vec::new();
+    while let Some(m) = stream.message().await.unwrap() {
+        messages.push(m);
+    }
+    assert!(messages.len() >= 2, "partial then final: {} messages", messages.len());
+    let last = messages.last().unwrap();
+    let metrics = last.metrics.as_ref().unwrap();
+    assert_eq!(metrics.completed_jobs, metrics.total_jobs);
+    assert!(messages[0].metrics.as_ref().unwrap().completed_jobs < metrics.total_jobs);
+    let (_, body) = get_bytes(
+        &server,
+        "/api/search?q=%7B%20status%20%3D%20error%20%26%26%20kind%20%3D%20server%20%7D&limit=5&spss=2",
+        Some("shop"),
+        "*/*",
+    )
+    .await;
+    let http: tempopb::SearchResponse = strict(&body);
+    assert_eq!(last.traces, http.traces);
+    assert_eq!(http.traces.len(), 5);
+
+    // The user opens a trace from the results: Grafana asks v2 for protobuf.
+    let first = &http.traces[0];
+    let (status, body) = get_bytes(
+        &server,
+        &format!("/api/v2/traces/{}", first.trace_id),
+        Some("shop"),
+        "application/protobuf",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let opened = <tempopb::TraceByIdResponse as prost::Message>::decode(body.as_slice()).unwrap();
+    let ids = span_ids_of(opened.trace.as_ref().unwrap());
+    for s in first.span_sets.iter().flat_map(|s| &s.spans) {
+        assert!(ids.contains(&s.span_id), "search span {} is in the trace", s.span_id);
+    }
+    let spans: u32 = first.service_stats.values().map(|s| s.span_count).sum();
+    assert_eq!(spans as usize, ids.len());
+
+    // An invalid query ends the call with InvalidArgument.
+    let err = client
+        .search(with_tenant(
+            tempopb::SearchRequest {
+                query: "{ .a = }".into(),
+                ..Default::default()
+            },
+            "shop",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+    assert!(err.message().contains("line 1"), "{err}");
+
+    // Tenants stay apart on the gRPC side too.
+    let mut other = client
+        .search(with_tenant(
+            tempopb::SearchRequest {
+                query: "{ }".into(),
+                ..Default::default()
+            },
+            "someone-else",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    while let Some(m) = other.message().await.unwrap() {
+        assert!(m.traces.is_empty());
+    }
+    let other_values = client
+        .search_tag_values_v2(with_tenant(
+            tempopb::SearchTagValuesRequest {
+                tag_name: "resource.service.name".into(),
+                ..Default::default()
+            },
+            "someone-else",
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .message()
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(other_values.tag_values.is_empty());
+    let bad_tenant = client
+        .search_tags(with_tenant(tempopb::SearchTagsRequest::default(), "../etc"))
+        .await
+        .unwrap_err();
+    assert_eq!(bad_tenant.code(), tonic::Code::InvalidArgument);
 }

@@ -127,6 +127,18 @@ impl QueryEngine {
         crate::traceql::search(&ctx, request).await
     }
 
+    /// The spans of one trace of `tenant`, found through the warehouse's trace-id index;
+    /// `range_ns` (unix ns, inclusive) narrows the files opened.
+    pub async fn trace_by_id(
+        &self,
+        tenant: &str,
+        trace: u128,
+        range_ns: Option<(i64, i64)>,
+    ) -> Result<tracehouse_warehouse::TraceLookup> {
+        validate_tenant(tenant)?;
+        Ok(self.warehouse.trace_by_id(tenant, trace, range_ns).await?)
+    }
+
     /// Runs `sql` for `tenant` and collects the result.
     pub async fn sql(&self, tenant: &str, sql: &str) -> Result<Vec<RecordBatch>> {
         let ctx = self.context(tenant).await?;

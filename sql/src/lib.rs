@@ -21,7 +21,9 @@ pub enum Error {
     DataFusion(#[from] datafusion::error::DataFusionError),
 }
 
+pub use tracehouse_warehouse::TraceLookup;
 pub use tracehouse_warehouse::storage::DEFAULT_TENANT;
+pub use tracehouse_warehouse::trace_index::{parse_trace_id, trace_id_hex};
 
 /// `s` as a SQL string literal (`'...'`, quotes doubled).
 pub fn sql_literal(s: &str) -> String {

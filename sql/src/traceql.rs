@@ -116,6 +116,16 @@ pub struct TraceHit {
     pub start_unix_nano: i64,
     pub duration_ns: i64,
     pub spansets: Vec<SpansetHit>,
+    /// Spans and error spans per service over the whole trace, by service name.
+    pub service_stats: Vec<ServiceStat>,
+}
+
+/// One service's share of a trace.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceStat {
+    pub service_name: String,
+    pub span_count: u64,
+    pub error_count: u64,
 }
 
 /// One spanset of a trace: its `by()` label (empty without `by()`), how many spans matched
@@ -172,7 +182,53 @@ pub async fn search(ctx: &SessionContext, request: &SearchRequest) -> Result<Vec
         ])?
         .collect()
         .await?;
-    Ok(hits_from(&batches))
+    let mut hits = hits_from(&batches);
+    add_service_stats(ctx, &mut hits).await?;
+    Ok(hits)
+}
+
+/// Fills `service_stats` of `hits` with one aggregate over their traces' spans.
+async fn add_service_stats(ctx: &SessionContext, hits: &mut [TraceHit]) -> Result<()> {
+    use datafusion::functions_aggregate::count::count;
+    if hits.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Expr> = hits.iter().map(|h| lit(h.trace_id.clone())).collect();
+    let error = datafusion::logical_expr::case(col("status_code"))
+        .when(lit("error"), lit(1i64))
+        .otherwise(lit(0i64))?;
+    let batches = ctx
+        .table("spans")
+        .await?
+        .filter(col("trace_id").in_list(ids, false))?
+        .aggregate(
+            vec![col("trace_id"), col("service_name")],
+            vec![
+                count(lit(1)).alias("spans"),
+                datafusion::functions_aggregate::sum::sum(error).alias("errors"),
+            ],
+        )?
+        .sort(vec![
+            col("trace_id").sort(true, true),
+            col("service_name").sort(true, true),
+        ])?
+        .collect()
+        .await?;
+    let position: std::collections::HashMap<String, usize> =
+        hits.iter().enumerate().map(|(i, h)| (h.trace_id.clone(), i)).collect();
+    for b in &batches {
+        for row in 0..b.num_rows() {
+            let Some(&i) = opt_str(b.column(0).as_ref(), row).and_then(|t| position.get(&t)) else {
+                continue;
+            };
+            hits[i].service_stats.push(ServiceStat {
+                service_name: opt_str(b.column(1).as_ref(), row).unwrap_or_default(),
+                span_count: b.column(2).as_primitive::<Int64Type>().value(row).max(0) as u64,
+                error_count: b.column(3).as_primitive::<Int64Type>().value(row).max(0) as u64,
+            });
+        }
+    }
+    Ok(())
 }
 
 fn opt_str(a: &dyn Array, i: usize) -> Option<String> {
@@ -203,6 +259,7 @@ fn hits_from(batches: &[RecordBatch]) -> Vec<TraceHit> {
                     start_unix_nano: c(8).as_primitive::<Int64Type>().value(row),
                     duration_ns: c(9).as_primitive::<Int64Type>().value(row),
                     spansets: Vec::new(),
+                    service_stats: Vec::new(),
                 });
             }
             let trace = traces.last_mut().expect("pushed above");

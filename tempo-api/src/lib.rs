@@ -1,16 +1,26 @@
 //! Tempo's HTTP and gRPC query API for Grafana's Tempo datasource, over the `sql` crate's
 //! query engine.
 //!
-//! So far (issue #4 in progress): `GET /api/status/buildinfo`, `GET /api/search` (TraceQL `q`
-//! and the older tag form), and tag autocomplete (`/api/search/tags`, `/api/v2/search/tags`,
-//! `/api/search/tag/<tag>/values`, `/api/v2/search/tag/<tag>/values`), as JSON in Tempo's
-//! protobuf-JSON shape.
+//! - `GET /api/status/buildinfo`: the Tempo version Grafana checks.
+//! - `GET /api/traces/<id>` and `/api/v2/traces/<id>`: trace by id, protobuf or JSON
+//!   ([`traces`]), through the warehouse's trace-id index.
+//! - `GET /api/search`: TraceQL `q` or the older tag form ([`search`]).
+//! - Tag autocomplete: `/api/search/tags`, `/api/v2/search/tags`, `/api/search/tag/<tag>/values`,
+//!   `/api/v2/search/tag/<tag>/values` ([`tags`]).
+//! - gRPC `tempopb.StreamingQuerier` on the same port over h2c ([`grpc`]).
+//!
+//! Every response is a message of our `tempopb` protobuf ([`tempopb`], Tempo's package, names
+//! and field numbers), as JSON in the protobuf-JSON mapping or as protobuf.
 //!
 //! Architecture invariant: uses `tracehouse_sql::QueryEngine`, never its pgwire module, and
 //! never the Flight crate.
 
+pub mod grpc;
+pub mod otlp;
 pub mod search;
 pub mod tags;
+pub mod tempopb;
+pub mod traces;
 
 use std::sync::Arc;
 
@@ -31,16 +41,40 @@ pub struct ApiState {
     pub engine: Arc<QueryEngine>,
 }
 
-/// Tempo's query API routes.
+/// Tempo's query API routes, and the StreamingQuerier gRPC service beside them.
 pub fn app(state: Arc<ApiState>) -> Router {
+    let grpc = tonic::service::Routes::new(grpc::service(state.clone())).into_axum_router();
     Router::new()
         .route("/api/status/buildinfo", get(buildinfo))
+        .route("/api/traces/{id}", get(traces::v1))
+        .route("/api/v2/traces/{id}", get(traces::v2))
         .route("/api/search", get(search::handler))
         .route("/api/search/tags", get(tags::tags_v1))
         .route("/api/v2/search/tags", get(tags::tags_v2))
         .route("/api/search/tag/{tag}/values", get(tags::values_v1))
         .route("/api/v2/search/tag/{tag}/values", get(tags::values_v2))
         .with_state(state)
+        .merge(grpc)
+}
+
+/// `value` as a JSON response (protobuf JSON for `tempopb` messages).
+pub fn json<T: serde::Serialize>(value: &T) -> Response {
+    json_listing(value, None)
+}
+
+/// `value` as JSON with its top-level list `list` present even when empty: protobuf JSON
+/// omits empty lists, but Tempo's answers carry them as `[]` and Grafana reads them unchecked.
+pub fn json_listing<T: serde::Serialize>(value: &T, list: Option<&str>) -> Response {
+    let encoded = serde_json::to_value(value).and_then(|mut v| {
+        if let (Some(key), serde_json::Value::Object(map)) = (list, &mut v) {
+            map.entry(key).or_insert_with(|| serde_json::Value::Array(Vec::new()));
+        }
+        serde_json::to_vec(&v)
+    });
+    match encoded {
+        Ok(body) => ([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(e) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("encoding the response: {e}")).into_response(),
+    }
 }
 
 async fn buildinfo() -> Response {

@@ -9,86 +9,15 @@ use std::sync::Arc;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 use tracehouse_sql::traceql::{SearchRequest, SpansetHit, TraceHit};
 use tracehouse_traceql::ast::{format_duration, write_quoted};
 
-use crate::{ApiError, ApiState, engine_error, param, tenant};
+use crate::tempopb::common::v1::{AnyValue, KeyValue, any_value};
+use crate::tempopb::{SearchMetrics, SearchResponse, ServiceStats, Span, SpanSet, TraceSearchMetadata};
+use crate::{ApiError, ApiState, engine_error, json_listing, param, tenant};
 
 pub const DEFAULT_LIMIT: usize = 20;
 pub const DEFAULT_SPSS: usize = 3;
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SearchResponse {
-    pub traces: Vec<TraceSearchMetadata>,
-    pub metrics: SearchMetrics,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TraceSearchMetadata {
-    #[serde(rename = "traceID")]
-    pub trace_id: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub root_service_name: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub root_trace_name: String,
-    pub start_time_unix_nano: String,
-    #[serde(skip_serializing_if = "is_zero")]
-    pub duration_ms: u32,
-    /// Deprecated by Tempo in favour of `spanSets`; the first spanset.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub span_set: Option<SpanSet>,
-    pub span_sets: Vec<SpanSet>,
-}
-
-#[derive(Serialize, Clone)]
-#[serde(rename_all = "camelCase")]
-pub struct SpanSet {
-    pub spans: Vec<Span>,
-    pub matched: u32,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub attributes: Vec<KeyValue>,
-}
-
-#[derive(Serialize, Clone)]
-#[serde(rename_all = "camelCase")]
-pub struct Span {
-    #[serde(rename = "spanID")]
-    pub span_id: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub name: String,
-    pub start_time_unix_nano: String,
-    pub duration_nanos: String,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub attributes: Vec<KeyValue>,
-}
-
-#[derive(Serialize, Clone)]
-pub struct KeyValue {
-    pub key: String,
-    pub value: AnyValue,
-}
-
-#[derive(Serialize, Clone)]
-#[serde(rename_all = "camelCase")]
-pub struct AnyValue {
-    pub string_value: String,
-}
-
-#[derive(Serialize, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct SearchMetrics {
-    #[serde(skip_serializing_if = "is_zero")]
-    pub inspected_traces: u32,
-    pub completed_jobs: u32,
-    pub total_jobs: u32,
-}
-
-fn is_zero(n: &u32) -> bool {
-    *n == 0
-}
 
 /// The TraceQL query of a request: `q`, or the tag form turned into TraceQL.
 pub fn query_of(params: &HashMap<String, String>) -> Result<String, String> {
@@ -169,6 +98,16 @@ fn parse_go_duration(text: &str) -> Option<i64> {
     }
 }
 
+fn string_kv(key: String, value: String) -> KeyValue {
+    KeyValue {
+        key,
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value)),
+        }),
+        ..Default::default()
+    }
+}
+
 /// Labels `by(x)=v, by(y)=w` as spanset attributes.
 fn label_attributes(label: &str) -> Vec<KeyValue> {
     label
@@ -181,12 +120,7 @@ fn label_attributes(label: &str) -> Vec<KeyValue> {
                 format!("by({part}")
             };
             let (key, value) = part.split_once(")=")?;
-            Some(KeyValue {
-                key: format!("{key})"),
-                value: AnyValue {
-                    string_value: value.to_string(),
-                },
-            })
+            Some(string_kv(format!("{key})"), value.to_string()))
         })
         .collect()
 }
@@ -199,17 +133,12 @@ fn spanset(s: &SpansetHit) -> SpanSet {
             .map(|sp| Span {
                 span_id: sp.span_id.clone(),
                 name: sp.name.clone(),
-                start_time_unix_nano: sp.start_unix_nano.max(0).to_string(),
-                duration_nanos: sp.duration_ns.max(0).to_string(),
+                start_time_unix_nano: u64::try_from(sp.start_unix_nano).unwrap_or(0),
+                duration_nanos: u64::try_from(sp.duration_ns).unwrap_or(0),
                 attributes: sp
                     .service_name
                     .iter()
-                    .map(|svc| KeyValue {
-                        key: "service.name".into(),
-                        value: AnyValue {
-                            string_value: svc.clone(),
-                        },
-                    })
+                    .map(|svc| string_kv("service.name".into(), svc.clone()))
                     .collect(),
             })
             .collect(),
@@ -218,17 +147,30 @@ fn spanset(s: &SpansetHit) -> SpanSet {
     }
 }
 
-/// A search hit in Tempo's JSON shape.
+/// A search hit as Tempo's `TraceSearchMetadata`.
 pub fn trace_metadata(t: &TraceHit) -> TraceSearchMetadata {
     let span_sets: Vec<SpanSet> = t.spansets.iter().map(spanset).collect();
     TraceSearchMetadata {
         trace_id: t.trace_id.clone(),
         root_service_name: t.root_service_name.clone().unwrap_or_default(),
         root_trace_name: t.root_trace_name.clone().unwrap_or_default(),
-        start_time_unix_nano: t.start_unix_nano.max(0).to_string(),
+        start_time_unix_nano: u64::try_from(t.start_unix_nano).unwrap_or(0),
         duration_ms: u32::try_from(t.duration_ns.max(0) / 1_000_000).unwrap_or(u32::MAX),
         span_set: span_sets.first().cloned(),
         span_sets,
+        service_stats: t
+            .service_stats
+            .iter()
+            .map(|s| {
+                (
+                    s.service_name.clone(),
+                    ServiceStats {
+                        span_count: u32::try_from(s.span_count).unwrap_or(u32::MAX),
+                        error_count: u32::try_from(s.error_count).unwrap_or(u32::MAX),
+                    },
+                )
+            })
+            .collect(),
     }
 }
 
@@ -237,40 +179,79 @@ pub async fn handler(
     headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
-    match search(&state, &headers, &params).await {
-        Ok(body) => axum::Json(body).into_response(),
+    match search(&state, &tenant(&headers), &params).await {
+        Ok(body) => json_listing(&body, Some("traces")),
         Err(e) => e.into_response(),
     }
 }
 
-async fn search(
-    state: &ApiState,
-    headers: &HeaderMap,
-    params: &HashMap<String, String>,
-) -> Result<SearchResponse, ApiError> {
+/// The engine's search request for Tempo's search parameters.
+pub fn request_of(params: &HashMap<String, String>) -> Result<SearchRequest, ApiError> {
     let query = query_of(params).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
     let limit = param(params, "limit", DEFAULT_LIMIT)?;
     let spss = param(params, "spss", DEFAULT_SPSS)?;
     let start: Option<i64> = params.get("start").map(|_| param(params, "start", 0)).transpose()?;
     let end: Option<i64> = params.get("end").map(|_| param(params, "end", 0)).transpose()?;
-    let request = SearchRequest {
+    Ok(SearchRequest {
         query,
         limit,
         spss,
-        start_unix_nano: start.map(|s| s.saturating_mul(1_000_000_000)),
-        end_unix_nano: end.map(|e| e.saturating_add(1).saturating_mul(1_000_000_000)),
-    };
+        start_unix_nano: start.filter(|s| *s > 0).map(|s| s.saturating_mul(1_000_000_000)),
+        end_unix_nano: end
+            .filter(|e| *e > 0)
+            .map(|e| e.saturating_add(1).saturating_mul(1_000_000_000)),
+    })
+}
+
+/// Tempo's search parameters of a gRPC `SearchRequest` (zero means unset, as in Tempo).
+pub fn params_of(r: &crate::tempopb::SearchRequest) -> HashMap<String, String> {
+    let mut params = HashMap::new();
+    if !r.query.is_empty() {
+        params.insert("q".to_string(), r.query.clone());
+    }
+    if !r.tags.is_empty() {
+        let mut tags: Vec<_> = r.tags.iter().collect();
+        tags.sort();
+        let logfmt: Vec<String> = tags.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+        params.insert("tags".to_string(), logfmt.join(" "));
+    }
+    for (name, value) in [
+        ("limit", r.limit),
+        ("spss", r.spans_per_span_set),
+        ("start", r.start),
+        ("end", r.end),
+    ] {
+        if value > 0 {
+            params.insert(name.to_string(), value.to_string());
+        }
+    }
+    for (name, ms) in [("minDuration", r.min_duration_ms), ("maxDuration", r.max_duration_ms)] {
+        if ms > 0 {
+            params.insert(name.to_string(), format!("{ms}ms"));
+        }
+    }
+    params
+}
+
+/// Runs a search for `tenant`.
+pub async fn search(
+    state: &ApiState,
+    tenant: &str,
+    params: &HashMap<String, String>,
+) -> Result<SearchResponse, ApiError> {
+    let request = request_of(params)?;
     let hits = state
         .engine
-        .traceql_search(&tenant(headers), &request)
+        .traceql_search(tenant, &request)
         .await
         .map_err(engine_error)?;
     Ok(SearchResponse {
-        metrics: SearchMetrics {
+        metrics: Some(SearchMetrics {
             inspected_traces: u32::try_from(hits.len()).unwrap_or(u32::MAX),
             completed_jobs: 1,
             total_jobs: 1,
-        },
+            ..Default::default()
+        }),
         traces: hits.iter().map(trace_metadata).collect(),
     })
 }
@@ -307,7 +288,10 @@ mod tests {
         let attrs = label_attributes("by(resource.service.name)=cart, by(span.x)=1");
         let kv: Vec<_> = attrs
             .iter()
-            .map(|a| (a.key.as_str(), a.value.string_value.as_str()))
+            .map(|a| match a.value.as_ref().and_then(|v| v.value.as_ref()) {
+                Some(any_value::Value::StringValue(v)) => (a.key.as_str(), v.as_str()),
+                other => panic!("not a string value: {other:?}"),
+            })
             .collect();
         assert_eq!(kv, vec![("by(resource.service.name)", "cart"), ("by(span.x)", "1")]);
         assert!(label_attributes("").is_empty());

@@ -9,11 +9,14 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
 use tracehouse_sql::{sql_literal, text_column};
 use tracehouse_traceql::ast::{AttrScope, FieldExpr, Intrinsic};
 
-use crate::{ApiError, ApiState, engine_error, param, tenant};
+use crate::tempopb::{
+    MetadataMetrics, SearchTagValuesResponse, SearchTagValuesV2Response, SearchTagsResponse, SearchTagsV2Response,
+    SearchTagsV2Scope, TagValue,
+};
+use crate::{ApiError, ApiState, engine_error, json_listing, param, tenant};
 
 /// Most tags or values returned by default, and at most.
 pub const DEFAULT_LIMIT: usize = 1_000;
@@ -57,7 +60,7 @@ struct Listing {
     from: String,
 }
 
-fn listing(headers: &HeaderMap, params: &HashMap<String, String>) -> Result<Listing, ApiError> {
+fn listing(tenant: &str, params: &HashMap<String, String>) -> Result<Listing, ApiError> {
     let limit = param(params, "limit", DEFAULT_LIMIT)?;
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(ApiError(
@@ -66,7 +69,7 @@ fn listing(headers: &HeaderMap, params: &HashMap<String, String>) -> Result<List
         ));
     }
     Ok(Listing {
-        tenant: tenant(headers),
+        tenant: tenant.to_string(),
         limit,
         from: source(params)?,
     })
@@ -103,21 +106,95 @@ async fn keys(state: &ApiState, tenant: &str, map: &str, from: &str, limit: usiz
     .await
 }
 
+fn metrics() -> Option<MetadataMetrics> {
+    Some(MetadataMetrics {
+        total_jobs: 1,
+        completed_jobs: 1,
+        ..Default::default()
+    })
+}
+
+/// Tag names of span and resource attributes (`/api/search/tags`).
+pub async fn tag_names(
+    state: &ApiState,
+    tenant: &str,
+    params: &HashMap<String, String>,
+) -> Result<SearchTagsResponse, ApiError> {
+    let Listing { tenant, limit, from } = listing(tenant, params)?;
+    let mut names = keys(state, &tenant, "span_attributes", &from, limit).await?;
+    names.extend(keys(state, &tenant, "resource_attributes", &from, limit).await?);
+    names.sort();
+    names.dedup();
+    names.truncate(limit);
+    Ok(SearchTagsResponse {
+        tag_names: names,
+        metrics: metrics(),
+    })
+}
+
+/// Tag names by scope (`/api/v2/search/tags`), all scopes or the one `scope` names.
+pub async fn tag_scopes(
+    state: &ApiState,
+    tenant: &str,
+    params: &HashMap<String, String>,
+) -> Result<SearchTagsV2Response, ApiError> {
+    let Listing { tenant, limit, from } = listing(tenant, params)?;
+    let wanted = params
+        .get("scope")
+        .map(String::as_str)
+        .filter(|s| !s.is_empty())
+        .unwrap_or("all")
+        .to_string();
+    let mut scopes = Vec::new();
+    for (scope, map) in [
+        ("resource", "resource_attributes"),
+        ("span", "span_attributes"),
+        ("instrumentation", "scope_attributes"),
+    ] {
+        if wanted == "all" || wanted == scope {
+            let tags = keys(state, &tenant, map, &from, limit).await?;
+            scopes.push(SearchTagsV2Scope {
+                name: scope.into(),
+                tags,
+            });
+        }
+    }
+    for (scope, list) in [("event", "events"), ("link", "links")] {
+        if wanted == "all" || wanted == scope {
+            let sql = format!(
+                "SELECT DISTINCT k FROM (SELECT unnest(map_keys(e['attributes'])) AS k FROM \
+                 (SELECT unnest({list}) AS e FROM {from})) WHERE k IS NOT NULL ORDER BY k LIMIT {limit}"
+            );
+            let tags = column(state, &tenant, &sql).await?;
+            scopes.push(SearchTagsV2Scope {
+                name: scope.into(),
+                tags,
+            });
+        }
+    }
+    if wanted == "all" || wanted == "intrinsic" {
+        scopes.push(SearchTagsV2Scope {
+            name: "intrinsic".into(),
+            tags: INTRINSICS.iter().map(|s| s.to_string()).collect(),
+        });
+    }
+    if scopes.is_empty() {
+        return Err(ApiError(StatusCode::BAD_REQUEST, format!("unknown scope {wanted:?}")));
+    }
+    // Like Tempo, list only scopes that have tags (protobuf JSON would omit their empty list).
+    scopes.retain(|s| !s.tags.is_empty());
+    Ok(SearchTagsV2Response {
+        scopes,
+        metrics: metrics(),
+    })
+}
+
 pub async fn tags_v1(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
-    let run = async {
-        let Listing { tenant, limit, from } = listing(&headers, &params)?;
-        let mut names = keys(&state, &tenant, "span_attributes", &from, limit).await?;
-        names.extend(keys(&state, &tenant, "resource_attributes", &from, limit).await?);
-        names.sort();
-        names.dedup();
-        names.truncate(limit);
-        Ok::<_, ApiError>(json!({ "tagNames": names, "metrics": {} }))
-    };
-    respond(run.await)
+    respond(tag_names(&state, &tenant(&headers), &params).await, "tagNames")
 }
 
 pub async fn tags_v2(
@@ -125,42 +202,12 @@ pub async fn tags_v2(
     headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
-    let run = async {
-        let Listing { tenant, limit, from } = listing(&headers, &params)?;
-        let wanted = params.get("scope").map(String::as_str).unwrap_or("all").to_string();
-        let mut scopes = Vec::new();
-        for (scope, map) in [
-            ("resource", "resource_attributes"),
-            ("span", "span_attributes"),
-            ("instrumentation", "scope_attributes"),
-        ] {
-            if wanted == "all" || wanted == scope {
-                scopes.push(json!({ "name": scope, "tags": keys(&state, &tenant, map, &from, limit).await? }));
-            }
-        }
-        for (scope, list) in [("event", "events"), ("link", "links")] {
-            if wanted == "all" || wanted == scope {
-                let sql = format!(
-                    "SELECT DISTINCT k FROM (SELECT unnest(map_keys(e['attributes'])) AS k FROM \
-                     (SELECT unnest({list}) AS e FROM {from})) WHERE k IS NOT NULL ORDER BY k LIMIT {limit}"
-                );
-                scopes.push(json!({ "name": scope, "tags": column(&state, &tenant, &sql).await? }));
-            }
-        }
-        if wanted == "all" || wanted == "intrinsic" {
-            scopes.push(json!({ "name": "intrinsic", "tags": INTRINSICS }));
-        }
-        if scopes.is_empty() {
-            return Err(ApiError(StatusCode::BAD_REQUEST, format!("unknown scope {wanted:?}")));
-        }
-        Ok(json!({ "scopes": scopes, "metrics": {} }))
-    };
-    respond(run.await)
+    respond(tag_scopes(&state, &tenant(&headers), &params).await, "scopes")
 }
 
-fn respond(result: Result<Value, ApiError>) -> Response {
+fn respond<T: serde::Serialize>(result: Result<T, ApiError>, list: &str) -> Response {
     match result {
-        Ok(v) => axum::Json(v).into_response(),
+        Ok(v) => json_listing(&v, Some(list)),
         Err(e) => e.into_response(),
     }
 }
@@ -208,14 +255,15 @@ fn intrinsic_type(field: &FieldExpr) -> &'static str {
     }
 }
 
+/// `(type, value)` pairs of a tag, sorted by value; `typed` takes TraceQL field names (v2).
 async fn values(
     state: &ApiState,
-    headers: &HeaderMap,
+    tenant: &str,
     params: &HashMap<String, String>,
     tag: &str,
     typed: bool,
-) -> Result<Value, ApiError> {
-    let Listing { tenant, limit, from } = listing(headers, params)?;
+) -> Result<Vec<(String, String)>, ApiError> {
+    let Listing { tenant, limit, from } = listing(tenant, params)?;
     let bad = |m: String| ApiError(StatusCode::BAD_REQUEST, m);
     // v1 takes bare names (`service.name`); v2 takes TraceQL fields (`resource.service.name`).
     let text = if typed || tag.starts_with('.') {
@@ -254,15 +302,42 @@ async fn values(
     out.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0)));
     out.dedup();
     out.truncate(limit);
-    Ok(if typed {
-        json!({
-            "tagValues": out.iter().map(|(t, v)| json!({ "type": t, "value": v })).collect::<Vec<_>>(),
-            "metrics": {},
-        })
-    } else {
-        let mut plain: Vec<String> = out.into_iter().map(|(_, v)| v).collect();
-        plain.dedup();
-        json!({ "tagValues": plain, "metrics": {} })
+    Ok(out)
+}
+
+/// Values of a tag (`/api/search/tag/<tag>/values`).
+pub async fn tag_values(
+    state: &ApiState,
+    tenant: &str,
+    params: &HashMap<String, String>,
+    tag: &str,
+) -> Result<SearchTagValuesResponse, ApiError> {
+    let mut plain: Vec<String> = values(state, tenant, params, tag, false)
+        .await?
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    plain.dedup();
+    Ok(SearchTagValuesResponse {
+        tag_values: plain,
+        metrics: metrics(),
+    })
+}
+
+/// Typed values of a TraceQL field (`/api/v2/search/tag/<tag>/values`).
+pub async fn tag_values_v2(
+    state: &ApiState,
+    tenant: &str,
+    params: &HashMap<String, String>,
+    tag: &str,
+) -> Result<SearchTagValuesV2Response, ApiError> {
+    let typed = values(state, tenant, params, tag, true).await?;
+    Ok(SearchTagValuesV2Response {
+        tag_values: typed
+            .into_iter()
+            .map(|(r#type, value)| TagValue { r#type, value })
+            .collect(),
+        metrics: metrics(),
     })
 }
 
@@ -272,7 +347,7 @@ pub async fn values_v1(
     Path(tag): Path<String>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
-    respond(values(&state, &headers, &params, &tag, false).await)
+    respond(tag_values(&state, &tenant(&headers), &params, &tag).await, "tagValues")
 }
 
 pub async fn values_v2(
@@ -281,5 +356,8 @@ pub async fn values_v2(
     Path(tag): Path<String>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
-    respond(values(&state, &headers, &params, &tag, true).await)
+    respond(
+        tag_values_v2(&state, &tenant(&headers), &params, &tag).await,
+        "tagValues",
+    )
 }

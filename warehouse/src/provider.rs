@@ -1,14 +1,20 @@
 //! The `spans` [`TableProvider`]: a tenant's committed Delta table and its live (acknowledged,
 //! not yet flushed) spans, read as one table from a consistent snapshot.
+//!
+//! A scan filtered by `trace_id = '<id>'` or `trace_id IN (...)` (up to
+//! [`MAX_INDEXED_TRACES`] ids) reads those traces through the trace-id index instead: only the
+//! files that hold them, whatever else the query says, so SQL by trace id needs no time range.
 
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::ScalarValue;
 use datafusion::datasource::MemTable;
 use datafusion::error::{DataFusionError, Result};
-use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
+use datafusion::logical_expr::expr::InList;
+use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::union::UnionExec;
 use deltalake::delta_datafusion::{DeltaScanConfig, DeltaScanNext};
@@ -16,6 +22,66 @@ use deltalake::delta_datafusion::{DeltaScanConfig, DeltaScanNext};
 use crate::Warehouse;
 use crate::schema::spans_schema;
 use crate::table::is_created;
+use crate::trace_index::parse_trace_id;
+
+/// Most trace ids a filter may name for the scan to go through the trace-id index.
+pub const MAX_INDEXED_TRACES: usize = 1_000;
+
+fn is_trace_id_column(e: &Expr) -> bool {
+    matches!(e, Expr::Column(c) if c.name == "trace_id")
+}
+
+fn text_literal(e: &Expr) -> Option<&str> {
+    match e {
+        Expr::Literal(
+            ScalarValue::Utf8(Some(s)) | ScalarValue::Utf8View(Some(s)) | ScalarValue::LargeUtf8(Some(s)),
+            _,
+        ) => Some(s),
+        _ => None,
+    }
+}
+
+/// The trace ids a conjunct of the scan's filters restricts it to, if one does. Ids that are
+/// not trace ids match no stored row and are left out.
+pub fn filtered_trace_ids(filters: &[Expr]) -> Option<Vec<u128>> {
+    for f in filters {
+        let literals: Vec<&str> = match f {
+            Expr::BinaryExpr(BinaryExpr {
+                left,
+                op: Operator::Eq,
+                right,
+            }) => match (is_trace_id_column(left), is_trace_id_column(right)) {
+                (true, _) => text_literal(right).into_iter().collect(),
+                (_, true) => text_literal(left).into_iter().collect(),
+                _ => continue,
+            },
+            Expr::InList(InList {
+                expr,
+                list,
+                negated: false,
+            }) if is_trace_id_column(expr) && list.len() <= MAX_INDEXED_TRACES => {
+                let texts: Vec<&str> = list.iter().filter_map(text_literal).collect();
+                if texts.len() != list.len() {
+                    continue;
+                }
+                texts
+            }
+            _ => continue,
+        };
+        if literals.is_empty() {
+            continue;
+        }
+        let mut ids: Vec<u128> = literals
+            .iter()
+            .filter(|t| t.len() == 32 && t.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+            .filter_map(|t| parse_trace_id(t))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        return Some(ids);
+    }
+    None
+}
 
 /// One tenant's `spans` table.
 pub struct SpansTable {
@@ -61,6 +127,19 @@ impl TableProvider for SpansTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        if let Some(traces) = filtered_trace_ids(filters) {
+            let mut batches = Vec::new();
+            for trace in traces {
+                let found = self
+                    .warehouse
+                    .trace_by_id(&self.tenant, trace, None)
+                    .await
+                    .map_err(|e| DataFusionError::External(Box::new(e)))?;
+                batches.extend(found.batches);
+            }
+            let memory = MemTable::try_new(spans_schema(), vec![batches])?;
+            return memory.scan(state, projection, filters, limit).await;
+        }
         let (table, live) = self
             .warehouse
             .snapshot(&self.tenant)
@@ -90,5 +169,38 @@ impl TableProvider for SpansTable {
             return Ok(inputs.remove(0));
         }
         UnionExec::try_new(inputs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::logical_expr::{col, lit};
+
+    use super::*;
+
+    #[test]
+    fn trace_id_filters_are_recognised() {
+        let id = "0000000000000000000000000000abcd";
+        assert_eq!(filtered_trace_ids(&[col("trace_id").eq(lit(id))]), Some(vec![0xabcd]));
+        assert_eq!(filtered_trace_ids(&[lit(id).eq(col("trace_id"))]), Some(vec![0xabcd]));
+        let list = col("trace_id").in_list(
+            vec![lit(id), lit("0000000000000000000000000000000f"), lit("NOPE")],
+            false,
+        );
+        assert_eq!(
+            filtered_trace_ids(&[col("name").eq(lit("x")), list]),
+            Some(vec![0xf, 0xabcd])
+        );
+        // Upper case or short ids match no stored id: an empty set, not a full scan.
+        assert_eq!(
+            filtered_trace_ids(&[col("trace_id").eq(lit(id.to_uppercase()))]),
+            Some(vec![])
+        );
+        assert_eq!(filtered_trace_ids(&[col("trace_id").not_eq(lit(id))]), None);
+        assert_eq!(
+            filtered_trace_ids(&[col("trace_id").in_list(vec![lit(id)], true)]),
+            None
+        );
+        assert_eq!(filtered_trace_ids(&[col("span_id").eq(lit(id))]), None);
     }
 }

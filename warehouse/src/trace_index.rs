@@ -369,7 +369,7 @@ impl TableFiles {
         if row_groups.is_empty() {
             return Ok(Vec::new());
         }
-        let target = StringArray::new_scalar(hex.to_string());
+        let target = StringArray::new_scalar(hex);
         let predicate = ArrowPredicateFn::new(ProjectionMask::leaves(schema, [leaf]), move |batch: RecordBatch| {
             let ids = cast(batch.column(0), &DataType::Utf8)?;
             eq(&ids, &target)

@@ -317,49 +317,51 @@ impl Warehouse {
             Ok::<_, Error>((t, entries))
         }
         .await;
-        let mut st = tenant.state.lock().expect("tenant state lock");
-        match result {
-            Ok((t, entries)) => {
-                let version = t.version().unwrap_or_default();
-                // Index and live buffer change together, so a lookup sees the flushed spans in
-                // exactly one of them.
-                if let (Some(index), Some(entries)) =
-                    (tenant.trace_index.lock().expect("trace index lock").as_mut(), &entries)
-                {
-                    for (file, traces) in entries {
-                        index.insert(file, traces);
+        let sidecar = {
+            let mut st = tenant.state.lock().expect("tenant state lock");
+            match result {
+                Ok((t, entries)) => {
+                    let version = t.version().unwrap_or_default();
+                    // Index and live buffer change together, so a lookup sees the flushed spans
+                    // in exactly one of them.
+                    if let (Some(index), Some(entries)) =
+                        (tenant.trace_index.lock().expect("trace index lock").as_mut(), &entries)
+                    {
+                        for (file, traces) in entries {
+                            index.insert(file, traces);
+                        }
                     }
+                    st.table = Some(Arc::new(t));
+                    st.flushing.clear();
+                    entries.map(|e| (version, e))
                 }
-                st.table = Some(Arc::new(t));
-                st.flushing.clear();
-                drop(st);
-                if let Some(entries) = entries {
-                    let written = async {
-                        self.table_files(&tenant.name)?
-                            .write_sidecar(&format!("{version:020}"), &entries)
-                            .await
-                    };
-                    if let Err(e) = written.await {
-                        tracing::warn!(tenant = %tenant.name, error = %e, "trace index sidecar not written; rebuilt on next load");
-                    }
+                Err(e) => {
+                    // Put the chunks back in front so they are retried, in order.
+                    let mut chunks = std::mem::take(&mut st.flushing);
+                    chunks.append(&mut st.active);
+                    st.active = chunks;
+                    st.active_bytes += bytes;
+                    st.active_since.get_or_insert_with(Instant::now);
+                    self.stats.flush_errors.fetch_add(1, Ordering::Relaxed);
+                    return Err(e);
                 }
-                self.stats.live_bytes.fetch_sub(bytes, Ordering::AcqRel);
-                self.stats.flushes.fetch_add(1, Ordering::Relaxed);
-                self.stats.spans_flushed.fetch_add(rows, Ordering::Relaxed);
-                self.truncate_wal()?;
-                Ok(rows)
             }
-            Err(e) => {
-                // Put the chunks back in front so they are retried, in order.
-                let mut chunks = std::mem::take(&mut st.flushing);
-                chunks.append(&mut st.active);
-                st.active = chunks;
-                st.active_bytes += bytes;
-                st.active_since.get_or_insert_with(Instant::now);
-                self.stats.flush_errors.fetch_add(1, Ordering::Relaxed);
-                Err(e)
+        };
+        if let Some((version, entries)) = sidecar {
+            let written = async {
+                self.table_files(&tenant.name)?
+                    .write_sidecar(&format!("{version:020}"), &entries)
+                    .await
+            };
+            if let Err(e) = written.await {
+                tracing::warn!(tenant = %tenant.name, error = %e, "trace index sidecar not written; rebuilt on next load");
             }
         }
+        self.stats.live_bytes.fetch_sub(bytes, Ordering::AcqRel);
+        self.stats.flushes.fetch_add(1, Ordering::Relaxed);
+        self.stats.spans_flushed.fetch_add(rows, Ordering::Relaxed);
+        self.truncate_wal()?;
+        Ok(rows)
     }
 
     fn table_files(&self, tenant: &str) -> Result<TableFiles> {

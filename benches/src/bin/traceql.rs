@@ -9,11 +9,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tracehouse_benches::tracegen::{TraceGen, TraceGenConfig};
-use tracehouse_ingest::otlp::request_to_batch;
 use tracehouse_sql::traceql::SearchRequest;
 use tracehouse_sql::{QueryEngine, QueryEngineConfig};
-use tracehouse_warehouse::{Warehouse, WarehouseConfig};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -97,25 +94,9 @@ async fn main() {
     let runs: usize = arg("--runs").map_or(3, |s| s.parse().expect("--runs R"));
     let tmp = tempfile::tempdir().expect("temp dir");
     let dir = arg("--dir").map_or_else(|| tmp.path().to_path_buf(), Into::into);
-    let warehouse = Warehouse::open(WarehouseConfig::local(&dir))
-        .await
-        .expect("open warehouse");
     let load = Instant::now();
-    let mut generator = TraceGen::new(TraceGenConfig::default());
-    let mut loaded = 0;
-    let tenant = warehouse.tenant(TENANT).expect("tenant");
-    while loaded < spans {
-        let (req, n) = generator.request(5_000);
-        warehouse
-            .append(TENANT, request_to_batch(&req).expect("convert"))
-            .await
-            .expect("append");
-        loaded += n;
-        if warehouse.stats().live_bytes.load(std::sync::atomic::Ordering::Relaxed) > 200 << 20 {
-            warehouse.flush_tenant(&tenant).await.expect("flush");
-        }
-    }
-    warehouse.flush_tenant(&tenant).await.expect("flush");
+    let loaded = tracehouse_benches::load::load(&dir, TENANT, spans, 250_000).await;
+    let (warehouse, loaded) = (loaded.warehouse, loaded.spans);
     eprintln!("loaded {loaded} spans in {:.1}s", load.elapsed().as_secs_f64());
 
     let engine = Arc::new(QueryEngine::new(warehouse.clone(), QueryEngineConfig::default()).expect("engine"));
