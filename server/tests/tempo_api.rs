@@ -468,6 +468,34 @@ async fn trace_by_id_and_strict_contracts() {
             .get(0);
         assert_eq!(spans as i64, n, "serviceStats counts every span of {}", t.trace_id);
     }
+    // Spans come back with what the query read and what select() names, typed.
+    let (status, body) = get_bytes(
+        &server,
+        "/api/search?q=%7B%20span.http.response.status_code%20%3E%3D%20500%20%7D%20%7C%20select(kind%2C%20resource.host.name)&limit=3",
+        Some("shop"),
+        "*/*",
+    )
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let selected: tempopb::SearchResponse = strict(&body);
+    assert!(!selected.traces.is_empty());
+    for span in selected.traces.iter().flat_map(|t| &t.span_sets).flat_map(|s| &s.spans) {
+        let value = |key: &str| {
+            span.attributes
+                .iter()
+                .find(|kv| kv.key == key)
+                .and_then(|kv| kv.value.clone())
+                .and_then(|v| v.value)
+                .unwrap_or_else(|| panic!("{key} in {span:?}"))
+        };
+        use tempopb::common::v1::any_value::Value as V;
+        assert!(
+            matches!(value("http.response.status_code"), V::IntValue(c) if c >= 500),
+            "{span:?}"
+        );
+        assert!(matches!(value("kind"), V::StringValue(_)), "{span:?}");
+        assert!(matches!(value("host.name"), V::StringValue(_)), "{span:?}");
+    }
     let (_, body) = get_bytes(&server, "/api/search/tags", Some("shop"), "*/*").await;
     assert!(!strict::<tempopb::SearchTagsResponse>(&body).tag_names.is_empty());
     let (_, body) = get_bytes(&server, "/api/v2/search/tags", Some("shop"), "*/*").await;

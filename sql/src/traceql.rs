@@ -15,7 +15,7 @@ use datafusion::datasource::{ViewTable, provider_as_source};
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, col, lit};
 use datafusion::prelude::SessionContext;
-use tracehouse_traceql::ast::AttrScope;
+use tracehouse_traceql::ast::{AttrScope, FieldExpr, Intrinsic, Query, Root, SpansetExpr, Stage};
 use tracehouse_traceql::plan::out;
 use tracehouse_traceql::{PlanOptions, compile, plan_query, plan_search};
 use tracehouse_warehouse::schema::{RESOURCE_COLUMNS, SPAN_COLUMNS};
@@ -144,6 +144,64 @@ pub struct SpanHit {
     pub service_name: Option<String>,
     pub start_unix_nano: i64,
     pub duration_ns: i64,
+    /// What the query looked at or `select()`ed, as Tempo returns it with each span: attributes
+    /// by name, and the intrinsics `status`, `kind` and `statusMessage`. Absent ones are left out.
+    pub attributes: Vec<(String, HitValue)>,
+}
+
+/// A typed value returned with a span.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HitValue {
+    Str(String),
+    Int(i64),
+    Double(f64),
+    Bool(bool),
+}
+
+/// Fields whose values search returns with each span: the attributes and the status, kind and
+/// status-message intrinsics the query's filters read, and everything `select()` names; each
+/// once, in order of appearance.
+pub fn returned_fields(query: &Query) -> Vec<FieldExpr> {
+    fn wanted(f: &FieldExpr) -> bool {
+        match f {
+            FieldExpr::Attribute(a) => !a.parent,
+            FieldExpr::Intrinsic(i) => matches!(i, Intrinsic::Status | Intrinsic::Kind | Intrinsic::StatusMessage),
+            _ => false,
+        }
+    }
+    fn walk(e: &SpansetExpr, out: &mut Vec<FieldExpr>) {
+        match e {
+            SpansetExpr::Filter(cond) => cond.visit_fields(&mut |f| {
+                if wanted(f) && !out.contains(f) {
+                    out.push(f.clone());
+                }
+            }),
+            SpansetExpr::Op(_, l, r) => {
+                walk(l, out);
+                walk(r, out);
+            }
+            SpansetExpr::Pipeline(stages) => {
+                for stage in stages {
+                    match stage {
+                        Stage::Spanset(e) => walk(e, out),
+                        Stage::Select(fields) => {
+                            for f in fields.iter().filter(|f| wanted(f)) {
+                                if !out.contains(f) {
+                                    out.push(f.clone());
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    if let Root::Spanset(e) = &query.root {
+        walk(e, &mut out);
+    }
+    out
 }
 
 /// Runs `request` on `ctx`'s `spans` table.
@@ -179,10 +237,15 @@ pub async fn search(ctx: &SessionContext, request: &SearchRequest) -> Result<Vec
             out::TRACE_DURATION,
             out::SPANSET,
             out::MATCHED,
+            "span_attributes",
+            "resource_attributes",
+            "status_code",
+            "kind",
+            "status_message",
         ])?
         .collect()
         .await?;
-    let mut hits = hits_from(&batches);
+    let mut hits = hits_from(&batches, &returned_fields(&parsed));
     add_service_stats(ctx, &mut hits).await?;
     Ok(hits)
 }
@@ -235,8 +298,78 @@ fn opt_str(a: &dyn Array, i: usize) -> Option<String> {
     a.is_valid(i).then(|| a.as_string::<i32>().value(i).to_string())
 }
 
+/// The value of `key` in row `row` of an attribute map, typed.
+fn map_value(map: &dyn Array, row: usize, key: &str) -> Option<HitValue> {
+    let map = map.as_map_opt()?;
+    if !map.is_valid(row) {
+        return None;
+    }
+    let entries = map.value(row);
+    let keys = entries.column(0).as_string::<i32>();
+    let values = entries.column(1).as_struct();
+    let i = (0..keys.len()).find(|&i| keys.value(i) == key)?;
+    let field = |name: &str| values.column_by_name(name).filter(|c| c.is_valid(i));
+    if let Some(c) = field("str") {
+        return Some(HitValue::Str(c.as_string::<i32>().value(i).to_string()));
+    }
+    if let Some(c) = field("int") {
+        return Some(HitValue::Int(c.as_primitive::<Int64Type>().value(i)));
+    }
+    if let Some(c) = field("double") {
+        return Some(HitValue::Double(
+            c.as_primitive::<arrow::datatypes::Float64Type>().value(i),
+        ));
+    }
+    if let Some(c) = field("bool") {
+        return Some(HitValue::Bool(c.as_boolean().value(i)));
+    }
+    ["array", "kvlist"]
+        .iter()
+        .find_map(|n| field(n))
+        .map(|c| HitValue::Str(c.as_string::<i32>().value(i).to_string()))
+}
+
+/// The values of `fields` for row `row` of a search result batch.
+fn returned_values(b: &RecordBatch, row: usize, fields: &[FieldExpr]) -> Vec<(String, HitValue)> {
+    let (span_attrs, resource_attrs) = (b.column(12).as_ref(), b.column(13).as_ref());
+    let mut out = Vec::new();
+    for f in fields {
+        let (name, value) = match f {
+            FieldExpr::Attribute(a) => {
+                let value = match a.scope {
+                    AttrScope::Span => map_value(span_attrs, row, &a.name),
+                    AttrScope::Resource => map_value(resource_attrs, row, &a.name),
+                    AttrScope::Unscoped => {
+                        map_value(span_attrs, row, &a.name).or_else(|| map_value(resource_attrs, row, &a.name))
+                    }
+                    _ => None,
+                };
+                (a.name.clone(), value)
+            }
+            FieldExpr::Intrinsic(i) => {
+                let (name, col) = match i {
+                    Intrinsic::Status => ("status", 14),
+                    Intrinsic::Kind => ("kind", 15),
+                    _ => ("statusMessage", 16),
+                };
+                (
+                    name.to_string(),
+                    opt_str(b.column(col).as_ref(), row).map(HitValue::Str),
+                )
+            }
+            _ => continue,
+        };
+        if let Some(v) = value
+            && !out.iter().any(|(n, _)| *n == name)
+        {
+            out.push((name, v));
+        }
+    }
+    out
+}
+
 /// Rows (sorted by trace, spanset, start) into traces.
-fn hits_from(batches: &[RecordBatch]) -> Vec<TraceHit> {
+fn hits_from(batches: &[RecordBatch], fields: &[FieldExpr]) -> Vec<TraceHit> {
     let mut traces: Vec<TraceHit> = Vec::new();
     for b in batches {
         let c = |i: usize| b.column(i).as_ref();
@@ -249,6 +382,7 @@ fn hits_from(batches: &[RecordBatch]) -> Vec<TraceHit> {
                 service_name: opt_str(c(3), row),
                 start_unix_nano: c(4).as_primitive::<Int64Type>().value(row),
                 duration_ns: c(5).as_primitive::<Int64Type>().value(row),
+                attributes: returned_values(b, row, fields),
             };
             let matched = c(11).as_primitive::<Int64Type>().value(row).max(0) as u64;
             if traces.last().is_none_or(|t| t.trace_id != trace_id) {

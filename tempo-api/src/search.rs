@@ -9,7 +9,7 @@ use std::sync::Arc;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use tracehouse_sql::traceql::{SearchRequest, SpansetHit, TraceHit};
+use tracehouse_sql::traceql::{HitValue, SearchRequest, SpansetHit, TraceHit};
 use tracehouse_traceql::ast::{format_duration, write_quoted};
 
 use crate::tempopb::common::v1::{AnyValue, KeyValue, any_value};
@@ -108,6 +108,20 @@ fn string_kv(key: String, value: String) -> KeyValue {
     }
 }
 
+fn hit_kv(key: &str, v: &HitValue) -> KeyValue {
+    let value = match v {
+        HitValue::Str(s) => any_value::Value::StringValue(s.clone()),
+        HitValue::Int(i) => any_value::Value::IntValue(*i),
+        HitValue::Double(d) => any_value::Value::DoubleValue(*d),
+        HitValue::Bool(b) => any_value::Value::BoolValue(*b),
+    };
+    KeyValue {
+        key: key.to_string(),
+        value: Some(AnyValue { value: Some(value) }),
+        ..Default::default()
+    }
+}
+
 /// Labels `by(x)=v, by(y)=w` as spanset attributes.
 fn label_attributes(label: &str) -> Vec<KeyValue> {
     label
@@ -139,6 +153,12 @@ fn spanset(s: &SpansetHit) -> SpanSet {
                     .service_name
                     .iter()
                     .map(|svc| string_kv("service.name".into(), svc.clone()))
+                    .chain(
+                        sp.attributes
+                            .iter()
+                            .filter(|(k, _)| k != "service.name")
+                            .map(|(k, v)| hit_kv(k, v)),
+                    )
                     .collect(),
             })
             .collect(),
