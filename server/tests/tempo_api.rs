@@ -527,6 +527,11 @@ async fn trace_by_id_and_strict_contracts() {
     assert!(serde_json::from_str::<tempopb::TraceByIdResponse>(r#"{"trace":{"batches":[]}}"#).is_err());
 }
 
+/// The one message of a unary-like streamed answer.
+async fn one_message<T>(response: tonic::Response<tonic::Streaming<T>>) -> T {
+    response.into_inner().message().await.unwrap().expect("one message")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grafana_explore_over_http_and_streaming_grpc() {
     use tempopb::streaming_querier_client::StreamingQuerierClient;
@@ -557,12 +562,9 @@ async fn grafana_explore_over_http_and_streaming_grpc() {
     let tags = client
         .search_tags_v2(with_tenant(tempopb::SearchTagsRequest::default(), "shop"))
         .await
+        .map(one_message)
         .unwrap()
-        .into_inner()
-        .message()
-        .await
-        .unwrap()
-        .unwrap();
+        .await;
     let (_, body) = get_bytes(&server, "/api/v2/search/tags", Some("shop"), "*/*").await;
     assert_eq!(
         tags,
@@ -578,12 +580,9 @@ async fn grafana_explore_over_http_and_streaming_grpc() {
             "shop",
         ))
         .await
+        .map(one_message)
         .unwrap()
-        .into_inner()
-        .message()
-        .await
-        .unwrap()
-        .unwrap();
+        .await;
     let (_, body) = get_bytes(
         &server,
         "/api/v2/search/tag/resource.service.name/values",
@@ -601,22 +600,16 @@ async fn grafana_explore_over_http_and_streaming_grpc() {
             "shop",
         ))
         .await
+        .map(one_message)
         .unwrap()
-        .into_inner()
-        .message()
-        .await
-        .unwrap()
-        .unwrap();
+        .await;
     assert_eq!(v1_values.tag_values.len(), values.tag_values.len());
     let names = client
         .search_tags(with_tenant(tempopb::SearchTagsRequest::default(), "shop"))
         .await
+        .map(one_message)
         .unwrap()
-        .into_inner()
-        .message()
-        .await
-        .unwrap()
-        .unwrap();
+        .await;
     assert!(names.tag_names.contains(&"service.name".to_string()));
 
     // A TraceQL search streams partial results and ends with the complete set, which is what
@@ -711,12 +704,9 @@ async fn grafana_explore_over_http_and_streaming_grpc() {
             "someone-else",
         ))
         .await
+        .map(one_message)
         .unwrap()
-        .into_inner()
-        .message()
-        .await
-        .unwrap()
-        .unwrap();
+        .await;
     assert!(other_values.tag_values.is_empty());
     let bad_tenant = client
         .search_tags(with_tenant(tempopb::SearchTagsRequest::default(), "../etc"))
