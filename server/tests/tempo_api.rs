@@ -230,6 +230,17 @@ async fn search_and_buildinfo() {
         serde_json::from_str::<Value>(&body).unwrap()["tagValues"],
         serde_json::json!([])
     );
+    let (_, body) = get(&server, "/api/v2/search/tags", Some("someone-else")).await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["scopes"],
+        serde_json::json!([{ "name": "intrinsic", "tags": tracehouse_tempo_api::tags::INTRINSICS }]),
+        "only the intrinsics, which every tenant has"
+    );
+    let (_, body) = get(&server, "/api/search/tag/service.name/values", Some("someone-else")).await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["tagValues"],
+        serde_json::json!([])
+    );
     let (status, _) = get(&server, "/api/search", Some("../etc")).await;
     assert_eq!(status, 400, "an invalid tenant is the client's error");
 }

@@ -17,7 +17,7 @@ pub const TENANT: &str = "single-tenant";
 pub const DEEP_WIDE: &str = "deep-wide";
 
 pub fn dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/traceql")
+    manifest_dir().join("tests/traceql")
 }
 
 pub fn row_count(batches: &[RecordBatch]) -> usize {
@@ -112,4 +112,10 @@ impl Fixture {
 
 fn dir_path(file: &str) -> PathBuf {
     dir().join(file)
+}
+
+/// This package's directory, read when the test runs: a test binary built in another checkout
+/// that shares the target directory must still read this checkout's files.
+pub fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
 }
