@@ -128,16 +128,12 @@ impl TableProvider for SpansTable {
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         if let Some(traces) = filtered_trace_ids(filters) {
-            let mut batches = Vec::new();
-            for trace in traces {
-                let found = self
-                    .warehouse
-                    .trace_by_id(&self.tenant, trace, None)
-                    .await
-                    .map_err(|e| DataFusionError::External(Box::new(e)))?;
-                batches.extend(found.batches);
-            }
-            let memory = MemTable::try_new(spans_schema(), vec![batches])?;
+            let found = self
+                .warehouse
+                .traces_by_id(&self.tenant, &traces, None)
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            let memory = MemTable::try_new(spans_schema(), vec![found.batches])?;
             return memory.scan(state, projection, filters, limit).await;
         }
         let (table, live) = self

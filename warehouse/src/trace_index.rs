@@ -12,8 +12,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray};
-use arrow::compute::kernels::cmp::eq;
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, StringArray};
 use arrow::compute::{cast, filter_record_batch};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use bytes::Bytes;
@@ -194,6 +193,8 @@ pub struct TableFiles {
     pub store: Arc<dyn ObjectStore>,
     /// The table root inside the store.
     pub root: Path,
+    /// Footers of the files read before.
+    pub footers: Arc<FooterCache>,
 }
 
 impl TableFiles {
@@ -210,6 +211,7 @@ impl TableFiles {
             store: self.store.clone(),
             path: self.child(&file.path),
             size: file.size,
+            footers: self.footers.clone(),
         }
     }
 
@@ -328,24 +330,21 @@ impl TableFiles {
         trace_spans(&batches, None)
     }
 
-    /// The spans of `trace` in `files`, as `spans` batches (partition column restored).
-    /// Row groups whose trace-id statistics exclude the trace are skipped, and only matching
-    /// rows are decoded. Returns the batches and the bytes of the files opened.
-    pub async fn read_trace(&self, files: &[DataFile], trace: u128) -> Result<(Vec<RecordBatch>, u64)> {
-        let hex = trace_id_hex(trace);
-        let results: Vec<Vec<RecordBatch>> = futures::stream::iter(files.iter().cloned())
-            .map(|file| {
-                let hex = hex.clone();
-                async move { self.read_trace_file(&file, &hex).await }
-            })
+    /// The spans of the wanted traces, per file the ids it holds, as `spans` batches
+    /// (partition column restored). Each file is opened once; row groups whose trace-id
+    /// statistics exclude every wanted id are skipped, and only matching rows are decoded.
+    /// Returns the batches and the bytes of the files opened.
+    pub async fn read_traces(&self, wanted: &[(DataFile, Vec<String>)]) -> Result<(Vec<RecordBatch>, u64)> {
+        let results: Vec<Vec<RecordBatch>> = futures::stream::iter(wanted.iter().cloned())
+            .map(|(file, ids)| async move { self.read_trace_file(&file, &ids).await })
             .buffer_unordered(LOOKUP_FILES_PARALLEL)
             .try_collect()
             .await?;
-        let bytes = files.iter().map(|f| f.size).sum();
+        let bytes = wanted.iter().map(|(f, _)| f.size).sum();
         Ok((results.into_iter().flatten().collect(), bytes))
     }
 
-    async fn read_trace_file(&self, file: &DataFile, hex: &str) -> Result<Vec<RecordBatch>> {
+    async fn read_trace_file(&self, file: &DataFile, ids: &[String]) -> Result<Vec<RecordBatch>> {
         let reader = self.reader(file);
         let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
         let schema = builder.parquet_schema();
@@ -359,7 +358,7 @@ impl TableFiles {
             .enumerate()
             .filter(|(_, rg)| match rg.column(leaf).statistics() {
                 Some(Statistics::ByteArray(s)) => match (s.min_bytes_opt(), s.max_bytes_opt()) {
-                    (Some(min), Some(max)) => min <= hex.as_bytes() && hex.as_bytes() <= max,
+                    (Some(min), Some(max)) => ids.iter().any(|id| min <= id.as_bytes() && id.as_bytes() <= max),
                     _ => true,
                 },
                 _ => true,
@@ -369,10 +368,10 @@ impl TableFiles {
         if row_groups.is_empty() {
             return Ok(Vec::new());
         }
-        let target = StringArray::new_scalar(hex);
+        let wanted: HashSet<String> = ids.iter().cloned().collect();
         let predicate = ArrowPredicateFn::new(ProjectionMask::leaves(schema, [leaf]), move |batch: RecordBatch| {
             let ids = cast(batch.column(0), &DataType::Utf8)?;
-            eq(&ids, &target)
+            Ok(in_set(ids.as_string::<i32>(), &wanted))
         });
         let stream = builder
             .with_row_groups(row_groups)
@@ -383,11 +382,42 @@ impl TableFiles {
     }
 }
 
+fn in_set(ids: &StringArray, wanted: &HashSet<String>) -> BooleanArray {
+    ids.iter()
+        .map(|id| Some(id.is_some_and(|id| wanted.contains(id))))
+        .collect()
+}
+
+/// Parquet footers of data files, kept because files never change once written. Bounded: when
+/// full it starts over.
+#[derive(Debug, Default)]
+pub struct FooterCache {
+    entries: std::sync::Mutex<HashMap<Path, Arc<ParquetMetaData>>>,
+}
+
+/// Footers a [`FooterCache`] holds at most.
+pub const FOOTER_CACHE_ENTRIES: usize = 4096;
+
+impl FooterCache {
+    fn get(&self, path: &Path) -> Option<Arc<ParquetMetaData>> {
+        self.entries.lock().expect("footer cache lock").get(path).cloned()
+    }
+
+    fn put(&self, path: &Path, metadata: Arc<ParquetMetaData>) {
+        let mut entries = self.entries.lock().expect("footer cache lock");
+        if entries.len() >= FOOTER_CACHE_ENTRIES {
+            entries.clear();
+        }
+        entries.insert(path.clone(), metadata);
+    }
+}
+
 /// Reads one Parquet file of known size from the store.
 struct StoreReader {
     store: Arc<dyn ObjectStore>,
     path: Path,
     size: u64,
+    footers: Arc<FooterCache>,
 }
 
 /// Bytes fetched with the footer, to get the metadata in one request.
@@ -408,12 +438,18 @@ impl AsyncFileReader for StoreReader {
         _options: Option<&'a ArrowReaderOptions>,
     ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
         Box::pin(async move {
+            if let Some(metadata) = self.footers.get(&self.path) {
+                return Ok(metadata);
+            }
             let size = self.size;
-            let metadata = ParquetMetaDataReader::new()
-                .with_prefetch_hint(Some(FOOTER_PREFETCH_BYTES))
-                .load_and_finish(self, size)
-                .await?;
-            Ok(Arc::new(metadata))
+            let metadata = Arc::new(
+                ParquetMetaDataReader::new()
+                    .with_prefetch_hint(Some(FOOTER_PREFETCH_BYTES))
+                    .load_and_finish(&mut *self, size)
+                    .await?,
+            );
+            self.footers.put(&self.path, metadata.clone());
+            Ok(metadata)
         })
     }
 }
@@ -440,10 +476,10 @@ fn to_spans_batch(batch: &RecordBatch, date: &str) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(schema, columns)?)
 }
 
-/// Rows of `batch` whose trace id is `hex`.
-pub fn filter_trace(batch: &RecordBatch, hex: &str) -> Result<Option<RecordBatch>> {
+/// Rows of `batch` whose trace id is one of `wanted` (hex).
+pub fn filter_traces(batch: &RecordBatch, wanted: &HashSet<String>) -> Result<Option<RecordBatch>> {
     let ids = string_column(batch, "trace_id")?;
-    let mask = eq(&ids, &StringArray::new_scalar(hex))?;
+    let mask = in_set(&ids, wanted);
     if mask.true_count() == 0 {
         return Ok(None);
     }

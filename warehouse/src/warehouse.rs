@@ -126,6 +126,7 @@ pub struct Warehouse {
     app_id: String,
     tenants: RwLock<HashMap<String, Arc<Tenant>>>,
     stats: Arc<WarehouseStats>,
+    footers: Arc<trace_index::FooterCache>,
 }
 
 impl Warehouse {
@@ -143,6 +144,7 @@ impl Warehouse {
             app_id,
             tenants: RwLock::new(HashMap::new()),
             stats: Arc::new(WarehouseStats::default()),
+            footers: Arc::default(),
         });
         warehouse.replay(records).await?;
         let weak = Arc::downgrade(&warehouse);
@@ -371,6 +373,7 @@ impl Warehouse {
         Ok(TableFiles {
             store: self.storage.store.clone(),
             root,
+            footers: self.footers.clone(),
         })
     }
 
@@ -404,6 +407,16 @@ impl Warehouse {
     /// (only those overlapping `range_ns`, unix ns inclusive, when given); an unknown trace
     /// opens none.
     pub async fn trace_by_id(&self, tenant: &str, trace: u128, range_ns: Option<(i64, i64)>) -> Result<TraceLookup> {
+        self.traces_by_id(tenant, &[trace], range_ns).await
+    }
+
+    /// The spans of several traces at once: each file that holds any of them is read once.
+    pub async fn traces_by_id(
+        &self,
+        tenant: &str,
+        traces: &[u128],
+        range_ns: Option<(i64, i64)>,
+    ) -> Result<TraceLookup> {
         let tenant = self.tenant(tenant)?;
         let table = self.load_table(&tenant).await?;
         let files = self.table_files(&tenant.name)?;
@@ -427,19 +440,24 @@ impl Warehouse {
         let (live, to_open) = {
             let st = tenant.state.lock().expect("tenant state lock");
             let live: Vec<RecordBatch> = st.flushing.iter().chain(&st.active).map(|c| c.batch.clone()).collect();
-            let to_open = tenant
-                .trace_index
-                .lock()
-                .expect("trace index lock")
-                .as_ref()
-                .map(|i| i.files_of(trace, range_ns))
-                .unwrap_or_default();
+            let mut to_open: Vec<(DataFile, Vec<String>)> = Vec::new();
+            if let Some(index) = tenant.trace_index.lock().expect("trace index lock").as_ref() {
+                for &trace in traces {
+                    for file in index.files_of(trace, range_ns) {
+                        let hex = trace_index::trace_id_hex(trace);
+                        match to_open.iter_mut().find(|(f, _)| f.path == file.path) {
+                            Some((_, ids)) => ids.push(hex),
+                            None => to_open.push((file, vec![hex])),
+                        }
+                    }
+                }
+            }
             (live, to_open)
         };
-        let hex = trace_index::trace_id_hex(trace);
-        let (mut batches, bytes_inspected) = files.read_trace(&to_open, trace).await?;
+        let wanted: std::collections::HashSet<String> = traces.iter().map(|t| trace_index::trace_id_hex(*t)).collect();
+        let (mut batches, bytes_inspected) = files.read_traces(&to_open).await?;
         for batch in &live {
-            if let Some(b) = trace_index::filter_trace(batch, &hex)? {
+            if let Some(b) = trace_index::filter_traces(batch, &wanted)? {
                 batches.push(b);
             }
         }
