@@ -3,7 +3,7 @@
 //! search (20 most recent traces, 3 spans per spanset) and as `count(*)` over `traceql()`, each
 //! beside the hand-written SQL that computes the same spans (the peer, where SQL can say it).
 //!
-//! Usage: traceql [--spans N] [--runs R] [--dir PATH] [--explain QUERY]
+//! Usage: traceql [--spans N] [--flush-spans F] [--runs R] [--dir PATH] [--explain QUERY]
 //! Prints one JSON object per shape.
 
 use std::sync::Arc;
@@ -95,7 +95,9 @@ async fn main() {
     let tmp = tempfile::tempdir().expect("temp dir");
     let dir = arg("--dir").map_or_else(|| tmp.path().to_path_buf(), Into::into);
     let load = Instant::now();
-    let loaded = tracehouse_benches::load::load(&dir, TENANT, spans, 250_000).await;
+    // About 40 files for a million spans, as the live-bytes flush used to make.
+    let flush_spans: usize = arg("--flush-spans").map_or(25_000, |s| s.parse().expect("--flush-spans F"));
+    let loaded = tracehouse_benches::load::load(&dir, TENANT, spans, flush_spans).await;
     let (warehouse, loaded) = (loaded.warehouse, loaded.spans);
     eprintln!("loaded {loaded} spans in {:.1}s", load.elapsed().as_secs_f64());
 
