@@ -538,6 +538,13 @@ async fn trace_by_id_and_strict_contracts() {
     assert!(serde_json::from_str::<tempopb::TraceByIdResponse>(r#"{"trace":{"batches":[]}}"#).is_err());
 }
 
+fn values_request(tag: &str) -> tempopb::SearchTagValuesRequest {
+    tempopb::SearchTagValuesRequest {
+        tag_name: tag.into(),
+        ..Default::default()
+    }
+}
+
 /// The one message of a unary-like streamed answer.
 async fn one_message<T>(response: tonic::Response<tonic::Streaming<T>>) -> T {
     response.into_inner().message().await.unwrap().expect("one message")
@@ -583,13 +590,7 @@ async fn grafana_explore_over_http_and_streaming_grpc() {
         "gRPC and HTTP agree"
     );
     let values = client
-        .search_tag_values_v2(with_tenant(
-            tempopb::SearchTagValuesRequest {
-                tag_name: "resource.service.name".into(),
-                ..Default::default()
-            },
-            "shop",
-        ))
+        .search_tag_values_v2(with_tenant(values_request("resource.service.name"), "shop"))
         .await
         .map(one_message)
         .unwrap()
@@ -603,13 +604,7 @@ async fn grafana_explore_over_http_and_streaming_grpc() {
     .await;
     assert_eq!(values, strict::<tempopb::SearchTagValuesV2Response>(&body));
     let v1_values = client
-        .search_tag_values(with_tenant(
-            tempopb::SearchTagValuesRequest {
-                tag_name: "service.name".into(),
-                ..Default::default()
-            },
-            "shop",
-        ))
+        .search_tag_values(with_tenant(values_request("service.name"), "shop"))
         .await
         .map(one_message)
         .unwrap()
@@ -707,13 +702,7 @@ async fn grafana_explore_over_http_and_streaming_grpc() {
         assert!(m.traces.is_empty());
     }
     let other_values = client
-        .search_tag_values_v2(with_tenant(
-            tempopb::SearchTagValuesRequest {
-                tag_name: "resource.service.name".into(),
-                ..Default::default()
-            },
-            "someone-else",
-        ))
+        .search_tag_values_v2(with_tenant(values_request("resource.service.name"), "someone-else"))
         .await
         .map(one_message)
         .unwrap()

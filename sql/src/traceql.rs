@@ -10,7 +10,6 @@ use std::sync::Arc;
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::Int64Type;
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
-use datafusion::common::ScalarValue;
 use datafusion::datasource::{ViewTable, provider_as_source};
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, col, lit};
@@ -18,6 +17,7 @@ use datafusion::prelude::SessionContext;
 use tracehouse_traceql::ast::{AttrScope, FieldExpr, Intrinsic, Query, Root, SpansetExpr, Stage};
 use tracehouse_traceql::plan::out;
 use tracehouse_traceql::{PlanOptions, compile, plan_query, plan_search};
+use tracehouse_warehouse::provider::text_literal;
 use tracehouse_warehouse::schema::{RESOURCE_COLUMNS, SPAN_COLUMNS};
 
 use crate::Result;
@@ -61,16 +61,6 @@ impl TraceqlFunction {
     }
 }
 
-fn string_arg(e: &Expr) -> Option<&str> {
-    match e {
-        Expr::Literal(
-            ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)),
-            _,
-        ) => Some(s),
-        _ => None,
-    }
-}
-
 impl TableFunctionImpl for TraceqlFunction {
     fn call_with_args(&self, args: TableFunctionArgs) -> datafusion::error::Result<Arc<dyn TableProvider>> {
         let [query] = args.exprs() else {
@@ -78,7 +68,7 @@ impl TableFunctionImpl for TraceqlFunction {
                 "traceql() takes one argument: the TraceQL query as a string literal".into(),
             ));
         };
-        let Some(text) = string_arg(query) else {
+        let Some(text) = text_literal(query) else {
             return Err(DataFusionError::Plan(
                 "traceql() takes the TraceQL query as a string literal".into(),
             ));

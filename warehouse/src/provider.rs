@@ -31,7 +31,8 @@ fn is_trace_id_column(e: &Expr) -> bool {
     matches!(e, Expr::Column(c) if c.name == "trace_id")
 }
 
-fn text_literal(e: &Expr) -> Option<&str> {
+/// The text of a string literal (any of Arrow's string types).
+pub fn text_literal(e: &Expr) -> Option<&str> {
     match e {
         Expr::Literal(
             ScalarValue::Utf8(Some(s)) | ScalarValue::Utf8View(Some(s)) | ScalarValue::LargeUtf8(Some(s)),
