@@ -3,7 +3,8 @@
 //! `traceql()` compiles its query with the traceql crate into a logical plan over the tenant's
 //! `spans` table and serves it as a view, so the plan is inlined into the surrounding SQL and
 //! `EXPLAIN` shows it. Search runs the same plan with Tempo's result shape: traces most recent
-//! first, at most `limit` of them and `spss` spans per spanset.
+//! first, at most `limit` of them and `spss` spans per spanset, each span with the attributes
+//! the query read or `select()`ed, and per trace the span and error counts of each service.
 
 use std::sync::Arc;
 
