@@ -1,4 +1,198 @@
-//! Arrow Flight and Flight SQL for tracehouse, over the `sql` crate's query engine.
+//! Arrow Flight for tracehouse, over the `sql` crate's query engine (issue #5, in progress:
+//! plain Flight so far; Flight SQL, auth and cancellation come next).
+//!
+//! A ticket (and a `get_flight_info` / `get_schema` command descriptor) is UTF-8 text: SQL, or
+//! TraceQL when it starts with `{` or carries the prefix `traceql:`; TraceQL runs as
+//! `SELECT * FROM traceql('<query>')`. The tenant is the `x-scope-orgid` header (default
+//! `single-tenant`). Results stream batch by batch from DataFusion's stream, so memory stays
+//! bounded by the batches in flight, not the result size.
 //!
 //! Architecture invariant: uses `tracehouse_sql::QueryEngine`, never its pgwire module, and
-//! never the Tempo API crate. The server arrives with issue #5.
+//! never the Tempo API crate.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
+use arrow_flight::{
+    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest,
+    HandshakeResponse, PollInfo, PutResult, SchemaAsIpc, SchemaResult, Ticket,
+};
+use datafusion::arrow::ipc::writer::IpcWriteOptions;
+use datafusion::dataframe::DataFrame;
+use futures::{Stream, TryStreamExt};
+use tonic::{Request, Response, Status, Streaming};
+use tracehouse_sql::{DEFAULT_TENANT, QueryEngine, sql_literal};
+
+type Stream_<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// The SQL a ticket or command stands for.
+pub fn query_sql(ticket: &[u8]) -> Result<String, Status> {
+    let text = std::str::from_utf8(ticket)
+        .map_err(|_| Status::invalid_argument("a ticket is UTF-8 text: SQL, or TraceQL"))?
+        .trim();
+    if text.is_empty() {
+        return Err(Status::invalid_argument("empty ticket: expected SQL or TraceQL"));
+    }
+    let traceql = text
+        .strip_prefix("traceql:")
+        .map(str::trim)
+        .or_else(|| text.starts_with('{').then_some(text));
+    Ok(match traceql {
+        Some(q) => format!("SELECT * FROM traceql({})", sql_literal(q)),
+        None => text.to_string(),
+    })
+}
+
+/// The one mapping from query errors to gRPC codes: bad queries and tenants are the client's.
+pub fn status(e: tracehouse_sql::Error) -> Status {
+    use tracehouse_sql::Error;
+    let text = e.to_string();
+    match &e {
+        Error::Warehouse(_) => Status::invalid_argument(text),
+        Error::DataFusion(df) => match tracehouse_sql::errors::sqlstate(df) {
+            "53200" => Status::resource_exhausted(text),
+            "XX000" => Status::internal(text),
+            _ => Status::invalid_argument(text),
+        },
+    }
+}
+
+fn tenant_of<T>(request: &Request<T>) -> String {
+    request
+        .metadata()
+        .get("x-scope-orgid")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .unwrap_or(DEFAULT_TENANT)
+        .to_string()
+}
+
+/// The Flight service over a query engine.
+pub struct TracehouseFlight {
+    engine: Arc<QueryEngine>,
+}
+
+/// The tonic service, ready to serve.
+pub fn service(engine: Arc<QueryEngine>) -> FlightServiceServer<TracehouseFlight> {
+    FlightServiceServer::new(TracehouseFlight { engine })
+}
+
+impl TracehouseFlight {
+    async fn plan(&self, tenant: &str, query: &[u8]) -> Result<DataFrame, Status> {
+        let sql = query_sql(query)?;
+        let ctx = self.engine.context(tenant).await.map_err(status)?;
+        ctx.sql(&sql).await.map_err(|e| status(e.into()))
+    }
+}
+
+#[tonic::async_trait]
+impl FlightService for TracehouseFlight {
+    type HandshakeStream = Stream_<HandshakeResponse>;
+    type ListFlightsStream = Stream_<FlightInfo>;
+    type DoGetStream = Stream_<FlightData>;
+    type DoPutStream = Stream_<PutResult>;
+    type DoActionStream = Stream_<arrow_flight::Result>;
+    type ListActionsStream = Stream_<ActionType>;
+    type DoExchangeStream = Stream_<FlightData>;
+
+    async fn do_get(&self, request: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
+        let tenant = tenant_of(&request);
+        let frame = self.plan(&tenant, &request.get_ref().ticket).await?;
+        let schema = Arc::new(frame.schema().as_arrow().clone());
+        let batches = frame
+            .execute_stream()
+            .await
+            .map_err(|e| status(e.into()))?
+            .map_err(|e| FlightError::from(datafusion::arrow::error::ArrowError::ExternalError(Box::new(e))));
+        let stream = FlightDataEncoderBuilder::new()
+            .with_schema(schema)
+            .build(batches)
+            .map_err(|e| match e {
+                FlightError::Tonic(status) => *status,
+                other => Status::invalid_argument(other.to_string()),
+            });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn get_flight_info(&self, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+        let tenant = tenant_of(&request);
+        let descriptor = request.into_inner();
+        let frame = self.plan(&tenant, &descriptor.cmd).await?;
+        let schema = frame.schema().as_arrow().clone();
+        let endpoint = FlightEndpoint::new().with_ticket(Ticket::new(descriptor.cmd.clone()));
+        let info = FlightInfo::new()
+            .try_with_schema(&schema)
+            .map_err(|e| Status::internal(e.to_string()))?
+            .with_descriptor(descriptor)
+            .with_endpoint(endpoint);
+        Ok(Response::new(info))
+    }
+
+    async fn get_schema(&self, request: Request<FlightDescriptor>) -> Result<Response<SchemaResult>, Status> {
+        let tenant = tenant_of(&request);
+        let frame = self.plan(&tenant, &request.get_ref().cmd).await?;
+        let schema = frame.schema().as_arrow().clone();
+        let result = SchemaAsIpc::new(&schema, &IpcWriteOptions::default())
+            .try_into()
+            .map_err(|e: datafusion::arrow::error::ArrowError| Status::internal(e.to_string()))?;
+        Ok(Response::new(result))
+    }
+
+    async fn handshake(
+        &self,
+        _request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Self::HandshakeStream>, Status> {
+        Ok(Response::new(Box::pin(futures::stream::empty())))
+    }
+
+    async fn list_flights(&self, _request: Request<Criteria>) -> Result<Response<Self::ListFlightsStream>, Status> {
+        Ok(Response::new(Box::pin(futures::stream::empty())))
+    }
+
+    async fn poll_flight_info(&self, _request: Request<FlightDescriptor>) -> Result<Response<PollInfo>, Status> {
+        Err(Status::unimplemented("poll_flight_info: use get_flight_info"))
+    }
+
+    async fn do_put(&self, _request: Request<Streaming<FlightData>>) -> Result<Response<Self::DoPutStream>, Status> {
+        Err(Status::unimplemented("tracehouse takes spans over OTLP, not do_put"))
+    }
+
+    async fn do_action(&self, _request: Request<Action>) -> Result<Response<Self::DoActionStream>, Status> {
+        Err(Status::unimplemented("no actions"))
+    }
+
+    async fn list_actions(&self, _request: Request<Empty>) -> Result<Response<Self::ListActionsStream>, Status> {
+        Ok(Response::new(Box::pin(futures::stream::empty())))
+    }
+
+    async fn do_exchange(
+        &self,
+        _request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoExchangeStream>, Status> {
+        Err(Status::unimplemented("do_exchange"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tickets_are_sql_or_traceql() {
+        assert_eq!(query_sql(b" SELECT 1 ").unwrap(), "SELECT 1");
+        assert_eq!(
+            query_sql(b"{ status = error }").unwrap(),
+            "SELECT * FROM traceql('{ status = error }')"
+        );
+        assert_eq!(
+            query_sql(b"traceql: { .a = 'x' }").unwrap(),
+            "SELECT * FROM traceql('{ .a = ''x'' }')"
+        );
+        assert_eq!(query_sql(b"").unwrap_err().code(), tonic::Code::InvalidArgument);
+        assert_eq!(query_sql(&[0xff]).unwrap_err().code(), tonic::Code::InvalidArgument);
+    }
+}

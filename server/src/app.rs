@@ -142,6 +142,11 @@ pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) ->
         users: config.postgres.users.clone().into_iter().collect(),
         max_connections: config.postgres.max_connections,
     };
+    let flight_listener = if config.flight.enabled {
+        Some(bind("arrow flight", &config.flight.listen_address).await?)
+    } else {
+        None
+    };
     let pg_listener = if config.postgres.enabled {
         Some(bind("postgres", &config.postgres.listen_address).await?)
     } else {
@@ -181,6 +186,23 @@ pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) ->
         shutdown_rx.clone(),
     )));
 
+    if let Some(listener) = flight_listener {
+        let mut rx = shutdown_rx.clone();
+        let flight = tracehouse_flight::service(engine.clone());
+        tasks.push(tokio::spawn(async move {
+            let incoming = tonic::transport::server::TcpIncoming::from(listener);
+            let result = tonic::transport::Server::builder()
+                .add_service(flight)
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = rx.changed().await;
+                })
+                .await;
+            if let Err(e) = result {
+                tracing::error!(error = %e, "arrow flight server failed");
+            }
+        }));
+    }
+
     if let Some(listener) = pg_listener {
         let handlers = Arc::new(Handlers::new(engine.clone(), &pg_config));
         tasks.push(tokio::spawn(tracehouse_sql::pgwire::serve(
@@ -197,6 +219,7 @@ pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) ->
         otlp_http = %protocols.http.endpoint,
         http_api = %admin_addr,
         postgres = %config.postgres.listen_address,
+        flight = %config.flight.listen_address,
         "tracehouse ready"
     );
     stop.await;

@@ -1,5 +1,5 @@
 //! The YAML configuration, shaped like Tempo's (`server`, `distributor.receivers.otlp`,
-//! `ingester`, `storage.trace`), plus `postgres` and `query` blocks. Every field has a default,
+//! `ingester`, `storage.trace`), plus `postgres`, `flight` and `query` blocks. Every field has a default,
 //! so an empty file (or none) runs a local monolithic server.
 
 use std::collections::BTreeMap;
@@ -20,6 +20,7 @@ pub struct Config {
     pub ingester: IngesterConfig,
     pub storage: StorageBlock,
     pub postgres: PostgresConfig,
+    pub flight: FlightConfig,
     pub query: QueryConfig,
 }
 
@@ -201,6 +202,24 @@ impl Default for PostgresConfig {
             listen_address: "127.0.0.1:5432".into(),
             max_connections: 100,
             users: BTreeMap::new(),
+        }
+    }
+}
+
+/// The Arrow Flight server (port 8815 by default: free of Tempo's and OTLP's ports, and the
+/// port pyarrow's Flight examples use).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FlightConfig {
+    pub enabled: bool,
+    pub listen_address: String,
+}
+
+impl Default for FlightConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen_address: "127.0.0.1:8815".into(),
         }
     }
 }

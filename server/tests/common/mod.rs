@@ -62,6 +62,7 @@ pub struct TestServer {
     pub otlp_grpc_port: u16,
     pub http_port: u16,
     pub pg_port: u16,
+    pub flight_port: u16,
     pub extra_yaml: String,
     child: Option<Child>,
 }
@@ -75,6 +76,7 @@ impl TestServer {
             otlp_grpc_port: free_port(),
             http_port: free_port(),
             pg_port: free_port(),
+            flight_port: free_port(),
             extra_yaml: extra_yaml.to_string(),
             child: None,
         };
@@ -93,6 +95,7 @@ impl TestServer {
                     self.otlp_grpc_port = free_port();
                     self.http_port = free_port();
                     self.pg_port = free_port();
+                    self.flight_port = free_port();
                 }
                 Err(log) => panic!("tracehouse exited before ready; log:\n{log}"),
             }
@@ -105,8 +108,9 @@ impl TestServer {
         let base = format!(
             "server:\n  http_listen_port: {}\n  graceful_shutdown_timeout: 60s\n\
              distributor:\n  receivers:\n    otlp:\n      protocols:\n        grpc:\n          endpoint: 127.0.0.1:{}\n        http:\n          endpoint: 127.0.0.1:{}\n\
-             postgres:\n  listen_address: 127.0.0.1:{}\n",
-            self.http_port, self.otlp_grpc_port, self.otlp_http_port, self.pg_port
+             postgres:\n  listen_address: 127.0.0.1:{}\n\
+             flight:\n  listen_address: 127.0.0.1:{}\n",
+            self.http_port, self.otlp_grpc_port, self.otlp_http_port, self.pg_port, self.flight_port
         );
         let mut config: serde_yaml::Value = serde_yaml::from_str(&base).unwrap();
         if !self.extra_yaml.trim().is_empty() {

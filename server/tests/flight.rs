@@ -1,0 +1,96 @@
+//! Arrow Flight through the real binary with the real pyarrow client: a SQL ticket and a
+//! TraceQL ticket agree with the Postgres wire on tracegen data, `get_flight_info` gives the
+//! schema, bad queries are InvalidArgument, and tenants stay apart.
+
+mod common;
+
+use common::TestServer;
+use tracehouse_benches::send::Protocol;
+
+/// Runs pyarrow against the Flight port; prints one line per check.
+const PYARROW: &str = r#"
+import sys
+import pyarrow as pa
+import pyarrow.flight as flight
+
+port = sys.argv[1]
+client = flight.FlightClient(f"grpc://127.0.0.1:{port}")
+shop = flight.FlightCallOptions(headers=[(b"x-scope-orgid", b"shop")])
+other = flight.FlightCallOptions(headers=[(b"x-scope-orgid", b"someone-else")])
+
+sql = b"SELECT service_name, count(*) AS spans FROM spans GROUP BY 1 ORDER BY 1"
+table = client.do_get(flight.Ticket(sql), options=shop).read_all()
+print("sql", ";".join(f"{s}={n}" for s, n in zip(table["service_name"].to_pylist(), table["spans"].to_pylist())))
+
+info = client.get_flight_info(flight.FlightDescriptor.for_command(sql), options=shop)
+print("schema", ",".join(info.schema.names))
+table = client.do_get(info.endpoints[0].ticket, options=shop).read_all()
+print("info_rows", table.num_rows)
+
+reader = client.do_get(flight.Ticket(b"{ status = error }"), options=shop)
+errors = reader.read_all()
+print("traceql", errors.num_rows, set(errors["status_code"].to_pylist()))
+
+print("other_tenant", client.do_get(flight.Ticket(b"SELECT count(*) AS n FROM spans"), options=other).read_all()["n"][0].as_py())
+
+for bad in [b"SELEC nonsense", b"{ .a = }"]:
+    try:
+        client.do_get(flight.Ticket(bad), options=shop).read_all()
+        print("bad_accepted", bad)
+    except pa.ArrowInvalid as e:
+        # pyarrow raises ArrowInvalid for gRPC InvalidArgument.
+        print("bad ArrowInvalid", "invalid argument" in str(e))
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pyarrow_reads_sql_and_traceql_tickets() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(dir.path(), "").await;
+    let mut generator = common::generator(31);
+    let mut sender = server.sender(Protocol::HttpProtobuf, false).await;
+    for _ in 0..3 {
+        let (req, _) = generator.request(500);
+        assert_eq!(sender.send(&req, Some("shop")).await.unwrap().status, 200);
+    }
+    let pg = server.pg("shop").await;
+    let by_service: Vec<String> = pg
+        .query("SELECT service_name, count(*) FROM spans GROUP BY 1 ORDER BY 1", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| format!("{}={}", r.get::<_, String>(0), r.get::<_, i64>(1)))
+        .collect();
+    let errors: i64 = pg
+        .query_one("SELECT count(*) FROM spans WHERE status_code = 'error'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(errors > 0);
+
+    let out = std::process::Command::new("python3")
+        .args(["-c", PYARROW, &server.flight_port.to_string()])
+        .output()
+        .expect("python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "pyarrow failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines[0],
+        format!("sql {}", by_service.join(";")),
+        "Flight agrees with Postgres"
+    );
+    assert_eq!(lines[1], "schema service_name,spans");
+    assert_eq!(lines[2], format!("info_rows {}", by_service.len()));
+    assert_eq!(lines[3], format!("traceql {errors} {{'error'}}"));
+    assert_eq!(lines[4], "other_tenant 0", "tenants stay apart");
+    assert_eq!(
+        &lines[5..7],
+        ["bad ArrowInvalid True"; 2],
+        "invalid SQL and TraceQL are InvalidArgument"
+    );
+    assert_eq!(lines.len(), 7, "{stdout}");
+}
