@@ -24,7 +24,7 @@ use datafusion::arrow::ipc::writer::IpcWriteOptions;
 use datafusion::dataframe::DataFrame;
 use futures::{Stream, TryStreamExt};
 use tonic::{Request, Response, Status, Streaming};
-use tracehouse_sql::{DEFAULT_TENANT, QueryEngine, sql_literal};
+use tracehouse_sql::{QueryEngine, sql_literal};
 
 type Stream_<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -61,14 +61,7 @@ pub fn status(e: tracehouse_sql::Error) -> Status {
 }
 
 fn tenant_of<T>(request: &Request<T>) -> String {
-    request
-        .metadata()
-        .get("x-scope-orgid")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .unwrap_or(DEFAULT_TENANT)
-        .to_string()
+    tracehouse_sql::tenant_or_default(request.metadata().get("x-scope-orgid").and_then(|v| v.to_str().ok()))
 }
 
 /// The Flight service over a query engine.

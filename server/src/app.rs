@@ -101,6 +101,25 @@ async fn serve_http(listener: TcpListener, app: axum::Router, mut shutdown: watc
     }
 }
 
+/// Serves gRPC `routes` on `listener` until `shutdown` changes.
+async fn serve_grpc(
+    what: &'static str,
+    listener: TcpListener,
+    routes: tonic::service::Routes,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let incoming = tonic::transport::server::TcpIncoming::from(listener);
+    let result = tonic::transport::Server::builder()
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(incoming, async move {
+            let _ = shutdown.changed().await;
+        })
+        .await;
+    if let Err(e) = result {
+        tracing::error!(error = %e, "{what} server failed");
+    }
+}
+
 /// Runs the monolithic server until `stop` resolves, then shuts down gracefully.
 pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) -> Result<(), AppError> {
     let warehouse = Warehouse::open(warehouse_config(&config)?).await?;
@@ -163,20 +182,12 @@ pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) ->
         shutdown_rx.clone(),
     )));
 
-    let mut rx = shutdown_rx.clone();
-    let grpc = otlp::grpc_service(receiver.clone());
-    tasks.push(tokio::spawn(async move {
-        let incoming = tonic::transport::server::TcpIncoming::from(grpc_listener);
-        let result = tonic::transport::Server::builder()
-            .add_service(grpc)
-            .serve_with_incoming_shutdown(incoming, async move {
-                let _ = rx.changed().await;
-            })
-            .await;
-        if let Err(e) = result {
-            tracing::error!(error = %e, "otlp grpc server failed");
-        }
-    }));
+    tasks.push(tokio::spawn(serve_grpc(
+        "otlp grpc",
+        grpc_listener,
+        tonic::service::Routes::new(otlp::grpc_service(receiver.clone())),
+        shutdown_rx.clone(),
+    )));
 
     tasks.push(tokio::spawn(serve_http(
         admin_listener,
@@ -187,20 +198,12 @@ pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) ->
     )));
 
     if let Some(listener) = flight_listener {
-        let mut rx = shutdown_rx.clone();
-        let flight = tracehouse_flight::service(engine.clone());
-        tasks.push(tokio::spawn(async move {
-            let incoming = tonic::transport::server::TcpIncoming::from(listener);
-            let result = tonic::transport::Server::builder()
-                .add_service(flight)
-                .serve_with_incoming_shutdown(incoming, async move {
-                    let _ = rx.changed().await;
-                })
-                .await;
-            if let Err(e) = result {
-                tracing::error!(error = %e, "arrow flight server failed");
-            }
-        }));
+        tasks.push(tokio::spawn(serve_grpc(
+            "arrow flight",
+            listener,
+            tonic::service::Routes::new(tracehouse_flight::service(engine.clone())),
+            shutdown_rx.clone(),
+        )));
     }
 
     if let Some(listener) = pg_listener {

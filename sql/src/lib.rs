@@ -25,6 +25,16 @@ pub use tracehouse_warehouse::TraceLookup;
 pub use tracehouse_warehouse::storage::DEFAULT_TENANT;
 pub use tracehouse_warehouse::trace_index::{parse_trace_id, trace_id_hex};
 
+/// The tenant a request names (`X-Scope-OrgID` or its gRPC metadata), trimmed; the default
+/// tenant when it names none.
+pub fn tenant_or_default(value: Option<&str>) -> String {
+    value
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .unwrap_or(DEFAULT_TENANT)
+        .to_string()
+}
+
 /// `s` as a SQL string literal (`'...'`, quotes doubled).
 pub fn sql_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))

@@ -40,13 +40,7 @@ pub fn status(e: ApiError) -> Status {
 }
 
 fn tenant_of<T>(request: &Request<T>) -> String {
-    let mut headers = axum::http::HeaderMap::new();
-    if let Some(v) = request.metadata().get("x-scope-orgid")
-        && let Ok(v) = axum::http::HeaderValue::from_bytes(v.as_bytes())
-    {
-        headers.insert("x-scope-orgid", v);
-    }
-    crate::tenant(&headers)
+    tracehouse_sql::tenant_or_default(request.metadata().get("x-scope-orgid").and_then(|v| v.to_str().ok()))
 }
 
 fn once<T: Send + 'static>(result: Result<T, ApiError>) -> Result<Response<Messages<T>>, Status> {

@@ -30,7 +30,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use std::collections::HashMap;
 
-use tracehouse_sql::{DEFAULT_TENANT, QueryEngine};
+use tracehouse_sql::QueryEngine;
 
 /// The Tempo version tracehouse answers as: Grafana enables streaming and metrics features by
 /// it (at least 2.7.0).
@@ -91,13 +91,7 @@ async fn buildinfo() -> Response {
 
 /// The tenant of a request: `X-Scope-OrgID`, else the default tenant.
 pub fn tenant(headers: &HeaderMap) -> String {
-    headers
-        .get("x-scope-orgid")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .unwrap_or(DEFAULT_TENANT)
-        .to_string()
+    tracehouse_sql::tenant_or_default(headers.get("x-scope-orgid").and_then(|v| v.to_str().ok()))
 }
 
 /// Query parameter `name` parsed as `T`; `default` when absent or empty, 400 when invalid.
