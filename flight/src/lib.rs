@@ -1,5 +1,10 @@
-//! Arrow Flight for tracehouse, over the `sql` crate's query engine (issue #5, in progress:
-//! plain Flight so far; Flight SQL, auth and cancellation come next).
+//! Arrow Flight and Flight SQL for tracehouse, over the `sql` crate's query engine (issue #5,
+//! in progress: plain Flight and Flight SQL statements so far; prepared statements, catalog
+//! metadata, auth and cancellation come next).
+//!
+//! One port serves both. A ticket or command that decodes as a protobuf `Any` of a Flight SQL
+//! message goes to the Flight SQL service (arrow-flight's `FlightSqlService`); anything else is
+//! a plain-Flight query text.
 //!
 //! A ticket (and a `get_flight_info` / `get_schema` command descriptor) is UTF-8 text: SQL, or
 //! TraceQL when it starts with `{` or carries the prefix `traceql:`; TraceQL runs as
@@ -16,6 +21,11 @@ use std::sync::Arc;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
+use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
+use arrow_flight::sql::server::FlightSqlService;
+use arrow_flight::sql::{
+    Any, CommandGetSqlInfo, CommandStatementQuery, ProstMessageExt, SqlInfo, TicketStatementQuery,
+};
 use arrow_flight::{
     Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest,
     HandshakeResponse, PollInfo, PutResult, SchemaAsIpc, SchemaResult, Ticket,
@@ -23,6 +33,7 @@ use arrow_flight::{
 use datafusion::arrow::ipc::writer::IpcWriteOptions;
 use datafusion::dataframe::DataFrame;
 use futures::{Stream, TryStreamExt};
+use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 use tracehouse_sql::{QueryEngine, sql_literal};
 
@@ -64,37 +75,33 @@ fn tenant_of<T>(request: &Request<T>) -> String {
     tracehouse_sql::tenant_or_default(request.metadata().get("x-scope-orgid").and_then(|v| v.to_str().ok()))
 }
 
-/// The Flight service over a query engine.
-pub struct TracehouseFlight {
+/// Prefix of the `Any` type URLs of Flight SQL messages.
+const FLIGHT_SQL_TYPE_PREFIX: &str = "type.googleapis.com/arrow.flight.protocol.sql.";
+
+/// `true` when `bytes` is a protobuf `Any` holding a Flight SQL message.
+fn is_flight_sql(bytes: &[u8]) -> bool {
+    Any::decode(bytes).is_ok_and(|any| any.type_url.starts_with(FLIGHT_SQL_TYPE_PREFIX))
+}
+
+/// What plain Flight and Flight SQL share: the engine and how a query runs.
+struct Queries {
     engine: Arc<QueryEngine>,
 }
 
-/// The tonic service, ready to serve.
-pub fn service(engine: Arc<QueryEngine>) -> FlightServiceServer<TracehouseFlight> {
-    FlightServiceServer::new(TracehouseFlight { engine })
-}
-
-impl TracehouseFlight {
-    async fn plan(&self, tenant: &str, query: &[u8]) -> Result<DataFrame, Status> {
-        let sql = query_sql(query)?;
+impl Queries {
+    /// The plan of SQL text for `tenant`.
+    async fn plan_sql(&self, tenant: &str, sql: &str) -> Result<DataFrame, Status> {
         let ctx = self.engine.context(tenant).await.map_err(status)?;
-        ctx.sql(&sql).await.map_err(|e| status(e.into()))
+        ctx.sql(sql).await.map_err(|e| status(e.into()))
     }
-}
 
-#[tonic::async_trait]
-impl FlightService for TracehouseFlight {
-    type HandshakeStream = Stream_<HandshakeResponse>;
-    type ListFlightsStream = Stream_<FlightInfo>;
-    type DoGetStream = Stream_<FlightData>;
-    type DoPutStream = Stream_<PutResult>;
-    type DoActionStream = Stream_<arrow_flight::Result>;
-    type ListActionsStream = Stream_<ActionType>;
-    type DoExchangeStream = Stream_<FlightData>;
+    /// The plan of a plain-Flight ticket (SQL or TraceQL text).
+    async fn plan(&self, tenant: &str, query: &[u8]) -> Result<DataFrame, Status> {
+        self.plan_sql(tenant, &query_sql(query)?).await
+    }
 
-    async fn do_get(&self, request: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
-        let tenant = tenant_of(&request);
-        let frame = self.plan(&tenant, &request.get_ref().ticket).await?;
+    /// Runs `frame`, streaming its batches as Flight data.
+    async fn stream(&self, frame: DataFrame) -> Result<Stream_<FlightData>, Status> {
         let schema = Arc::new(frame.schema().as_arrow().clone());
         let batches = frame
             .execute_stream()
@@ -108,26 +115,165 @@ impl FlightService for TracehouseFlight {
                 FlightError::Tonic(status) => *status,
                 other => Status::invalid_argument(other.to_string()),
             });
+        Ok(Box::pin(stream))
+    }
+
+    fn info(
+        schema: &datafusion::arrow::datatypes::Schema,
+        descriptor: FlightDescriptor,
+        ticket: Vec<u8>,
+    ) -> Result<FlightInfo, Status> {
+        Ok(FlightInfo::new()
+            .try_with_schema(schema)
+            .map_err(|e| Status::internal(e.to_string()))?
+            .with_descriptor(descriptor)
+            .with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(ticket))))
+    }
+}
+
+/// The Flight service over a query engine: plain Flight, and Flight SQL through [`SqlService`].
+pub struct TracehouseFlight {
+    queries: Arc<Queries>,
+    sql: SqlService,
+}
+
+/// The tonic service, ready to serve.
+pub fn service(engine: Arc<QueryEngine>) -> FlightServiceServer<TracehouseFlight> {
+    let queries = Arc::new(Queries { engine });
+    FlightServiceServer::new(TracehouseFlight {
+        sql: SqlService {
+            queries: queries.clone(),
+            info: sql_info(),
+        },
+        queries,
+    })
+}
+
+fn sql_info() -> Arc<SqlInfoData> {
+    let mut builder = SqlInfoDataBuilder::new();
+    builder.append(SqlInfo::FlightSqlServerName, "tracehouse");
+    builder.append(SqlInfo::FlightSqlServerVersion, env!("CARGO_PKG_VERSION"));
+    builder.append(SqlInfo::FlightSqlServerArrowVersion, "59");
+    builder.append(SqlInfo::FlightSqlServerReadOnly, true);
+    builder.append(SqlInfo::FlightSqlServerSql, true);
+    builder.append(SqlInfo::FlightSqlServerSubstrait, false);
+    builder.append(SqlInfo::FlightSqlServerTransaction, 0i32);
+    Arc::new(builder.build().expect("static sql info builds"))
+}
+
+/// Flight SQL: statements run on the engine, `GetSqlInfo` describes the server.
+pub struct SqlService {
+    queries: Arc<Queries>,
+    info: Arc<SqlInfoData>,
+}
+
+#[tonic::async_trait]
+impl FlightSqlService for SqlService {
+    type FlightService = SqlService;
+
+    async fn do_handshake(
+        &self,
+        _request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Stream_<HandshakeResponse>>, Status> {
+        Ok(Response::new(Box::pin(futures::stream::empty())))
+    }
+
+    async fn get_flight_info_statement(
+        &self,
+        query: CommandStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let tenant = tenant_of(&request);
+        let frame = self.queries.plan_sql(&tenant, &query.query).await?;
+        let ticket = TicketStatementQuery {
+            statement_handle: query.query.into_bytes().into(),
+        };
+        let info = Queries::info(
+            frame.schema().as_arrow(),
+            request.into_inner(),
+            ticket.as_any().encode_to_vec(),
+        )?;
+        Ok(Response::new(info))
+    }
+
+    async fn do_get_statement(
+        &self,
+        ticket: TicketStatementQuery,
+        request: Request<Ticket>,
+    ) -> Result<Response<Stream_<FlightData>>, Status> {
+        let tenant = tenant_of(&request);
+        let sql = std::str::from_utf8(&ticket.statement_handle)
+            .map_err(|_| Status::invalid_argument("statement handle is not UTF-8"))?;
+        let frame = self.queries.plan_sql(&tenant, sql).await?;
+        Ok(Response::new(self.queries.stream(frame).await?))
+    }
+
+    async fn get_flight_info_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let info = Queries::info(
+            &self.info.schema(),
+            request.into_inner(),
+            query.as_any().encode_to_vec(),
+        )?;
+        Ok(Response::new(info))
+    }
+
+    async fn do_get_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        _request: Request<Ticket>,
+    ) -> Result<Response<Stream_<FlightData>>, Status> {
+        let batch = self
+            .info
+            .record_batch(query.info)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let stream = FlightDataEncoderBuilder::new()
+            .with_schema(batch.schema())
+            .build(futures::stream::iter([Ok(batch)]))
+            .map_err(|e| Status::internal(e.to_string()));
         Ok(Response::new(Box::pin(stream)))
     }
 
+    async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}
+
+#[tonic::async_trait]
+impl FlightService for TracehouseFlight {
+    type HandshakeStream = Stream_<HandshakeResponse>;
+    type ListFlightsStream = Stream_<FlightInfo>;
+    type DoGetStream = Stream_<FlightData>;
+    type DoPutStream = Stream_<PutResult>;
+    type DoActionStream = Stream_<arrow_flight::Result>;
+    type ListActionsStream = Stream_<ActionType>;
+    type DoExchangeStream = Stream_<FlightData>;
+
+    async fn do_get(&self, request: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
+        if is_flight_sql(&request.get_ref().ticket) {
+            return FlightService::do_get(&self.sql, request).await;
+        }
+        let tenant = tenant_of(&request);
+        let frame = self.queries.plan(&tenant, &request.get_ref().ticket).await?;
+        Ok(Response::new(self.queries.stream(frame).await?))
+    }
+
     async fn get_flight_info(&self, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+        if is_flight_sql(&request.get_ref().cmd) {
+            return FlightService::get_flight_info(&self.sql, request).await;
+        }
         let tenant = tenant_of(&request);
         let descriptor = request.into_inner();
-        let frame = self.plan(&tenant, &descriptor.cmd).await?;
-        let schema = frame.schema().as_arrow().clone();
-        let endpoint = FlightEndpoint::new().with_ticket(Ticket::new(descriptor.cmd.clone()));
-        let info = FlightInfo::new()
-            .try_with_schema(&schema)
-            .map_err(|e| Status::internal(e.to_string()))?
-            .with_descriptor(descriptor)
-            .with_endpoint(endpoint);
+        let frame = self.queries.plan(&tenant, &descriptor.cmd).await?;
+        let ticket = descriptor.cmd.to_vec();
+        let info = Queries::info(frame.schema().as_arrow(), descriptor, ticket)?;
         Ok(Response::new(info))
     }
 
     async fn get_schema(&self, request: Request<FlightDescriptor>) -> Result<Response<SchemaResult>, Status> {
         let tenant = tenant_of(&request);
-        let frame = self.plan(&tenant, &request.get_ref().cmd).await?;
+        let frame = self.queries.plan(&tenant, &request.get_ref().cmd).await?;
         let schema = frame.schema().as_arrow().clone();
         let result = SchemaAsIpc::new(&schema, &IpcWriteOptions::default())
             .try_into()
@@ -154,8 +300,8 @@ impl FlightService for TracehouseFlight {
         Err(Status::unimplemented("tracehouse takes spans over OTLP, not do_put"))
     }
 
-    async fn do_action(&self, _request: Request<Action>) -> Result<Response<Self::DoActionStream>, Status> {
-        Err(Status::unimplemented("no actions"))
+    async fn do_action(&self, request: Request<Action>) -> Result<Response<Self::DoActionStream>, Status> {
+        FlightService::do_action(&self.sql, request).await
     }
 
     async fn list_actions(&self, _request: Request<Empty>) -> Result<Response<Self::ListActionsStream>, Status> {

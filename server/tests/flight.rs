@@ -1,6 +1,7 @@
-//! Arrow Flight through the real binary with the real pyarrow client: a SQL ticket and a
-//! TraceQL ticket agree with the Postgres wire on tracegen data, `get_flight_info` gives the
-//! schema, bad queries are InvalidArgument, and tenants stay apart.
+//! Arrow Flight through the real binary with the real Python clients: pyarrow's plain Flight
+//! (SQL and TraceQL tickets, `get_flight_info`) and the ADBC Flight SQL driver (statements,
+//! `GetSqlInfo`) agree with the Postgres wire on tracegen data; bad queries are
+//! InvalidArgument; tenants stay apart.
 
 mod common;
 
@@ -42,8 +43,55 @@ for bad in [b"SELEC nonsense", b"{ .a = }"]:
         print("bad ArrowInvalid", "invalid argument" in str(e))
 "#;
 
+/// Runs the ADBC Flight SQL driver against the Flight port; prints one line per check.
+const ADBC: &str = r#"
+import sys
+import adbc_driver_flightsql.dbapi as flightsql
+
+port = sys.argv[1]
+def connect(tenant):
+    return flightsql.connect(
+        f"grpc://127.0.0.1:{port}",
+        db_kwargs={"adbc.flight.sql.rpc.call_header.x-scope-orgid": tenant},
+        autocommit=True,
+    )
+
+conn = connect("shop")
+cur = conn.cursor()
+cur.execute("SELECT service_name, count(*) AS spans FROM spans GROUP BY 1 ORDER BY 1")
+table = cur.fetch_arrow_table()
+print("adbc", ";".join(f"{s}={n}" for s, n in zip(table["service_name"].to_pylist(), table["spans"].to_pylist())))
+cur.execute("SELECT count(*) AS n FROM traceql('{ status = error }')")
+print("adbc_traceql", cur.fetchone()[0])
+print("vendor", conn.adbc_get_info()["vendor_name"])
+try:
+    cur.execute("SELEC nonsense")
+    cur.fetchall()
+    print("bad_accepted")
+except flightsql.Error as e:
+    print("adbc_bad", type(e).__name__)
+other = connect("someone-else").cursor()
+other.execute("SELECT count(*) FROM spans")
+print("adbc_other_tenant", other.fetchone()[0])
+"#;
+
+/// Runs a Python client script with the Flight port; its output lines.
+fn python(script: &str, port: u16) -> Vec<String> {
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, &port.to_string()])
+        .output()
+        .expect("python3");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "python client failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout.lines().map(str::to_string).collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pyarrow_reads_sql_and_traceql_tickets() {
+async fn pyarrow_and_adbc_read_spans() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start_in(dir.path(), "").await;
     let mut generator = common::generator(31);
@@ -67,17 +115,7 @@ async fn pyarrow_reads_sql_and_traceql_tickets() {
         .get(0);
     assert!(errors > 0);
 
-    let out = std::process::Command::new("python3")
-        .args(["-c", PYARROW, &server.flight_port.to_string()])
-        .output()
-        .expect("python3");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "pyarrow failed: {}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<&str> = stdout.lines().collect();
+    let lines = python(PYARROW, server.flight_port);
     assert_eq!(
         lines[0],
         format!("sql {}", by_service.join(";")),
@@ -92,5 +130,13 @@ async fn pyarrow_reads_sql_and_traceql_tickets() {
         ["bad ArrowInvalid True"; 2],
         "invalid SQL and TraceQL are InvalidArgument"
     );
-    assert_eq!(lines.len(), 7, "{stdout}");
+    assert_eq!(lines.len(), 7, "{lines:?}");
+
+    // Flight SQL through ADBC: the same answers, server info from GetSqlInfo.
+    let lines = python(ADBC, server.flight_port);
+    assert_eq!(lines[0], format!("adbc {}", by_service.join(";")));
+    assert_eq!(lines[1], format!("adbc_traceql {errors}"));
+    assert_eq!(lines[2], "vendor tracehouse");
+    assert_eq!(lines[3], "adbc_bad ProgrammingError", "invalid SQL is InvalidArgument");
+    assert_eq!(lines[4], "adbc_other_tenant 0", "tenants stay apart");
 }
