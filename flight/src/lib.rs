@@ -1,6 +1,7 @@
 //! Arrow Flight and Flight SQL for tracehouse, over the `sql` crate's query engine (issue #5,
-//! in progress: plain Flight and Flight SQL statements so far; prepared statements, catalog
-//! metadata, auth and cancellation come next).
+//! in progress: plain Flight, and Flight SQL statements, `GetSqlInfo`, `GetCatalogs`,
+//! `GetDbSchemas`, `GetTables` (with schemas) and `GetTableTypes` so far; prepared statements,
+//! auth and cancellation come next). The catalog a Flight SQL client sees is the tenant's.
 //!
 //! One port serves both. A ticket or command that decodes as a protobuf `Any` of a Flight SQL
 //! message goes to the Flight SQL service (arrow-flight's `FlightSqlService`); anything else is
@@ -24,14 +25,18 @@ use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
 use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
 use arrow_flight::sql::server::FlightSqlService;
 use arrow_flight::sql::{
-    Any, CommandGetSqlInfo, CommandStatementQuery, ProstMessageExt, SqlInfo, TicketStatementQuery,
+    Any, CommandGetCatalogs, CommandGetDbSchemas, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables,
+    CommandStatementQuery, ProstMessageExt, SqlInfo, TicketStatementQuery,
 };
 use arrow_flight::{
     Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest,
     HandshakeResponse, PollInfo, PutResult, SchemaAsIpc, SchemaResult, Ticket,
 };
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::ipc::writer::IpcWriteOptions;
 use datafusion::dataframe::DataFrame;
+use datafusion::datasource::TableType;
 use futures::{Stream, TryStreamExt};
 use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
@@ -118,6 +123,51 @@ impl Queries {
         Ok(Box::pin(stream))
     }
 
+    /// Every table the tenant can query: `(catalog, schema, table, type, Arrow schema)`.
+    async fn tables(&self, tenant: &str) -> Result<Vec<(String, String, String, &'static str, SchemaRef)>, Status> {
+        let ctx = self.engine.context(tenant).await.map_err(status)?;
+        let mut out = Vec::new();
+        for catalog_name in ctx.catalog_names() {
+            let Some(catalog) = ctx.catalog(&catalog_name) else {
+                continue;
+            };
+            for schema_name in catalog.schema_names() {
+                let Some(schema) = catalog.schema(&schema_name) else {
+                    continue;
+                };
+                for table_name in schema.table_names() {
+                    let Some(table) = schema.table(&table_name).await.map_err(|e| status(e.into()))? else {
+                        continue;
+                    };
+                    let kind = match table.table_type() {
+                        TableType::View => "VIEW",
+                        TableType::Temporary => "LOCAL TEMPORARY",
+                        TableType::Base => "TABLE",
+                    };
+                    out.push((
+                        catalog_name.clone(),
+                        schema_name.clone(),
+                        table_name,
+                        kind,
+                        table.schema(),
+                    ));
+                }
+            }
+        }
+        out.sort_by(|a, b| (&a.0, &a.1, &a.2).cmp(&(&b.0, &b.1, &b.2)));
+        Ok(out)
+    }
+
+    /// One finished batch as a Flight data stream.
+    fn batch_stream<E: std::fmt::Display>(batch: Result<RecordBatch, E>) -> Result<Stream_<FlightData>, Status> {
+        let batch = batch.map_err(|e| Status::internal(e.to_string()))?;
+        let stream = FlightDataEncoderBuilder::new()
+            .with_schema(batch.schema())
+            .build(futures::stream::iter([Ok(batch)]))
+            .map_err(|e| Status::internal(e.to_string()));
+        Ok(Box::pin(stream))
+    }
+
     fn info(
         schema: &datafusion::arrow::datatypes::Schema,
         descriptor: FlightDescriptor,
@@ -159,6 +209,16 @@ fn sql_info() -> Arc<SqlInfoData> {
     builder.append(SqlInfo::FlightSqlServerSubstrait, false);
     builder.append(SqlInfo::FlightSqlServerTransaction, 0i32);
     Arc::new(builder.build().expect("static sql info builds"))
+}
+
+/// The `FlightInfo` of a metadata command: its result schema, and the command as the ticket.
+fn metadata_info<M: ProstMessageExt>(
+    schema: &datafusion::arrow::datatypes::Schema,
+    query: &M,
+    request: Request<FlightDescriptor>,
+) -> Result<Response<FlightInfo>, Status> {
+    let info = Queries::info(schema, request.into_inner(), query.as_any().encode_to_vec())?;
+    Ok(Response::new(info))
 }
 
 /// Flight SQL: statements run on the engine, `GetSqlInfo` describes the server.
@@ -213,12 +273,7 @@ impl FlightSqlService for SqlService {
         query: CommandGetSqlInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let info = Queries::info(
-            &self.info.schema(),
-            request.into_inner(),
-            query.as_any().encode_to_vec(),
-        )?;
-        Ok(Response::new(info))
+        metadata_info(&self.info.schema(), &query, request)
     }
 
     async fn do_get_sql_info(
@@ -226,15 +281,107 @@ impl FlightSqlService for SqlService {
         query: CommandGetSqlInfo,
         _request: Request<Ticket>,
     ) -> Result<Response<Stream_<FlightData>>, Status> {
-        let batch = self
-            .info
-            .record_batch(query.info)
-            .map_err(|e| Status::internal(e.to_string()))?;
-        let stream = FlightDataEncoderBuilder::new()
-            .with_schema(batch.schema())
-            .build(futures::stream::iter([Ok(batch)]))
-            .map_err(|e| Status::internal(e.to_string()));
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Response::new(Queries::batch_stream(
+            self.info.record_batch(query.info),
+        )?))
+    }
+
+    async fn get_flight_info_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        metadata_info(&query.into_builder().schema(), &query, request)
+    }
+
+    async fn do_get_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        request: Request<Ticket>,
+    ) -> Result<Response<Stream_<FlightData>>, Status> {
+        let mut builder = query.into_builder();
+        let mut names: Vec<String> = self
+            .queries
+            .tables(&tenant_of(&request))
+            .await?
+            .into_iter()
+            .map(|t| t.0)
+            .collect();
+        names.dedup();
+        for name in names {
+            builder.append(name);
+        }
+        Ok(Response::new(Queries::batch_stream(builder.build())?))
+    }
+
+    async fn get_flight_info_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        metadata_info(&query.clone().into_builder().schema(), &query, request)
+    }
+
+    async fn do_get_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        request: Request<Ticket>,
+    ) -> Result<Response<Stream_<FlightData>>, Status> {
+        let mut builder = query.into_builder();
+        let mut pairs: Vec<(String, String)> = self
+            .queries
+            .tables(&tenant_of(&request))
+            .await?
+            .into_iter()
+            .map(|t| (t.0, t.1))
+            .collect();
+        pairs.dedup();
+        for (catalog, schema) in pairs {
+            builder.append(catalog, schema);
+        }
+        Ok(Response::new(Queries::batch_stream(builder.build())?))
+    }
+
+    async fn get_flight_info_tables(
+        &self,
+        query: CommandGetTables,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        metadata_info(&query.clone().into_builder().schema(), &query, request)
+    }
+
+    async fn do_get_tables(
+        &self,
+        query: CommandGetTables,
+        request: Request<Ticket>,
+    ) -> Result<Response<Stream_<FlightData>>, Status> {
+        let mut builder = query.into_builder();
+        for (catalog, schema, table, kind, table_schema) in self.queries.tables(&tenant_of(&request)).await? {
+            builder
+                .append(catalog, schema, table, kind, &table_schema)
+                .map_err(|e| Status::internal(e.to_string()))?;
+        }
+        Ok(Response::new(Queries::batch_stream(builder.build())?))
+    }
+
+    async fn get_flight_info_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        metadata_info(&query.into_builder().schema(), &query, request)
+    }
+
+    async fn do_get_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        _request: Request<Ticket>,
+    ) -> Result<Response<Stream_<FlightData>>, Status> {
+        let mut builder = query.into_builder();
+        for kind in ["LOCAL TEMPORARY", "TABLE", "VIEW"] {
+            builder.append(kind);
+        }
+        Ok(Response::new(Queries::batch_stream(builder.build())?))
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}

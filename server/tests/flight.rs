@@ -70,6 +70,14 @@ try:
     print("bad_accepted")
 except flightsql.Error as e:
     print("adbc_bad", type(e).__name__)
+print("table_types", ",".join(sorted(conn.adbc_get_table_types())))
+print("spans_columns", ",".join(conn.adbc_get_table_schema("spans").names[:3]))
+objects = conn.adbc_get_objects(depth="tables").read_all().to_pylist()
+tables = sorted(
+    f"{c['catalog_name']}.{s['db_schema_name']}.{t['table_name']}"
+    for c in objects for s in (c["catalog_db_schemas"] or []) for t in (s["db_schema_tables"] or [])
+)
+print("objects", "shop.public.spans" in tables, "shop.public.traces" in tables)
 other = connect("someone-else").cursor()
 other.execute("SELECT count(*) FROM spans")
 print("adbc_other_tenant", other.fetchone()[0])
@@ -138,5 +146,10 @@ async fn pyarrow_and_adbc_read_spans() {
     assert_eq!(lines[1], format!("adbc_traceql {errors}"));
     assert_eq!(lines[2], "vendor tracehouse");
     assert_eq!(lines[3], "adbc_bad ProgrammingError", "invalid SQL is InvalidArgument");
-    assert_eq!(lines[4], "adbc_other_tenant 0", "tenants stay apart");
+    // Metadata calls drivers make: GetTableTypes, GetTables with schemas, GetCatalogs and
+    // GetDbSchemas (through get_objects; the catalog is the tenant).
+    assert_eq!(lines[4], "table_types LOCAL TEMPORARY,TABLE,VIEW");
+    assert_eq!(lines[5], "spans_columns trace_id,span_id,parent_span_id");
+    assert_eq!(lines[6], "objects True True");
+    assert_eq!(lines[7], "adbc_other_tenant 0", "tenants stay apart");
 }
