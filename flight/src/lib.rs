@@ -1,7 +1,8 @@
 //! Arrow Flight and Flight SQL for tracehouse, over the `sql` crate's query engine (issue #5,
-//! in progress: plain Flight, and Flight SQL statements, `GetSqlInfo`, `GetCatalogs`,
-//! `GetDbSchemas`, `GetTables` (with schemas) and `GetTableTypes` so far; prepared statements,
-//! auth and cancellation come next). The catalog a Flight SQL client sees is the tenant's.
+//! in progress: plain Flight, and Flight SQL statements, prepared statements with parameters
+//! (`$1`, ...), `GetSqlInfo`, `GetCatalogs`, `GetDbSchemas`, `GetTables` (with schemas) and
+//! `GetTableTypes` so far; auth and cancellation come next). The catalog a Flight SQL client
+//! sees is the tenant's.
 //!
 //! One port serves both. A ticket or command that decodes as a protobuf `Any` of a Flight SQL
 //! message goes to the Flight SQL service (arrow-flight's `FlightSqlService`); anything else is
@@ -19,11 +20,17 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
+use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
 use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
 use arrow_flight::sql::server::FlightSqlService;
+use arrow_flight::sql::server::PeekableFlightDataStream;
+use arrow_flight::sql::{
+    ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult,
+    CommandPreparedStatementQuery, DoPutPreparedStatementResult,
+};
 use arrow_flight::sql::{
     Any, CommandGetCatalogs, CommandGetDbSchemas, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables,
     CommandStatementQuery, ProstMessageExt, SqlInfo, TicketStatementQuery,
@@ -194,6 +201,7 @@ pub fn service(engine: Arc<QueryEngine>) -> FlightServiceServer<TracehouseFlight
         sql: SqlService {
             queries: queries.clone(),
             info: sql_info(),
+            prepared: Default::default(),
         },
         queries,
     })
@@ -211,7 +219,17 @@ fn sql_info() -> Arc<SqlInfoData> {
     Arc::new(builder.build().expect("static sql info builds"))
 }
 
-/// The `FlightInfo` of a metadata command: its result schema, and the command as the ticket.
+/// A fresh id for a prepared-statement handle.
+fn fresh_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{nanos:x}-{:x}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The `FlightInfo` of a command: its result schema, and the command as the ticket.
 fn metadata_info<M: ProstMessageExt>(
     schema: &datafusion::arrow::datatypes::Schema,
     query: &M,
@@ -221,10 +239,41 @@ fn metadata_info<M: ProstMessageExt>(
     Ok(Response::new(info))
 }
 
-/// Flight SQL: statements run on the engine, `GetSqlInfo` describes the server.
+/// Prepared statements a server holds at once (their bound parameters wait between `do_put`
+/// and `do_get`).
+pub const MAX_PREPARED_STATEMENTS: usize = 10_000;
+
+/// Flight SQL: statements and prepared statements run on the engine, `GetSqlInfo` describes
+/// the server, the metadata calls list the tenant's catalog.
 pub struct SqlService {
     queries: Arc<Queries>,
     info: Arc<SqlInfoData>,
+    /// Prepared-statement handle -> bound parameters. A handle is a fresh id, `:`, the SQL.
+    prepared: std::sync::Mutex<std::collections::HashMap<Vec<u8>, Vec<datafusion::common::ScalarValue>>>,
+}
+
+fn handle_sql(handle: &[u8]) -> Result<&str, Status> {
+    std::str::from_utf8(handle)
+        .ok()
+        .and_then(|h| h.split_once(':'))
+        .map(|(_, sql)| sql)
+        .ok_or_else(|| Status::invalid_argument("unknown prepared statement handle"))
+}
+
+impl SqlService {
+    /// The plan of a prepared statement with its bound parameters.
+    async fn prepared_plan(&self, tenant: &str, handle: &[u8]) -> Result<DataFrame, Status> {
+        let frame = self.queries.plan_sql(tenant, handle_sql(handle)?).await?;
+        let params = self.prepared.lock().expect("prepared lock").get(handle).cloned();
+        match params {
+            Some(values) if !values.is_empty() => frame
+                .with_param_values(datafusion::common::ParamValues::List(
+                    values.into_iter().map(Into::into).collect(),
+                ))
+                .map_err(|e| status(e.into())),
+            _ => Ok(frame),
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -384,6 +433,118 @@ impl FlightSqlService for SqlService {
         Ok(Response::new(Queries::batch_stream(builder.build())?))
     }
 
+    async fn do_action_create_prepared_statement(
+        &self,
+        query: ActionCreatePreparedStatementRequest,
+        request: Request<Action>,
+    ) -> Result<ActionCreatePreparedStatementResult, Status> {
+        let tenant = tenant_of(&request);
+        let frame = self.queries.plan_sql(&tenant, &query.query).await?;
+        let ipc = |schema: &datafusion::arrow::datatypes::Schema| -> Result<bytes::Bytes, Status> {
+            let message: arrow_flight::IpcMessage = SchemaAsIpc::new(schema, &IpcWriteOptions::default())
+                .try_into()
+                .map_err(|e: datafusion::arrow::error::ArrowError| Status::internal(e.to_string()))?;
+            Ok(message.0)
+        };
+        let parameters = frame
+            .logical_plan()
+            .get_parameter_types()
+            .map_err(|e| status(e.into()))?;
+        let mut names: Vec<&String> = parameters.keys().collect();
+        names.sort_by_key(|n| n.trim_start_matches('$').parse::<usize>().unwrap_or(usize::MAX));
+        let parameter_schema = datafusion::arrow::datatypes::Schema::new(
+            names
+                .iter()
+                .map(|n| {
+                    let ty = parameters[*n]
+                        .clone()
+                        .unwrap_or(datafusion::arrow::datatypes::DataType::Null);
+                    datafusion::arrow::datatypes::Field::new(n.as_str(), ty, true)
+                })
+                .collect::<Vec<_>>(),
+        );
+        let handle = format!("{}:{}", fresh_id(), query.query).into_bytes();
+        {
+            let mut prepared = self.prepared.lock().expect("prepared lock");
+            if prepared.len() >= MAX_PREPARED_STATEMENTS {
+                return Err(Status::resource_exhausted(format!(
+                    "{MAX_PREPARED_STATEMENTS} prepared statements are open; close some"
+                )));
+            }
+            prepared.insert(handle.clone(), Vec::new());
+        }
+        Ok(ActionCreatePreparedStatementResult {
+            prepared_statement_handle: handle.into(),
+            dataset_schema: ipc(frame.schema().as_arrow())?,
+            parameter_schema: ipc(&parameter_schema)?,
+        })
+    }
+
+    async fn do_action_close_prepared_statement(
+        &self,
+        query: ActionClosePreparedStatementRequest,
+        _request: Request<Action>,
+    ) -> Result<(), Status> {
+        self.prepared
+            .lock()
+            .expect("prepared lock")
+            .remove(query.prepared_statement_handle.as_ref());
+        Ok(())
+    }
+
+    async fn do_put_prepared_statement_query(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<DoPutPreparedStatementResult, Status> {
+        let flight_data = request.into_inner().map_err(|e| FlightError::Tonic(Box::new(e)));
+        let batches: Vec<RecordBatch> = FlightRecordBatchStream::new_from_flight_data(flight_data)
+            .try_collect()
+            .await
+            .map_err(|e| Status::invalid_argument(format!("bad parameters: {e}")))?;
+        let mut values = Vec::new();
+        if let Some(batch) = batches.iter().find(|b| b.num_rows() > 0) {
+            for column in batch.columns() {
+                values.push(
+                    datafusion::common::ScalarValue::try_from_array(column, 0)
+                        .map_err(|e| Status::invalid_argument(e.to_string()))?,
+                );
+            }
+        }
+        let handle = query.prepared_statement_handle.to_vec();
+        let mut prepared = self.prepared.lock().expect("prepared lock");
+        let slot = prepared
+            .get_mut(&handle)
+            .ok_or_else(|| Status::invalid_argument("unknown prepared statement handle"))?;
+        *slot = values;
+        Ok(DoPutPreparedStatementResult {
+            prepared_statement_handle: Some(handle.into()),
+        })
+    }
+
+    async fn get_flight_info_prepared_statement(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let frame = self
+            .prepared_plan(&tenant_of(&request), &query.prepared_statement_handle)
+            .await?;
+        let schema = frame.schema().as_arrow().clone();
+        metadata_info(&schema, &query, request)
+    }
+
+    async fn do_get_prepared_statement(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<Ticket>,
+    ) -> Result<Response<Stream_<FlightData>>, Status> {
+        let frame = self
+            .prepared_plan(&tenant_of(&request), &query.prepared_statement_handle)
+            .await?;
+        Ok(Response::new(self.queries.stream(frame).await?))
+    }
+
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
 }
 
@@ -443,8 +604,9 @@ impl FlightService for TracehouseFlight {
         Err(Status::unimplemented("poll_flight_info: use get_flight_info"))
     }
 
-    async fn do_put(&self, _request: Request<Streaming<FlightData>>) -> Result<Response<Self::DoPutStream>, Status> {
-        Err(Status::unimplemented("tracehouse takes spans over OTLP, not do_put"))
+    async fn do_put(&self, request: Request<Streaming<FlightData>>) -> Result<Response<Self::DoPutStream>, Status> {
+        // Only Flight SQL uses do_put here (binding parameters); spans arrive over OTLP.
+        FlightService::do_put(&self.sql, request).await
     }
 
     async fn do_action(&self, request: Request<Action>) -> Result<Response<Self::DoActionStream>, Status> {

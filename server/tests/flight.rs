@@ -64,6 +64,9 @@ print("adbc", ";".join(f"{s}={n}" for s, n in zip(table["service_name"].to_pylis
 cur.execute("SELECT count(*) AS n FROM traceql('{ status = error }')")
 print("adbc_traceql", cur.fetchone()[0])
 print("vendor", conn.adbc_get_info()["vendor_name"])
+for service in ("checkout", "frontend"):
+    cur.execute("SELECT count(*) FROM spans WHERE service_name = $1", parameters=(service,))
+    print("prepared", service, cur.fetchone()[0])
 try:
     cur.execute("SELEC nonsense")
     cur.fetchall()
@@ -145,6 +148,18 @@ async fn pyarrow_and_adbc_read_spans() {
     assert_eq!(lines[0], format!("adbc {}", by_service.join(";")));
     assert_eq!(lines[1], format!("adbc_traceql {errors}"));
     assert_eq!(lines[2], "vendor tracehouse");
+    // Prepared statements with a bound parameter.
+    for (line, service) in lines[3..5].iter().zip(["checkout", "frontend"]) {
+        let n: i64 = pg
+            .query_one("SELECT count(*) FROM spans WHERE service_name = $1", &[&service])
+            .await
+            .unwrap()
+            .get(0);
+        assert!(n > 0);
+        assert_eq!(*line, format!("prepared {service} {n}"));
+    }
+    // The rest of the checks follow the two prepared-statement lines.
+    let lines = &lines[2..];
     assert_eq!(lines[3], "adbc_bad ProgrammingError", "invalid SQL is InvalidArgument");
     // Metadata calls drivers make: GetTableTypes, GetTables with schemas, GetCatalogs and
     // GetDbSchemas (through get_objects; the catalog is the tenant).
