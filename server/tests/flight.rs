@@ -1,7 +1,8 @@
 //! Arrow Flight through the real binary with the real Python clients: pyarrow's plain Flight
 //! (SQL and TraceQL tickets, `get_flight_info`) and the ADBC Flight SQL driver (statements,
 //! `GetSqlInfo`) agree with the Postgres wire on tracegen data; bad queries are
-//! InvalidArgument; tenants stay apart.
+//! InvalidArgument; tenants stay apart. A Rust Flight SQL client (arrow-flight's) runs a
+//! statement and a prepared statement with a parameter.
 
 mod common;
 
@@ -167,4 +168,95 @@ async fn pyarrow_and_adbc_read_spans() {
     assert_eq!(lines[5], "spans_columns trace_id,span_id,parent_span_id");
     assert_eq!(lines[6], "objects True True");
     assert_eq!(lines[7], "adbc_other_tenant 0", "tenants stay apart");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_flight_sql_client() {
+    use std::sync::Arc;
+
+    use arrow::array::{Array, AsArray, RecordBatch, StringArray};
+    use arrow::datatypes::{DataType, Field, Int64Type, Schema};
+    use arrow_flight::sql::client::FlightSqlServiceClient;
+    use futures::TryStreamExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(dir.path(), "").await;
+    let mut generator = common::generator(37);
+    let mut sender = server.sender(Protocol::Grpc, false).await;
+    let (req, _) = generator.request(800);
+    assert_eq!(sender.send(&req, Some("shop")).await.unwrap().status, 200);
+    let pg = server.pg("shop").await;
+    let count = |sql: &'static str, service: Option<&'static str>| {
+        let pg = &pg;
+        async move {
+            match service {
+                None => pg.query_one(sql, &[]).await.unwrap().get::<_, i64>(0),
+                Some(s) => pg.query_one(sql, &[&s]).await.unwrap().get::<_, i64>(0),
+            }
+        }
+    };
+
+    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{}", server.flight_port))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = FlightSqlServiceClient::new(channel);
+    client.set_header("x-scope-orgid", "shop");
+    async fn first_int(
+        client: &mut FlightSqlServiceClient<tonic::transport::Channel>,
+        info: arrow_flight::FlightInfo,
+    ) -> i64 {
+        let ticket = info.endpoint[0].ticket.clone().unwrap();
+        let batches: Vec<RecordBatch> = client.do_get(ticket).await.unwrap().try_collect().await.unwrap();
+        batches[0].column(0).as_primitive::<Int64Type>().value(0)
+    }
+
+    let info = client
+        .execute("SELECT count(*) FROM spans WHERE status_code = 'error'".into(), None)
+        .await
+        .unwrap();
+    let errors = first_int(&mut client, info).await;
+    assert_eq!(
+        errors,
+        count("SELECT count(*) FROM spans WHERE status_code = 'error'", None).await
+    );
+
+    let mut prepared = client
+        .prepare("SELECT count(*) FROM spans WHERE service_name = $1".into(), None)
+        .await
+        .unwrap();
+    let params = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![Field::new("$1", DataType::Utf8, true)])),
+        vec![Arc::new(StringArray::from(vec!["checkout"]))],
+    )
+    .unwrap();
+    prepared.set_parameters(params).unwrap();
+    let info = prepared.execute().await.unwrap();
+    let checkout = first_int(&mut client, info).await;
+    assert_eq!(
+        checkout,
+        count("SELECT count(*) FROM spans WHERE service_name = $1", Some("checkout")).await
+    );
+    assert!(checkout > 0);
+    prepared.close().await.unwrap();
+
+    let err = client.execute("SELEC 1".into(), None).await.unwrap_err();
+    assert!(
+        err.to_string().contains("InvalidArgument") || err.to_string().contains("invalid"),
+        "{err}"
+    );
+    let names: Vec<String> = {
+        let info = client.get_catalogs().await.unwrap();
+        let ticket = info.endpoint[0].ticket.clone().unwrap();
+        let batches: Vec<RecordBatch> = client.do_get(ticket).await.unwrap().try_collect().await.unwrap();
+        batches
+            .iter()
+            .flat_map(|b| {
+                let c = b.column(0).as_string::<i32>().clone();
+                (0..c.len()).map(move |i| c.value(i).to_string())
+            })
+            .collect()
+    };
+    assert_eq!(names, vec!["shop".to_string()], "the catalog is the tenant");
 }
