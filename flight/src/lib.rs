@@ -49,7 +49,8 @@ use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 use tracehouse_sql::{QueryEngine, sql_literal};
 
-type Stream_<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+/// A boxed stream of gRPC results.
+type Boxed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 /// The SQL a ticket or command stands for.
 pub fn query_sql(ticket: &[u8]) -> Result<String, Status> {
@@ -113,7 +114,7 @@ impl Queries {
     }
 
     /// Runs `frame`, streaming its batches as Flight data.
-    async fn stream(&self, frame: DataFrame) -> Result<Stream_<FlightData>, Status> {
+    async fn stream(&self, frame: DataFrame) -> Result<Boxed<FlightData>, Status> {
         let schema = Arc::new(frame.schema().as_arrow().clone());
         let batches = frame
             .execute_stream()
@@ -166,7 +167,7 @@ impl Queries {
     }
 
     /// One finished batch as a Flight data stream.
-    fn batch_stream<E: std::fmt::Display>(batch: Result<RecordBatch, E>) -> Result<Stream_<FlightData>, Status> {
+    fn batch_stream<E: std::fmt::Display>(batch: Result<RecordBatch, E>) -> Result<Boxed<FlightData>, Status> {
         let batch = batch.map_err(|e| Status::internal(e.to_string()))?;
         let stream = FlightDataEncoderBuilder::new()
             .with_schema(batch.schema())
@@ -283,7 +284,7 @@ impl FlightSqlService for SqlService {
     async fn do_handshake(
         &self,
         _request: Request<Streaming<HandshakeRequest>>,
-    ) -> Result<Response<Stream_<HandshakeResponse>>, Status> {
+    ) -> Result<Response<Boxed<HandshakeResponse>>, Status> {
         Ok(Response::new(Box::pin(futures::stream::empty())))
     }
 
@@ -309,7 +310,7 @@ impl FlightSqlService for SqlService {
         &self,
         ticket: TicketStatementQuery,
         request: Request<Ticket>,
-    ) -> Result<Response<Stream_<FlightData>>, Status> {
+    ) -> Result<Response<Boxed<FlightData>>, Status> {
         let tenant = tenant_of(&request);
         let sql = std::str::from_utf8(&ticket.statement_handle)
             .map_err(|_| Status::invalid_argument("statement handle is not UTF-8"))?;
@@ -329,7 +330,7 @@ impl FlightSqlService for SqlService {
         &self,
         query: CommandGetSqlInfo,
         _request: Request<Ticket>,
-    ) -> Result<Response<Stream_<FlightData>>, Status> {
+    ) -> Result<Response<Boxed<FlightData>>, Status> {
         Ok(Response::new(Queries::batch_stream(
             self.info.record_batch(query.info),
         )?))
@@ -347,7 +348,7 @@ impl FlightSqlService for SqlService {
         &self,
         query: CommandGetCatalogs,
         request: Request<Ticket>,
-    ) -> Result<Response<Stream_<FlightData>>, Status> {
+    ) -> Result<Response<Boxed<FlightData>>, Status> {
         let mut builder = query.into_builder();
         let mut names: Vec<String> = self
             .queries
@@ -375,7 +376,7 @@ impl FlightSqlService for SqlService {
         &self,
         query: CommandGetDbSchemas,
         request: Request<Ticket>,
-    ) -> Result<Response<Stream_<FlightData>>, Status> {
+    ) -> Result<Response<Boxed<FlightData>>, Status> {
         let mut builder = query.into_builder();
         let mut pairs: Vec<(String, String)> = self
             .queries
@@ -403,7 +404,7 @@ impl FlightSqlService for SqlService {
         &self,
         query: CommandGetTables,
         request: Request<Ticket>,
-    ) -> Result<Response<Stream_<FlightData>>, Status> {
+    ) -> Result<Response<Boxed<FlightData>>, Status> {
         let mut builder = query.into_builder();
         for (catalog, schema, table, kind, table_schema) in self.queries.tables(&tenant_of(&request)).await? {
             builder
@@ -425,7 +426,7 @@ impl FlightSqlService for SqlService {
         &self,
         query: CommandGetTableTypes,
         _request: Request<Ticket>,
-    ) -> Result<Response<Stream_<FlightData>>, Status> {
+    ) -> Result<Response<Boxed<FlightData>>, Status> {
         let mut builder = query.into_builder();
         for kind in ["LOCAL TEMPORARY", "TABLE", "VIEW"] {
             builder.append(kind);
@@ -538,7 +539,7 @@ impl FlightSqlService for SqlService {
         &self,
         query: CommandPreparedStatementQuery,
         request: Request<Ticket>,
-    ) -> Result<Response<Stream_<FlightData>>, Status> {
+    ) -> Result<Response<Boxed<FlightData>>, Status> {
         let frame = self
             .prepared_plan(&tenant_of(&request), &query.prepared_statement_handle)
             .await?;
@@ -550,13 +551,13 @@ impl FlightSqlService for SqlService {
 
 #[tonic::async_trait]
 impl FlightService for TracehouseFlight {
-    type HandshakeStream = Stream_<HandshakeResponse>;
-    type ListFlightsStream = Stream_<FlightInfo>;
-    type DoGetStream = Stream_<FlightData>;
-    type DoPutStream = Stream_<PutResult>;
-    type DoActionStream = Stream_<arrow_flight::Result>;
-    type ListActionsStream = Stream_<ActionType>;
-    type DoExchangeStream = Stream_<FlightData>;
+    type HandshakeStream = Boxed<HandshakeResponse>;
+    type ListFlightsStream = Boxed<FlightInfo>;
+    type DoGetStream = Boxed<FlightData>;
+    type DoPutStream = Boxed<PutResult>;
+    type DoActionStream = Boxed<arrow_flight::Result>;
+    type ListActionsStream = Boxed<ActionType>;
+    type DoExchangeStream = Boxed<FlightData>;
 
     async fn do_get(&self, request: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
         if is_flight_sql(&request.get_ref().ticket) {
