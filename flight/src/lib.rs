@@ -1,8 +1,8 @@
-//! Arrow Flight and Flight SQL for tracehouse, over the `sql` crate's query engine (issue #5,
-//! in progress: plain Flight, and Flight SQL statements, prepared statements with parameters
-//! (`$1`, ...), `GetSqlInfo`, `GetCatalogs`, `GetDbSchemas`, `GetTables` (with schemas) and
-//! `GetTableTypes` so far; auth and cancellation come next). The catalog a Flight SQL client
-//! sees is the tenant's.
+//! Arrow Flight and Flight SQL for tracehouse, over the `sql` crate's query engine: plain
+//! Flight, and Flight SQL statements, prepared statements with parameters (`$1`, ...),
+//! `GetSqlInfo`, `GetCatalogs`, `GetDbSchemas`, `GetTables` (with schemas), `GetTableTypes`
+//! and `GetXdbcTypeInfo`. The catalog a Flight SQL client sees is the tenant's. Optional
+//! authentication is in [`auth`].
 //!
 //! One port serves both. A ticket or command that decodes as a protobuf `Any` of a Flight SQL
 //! message goes to the Flight SQL service (arrow-flight's `FlightSqlService`); anything else is
@@ -12,19 +12,26 @@
 //! TraceQL when it starts with `{` or carries the prefix `traceql:`; TraceQL runs as
 //! `SELECT * FROM traceql('<query>')`. The tenant is the `x-scope-orgid` header (default
 //! `single-tenant`). Results stream batch by batch from DataFusion's stream, so memory stays
-//! bounded by the batches in flight, not the result size.
+//! bounded by the batches in flight, not the result size. A client that cancels or
+//! disconnects drops the stream, and with it the query.
 //!
 //! Architecture invariant: uses `tracehouse_sql::QueryEngine`, never its pgwire module, and
 //! never the Tempo API crate.
 
+pub mod auth;
+
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 
 use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
-use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
+use arrow_flight::sql::metadata::{
+    SqlInfoData, SqlInfoDataBuilder, XdbcTypeInfo, XdbcTypeInfoData, XdbcTypeInfoDataBuilder,
+};
 use arrow_flight::sql::server::FlightSqlService;
 use arrow_flight::sql::server::PeekableFlightDataStream;
 use arrow_flight::sql::{
@@ -33,7 +40,8 @@ use arrow_flight::sql::{
 };
 use arrow_flight::sql::{
     Any, CommandGetCatalogs, CommandGetDbSchemas, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables,
-    CommandStatementQuery, ProstMessageExt, SqlInfo, TicketStatementQuery,
+    CommandGetXdbcTypeInfo, CommandStatementQuery, Nullable, ProstMessageExt, Searchable, SqlInfo,
+    TicketStatementQuery, XdbcDataType, XdbcDatetimeSubcode,
 };
 use arrow_flight::{
     Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest,
@@ -96,9 +104,68 @@ fn is_flight_sql(bytes: &[u8]) -> bool {
     Any::decode(bytes).is_ok_and(|any| any.type_url.starts_with(FLIGHT_SQL_TYPE_PREFIX))
 }
 
+/// Counters of the Flight server, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct FlightStats {
+    /// Query result streams started.
+    pub streams_started: AtomicU64,
+    /// Query result streams open now.
+    pub streams_active: AtomicU64,
+    /// Streams dropped before their end: the client cancelled or went away.
+    pub streams_cancelled: AtomicU64,
+    /// Flight data messages sent (schema, dictionaries and record batches).
+    pub messages_sent: AtomicU64,
+}
+
+/// A result stream that keeps [`FlightStats`]; dropping it before its end counts a cancel.
+struct Tracked {
+    inner: Boxed<FlightData>,
+    stats: Arc<FlightStats>,
+    ended: bool,
+}
+
+impl Tracked {
+    fn new(inner: Boxed<FlightData>, stats: Arc<FlightStats>) -> Self {
+        stats.streams_started.fetch_add(1, Ordering::Relaxed);
+        stats.streams_active.fetch_add(1, Ordering::Relaxed);
+        Self {
+            inner,
+            stats,
+            ended: false,
+        }
+    }
+}
+
+impl Stream for Tracked {
+    type Item = Result<FlightData, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let polled = self.inner.as_mut().poll_next(cx);
+        match &polled {
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => self.ended = true,
+            Poll::Ready(Some(Ok(_))) => {
+                self.stats.messages_sent.fetch_add(1, Ordering::Relaxed);
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.stats.streams_active.fetch_sub(1, Ordering::Relaxed);
+        if !self.ended {
+            self.stats.streams_cancelled.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!("flight stream dropped before its end: query cancelled");
+        }
+    }
+}
+
 /// What plain Flight and Flight SQL share: the engine and how a query runs.
 struct Queries {
     engine: Arc<QueryEngine>,
+    stats: Arc<FlightStats>,
 }
 
 impl Queries {
@@ -128,7 +195,7 @@ impl Queries {
                 FlightError::Tonic(status) => *status,
                 other => Status::invalid_argument(other.to_string()),
             });
-        Ok(Box::pin(stream))
+        Ok(Box::pin(Tracked::new(Box::pin(stream), self.stats.clone())))
     }
 
     /// Every table the tenant can query: `(catalog, schema, table, type, Arrow schema)`.
@@ -193,18 +260,25 @@ impl Queries {
 pub struct TracehouseFlight {
     queries: Arc<Queries>,
     sql: SqlService,
+    auth: auth::Auth,
 }
 
-/// The tonic service, ready to serve.
-pub fn service(engine: Arc<QueryEngine>) -> FlightServiceServer<TracehouseFlight> {
-    let queries = Arc::new(Queries { engine });
+/// The tonic service, ready to serve: `auth` checks every call, `stats` counts streams.
+pub fn service(
+    engine: Arc<QueryEngine>,
+    auth: auth::Auth,
+    stats: Arc<FlightStats>,
+) -> FlightServiceServer<TracehouseFlight> {
+    let queries = Arc::new(Queries { engine, stats });
     FlightServiceServer::new(TracehouseFlight {
         sql: SqlService {
             queries: queries.clone(),
             info: sql_info(),
+            types: xdbc_types(),
             prepared: Default::default(),
         },
         queries,
+        auth,
     })
 }
 
@@ -218,6 +292,56 @@ fn sql_info() -> Arc<SqlInfoData> {
     builder.append(SqlInfo::FlightSqlServerSubstrait, false);
     builder.append(SqlInfo::FlightSqlServerTransaction, 0i32);
     Arc::new(builder.build().expect("static sql info builds"))
+}
+
+/// The SQL types of the span tables, for JDBC's and ODBC's `getTypeInfo` (`GetXdbcTypeInfo`).
+fn xdbc_types() -> Arc<XdbcTypeInfoData> {
+    let mut builder = XdbcTypeInfoDataBuilder::new();
+    let types = [
+        ("VARCHAR", XdbcDataType::XdbcVarchar, Some("'"), None),
+        ("BIGINT", XdbcDataType::XdbcBigint, None, Some(19)),
+        ("INTEGER", XdbcDataType::XdbcInteger, None, Some(10)),
+        ("SMALLINT", XdbcDataType::XdbcSmallint, None, Some(5)),
+        ("DOUBLE", XdbcDataType::XdbcDouble, None, Some(15)),
+        ("BOOLEAN", XdbcDataType::XdbcBit, None, Some(1)),
+        ("DATE", XdbcDataType::XdbcDate, Some("DATE '"), None),
+        ("TIMESTAMP", XdbcDataType::XdbcTimestamp, Some("TIMESTAMP '"), None),
+        ("BYTEA", XdbcDataType::XdbcVarbinary, None, None),
+    ];
+    for (name, data_type, prefix, column_size) in types {
+        let is_datetime = matches!(data_type, XdbcDataType::XdbcDate | XdbcDataType::XdbcTimestamp);
+        builder.append(XdbcTypeInfo {
+            type_name: name.into(),
+            data_type,
+            column_size,
+            literal_prefix: prefix.map(str::to_string),
+            literal_suffix: prefix.map(|_| "'".to_string()),
+            create_params: None,
+            nullable: Nullable::NullabilityNullable,
+            case_sensitive: data_type == XdbcDataType::XdbcVarchar,
+            searchable: Searchable::Full,
+            unsigned_attribute: column_size.map(|_| false),
+            fixed_prec_scale: false,
+            auto_increment: None,
+            local_type_name: Some(name.into()),
+            minimum_scale: None,
+            maximum_scale: None,
+            sql_data_type: if is_datetime {
+                XdbcDataType::XdbcDatetime
+            } else {
+                data_type
+            },
+            datetime_subcode: match data_type {
+                // ODBC's SQL_CODE_DATE is 1, which the protocol names `YEAR`.
+                XdbcDataType::XdbcDate => Some(XdbcDatetimeSubcode::XdbcSubcodeYear),
+                XdbcDataType::XdbcTimestamp => Some(XdbcDatetimeSubcode::XdbcSubcodeTimestamp),
+                _ => None,
+            },
+            num_prec_radix: column_size.map(|_| 10),
+            interval_precision: None,
+        });
+    }
+    Arc::new(builder.build().expect("static type info builds"))
 }
 
 /// A fresh id for a prepared-statement handle.
@@ -249,6 +373,7 @@ pub const MAX_PREPARED_STATEMENTS: usize = 10_000;
 pub struct SqlService {
     queries: Arc<Queries>,
     info: Arc<SqlInfoData>,
+    types: Arc<XdbcTypeInfoData>,
     /// Prepared-statement handle -> bound parameters. A handle is a fresh id, `:`, the SQL.
     prepared: std::sync::Mutex<std::collections::HashMap<Vec<u8>, Vec<datafusion::common::ScalarValue>>>,
 }
@@ -434,6 +559,24 @@ impl FlightSqlService for SqlService {
         Ok(Response::new(Queries::batch_stream(builder.build())?))
     }
 
+    async fn get_flight_info_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        metadata_info(&self.types.schema(), &query, request)
+    }
+
+    async fn do_get_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        _request: Request<Ticket>,
+    ) -> Result<Response<Boxed<FlightData>>, Status> {
+        Ok(Response::new(Queries::batch_stream(
+            query.into_builder(&self.types).build(),
+        )?))
+    }
+
     async fn do_action_create_prepared_statement(
         &self,
         query: ActionCreatePreparedStatementRequest,
@@ -559,7 +702,8 @@ impl FlightService for TracehouseFlight {
     type ListActionsStream = Boxed<ActionType>;
     type DoExchangeStream = Boxed<FlightData>;
 
-    async fn do_get(&self, request: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
+    async fn do_get(&self, mut request: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
+        self.auth.authorize(&mut request)?;
         if is_flight_sql(&request.get_ref().ticket) {
             return FlightService::do_get(&self.sql, request).await;
         }
@@ -568,7 +712,8 @@ impl FlightService for TracehouseFlight {
         Ok(Response::new(self.queries.stream(frame).await?))
     }
 
-    async fn get_flight_info(&self, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+    async fn get_flight_info(&self, mut request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+        self.auth.authorize(&mut request)?;
         if is_flight_sql(&request.get_ref().cmd) {
             return FlightService::get_flight_info(&self.sql, request).await;
         }
@@ -580,7 +725,8 @@ impl FlightService for TracehouseFlight {
         Ok(Response::new(info))
     }
 
-    async fn get_schema(&self, request: Request<FlightDescriptor>) -> Result<Response<SchemaResult>, Status> {
+    async fn get_schema(&self, mut request: Request<FlightDescriptor>) -> Result<Response<SchemaResult>, Status> {
+        self.auth.authorize(&mut request)?;
         let tenant = tenant_of(&request);
         let frame = self.queries.plan(&tenant, &request.get_ref().cmd).await?;
         let schema = frame.schema().as_arrow().clone();
@@ -590,38 +736,59 @@ impl FlightService for TracehouseFlight {
         Ok(Response::new(result))
     }
 
+    /// Logs in: with auth on, valid credentials get `authorization: Bearer <token>` back (in
+    /// the response headers, where Flight clients look, and as the payload).
     async fn handshake(
         &self,
-        _request: Request<Streaming<HandshakeRequest>>,
+        mut request: Request<Streaming<HandshakeRequest>>,
     ) -> Result<Response<Self::HandshakeStream>, Status> {
+        let Some(token) = self.auth.handshake(&mut request)? else {
+            return Ok(Response::new(Box::pin(futures::stream::empty())));
+        };
+        let reply = HandshakeResponse {
+            protocol_version: 0,
+            payload: token.clone().into_bytes().into(),
+        };
+        let mut response: Response<Self::HandshakeStream> =
+            Response::new(Box::pin(futures::stream::once(async move { Ok(reply) })));
+        let header = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| Status::internal("token is not a valid header"))?;
+        response.metadata_mut().insert("authorization", header);
+        Ok(response)
+    }
+
+    async fn list_flights(&self, mut request: Request<Criteria>) -> Result<Response<Self::ListFlightsStream>, Status> {
+        self.auth.authorize(&mut request)?;
         Ok(Response::new(Box::pin(futures::stream::empty())))
     }
 
-    async fn list_flights(&self, _request: Request<Criteria>) -> Result<Response<Self::ListFlightsStream>, Status> {
-        Ok(Response::new(Box::pin(futures::stream::empty())))
-    }
-
-    async fn poll_flight_info(&self, _request: Request<FlightDescriptor>) -> Result<Response<PollInfo>, Status> {
+    async fn poll_flight_info(&self, mut request: Request<FlightDescriptor>) -> Result<Response<PollInfo>, Status> {
+        self.auth.authorize(&mut request)?;
         Err(Status::unimplemented("poll_flight_info: use get_flight_info"))
     }
 
-    async fn do_put(&self, request: Request<Streaming<FlightData>>) -> Result<Response<Self::DoPutStream>, Status> {
+    async fn do_put(&self, mut request: Request<Streaming<FlightData>>) -> Result<Response<Self::DoPutStream>, Status> {
+        self.auth.authorize(&mut request)?;
         // Only Flight SQL uses do_put here (binding parameters); spans arrive over OTLP.
         FlightService::do_put(&self.sql, request).await
     }
 
-    async fn do_action(&self, request: Request<Action>) -> Result<Response<Self::DoActionStream>, Status> {
+    async fn do_action(&self, mut request: Request<Action>) -> Result<Response<Self::DoActionStream>, Status> {
+        self.auth.authorize(&mut request)?;
         FlightService::do_action(&self.sql, request).await
     }
 
-    async fn list_actions(&self, _request: Request<Empty>) -> Result<Response<Self::ListActionsStream>, Status> {
-        Ok(Response::new(Box::pin(futures::stream::empty())))
+    async fn list_actions(&self, mut request: Request<Empty>) -> Result<Response<Self::ListActionsStream>, Status> {
+        self.auth.authorize(&mut request)?;
+        FlightService::list_actions(&self.sql, request).await
     }
 
     async fn do_exchange(
         &self,
-        _request: Request<Streaming<FlightData>>,
+        mut request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoExchangeStream>, Status> {
+        self.auth.authorize(&mut request)?;
         Err(Status::unimplemented("do_exchange"))
     }
 }

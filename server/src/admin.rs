@@ -18,6 +18,7 @@ pub struct AdminState {
     pub ready: AtomicBool,
     pub receivers: Arc<ReceiverStats>,
     pub warehouse: Arc<Warehouse>,
+    pub flight: Arc<tracehouse_flight::FlightStats>,
 }
 
 /// The admin router.
@@ -50,6 +51,7 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
         &state.receivers,
         state.warehouse.stats(),
         state.warehouse.wal_disk_bytes(),
+        &state.flight,
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
@@ -88,6 +90,7 @@ mod tests {
             ready: false.into(),
             receivers: Arc::default(),
             warehouse,
+            flight: Arc::default(),
         });
         let app = app(state.clone());
         assert_eq!(get(app.clone(), "/ready").await.0, StatusCode::SERVICE_UNAVAILABLE);

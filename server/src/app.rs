@@ -140,6 +140,7 @@ pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) ->
         ready: false.into(),
         receivers: stats.clone(),
         warehouse: warehouse.clone(),
+        flight: Arc::default(),
     });
 
     // Bind everything first, so a taken port fails the start with a clear message.
@@ -161,6 +162,7 @@ pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) ->
         users: config.postgres.users.clone().into_iter().collect(),
         max_connections: config.postgres.max_connections,
     };
+    let flight_auth = config.flight.authenticator().map_err(AppError::Config)?;
     let flight_listener = if config.flight.enabled {
         Some(bind("arrow flight", &config.flight.listen_address).await?)
     } else {
@@ -201,7 +203,11 @@ pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) ->
         tasks.push(tokio::spawn(serve_grpc(
             "arrow flight",
             listener,
-            tonic::service::Routes::new(tracehouse_flight::service(engine.clone())),
+            tonic::service::Routes::new(tracehouse_flight::service(
+                engine.clone(),
+                flight_auth,
+                admin_state.flight.clone(),
+            )),
             shutdown_rx.clone(),
         )));
     }

@@ -213,6 +213,8 @@ impl Default for PostgresConfig {
 pub struct FlightConfig {
     pub enabled: bool,
     pub listen_address: String,
+    /// Credentials; with any listed, every call must present one (see `tracehouse_flight::auth`).
+    pub auth: Vec<FlightCredential>,
 }
 
 impl Default for FlightConfig {
@@ -220,7 +222,47 @@ impl Default for FlightConfig {
         Self {
             enabled: true,
             listen_address: "127.0.0.1:8815".into(),
+            auth: Vec::new(),
         }
+    }
+}
+
+/// One Flight credential: a bearer token, or a username and password; optionally bound to a
+/// tenant.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FlightCredential {
+    pub bearer_token: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// When set, these credentials read only this tenant.
+    pub tenant: Option<String>,
+}
+
+impl FlightConfig {
+    /// The authenticator the config describes.
+    pub fn authenticator(&self) -> Result<tracehouse_flight::auth::Auth, String> {
+        use tracehouse_flight::auth::{Auth, Credential, Secret};
+        let mut credentials = Vec::with_capacity(self.auth.len());
+        for (i, c) in self.auth.iter().enumerate() {
+            let secret = match (&c.bearer_token, &c.username, &c.password) {
+                (Some(token), None, None) => Secret::Bearer(token.clone()),
+                (None, Some(username), Some(password)) => Secret::Basic {
+                    username: username.clone(),
+                    password: password.clone(),
+                },
+                _ => {
+                    return Err(format!(
+                        "flight.auth[{i}]: give either bearer_token, or username and password"
+                    ));
+                }
+            };
+            credentials.push(Credential {
+                secret,
+                tenant: c.tenant.clone(),
+            });
+        }
+        Auth::new(credentials).map_err(|e| format!("flight.auth: {e}"))
     }
 }
 

@@ -26,7 +26,12 @@ fn gauge(out: &mut String, name: &str, help: &str, value: u64) {
 }
 
 /// Renders every counter in the Prometheus text format.
-pub fn render(receivers: &ReceiverStats, warehouse: &WarehouseStats, wal_disk_bytes: u64) -> String {
+pub fn render(
+    receivers: &ReceiverStats,
+    warehouse: &WarehouseStats,
+    wal_disk_bytes: u64,
+    flight: &tracehouse_flight::FlightStats,
+) -> String {
     let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
     let mut out = String::with_capacity(2048);
     counter(
@@ -112,6 +117,30 @@ pub fn render(receivers: &ReceiverStats, warehouse: &WarehouseStats, wal_disk_by
         "tracehouse_warehouse_wal_disk_bytes",
         "Bytes of WAL segments on disk.",
         wal_disk_bytes,
+    );
+    counter(
+        &mut out,
+        "tracehouse_flight_streams_started_total",
+        "Arrow Flight query result streams started.",
+        r(&flight.streams_started),
+    );
+    counter(
+        &mut out,
+        "tracehouse_flight_streams_cancelled_total",
+        "Arrow Flight result streams dropped before their end (client cancelled or went away).",
+        r(&flight.streams_cancelled),
+    );
+    counter(
+        &mut out,
+        "tracehouse_flight_messages_sent_total",
+        "Arrow Flight data messages sent.",
+        r(&flight.messages_sent),
+    );
+    gauge(
+        &mut out,
+        "tracehouse_flight_streams_active",
+        "Arrow Flight result streams open now.",
+        r(&flight.streams_active),
     );
     out
 }

@@ -225,6 +225,22 @@ impl TestServer {
         Ok(client)
     }
 
+    /// The server process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// CPU seconds (user + system) the server process has used so far.
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
+        // Fields after the command name (in parentheses): utime and stime are the 12th and
+        // 13th of them, in clock ticks (100 per second on Linux).
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        ticks as f64 / 100.0
+    }
+
     /// A counter or gauge from `/metrics`.
     pub async fn metric(&self, name: &str) -> u64 {
         let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", self.http_port))

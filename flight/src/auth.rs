@@ -1,0 +1,288 @@
+//! Optional authentication of Flight calls: bearer tokens and basic credentials from the
+//! config, each optionally bound to one tenant.
+//!
+//! With no credentials configured every call is accepted (the tenant is the `x-scope-orgid`
+//! header, as on the other interfaces). With credentials, every call needs an `authorization`
+//! header:
+//! - `Bearer <token>`: a configured token, or a session token from a handshake;
+//! - `Basic <base64 user:password>`: configured basic credentials.
+//!
+//! A Flight `Handshake` with valid credentials answers with an `authorization: Bearer <token>`
+//! header, which is how pyarrow's `authenticate_basic_token` and the ADBC driver's
+//! username/password options log in. A credential bound to a tenant reads only that tenant:
+//! its calls get that tenant when they send no `x-scope-orgid`, and PermissionDenied when they
+//! name another.
+
+use std::collections::HashMap;
+
+use base64::Engine as _;
+use tonic::metadata::MetadataValue;
+use tonic::{Request, Status};
+
+/// What a credential is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Secret {
+    /// Sent as `authorization: Bearer <token>`.
+    Bearer(String),
+    /// Sent as `authorization: Basic <base64 user:password>`, or through a handshake.
+    Basic { username: String, password: String },
+}
+
+/// One accepted credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credential {
+    pub secret: Secret,
+    /// When set, the only tenant this credential may read.
+    pub tenant: Option<String>,
+}
+
+/// Credentials a server accepts at most (a config limit, checked at start).
+pub const MAX_CREDENTIALS: usize = 1_000;
+
+/// The authenticator of a Flight server.
+#[derive(Debug, Default)]
+pub struct Auth {
+    credentials: Vec<Credential>,
+    /// Session token (handed out by a handshake) -> index into `credentials`.
+    sessions: HashMap<String, usize>,
+}
+
+fn unauthenticated() -> Status {
+    Status::unauthenticated(
+        "authentication required: send `authorization: Bearer <token>` or `Basic <credentials>`, or log in with a handshake",
+    )
+}
+
+/// Equal strings, compared in time that does not depend on where they differ.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A fresh random session token: 256 bits, hex.
+fn session_token() -> String {
+    let bytes: [u8; 32] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Auth {
+    /// An authenticator accepting `credentials`; none means authentication is off.
+    pub fn new(credentials: Vec<Credential>) -> Result<Self, String> {
+        if credentials.len() > MAX_CREDENTIALS {
+            return Err(format!("at most {MAX_CREDENTIALS} flight credentials"));
+        }
+        for c in &credentials {
+            match &c.secret {
+                Secret::Bearer(t) if t.is_empty() => return Err("a flight bearer token is empty".into()),
+                Secret::Basic { username, .. } if username.is_empty() || username.contains(':') => {
+                    return Err("a flight basic username is empty or contains ':'".into());
+                }
+                _ => {}
+            }
+        }
+        let sessions = credentials
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| matches!(c.secret, Secret::Basic { .. }))
+            .map(|(i, _)| (session_token(), i))
+            .collect();
+        Ok(Self { credentials, sessions })
+    }
+
+    /// `true` when calls need credentials.
+    pub fn enabled(&self) -> bool {
+        !self.credentials.is_empty()
+    }
+
+    /// The credential an `authorization` header value proves.
+    fn credential(&self, header: &str) -> Option<usize> {
+        let (scheme, value) = header.trim().split_once(' ')?;
+        let value = value.trim();
+        if scheme.eq_ignore_ascii_case("bearer") {
+            let configured = self
+                .credentials
+                .iter()
+                .position(|c| matches!(&c.secret, Secret::Bearer(t) if same(t, value)));
+            return configured.or_else(|| {
+                self.sessions
+                    .iter()
+                    .find(|(token, _)| same(token, value))
+                    .map(|(_, &i)| i)
+            });
+        }
+        if scheme.eq_ignore_ascii_case("basic") {
+            let decoded = base64::engine::general_purpose::STANDARD.decode(value).ok()?;
+            let decoded = String::from_utf8(decoded).ok()?;
+            let (user, password) = decoded.split_once(':')?;
+            return self.credentials.iter().position(|c| {
+                matches!(&c.secret, Secret::Basic { username, password: p } if same(username, user) && same(p, password))
+            });
+        }
+        None
+    }
+
+    /// Checks a call's credentials and pins a tenant-bound credential's tenant into the
+    /// call's `x-scope-orgid`. Unauthenticated without valid credentials, PermissionDenied
+    /// for another tenant.
+    pub fn authorize<T>(&self, request: &mut Request<T>) -> Result<(), Status> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        let header = request
+            .metadata()
+            .get("authorization")
+            .ok_or_else(unauthenticated)?
+            .to_str()
+            .map_err(|_| unauthenticated())?;
+        let index = self.credential(header).ok_or_else(unauthenticated)?;
+        let Some(tenant) = &self.credentials[index].tenant else {
+            return Ok(());
+        };
+        match request.metadata().get("x-scope-orgid").map(|v| v.to_str()) {
+            None => {
+                let value = MetadataValue::try_from(tenant.as_str())
+                    .map_err(|_| Status::internal("configured tenant is not a valid header"))?;
+                request.metadata_mut().insert("x-scope-orgid", value);
+                Ok(())
+            }
+            Some(Ok(asked)) if asked == tenant => Ok(()),
+            Some(_) => Err(Status::permission_denied(format!(
+                "these credentials read only tenant {tenant}"
+            ))),
+        }
+    }
+
+    /// The bearer token a handshake hands back for the call's credentials, if auth is on.
+    pub fn handshake<T>(&self, request: &mut Request<T>) -> Result<Option<String>, Status> {
+        if !self.enabled() {
+            return Ok(None);
+        }
+        self.authorize(request)?;
+        let header = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let index = self.credential(header).ok_or_else(unauthenticated)?;
+        let token = match &self.credentials[index].secret {
+            Secret::Bearer(token) => token.clone(),
+            Secret::Basic { .. } => self
+                .sessions
+                .iter()
+                .find(|(_, i)| **i == index)
+                .map(|(token, _)| token.clone())
+                .ok_or_else(|| Status::internal("no session token for basic credentials"))?,
+        };
+        Ok(Some(token))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(headers: &[(&'static str, &str)]) -> Request<()> {
+        let mut r = Request::new(());
+        for (k, v) in headers {
+            r.metadata_mut().insert(*k, v.parse().unwrap());
+        }
+        r
+    }
+
+    fn basic(user: &str, password: &str) -> String {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+        )
+    }
+
+    #[test]
+    fn off_accepts_everything() {
+        let auth = Auth::new(vec![]).unwrap();
+        assert!(auth.authorize(&mut request(&[])).is_ok());
+        assert_eq!(auth.handshake(&mut request(&[])).unwrap(), None);
+    }
+
+    #[test]
+    fn tokens_basic_and_sessions() {
+        let auth = Auth::new(vec![
+            Credential {
+                secret: Secret::Bearer("s3cret".into()),
+                tenant: None,
+            },
+            Credential {
+                secret: Secret::Basic {
+                    username: "ana".into(),
+                    password: "pw".into(),
+                },
+                tenant: Some("shop".into()),
+            },
+        ])
+        .unwrap();
+        let code = |h: &[(&'static str, &str)]| auth.authorize(&mut request(h)).map_err(|s| s.code());
+        assert_eq!(code(&[]), Err(tonic::Code::Unauthenticated));
+        assert_eq!(
+            code(&[("authorization", "Bearer wrong")]),
+            Err(tonic::Code::Unauthenticated)
+        );
+        assert_eq!(code(&[("authorization", "Bearer s3cret")]), Ok(()));
+        assert_eq!(
+            code(&[("authorization", &basic("ana", "nope"))]),
+            Err(tonic::Code::Unauthenticated)
+        );
+        assert_eq!(
+            code(&[("authorization", "Basic !!!")]),
+            Err(tonic::Code::Unauthenticated)
+        );
+
+        // Basic credentials bound to a tenant: pinned when absent, refused for another.
+        let mut r = request(&[("authorization", &basic("ana", "pw"))]);
+        auth.authorize(&mut r).unwrap();
+        assert_eq!(r.metadata().get("x-scope-orgid").unwrap(), "shop");
+        assert_eq!(
+            code(&[("authorization", &basic("ana", "pw")), ("x-scope-orgid", "other")]),
+            Err(tonic::Code::PermissionDenied)
+        );
+
+        // A handshake hands out a session token that carries the same binding.
+        let token = auth
+            .handshake(&mut request(&[("authorization", &basic("ana", "pw"))]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(token.len(), 64);
+        let bearer = format!("Bearer {token}");
+        assert_eq!(code(&[("authorization", &bearer), ("x-scope-orgid", "shop")]), Ok(()));
+        assert_eq!(
+            code(&[("authorization", &bearer), ("x-scope-orgid", "other")]),
+            Err(tonic::Code::PermissionDenied)
+        );
+        assert_eq!(
+            auth.handshake(&mut request(&[("authorization", "Bearer s3cret")]))
+                .unwrap()
+                .as_deref(),
+            Some("s3cret")
+        );
+        assert_eq!(
+            auth.handshake(&mut request(&[])).unwrap_err().code(),
+            tonic::Code::Unauthenticated
+        );
+    }
+
+    #[test]
+    fn bad_config_is_refused() {
+        let bearer = |t: &str| Credential {
+            secret: Secret::Bearer(t.into()),
+            tenant: None,
+        };
+        assert!(Auth::new(vec![bearer("")]).is_err());
+        assert!(
+            Auth::new(vec![Credential {
+                secret: Secret::Basic {
+                    username: "a:b".into(),
+                    password: "x".into()
+                },
+                tenant: None
+            }])
+            .is_err()
+        );
+    }
+}
