@@ -58,7 +58,10 @@ async fn notebooks_run_against_tracegen_data() {
     let mut command = std::process::Command::new("python3");
     command
         .arg(notebooks.join("execute.py"))
-        .env("TRACEHOUSE_FLIGHT_URL", format!("grpc://127.0.0.1:{}", server.flight_port))
+        .env(
+            "TRACEHOUSE_FLIGHT_URL",
+            format!("grpc://127.0.0.1:{}", server.flight_port),
+        )
         .env("TRACEHOUSE_TENANT", "shop");
     if std::env::var("TRACEHOUSE_NOTEBOOKS_WRITE").is_ok_and(|v| v == "1") {
         command.arg("--write");
@@ -87,27 +90,27 @@ async fn notebooks_run_against_tracegen_data() {
     );
 
     let latency = &results["latency.ipynb"];
-    assert_eq!(latency["images"], 4, "percentiles over time, endpoints, waterfall, heatmap: {latency}");
+    assert_eq!(
+        latency["images"], 4,
+        "percentiles over time, endpoints, waterfall, heatmap: {latency}"
+    );
     assert_eq!(latency["findings"]["spans"], total.to_string());
     let slowest = latency["findings"]["slowest_trace"].as_str().unwrap();
     let pg = server.pg("shop").await;
     let slowest_root: i64 = pg
-        .query_one(
-            "SELECT max(duration_ns) FROM spans WHERE parent_span_id IS NULL",
-            &[],
-        )
+        .query_one("SELECT max(duration_ns) FROM spans WHERE parent_span_id IS NULL", &[])
         .await
         .unwrap()
         .get(0);
     let of_trace: i64 = pg
-        .query_one(
-            "SELECT max(duration_ns) FROM spans WHERE trace_id = $1",
-            &[&slowest],
-        )
+        .query_one("SELECT max(duration_ns) FROM spans WHERE trace_id = $1", &[&slowest])
         .await
         .unwrap()
         .get(0);
-    assert_eq!(of_trace, slowest_root, "the slowest trace is the one with the longest root");
+    assert_eq!(
+        of_trace, slowest_root,
+        "the slowest trace is the one with the longest root"
+    );
 
     let errors = &results["errors_and_dependencies.ipynb"];
     assert_eq!(errors["images"], 4, "error rate, spike, graph, waterfall: {errors}");
@@ -123,10 +126,28 @@ async fn notebooks_run_against_tracegen_data() {
         found_start < spike_start + 5 * MINUTE_NS && found_end > spike_start,
         "spike found at {found_start}..{found_end}, injected at {spike_start}..+5min: {errors}"
     );
-    assert!(errors["findings"]["spike_traces"].as_str().unwrap().parse::<u64>().unwrap() > 10);
+    assert!(
+        errors["findings"]["spike_traces"]
+            .as_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            > 10
+    );
     // The structural TraceQL query over plain Flight found front-end errors caused by databases.
-    assert!(errors["findings"]["db_caused_traces"].as_str().unwrap().parse::<u64>().unwrap() > 0);
-    let edges: usize = errors["findings"]["dependency_edges"].as_str().unwrap().parse().unwrap();
+    assert!(
+        errors["findings"]["db_caused_traces"]
+            .as_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            > 0
+    );
+    let edges: usize = errors["findings"]["dependency_edges"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     let service_edges: i64 = pg
         .query_one(
             "SELECT count(*) FROM (SELECT DISTINCT p.service_name, c.service_name FROM spans c \
