@@ -261,3 +261,66 @@ async fn passwords_are_required_when_configured() {
     assert!(err.to_string().contains("password") || err.code().is_some(), "{err}");
     assert!(server.pg_as("single-tenant", "mallory", Some("x")).await.is_err());
 }
+
+/// `SELECT *` over the Postgres wire: the attribute maps, `events` and `links` (which Postgres
+/// has no type for) arrive as JSON text, through psql (simple protocol) and tokio-postgres
+/// (extended protocol, with a parameter), and carry exactly what was sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn select_star_sends_nested_columns_as_json() {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(dir.path(), "").await;
+    let mut generator = common::generator(71);
+    let (req, n) = generator.request(400);
+    let mut sender = server.sender(Protocol::HttpProtobuf, false).await;
+    assert_eq!(sender.send(&req, Some("shop")).await.unwrap().status, 200);
+
+    // psql, simple protocol: every row, with the maps as JSON objects.
+    let out = server
+        .psql("shop", &["-At", "-F", "\t", "-c", "SELECT * FROM spans"])
+        .expect("SELECT * over psql");
+    assert_eq!(out.lines().count(), n);
+
+    // tokio-postgres, extended protocol: each sent span's attributes and events, compared.
+    let pg = server.pg("shop").await;
+    let spans: Vec<_> = req
+        .resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .flat_map(|s| &s.spans)
+        .collect();
+    let sent_events: usize = spans.iter().map(|s| s.events.len()).sum();
+    assert!(sent_events > 0, "tracegen sends exception events");
+    let mut checked_events = 0;
+    // The first 50 spans, and every span with events.
+    for (_, span) in spans
+        .iter()
+        .enumerate()
+        .filter(|(i, s)| *i < 50 || !s.events.is_empty())
+    {
+        let row = pg
+            .query_one("SELECT * FROM spans WHERE span_id = $1", &[&hex::encode(&span.span_id)])
+            .await
+            .unwrap();
+        let attributes: serde_json::Value = serde_json::from_str(row.get::<_, &str>("span_attributes")).unwrap();
+        assert_eq!(attributes.as_object().unwrap().len(), span.attributes.len());
+        for kv in &span.attributes {
+            let expected = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                Some(Value::StringValue(s)) => serde_json::json!({ "str": s }),
+                Some(Value::IntValue(i)) => serde_json::json!({ "int": i }),
+                Some(Value::BoolValue(b)) => serde_json::json!({ "bool": b }),
+                Some(Value::DoubleValue(d)) => serde_json::json!({ "double": d }),
+                _ => continue,
+            };
+            assert_eq!(attributes[&kv.key], expected, "{}", kv.key);
+        }
+        let events: serde_json::Value = serde_json::from_str(row.get::<_, &str>("events")).unwrap();
+        assert_eq!(events.as_array().unwrap().len(), span.events.len());
+        for (got, sent) in events.as_array().unwrap().iter().zip(&span.events) {
+            assert_eq!(got["name"], sent.name.as_str());
+            checked_events += 1;
+        }
+    }
+    assert_eq!(checked_events, sent_events);
+}

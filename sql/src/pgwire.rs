@@ -71,7 +71,7 @@ impl TenantRouter {
             .context(&tenant)
             .await
             .map_err(|e| to_pg_error(PgWireError::ApiError(Box::new(e))))?;
-        let service = Arc::new(DfSessionService::new(ctx));
+        let service = Arc::new(session_service(ctx));
         let mut services = self.services.write().expect("services lock");
         Ok(services.entry(tenant).or_insert(service).clone())
     }
@@ -158,7 +158,7 @@ impl TenantRouter {
         if let Some(s) = self.services.read().expect("services lock").values().next() {
             return s.query_parser();
         }
-        DfSessionService::new(Arc::new(datafusion::prelude::SessionContext::new())).query_parser()
+        session_service(Arc::new(datafusion::prelude::SessionContext::new())).query_parser()
     }
 }
 
@@ -335,5 +335,116 @@ pub async fn serve(
                 tracing::debug!(%addr, error = %e, "postgres connection ended with an error");
             }
         });
+    }
+}
+
+/// A tenant's pgwire session service: datafusion-postgres's own hooks (cursors, `SET`/`SHOW`,
+/// transactions), then [`NestedAsJson`].
+fn session_service(ctx: Arc<datafusion::prelude::SessionContext>) -> DfSessionService {
+    use datafusion_postgres::hooks::{
+        cursor::CursorStatementHook, set_show::SetShowHook, transactions::TransactionStatementHook,
+    };
+    DfSessionService::new_with_hooks(
+        ctx,
+        vec![
+            Arc::new(CursorStatementHook),
+            Arc::new(SetShowHook),
+            Arc::new(TransactionStatementHook),
+            Arc::new(NestedAsJson),
+        ],
+    )
+}
+
+/// Sends columns that Postgres has no type for (Arrow maps, and lists or structs holding
+/// them: the attribute maps, `events`, `links`) as JSON text, so `SELECT *` works over the
+/// Postgres wire. Queries without such columns take datafusion-postgres's own path.
+struct NestedAsJson;
+
+/// The plan of a query statement with every column the Postgres wire cannot carry wrapped in
+/// `to_json(...)`; `None` for other statements, for queries that fail to plan (the default
+/// path reports the error) and for queries that need no wrapping.
+async fn json_plan(
+    statement: &datafusion::sql::sqlparser::ast::Statement,
+    ctx: &datafusion::prelude::SessionContext,
+) -> Option<datafusion::logical_expr::LogicalPlan> {
+    use datafusion::logical_expr::{Expr, LogicalPlanBuilder};
+    if !matches!(statement, datafusion::sql::sqlparser::ast::Statement::Query(_)) {
+        return None;
+    }
+    let plan = ctx
+        .state()
+        .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(
+            statement.clone(),
+        )))
+        .await
+        .ok()?;
+    let unsupported = |f: &datafusion::arrow::datatypes::Field| {
+        datafusion_postgres::arrow_pg::datatypes::into_pg_type(f.data_type()).is_err()
+    };
+    if !plan.schema().fields().iter().any(|f| unsupported(f)) {
+        return None;
+    }
+    let to_json = datafusion::logical_expr::ScalarUDF::from(crate::udf::ToJsonUdf::new());
+    let columns: Vec<Expr> = plan
+        .schema()
+        .iter()
+        .map(|(qualifier, field)| {
+            let column = Expr::Column(datafusion::common::Column::from((qualifier, field)));
+            if unsupported(field) {
+                to_json.call(vec![column]).alias(field.name())
+            } else {
+                column
+            }
+        })
+        .collect();
+    LogicalPlanBuilder::from(plan).project(columns).ok()?.build().ok()
+}
+
+#[async_trait]
+impl datafusion_postgres::QueryHook for NestedAsJson {
+    async fn handle_simple_query(
+        &self,
+        statement: &datafusion::sql::sqlparser::ast::Statement,
+        ctx: &datafusion::prelude::SessionContext,
+        client: &mut dyn datafusion_postgres::hooks::HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        let plan = json_plan(statement, ctx).await?;
+        let run = async {
+            let frame = ctx
+                .execute_logical_plan(plan)
+                .await
+                .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+            let options = Arc::new(pgwire::types::format::FormatOptions::from_client_metadata(
+                client.metadata(),
+            ));
+            let response = datafusion_postgres::arrow_pg::datatypes::df::encode_dataframe(
+                frame,
+                &Format::UnifiedText,
+                Some(options),
+            )
+            .await?;
+            Ok(Response::Query(response))
+        };
+        Some(run.await)
+    }
+
+    async fn handle_extended_parse_query(
+        &self,
+        statement: &datafusion::sql::sqlparser::ast::Statement,
+        ctx: &datafusion::prelude::SessionContext,
+        _client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<datafusion::logical_expr::LogicalPlan>> {
+        json_plan(statement, ctx).await.map(Ok)
+    }
+
+    async fn handle_extended_query(
+        &self,
+        _statement: &datafusion::sql::sqlparser::ast::Statement,
+        _plan: &datafusion::logical_expr::LogicalPlan,
+        _params: &datafusion::common::ParamValues,
+        _ctx: &datafusion::prelude::SessionContext,
+        _client: &mut dyn datafusion_postgres::hooks::HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        None
     }
 }

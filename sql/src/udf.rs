@@ -1,9 +1,10 @@
-//! SQL functions over spans: `attr(map, key)` reads any attribute as text, whatever its type.
+//! SQL functions over spans: `attr(map, key)` reads any attribute as text, whatever its type;
+//! `to_json(value)` renders maps, lists and structs (attributes, events, links) as JSON text.
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, StringBuilder, StructArray};
-use arrow::datatypes::{DataType, Float64Type, Int64Type};
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringBuilder, StructArray};
+use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema};
 use datafusion::common::{ScalarValue, exec_err};
 use datafusion::error::Result;
 use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
@@ -12,6 +13,7 @@ use datafusion::prelude::SessionContext;
 /// Registers the tracehouse UDFs on `ctx`.
 pub fn register(ctx: &SessionContext) {
     ctx.register_udf(ScalarUDF::from(AttrUdf::new()));
+    ctx.register_udf(ScalarUDF::from(ToJsonUdf::new()));
 }
 
 /// `attr(attributes, 'key')`: the attribute's value as text (`NULL` when absent); integers,
@@ -116,5 +118,94 @@ impl ScalarUDFImpl for AttrUdf {
             out.append_option(found.and_then(|j| render_value(values, j)));
         }
         Ok(ColumnarValue::Array(Arc::new(out.finish()) as ArrayRef))
+    }
+}
+
+/// `to_json(value)`: any value as JSON text: maps and structs as objects, lists as arrays
+/// (arrow-json's encoding; binary as hex). `NULL` stays `NULL`.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct ToJsonUdf {
+    signature: Signature,
+}
+
+impl Default for ToJsonUdf {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ToJsonUdf {
+    pub fn new() -> Self {
+        Self {
+            signature: Signature::any(1, Volatility::Immutable),
+        }
+    }
+}
+
+/// Every value of `array` as JSON text.
+pub fn json_text(array: &ArrayRef) -> Result<ArrayRef> {
+    let rows = array.len();
+    let schema = Arc::new(Schema::new(vec![Field::new("v", array.data_type().clone(), true)]));
+    let batch = RecordBatch::try_new(schema, vec![array.clone()])?;
+    let mut buf = Vec::with_capacity(rows * 64);
+    {
+        let mut writer = arrow::json::LineDelimitedWriter::new(&mut buf);
+        writer.write(&batch)?;
+        writer.finish()?;
+    }
+    let text = std::str::from_utf8(&buf).map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+    let mut out = StringBuilder::with_capacity(rows, buf.len());
+    for line in text.lines() {
+        // One object per row, `{"v":<value>}`, or `{}` for NULL.
+        out.append_option(line.strip_prefix("{\"v\":").and_then(|rest| rest.strip_suffix('}')));
+    }
+    let out = out.finish();
+    assert_eq!(out.len(), rows, "one JSON line per row");
+    Ok(Arc::new(out))
+}
+
+impl ScalarUDFImpl for ToJsonUdf {
+    fn name(&self) -> &str {
+        "to_json"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let array = args.args[0].clone().into_array(args.number_rows)?;
+        Ok(ColumnarValue::Array(json_text(&array)?))
+    }
+}
+
+#[cfg(test)]
+mod json_tests {
+    use arrow::array::{Int32Array, ListArray};
+    use arrow::datatypes::Int32Type;
+
+    use super::*;
+
+    #[test]
+    fn json_text_keeps_rows_and_nulls() {
+        let lists: ArrayRef = Arc::new(ListArray::from_iter_primitive::<Int32Type, _, _>(vec![
+            Some(vec![Some(1), None]),
+            None,
+            Some(vec![]),
+        ]));
+        let text = json_text(&lists).unwrap();
+        let text = text.as_string::<i32>();
+        assert_eq!(text.len(), 3);
+        assert_eq!(text.value(0), "[1,null]");
+        assert!(text.is_null(1));
+        assert_eq!(text.value(2), "[]");
+        let ints: ArrayRef = Arc::new(Int32Array::from(vec![Some(7), None]));
+        let text = json_text(&ints).unwrap();
+        assert_eq!(text.as_string::<i32>().value(0), "7");
+        assert!(text.is_null(1));
     }
 }
