@@ -1,7 +1,8 @@
 //! Arrow Flight and Flight SQL for tracehouse, over the `sql` crate's query engine: plain
 //! Flight, and Flight SQL statements, prepared statements with parameters (`$1`, ...),
-//! `GetSqlInfo`, `GetCatalogs`, `GetDbSchemas`, `GetTables` (with schemas), `GetTableTypes`
-//! and `GetXdbcTypeInfo`. The catalog a Flight SQL client sees is the tenant's. Optional
+//! `GetSqlInfo`, `GetCatalogs`, `GetDbSchemas`, `GetTables` (with schemas), `GetTableTypes`,
+//! `GetXdbcTypeInfo`, and `GetPrimaryKeys` / `GetExportedKeys` / `GetImportedKeys` (no rows: the
+//! span tables have no keys). The catalog a Flight SQL client sees is the tenant's. Optional
 //! authentication is in [`auth`].
 //!
 //! One port serves both. A ticket or command that decodes as a protobuf `Any` of a Flight SQL
@@ -39,9 +40,10 @@ use arrow_flight::sql::{
     CommandPreparedStatementQuery, DoPutPreparedStatementResult,
 };
 use arrow_flight::sql::{
-    Any, CommandGetCatalogs, CommandGetDbSchemas, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables,
-    CommandGetXdbcTypeInfo, CommandStatementQuery, Nullable, ProstMessageExt, Searchable, SqlInfo,
-    TicketStatementQuery, XdbcDataType, XdbcDatetimeSubcode,
+    Any, CommandGetCatalogs, CommandGetDbSchemas, CommandGetExportedKeys, CommandGetImportedKeys,
+    CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandGetXdbcTypeInfo,
+    CommandStatementQuery, Nullable, ProstMessageExt, Searchable, SqlInfo, TicketStatementQuery, XdbcDataType,
+    XdbcDatetimeSubcode,
 };
 use arrow_flight::{
     Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest,
@@ -344,6 +346,47 @@ fn xdbc_types() -> Arc<XdbcTypeInfoData> {
     Arc::new(builder.build().expect("static type info builds"))
 }
 
+/// The result schema of `GetPrimaryKeys` (Flight SQL's `FlightSql.proto`).
+fn primary_keys_schema() -> datafusion::arrow::datatypes::Schema {
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    Schema::new(vec![
+        Field::new("catalog_name", DataType::Utf8, true),
+        Field::new("db_schema_name", DataType::Utf8, true),
+        Field::new("table_name", DataType::Utf8, false),
+        Field::new("column_name", DataType::Utf8, false),
+        Field::new("key_name", DataType::Utf8, true),
+        Field::new("key_sequence", DataType::Int32, false),
+    ])
+}
+
+/// The result schema of `GetExportedKeys` and `GetImportedKeys` (Flight SQL's `FlightSql.proto`).
+fn foreign_keys_schema() -> datafusion::arrow::datatypes::Schema {
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    let text = |name: &str, nullable| Field::new(name, DataType::Utf8, nullable);
+    Schema::new(vec![
+        text("pk_catalog_name", true),
+        text("pk_db_schema_name", true),
+        text("pk_table_name", false),
+        text("pk_column_name", false),
+        text("fk_catalog_name", true),
+        text("fk_db_schema_name", true),
+        text("fk_table_name", false),
+        text("fk_column_name", false),
+        Field::new("key_sequence", DataType::Int32, false),
+        text("fk_key_name", true),
+        text("pk_key_name", true),
+        Field::new("update_rule", DataType::UInt8, false),
+        Field::new("delete_rule", DataType::UInt8, false),
+    ])
+}
+
+/// No rows of `schema`: the span tables have no primary or foreign keys.
+fn no_keys(schema: datafusion::arrow::datatypes::Schema) -> Result<Response<Boxed<FlightData>>, Status> {
+    Ok(Response::new(Queries::batch_stream(Ok::<_, Status>(
+        RecordBatch::new_empty(Arc::new(schema)),
+    ))?))
+}
+
 /// A fresh id for a prepared-statement handle.
 fn fresh_id() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -575,6 +618,54 @@ impl FlightSqlService for SqlService {
         Ok(Response::new(Queries::batch_stream(
             query.into_builder(&self.types).build(),
         )?))
+    }
+
+    async fn get_flight_info_primary_keys(
+        &self,
+        query: CommandGetPrimaryKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        metadata_info(&primary_keys_schema(), &query, request)
+    }
+
+    async fn do_get_primary_keys(
+        &self,
+        _query: CommandGetPrimaryKeys,
+        _request: Request<Ticket>,
+    ) -> Result<Response<Boxed<FlightData>>, Status> {
+        no_keys(primary_keys_schema())
+    }
+
+    async fn get_flight_info_exported_keys(
+        &self,
+        query: CommandGetExportedKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        metadata_info(&foreign_keys_schema(), &query, request)
+    }
+
+    async fn do_get_exported_keys(
+        &self,
+        _query: CommandGetExportedKeys,
+        _request: Request<Ticket>,
+    ) -> Result<Response<Boxed<FlightData>>, Status> {
+        no_keys(foreign_keys_schema())
+    }
+
+    async fn get_flight_info_imported_keys(
+        &self,
+        query: CommandGetImportedKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        metadata_info(&foreign_keys_schema(), &query, request)
+    }
+
+    async fn do_get_imported_keys(
+        &self,
+        _query: CommandGetImportedKeys,
+        _request: Request<Ticket>,
+    ) -> Result<Response<Boxed<FlightData>>, Status> {
+        no_keys(foreign_keys_schema())
     }
 
     async fn do_action_create_prepared_statement(

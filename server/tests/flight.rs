@@ -285,6 +285,30 @@ async fn rust_flight_sql_client() {
     }
     let bigint = arrow_flight::sql::XdbcDataType::XdbcBigint as i32;
     assert_eq!(type_names(&mut client, Some(bigint)).await, ["BIGINT"]);
+
+    // Key metadata JDBC tools ask for: the span tables have none, so no rows, right schema.
+    let info = client
+        .get_primary_keys(arrow_flight::sql::CommandGetPrimaryKeys {
+            catalog: Some("shop".into()),
+            db_schema: Some("public".into()),
+            table: "spans".into(),
+        })
+        .await
+        .unwrap();
+    let ticket = info.endpoint[0].ticket.clone().unwrap();
+    let batches: Vec<RecordBatch> = client.do_get(ticket).await.unwrap().try_collect().await.unwrap();
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 0);
+    let schema = info.try_decode_schema().unwrap();
+    assert_eq!(schema.field(3).name(), "column_name");
+    let info = client
+        .get_imported_keys(arrow_flight::sql::CommandGetImportedKeys {
+            catalog: Some("shop".into()),
+            db_schema: Some("public".into()),
+            table: "spans".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(info.try_decode_schema().unwrap().fields().len(), 13);
 }
 
 /// Config of the auth test: a bearer token for every tenant, basic credentials bound to `shop`.
