@@ -13,8 +13,6 @@
 //! its calls get that tenant when they send no `x-scope-orgid`, and PermissionDenied when they
 //! name another.
 
-use std::collections::HashMap;
-
 use base64::Engine as _;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Status};
@@ -43,8 +41,9 @@ pub const MAX_CREDENTIALS: usize = 1_000;
 #[derive(Debug, Default)]
 pub struct Auth {
     credentials: Vec<Credential>,
-    /// Session token (handed out by a handshake) -> index into `credentials`.
-    sessions: HashMap<String, usize>,
+    /// The session token a handshake hands out for each credential: the configured token of
+    /// a bearer credential, a fresh random one for basic credentials.
+    tokens: Vec<String>,
 }
 
 fn unauthenticated() -> Status {
@@ -79,13 +78,14 @@ impl Auth {
                 _ => {}
             }
         }
-        let sessions = credentials
+        let tokens = credentials
             .iter()
-            .enumerate()
-            .filter(|(_, c)| matches!(c.secret, Secret::Basic { .. }))
-            .map(|(i, _)| (session_token(), i))
+            .map(|c| match &c.secret {
+                Secret::Bearer(token) => token.clone(),
+                Secret::Basic { .. } => session_token(),
+            })
             .collect();
-        Ok(Self { credentials, sessions })
+        Ok(Self { credentials, tokens })
     }
 
     /// `true` when calls need credentials.
@@ -98,16 +98,7 @@ impl Auth {
         let (scheme, value) = header.trim().split_once(' ')?;
         let value = value.trim();
         if scheme.eq_ignore_ascii_case("bearer") {
-            let configured = self
-                .credentials
-                .iter()
-                .position(|c| matches!(&c.secret, Secret::Bearer(t) if same(t, value)));
-            return configured.or_else(|| {
-                self.sessions
-                    .iter()
-                    .find(|(token, _)| same(token, value))
-                    .map(|(_, &i)| i)
-            });
+            return self.tokens.iter().position(|token| same(token, value));
         }
         if scheme.eq_ignore_ascii_case("basic") {
             let decoded = base64::engine::general_purpose::STANDARD.decode(value).ok()?;
@@ -124,9 +115,14 @@ impl Auth {
     /// call's `x-scope-orgid`. Unauthenticated without valid credentials, PermissionDenied
     /// for another tenant.
     pub fn authorize<T>(&self, request: &mut Request<T>) -> Result<(), Status> {
-        if !self.enabled() {
-            return Ok(());
+        if self.enabled() {
+            self.check(request)?;
         }
+        Ok(())
+    }
+
+    /// The credential a call proves (auth on), with its tenant pinned into the call.
+    fn check<T>(&self, request: &mut Request<T>) -> Result<usize, Status> {
         let header = request
             .metadata()
             .get("authorization")
@@ -135,16 +131,16 @@ impl Auth {
             .map_err(|_| unauthenticated())?;
         let index = self.credential(header).ok_or_else(unauthenticated)?;
         let Some(tenant) = &self.credentials[index].tenant else {
-            return Ok(());
+            return Ok(index);
         };
         match request.metadata().get("x-scope-orgid").map(|v| v.to_str()) {
             None => {
                 let value = MetadataValue::try_from(tenant.as_str())
                     .map_err(|_| Status::internal("configured tenant is not a valid header"))?;
                 request.metadata_mut().insert("x-scope-orgid", value);
-                Ok(())
+                Ok(index)
             }
-            Some(Ok(asked)) if asked == tenant => Ok(()),
+            Some(Ok(asked)) if asked == tenant => Ok(index),
             Some(_) => Err(Status::permission_denied(format!(
                 "these credentials read only tenant {tenant}"
             ))),
@@ -156,23 +152,8 @@ impl Auth {
         if !self.enabled() {
             return Ok(None);
         }
-        self.authorize(request)?;
-        let header = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
-        let index = self.credential(header).ok_or_else(unauthenticated)?;
-        let token = match &self.credentials[index].secret {
-            Secret::Bearer(token) => token.clone(),
-            Secret::Basic { .. } => self
-                .sessions
-                .iter()
-                .find(|(_, i)| **i == index)
-                .map(|(token, _)| token.clone())
-                .ok_or_else(|| Status::internal("no session token for basic credentials"))?,
-        };
-        Ok(Some(token))
+        let index = self.check(request)?;
+        Ok(Some(self.tokens[index].clone()))
     }
 }
 

@@ -361,12 +361,12 @@ fn session_service(ctx: Arc<datafusion::prelude::SessionContext>) -> DfSessionSe
 struct NestedAsJson;
 
 /// The plan of a query statement with every column the Postgres wire cannot carry wrapped in
-/// `to_json(...)`; `None` for other statements, for queries that fail to plan (the default
-/// path reports the error) and for queries that need no wrapping.
+/// `to_json(...)`, and whether anything was wrapped; `None` for other statements and for
+/// queries that fail to plan (the default path reports the error).
 async fn json_plan(
     statement: &datafusion::sql::sqlparser::ast::Statement,
     ctx: &datafusion::prelude::SessionContext,
-) -> Option<datafusion::logical_expr::LogicalPlan> {
+) -> Option<(datafusion::logical_expr::LogicalPlan, bool)> {
     use datafusion::logical_expr::{Expr, LogicalPlanBuilder};
     if !matches!(statement, datafusion::sql::sqlparser::ast::Statement::Query(_)) {
         return None;
@@ -382,7 +382,7 @@ async fn json_plan(
         datafusion_postgres::arrow_pg::datatypes::into_pg_type(f.data_type()).is_err()
     };
     if !plan.schema().fields().iter().any(|f| unsupported(f)) {
-        return None;
+        return Some((plan, false));
     }
     let to_json = datafusion::logical_expr::ScalarUDF::from(crate::udf::ToJsonUdf::new());
     let columns: Vec<Expr> = plan
@@ -397,7 +397,8 @@ async fn json_plan(
             }
         })
         .collect();
-    LogicalPlanBuilder::from(plan).project(columns).ok()?.build().ok()
+    let wrapped = LogicalPlanBuilder::from(plan).project(columns).ok()?.build().ok()?;
+    Some((wrapped, true))
 }
 
 #[async_trait]
@@ -408,7 +409,10 @@ impl datafusion_postgres::QueryHook for NestedAsJson {
         ctx: &datafusion::prelude::SessionContext,
         client: &mut dyn datafusion_postgres::hooks::HookClient,
     ) -> Option<PgWireResult<Response>> {
-        let plan = json_plan(statement, ctx).await?;
+        // Plain queries keep datafusion-postgres's own path (and its statement timeout).
+        let (plan, true) = json_plan(statement, ctx).await? else {
+            return None;
+        };
         let run = async {
             let frame = ctx
                 .execute_logical_plan(plan)
@@ -434,7 +438,8 @@ impl datafusion_postgres::QueryHook for NestedAsJson {
         ctx: &datafusion::prelude::SessionContext,
         _client: &(dyn ClientInfo + Send + Sync),
     ) -> Option<PgWireResult<datafusion::logical_expr::LogicalPlan>> {
-        json_plan(statement, ctx).await.map(Ok)
+        // The plan, wrapped or not, so the parser does not plan the statement again.
+        json_plan(statement, ctx).await.map(|(plan, _)| Ok(plan))
     }
 
     async fn handle_extended_query(
