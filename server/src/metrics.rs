@@ -1,4 +1,5 @@
-//! Receiver counters and the Prometheus text rendering of `/metrics`.
+//! Receiver counters, and the Prometheus text rendering of `/metrics` (receivers, warehouse,
+//! Flight streams).
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,8 +1,11 @@
 //! Arrow Flight through the real binary with the real Python clients: pyarrow's plain Flight
 //! (SQL and TraceQL tickets, `get_flight_info`) and the ADBC Flight SQL driver (statements,
-//! `GetSqlInfo`) agree with the Postgres wire on tracegen data; bad queries are
-//! InvalidArgument; tenants stay apart. A Rust Flight SQL client (arrow-flight's) runs a
-//! statement and a prepared statement with a parameter.
+//! prepared statements, `GetSqlInfo`, metadata) agree with the Postgres wire on tracegen data;
+//! bad queries are InvalidArgument; tenants stay apart. A Rust Flight SQL client (arrow-flight's)
+//! runs a statement, a prepared statement with a parameter and the metadata calls JDBC tools
+//! make. With `flight.auth` set, calls without credentials are Unauthenticated and
+//! tenant-bound credentials read only their tenant (pyarrow, ADBC and Rust handshakes). A
+//! client that cancels or disconnects stops its query.
 
 mod common;
 
