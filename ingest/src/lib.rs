@@ -1,9 +1,14 @@
 //! Receivers' decoding: OTLP trace requests (protobuf or JSON, optionally gzip) into `spans`
-//! record batches, with limits on request size.
+//! record batches, with limits on request size; and the Kafka path of microservices mode: the
+//! distributor's producer, the block-builder and the live-store.
 //!
-//! Architecture invariant: this crate decodes and validates; it never stores or queries. It
-//! knows the warehouse only through its span record types and batch builder.
+//! Architecture invariant: decoding never stores or queries. The Kafka consumers write and read
+//! tables only through the warehouse's shared-table API (`commit`, `committed_versions`); no
+//! query engine or wire protocol is known here.
 
+pub mod block_builder;
+pub mod kafka;
+pub mod live_store;
 pub mod otlp;
 
 /// Errors of decoding.
@@ -21,6 +26,12 @@ pub enum Error {
     UnsupportedEncoding(String),
     #[error("building span batch: {0}")]
     Batch(String),
+    #[error("kafka: {0}")]
+    Kafka(String),
+    #[error("unavailable, retry later: {0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Warehouse(#[from] tracehouse_warehouse::Error),
 }
 
 /// Result of decoding.

@@ -1,5 +1,7 @@
 //! The HTTP API on port 3200: `/ready`, `/metrics`, `/api/echo`, and `/flush` (as Tempo's
-//! ingester: write every tenant's live spans into its table now).
+//! ingester: write every tenant's live spans into its table now). In the Kafka targets `/ready`
+//! also needs the brokers reachable, and `/metrics` adds the Kafka clients' and live-store's
+//! figures.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,14 +13,35 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use tracehouse_warehouse::Warehouse;
 
-use crate::metrics::{ReceiverStats, render};
+use tracehouse_ingest::kafka::KafkaStats;
+use tracehouse_ingest::live_store::LiveStore;
+
+use crate::metrics::{ReceiverStats, render, render_kafka, render_live_store};
 
 /// State of the admin endpoints.
 pub struct AdminState {
     pub ready: AtomicBool,
     pub receivers: Arc<ReceiverStats>,
-    pub warehouse: Arc<Warehouse>,
+    /// `None` in the distributor, which stores nothing.
+    pub warehouse: Option<Arc<Warehouse>>,
     pub flight: Arc<tracehouse_flight::FlightStats>,
+    /// The Kafka clients of this process, if any.
+    pub kafka: Option<Arc<KafkaStats>>,
+    pub live_store: Option<Arc<LiveStore>>,
+}
+
+impl AdminState {
+    /// State of a process without Kafka or live-store.
+    pub fn new(receivers: Arc<ReceiverStats>, warehouse: Option<Arc<Warehouse>>) -> Self {
+        Self {
+            ready: false.into(),
+            receivers,
+            warehouse,
+            flight: Arc::default(),
+            kafka: None,
+            live_store: None,
+        }
+    }
 }
 
 /// The admin router.
@@ -32,27 +55,40 @@ pub fn app(state: Arc<AdminState>) -> Router {
 }
 
 async fn ready(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
-    if state.ready.load(Ordering::Acquire) {
-        (StatusCode::OK, "ready")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: starting or shutting down")
+    if !state.ready.load(Ordering::Acquire) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready: starting or shutting down");
+    }
+    match &state.kafka {
+        Some(k) if !k.connected.load(Ordering::Acquire) => {
+            (StatusCode::SERVICE_UNAVAILABLE, "not ready: kafka is not reachable")
+        }
+        _ => (StatusCode::OK, "ready"),
     }
 }
 
 async fn flush(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
-    match state.warehouse.flush_due(true).await {
+    let Some(warehouse) = &state.warehouse else {
+        return (StatusCode::NOT_FOUND, "this target holds no spans to flush".to_string());
+    };
+    match warehouse.flush_due(true).await {
         Ok(_) => (StatusCode::NO_CONTENT, String::new()),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("flush failed: {e}")),
     }
 }
 
 async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
-    let body = render(
-        &state.receivers,
-        state.warehouse.stats(),
-        state.warehouse.wal_disk_bytes(),
-        &state.flight,
-    );
+    let default_stats = tracehouse_warehouse::WarehouseStats::default();
+    let (warehouse, wal_bytes) = match &state.warehouse {
+        Some(w) => (w.stats().as_ref(), w.wal_disk_bytes()),
+        None => (&default_stats, 0),
+    };
+    let mut body = render(&state.receivers, warehouse, wal_bytes, &state.flight);
+    if let Some(kafka) = &state.kafka {
+        render_kafka(&mut body, kafka);
+    }
+    if let Some(store) = &state.live_store {
+        render_live_store(&mut body, &store.stats);
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
 
@@ -86,12 +122,7 @@ mod tests {
         })
         .await
         .unwrap();
-        let state = Arc::new(AdminState {
-            ready: false.into(),
-            receivers: Arc::default(),
-            warehouse,
-            flight: Arc::default(),
-        });
+        let state = Arc::new(AdminState::new(Arc::default(), Some(warehouse)));
         let app = app(state.clone());
         assert_eq!(get(app.clone(), "/ready").await.0, StatusCode::SERVICE_UNAVAILABLE);
         state.ready.store(true, Ordering::Release);

@@ -1,5 +1,11 @@
-//! Wiring of `-target=all`: warehouse, query engine, receivers, Postgres and the HTTP API in
-//! one process, with ordered startup and a bounded graceful shutdown.
+//! Wiring of the targets, with ordered startup (every port bound before anything runs) and a
+//! bounded graceful shutdown:
+//!
+//! - `all`: warehouse (WAL), receivers, query servers and the HTTP API in one process;
+//! - `distributor`: receivers that acknowledge once Kafka has the spans;
+//! - `block-builder`: consumes Kafka into the tables, exactly once;
+//! - `live-store`: consumes Kafka and serves what the tables do not hold yet;
+//! - `querier`: the query servers (Tempo API, Postgres, Flight) over the tables and live-stores.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,10 +20,16 @@ use tracehouse_warehouse::storage::StorageConfigKind;
 use tracehouse_warehouse::wal::WalConfig;
 use tracehouse_warehouse::{Warehouse, WarehouseConfig};
 
+use tracehouse_ingest::block_builder::{self, BlockBuilderConfig};
+use tracehouse_ingest::kafka::{self, KafkaStats, Producer};
+use tracehouse_ingest::live_store::{self, LiveStore, LiveStoreConfig};
+use tracehouse_warehouse::LiveSource;
+
 use crate::admin::{self, AdminState};
 use crate::config::Config;
+use crate::live::{self, RemoteLiveStores};
 use crate::metrics::ReceiverStats;
-use crate::otlp::{self, Receiver};
+use crate::otlp::{self, Receiver, Sink};
 
 /// Errors of starting or running the server.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +46,45 @@ pub enum AppError {
     Warehouse(#[from] tracehouse_warehouse::Error),
     #[error("{0}")]
     Query(#[from] tracehouse_sql::Error),
+    #[error("{0}")]
+    Ingest(#[from] tracehouse_ingest::Error),
+}
+
+/// The components a process runs (`-target`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    All,
+    Distributor,
+    BlockBuilder,
+    LiveStore,
+    Querier,
+}
+
+impl Target {
+    /// Every target name, as `-target` takes it.
+    pub const NAMES: [&str; 5] = ["all", "distributor", "block-builder", "live-store", "querier"];
+
+    pub fn parse(name: &str) -> Result<Self, String> {
+        match name {
+            "all" => Ok(Self::All),
+            "distributor" => Ok(Self::Distributor),
+            "block-builder" => Ok(Self::BlockBuilder),
+            "live-store" => Ok(Self::LiveStore),
+            "querier" => Ok(Self::Querier),
+            other => Err(format!(
+                "unknown -target={other}; use one of {}",
+                Self::NAMES.join(", ")
+            )),
+        }
+    }
+
+    fn receives(self) -> bool {
+        matches!(self, Self::All | Self::Distributor)
+    }
+
+    fn queries(self) -> bool {
+        matches!(self, Self::All | Self::Querier)
+    }
 }
 
 fn warehouse_config(config: &Config) -> Result<WarehouseConfig, AppError> {
@@ -120,33 +171,66 @@ async fn serve_grpc(
     }
 }
 
-/// Runs the monolithic server until `stop` resolves, then shuts down gracefully.
+/// Runs the configured target until `stop` resolves, then shuts down gracefully.
 pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) -> Result<(), AppError> {
-    let warehouse = Warehouse::open(warehouse_config(&config)?).await?;
-    let engine = Arc::new(QueryEngine::new(
-        warehouse.clone(),
-        QueryEngineConfig {
-            max_memory_bytes: config.query.max_memory_bytes,
-            ..QueryEngineConfig::default()
-        },
-    )?);
+    let target = Target::parse(config.target.as_deref().unwrap_or("all")).map_err(AppError::Config)?;
+    let kafka_config = config.ingest.kafka.kafka();
+    let kafka_stats = Arc::new(KafkaStats::default());
+    if target != Target::All {
+        kafka_config.validate()?;
+    }
+    let live_store = (target == Target::LiveStore).then(|| {
+        Arc::new(LiveStore::new(
+            &kafka_config.topic,
+            LiveStoreConfig {
+                max_live_bytes: config.live_store.max_live_bytes.max(1),
+                prune_interval: config.live_store.prune_interval.max(Duration::from_millis(50)),
+            },
+        ))
+    });
+    let warehouse = match target {
+        Target::All => Some(Warehouse::open(warehouse_config(&config)?).await?),
+        Target::Distributor => None,
+        Target::BlockBuilder | Target::LiveStore => Some(Warehouse::open_shared(warehouse_config(&config)?, None)?),
+        Target::Querier => {
+            let source: Option<Arc<dyn LiveSource>> = if config.querier.live_store_addresses.is_empty() {
+                None
+            } else {
+                Some(Arc::new(
+                    RemoteLiveStores::new(
+                        config.querier.live_store_addresses.clone(),
+                        kafka_config.topic.clone(),
+                        config.querier.live_store_timeout,
+                    )
+                    .map_err(AppError::Config)?,
+                ))
+            };
+            Some(Warehouse::open_shared(warehouse_config(&config)?, source)?)
+        }
+    };
+    let producer = if target == Target::Distributor {
+        Some(Arc::new(Producer::new(&kafka_config, kafka_stats.clone())?))
+    } else {
+        None
+    };
     let stats = Arc::new(ReceiverStats::default());
-    let receiver = Arc::new(Receiver {
-        warehouse: warehouse.clone(),
-        stats: stats.clone(),
-        max_request_bytes: config.distributor.max_request_bytes,
-    });
-    let admin_state = Arc::new(AdminState {
-        ready: false.into(),
-        receivers: stats.clone(),
-        warehouse: warehouse.clone(),
-        flight: Arc::default(),
-    });
+    let mut admin_state = AdminState::new(stats.clone(), warehouse.clone());
+    if matches!(target, Target::Distributor | Target::BlockBuilder | Target::LiveStore) {
+        admin_state.kafka = Some(kafka_stats.clone());
+    }
+    admin_state.live_store = live_store.clone();
+    let admin_state = Arc::new(admin_state);
 
     // Bind everything first, so a taken port fails the start with a clear message.
     let protocols = &config.distributor.receivers.otlp.protocols;
-    let http_listener = bind("otlp http receiver", &protocols.http.endpoint).await?;
-    let grpc_listener = bind("otlp grpc receiver", &protocols.grpc.endpoint).await?;
+    let (http_listener, grpc_listener) = if target.receives() {
+        (
+            Some(bind("otlp http receiver", &protocols.http.endpoint).await?),
+            Some(bind("otlp grpc receiver", &protocols.grpc.endpoint).await?),
+        )
+    } else {
+        (None, None)
+    };
     let admin_addr = format!(
         "{}:{}",
         config.server.http_listen_address, config.server.http_listen_port
@@ -163,12 +247,12 @@ pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) ->
         max_connections: config.postgres.max_connections,
     };
     let flight_auth = config.flight.authenticator().map_err(AppError::Config)?;
-    let flight_listener = if config.flight.enabled {
+    let flight_listener = if target.queries() && config.flight.enabled {
         Some(bind("arrow flight", &config.flight.listen_address).await?)
     } else {
         None
     };
-    let pg_listener = if config.postgres.enabled {
+    let pg_listener = if target.queries() && config.postgres.enabled {
         Some(bind("postgres", &config.postgres.listen_address).await?)
     } else {
         None
@@ -176,64 +260,141 @@ pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) ->
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
-    let flush = tokio::spawn(warehouse.clone().run_flush_loop(shutdown_rx.clone()));
+    // Tasks that finish their own work on shutdown (final flushes), awaited after the servers.
+    let mut workers = Vec::new();
 
-    tasks.push(tokio::spawn(serve_http(
-        http_listener,
-        otlp::http_app(receiver.clone()),
-        shutdown_rx.clone(),
-    )));
+    if let (Target::All, Some(w)) = (target, &warehouse) {
+        workers.push(tokio::spawn(w.clone().run_flush_loop(shutdown_rx.clone())));
+    }
+    if let Some(producer) = &producer {
+        let producer = producer.clone();
+        let rx = shutdown_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            producer.maintain(Duration::from_secs(2), rx).await
+        }));
+    }
+    if matches!(target, Target::BlockBuilder | Target::LiveStore) {
+        tasks.push(tokio::spawn(kafka::watch(
+            kafka_config.clone(),
+            kafka_stats.clone(),
+            Duration::from_secs(2),
+            shutdown_rx.clone(),
+        )));
+    }
+    if let (Target::BlockBuilder, Some(w)) = (target, &warehouse) {
+        let builder = BlockBuilderConfig {
+            consume_cycle: config
+                .block_builder
+                .consume_cycle_duration
+                .max(Duration::from_millis(10)),
+            max_block_bytes: config.block_builder.max_block_bytes.max(1),
+            instance_id: config.block_builder.instance_id.clone(),
+        };
+        let run = block_builder::run(
+            kafka_config.clone(),
+            builder,
+            w.clone(),
+            kafka_stats.clone(),
+            shutdown_rx.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            if let Err(e) = run.await {
+                tracing::error!(error = %e, "block-builder stopped");
+            }
+        }));
+    }
+    if let (Some(store), Some(w)) = (&live_store, &warehouse) {
+        let run = live_store::run(
+            store.clone(),
+            kafka_config.clone(),
+            w.clone(),
+            kafka_stats.clone(),
+            shutdown_rx.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = run.await {
+                tracing::error!(error = %e, "live-store stopped");
+            }
+        }));
+    }
 
-    tasks.push(tokio::spawn(serve_grpc(
-        "otlp grpc",
-        grpc_listener,
-        tonic::service::Routes::new(otlp::grpc_service(receiver.clone())),
-        shutdown_rx.clone(),
-    )));
-
-    tasks.push(tokio::spawn(serve_http(
-        admin_listener,
-        admin::app(admin_state.clone()).merge(tracehouse_tempo_api::app(Arc::new(tracehouse_tempo_api::ApiState {
-            engine: engine.clone(),
-        }))),
-        shutdown_rx.clone(),
-    )));
-
-    if let Some(listener) = flight_listener {
+    if let (Some(http), Some(grpc)) = (http_listener, grpc_listener) {
+        let sink = match (&producer, &warehouse) {
+            (Some(p), _) => Sink::Kafka(p.clone()),
+            (None, Some(w)) => Sink::Warehouse(w.clone()),
+            (None, None) => unreachable!("a receiving target has a producer or a warehouse"),
+        };
+        let receiver = Arc::new(Receiver {
+            sink,
+            stats: stats.clone(),
+            max_request_bytes: config.distributor.max_request_bytes,
+        });
+        tasks.push(tokio::spawn(serve_http(
+            http,
+            otlp::http_app(receiver.clone()),
+            shutdown_rx.clone(),
+        )));
         tasks.push(tokio::spawn(serve_grpc(
-            "arrow flight",
-            listener,
-            tonic::service::Routes::new(tracehouse_flight::service(
-                engine.clone(),
-                flight_auth,
-                admin_state.flight.clone(),
-            )),
+            "otlp grpc",
+            grpc,
+            tonic::service::Routes::new(otlp::grpc_service(receiver)),
             shutdown_rx.clone(),
         )));
     }
 
-    if let Some(listener) = pg_listener {
-        let handlers = Arc::new(Handlers::new(engine.clone(), &pg_config));
-        tasks.push(tokio::spawn(tracehouse_sql::pgwire::serve(
-            listener,
-            handlers,
-            pg_config.max_connections,
-            shutdown_rx.clone(),
-        )));
+    let mut http_app = admin::app(admin_state.clone());
+    if let Some(store) = &live_store {
+        http_app = http_app.merge(live::routes(store.clone()));
     }
+    if let (true, Some(w)) = (target.queries(), &warehouse) {
+        let engine = Arc::new(QueryEngine::new(
+            w.clone(),
+            QueryEngineConfig {
+                max_memory_bytes: config.query.max_memory_bytes,
+                ..QueryEngineConfig::default()
+            },
+        )?);
+        http_app = http_app.merge(tracehouse_tempo_api::app(Arc::new(tracehouse_tempo_api::ApiState {
+            engine: engine.clone(),
+        })));
+        if let Some(listener) = flight_listener {
+            tasks.push(tokio::spawn(serve_grpc(
+                "arrow flight",
+                listener,
+                tonic::service::Routes::new(tracehouse_flight::service(
+                    engine.clone(),
+                    flight_auth,
+                    admin_state.flight.clone(),
+                )),
+                shutdown_rx.clone(),
+            )));
+        }
+        if let Some(listener) = pg_listener {
+            let handlers = Arc::new(Handlers::new(engine.clone(), &pg_config));
+            tasks.push(tokio::spawn(tracehouse_sql::pgwire::serve(
+                listener,
+                handlers,
+                pg_config.max_connections,
+                shutdown_rx.clone(),
+            )));
+        }
+    }
+    tasks.push(tokio::spawn(serve_http(admin_listener, http_app, shutdown_rx.clone())));
 
     admin_state.ready.store(true, Ordering::Release);
     tracing::info!(
+        target = Target::NAMES[target as usize],
         otlp_grpc = %protocols.grpc.endpoint,
         otlp_http = %protocols.http.endpoint,
         http_api = %admin_addr,
         postgres = %config.postgres.listen_address,
         flight = %config.flight.listen_address,
+        kafka = %if target == Target::All { "-" } else { kafka_config.address.as_str() },
         "tracehouse ready"
     );
     stop.await;
 
-    tracing::info!("shutting down: no new requests, flushing live spans");
+    tracing::info!("shutting down: no new requests, finishing work in hand");
     admin_state.ready.store(false, Ordering::Release);
     let _ = shutdown_tx.send(true);
     let deadline = config.server.graceful_shutdown_timeout;
@@ -241,8 +402,16 @@ pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) ->
         for task in tasks {
             let _ = task.await;
         }
-        let _ = flush.await;
-        warehouse.shutdown().await
+        for worker in workers {
+            let _ = worker.await;
+        }
+        if let Some(p) = &producer {
+            p.flush(Duration::from_secs(5));
+        }
+        match (target, &warehouse) {
+            (Target::All, Some(w)) => w.shutdown().await,
+            _ => Ok(0),
+        }
     })
     .await;
     match drained {
@@ -250,7 +419,7 @@ pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) ->
         Ok(Err(e)) => tracing::error!(error = %e, "final flush failed; the wal keeps the spans for the next start"),
         Err(_) => tracing::error!(
             ?deadline,
-            "shutdown timed out; the wal keeps unflushed spans for the next start"
+            "shutdown timed out; unflushed spans stay in the wal (or in kafka) for the next start"
         ),
     }
     Ok(())

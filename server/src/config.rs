@@ -1,6 +1,9 @@
 //! The YAML configuration, shaped like Tempo's (`server`, `distributor.receivers.otlp`,
-//! `ingester`, `storage.trace`), plus `postgres`, `flight` and `query` blocks. Every field has a default,
-//! so an empty file (or none) runs a local monolithic server.
+//! `ingester`, `storage.trace`, `ingest.kafka`, `block_builder`, `live_store`, `querier`), plus
+//! `postgres`, `flight` and `query` blocks. Every field has a default, so an empty file (or
+//! none) runs a local monolithic server. Any field can also be set by a flag named after its
+//! path, dashes or underscores alike (`-ingest.kafka.consumer-group=g`,
+//! `-server.http-listen-port=3201`), as Tempo's flags mirror its YAML.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -22,6 +25,156 @@ pub struct Config {
     pub postgres: PostgresConfig,
     pub flight: FlightConfig,
     pub query: QueryConfig,
+    /// Tempo's `ingest` block: Kafka, for the microservices targets.
+    pub ingest: IngestBlock,
+    pub block_builder: BlockBuilderBlock,
+    pub live_store: LiveStoreBlock,
+    pub querier: QuerierBlock,
+}
+
+/// Tempo's `ingest` block.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestBlock {
+    pub kafka: KafkaBlock,
+}
+
+/// Tempo's `ingest.kafka` block (see `tracehouse_ingest::kafka::KafkaConfig`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaBlock {
+    pub address: String,
+    pub topic: String,
+    pub consumer_group: String,
+    pub client_id: String,
+    #[serde(deserialize_with = "duration")]
+    pub write_timeout: Duration,
+    pub auto_create_topic_enabled: bool,
+    pub auto_create_topic_default_partitions: i32,
+    pub auto_create_topic_replication_factor: i32,
+    pub producer_max_record_size_bytes: usize,
+    pub sasl_mechanism: String,
+    pub sasl_username: String,
+    pub sasl_password: String,
+    pub tls_enabled: bool,
+    pub tls_ca_path: String,
+    pub tls_cert_path: String,
+    pub tls_key_path: String,
+    pub tls_insecure_skip_verify: bool,
+}
+
+impl Default for KafkaBlock {
+    fn default() -> Self {
+        let k = tracehouse_ingest::kafka::KafkaConfig::default();
+        Self {
+            address: k.address,
+            topic: k.topic,
+            consumer_group: k.consumer_group,
+            client_id: k.client_id,
+            write_timeout: k.write_timeout,
+            auto_create_topic_enabled: k.auto_create_topic_enabled,
+            auto_create_topic_default_partitions: k.auto_create_topic_default_partitions,
+            auto_create_topic_replication_factor: k.auto_create_topic_replication_factor,
+            producer_max_record_size_bytes: k.producer_max_record_size_bytes,
+            sasl_mechanism: k.sasl_mechanism,
+            sasl_username: k.sasl_username,
+            sasl_password: k.sasl_password,
+            tls_enabled: k.tls_enabled,
+            tls_ca_path: k.tls_ca_path,
+            tls_cert_path: k.tls_cert_path,
+            tls_key_path: k.tls_key_path,
+            tls_insecure_skip_verify: k.tls_insecure_skip_verify,
+        }
+    }
+}
+
+impl KafkaBlock {
+    /// The Kafka client settings.
+    pub fn kafka(&self) -> tracehouse_ingest::kafka::KafkaConfig {
+        tracehouse_ingest::kafka::KafkaConfig {
+            address: self.address.clone(),
+            topic: self.topic.clone(),
+            consumer_group: self.consumer_group.clone(),
+            client_id: self.client_id.clone(),
+            write_timeout: self.write_timeout,
+            auto_create_topic_enabled: self.auto_create_topic_enabled,
+            auto_create_topic_default_partitions: self.auto_create_topic_default_partitions,
+            auto_create_topic_replication_factor: self.auto_create_topic_replication_factor,
+            producer_max_record_size_bytes: self.producer_max_record_size_bytes,
+            sasl_mechanism: self.sasl_mechanism.clone(),
+            sasl_username: self.sasl_username.clone(),
+            sasl_password: self.sasl_password.clone(),
+            tls_enabled: self.tls_enabled,
+            tls_ca_path: self.tls_ca_path.clone(),
+            tls_cert_path: self.tls_cert_path.clone(),
+            tls_key_path: self.tls_key_path.clone(),
+            tls_insecure_skip_verify: self.tls_insecure_skip_verify,
+            ..tracehouse_ingest::kafka::KafkaConfig::default()
+        }
+    }
+}
+
+/// Tempo's `block_builder` block.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BlockBuilderBlock {
+    /// Consumed spans are written into the tables at least this often.
+    #[serde(deserialize_with = "duration")]
+    pub consume_cycle_duration: Duration,
+    /// ... and whenever a builder holds this many bytes of them.
+    pub max_block_bytes: usize,
+    /// Static group membership id (Kafka's `group.instance.id`), e.g. the pod name of a
+    /// StatefulSet: a restarted builder takes its partitions back at once. Empty: dynamic.
+    pub instance_id: String,
+}
+
+impl Default for BlockBuilderBlock {
+    fn default() -> Self {
+        Self {
+            consume_cycle_duration: Duration::from_secs(5),
+            max_block_bytes: 256 << 20,
+            instance_id: String::new(),
+        }
+    }
+}
+
+/// The live-store: spans consumed but not yet in the tables.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LiveStoreBlock {
+    /// Bytes held; beyond it the oldest records are dropped (and counted).
+    pub max_live_bytes: usize,
+    /// How often records the tables hold are dropped.
+    #[serde(deserialize_with = "duration")]
+    pub prune_interval: Duration,
+}
+
+impl Default for LiveStoreBlock {
+    fn default() -> Self {
+        Self {
+            max_live_bytes: 1 << 30,
+            prune_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The querier's view of the live-stores.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuerierBlock {
+    /// HTTP `host:port` of live-store replicas, tried in order; empty: tables only.
+    pub live_store_addresses: Vec<String>,
+    #[serde(deserialize_with = "duration")]
+    pub live_store_timeout: Duration,
+}
+
+impl Default for QuerierBlock {
+    fn default() -> Self {
+        Self {
+            live_store_addresses: Vec::new(),
+            live_store_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// Tempo's `server` block: the HTTP API.
@@ -319,13 +472,76 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     parse_duration(&s).map_err(serde::de::Error::custom)
 }
 
+/// Sets `path` (dot-separated, dashes read as underscores) in `root` to the YAML scalar
+/// `value`; fields named `*_addresses` take a comma-separated list.
+fn set_path(root: &mut serde_yaml::Value, path: &str, value: &str) -> Result<(), String> {
+    use serde_yaml::{Mapping, Value};
+    let keys: Vec<String> = path.split('.').map(|k| k.replace('-', "_")).collect();
+    if keys.iter().any(String::is_empty) {
+        return Err(format!("bad flag -{path}"));
+    }
+    let mut node = root;
+    for key in &keys[..keys.len() - 1] {
+        if !node.is_mapping() {
+            *node = Value::Mapping(Mapping::new());
+        }
+        let map = node.as_mapping_mut().expect("made a mapping");
+        node = map
+            .entry(Value::String(key.clone()))
+            .or_insert_with(|| Value::Mapping(Mapping::new()));
+    }
+    let last = keys.last().expect("non-empty path");
+    let parsed = if last.ends_with("_addresses") {
+        Value::Sequence(
+            value
+                .split(',')
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(|v| Value::String(v.to_string()))
+                .collect(),
+        )
+    } else {
+        match serde_yaml::from_str::<Value>(value) {
+            Ok(v @ (Value::Bool(_) | Value::Number(_))) => v,
+            _ => Value::String(value.to_string()),
+        }
+    };
+    if !node.is_mapping() {
+        *node = Value::Mapping(Mapping::new());
+    }
+    node.as_mapping_mut()
+        .expect("made a mapping")
+        .insert(Value::String(last.clone()), parsed);
+    Ok(())
+}
+
 impl Config {
     /// Parses YAML text.
+    #[cfg(test)]
     pub fn from_yaml(text: &str) -> Result<Self, String> {
-        if text.trim().is_empty() {
-            return Ok(Self::default());
+        Self::from_yaml_with(text, &[])
+    }
+
+    /// Parses YAML text, then applies `overrides` (`(path, value)` from flags) over it.
+    pub fn from_yaml_with(text: &str, overrides: &[(String, String)]) -> Result<Self, String> {
+        let mut root: serde_yaml::Value = if text.trim().is_empty() {
+            serde_yaml::Value::Mapping(serde_yaml::Mapping::new())
+        } else {
+            serde_yaml::from_str(text).map_err(|e| format!("config: {e}"))?
+        };
+        if root.is_null() {
+            root = serde_yaml::Value::Mapping(serde_yaml::Mapping::new());
         }
-        serde_yaml::from_str(text).map_err(|e| format!("config: {e}"))
+        for (path, value) in overrides {
+            set_path(&mut root, path, value)?;
+        }
+        serde_yaml::from_value(root).map_err(|e| {
+            if overrides.is_empty() {
+                format!("config: {e}")
+            } else {
+                format!("config (with flags): {e}")
+            }
+        })
     }
 
     /// The WAL directory.
@@ -349,6 +565,32 @@ mod tests {
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert!(parse_duration("5").is_err());
         assert!(parse_duration("5d").is_err());
+    }
+
+    #[test]
+    fn flags_set_any_field() {
+        let o = |k: &str, v: &str| (k.to_string(), v.to_string());
+        let c = Config::from_yaml_with(
+            "server:\n  log_level: warn\n",
+            &[
+                o("server.http-listen-port", "3201"),
+                o("ingest.kafka.consumer-group", "g1"),
+                o("ingest.kafka.address", "127.0.0.1:9092"),
+                o("ingest.kafka.auto_create_topic_enabled", "false"),
+                o("querier.live-store-addresses", "a:1, b:2"),
+                o("block_builder.consume_cycle_duration", "250ms"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.server.http_listen_port, 3201);
+        assert_eq!(c.server.log_level, "warn");
+        assert_eq!(c.ingest.kafka.consumer_group, "g1");
+        assert_eq!(c.ingest.kafka.address, "127.0.0.1:9092");
+        assert!(!c.ingest.kafka.auto_create_topic_enabled);
+        assert_eq!(c.querier.live_store_addresses, vec!["a:1", "b:2"]);
+        assert_eq!(c.block_builder.consume_cycle_duration, Duration::from_millis(250));
+        let err = Config::from_yaml_with("", &[o("ingest.kafka.nope", "1")]).unwrap_err();
+        assert!(err.contains("unknown field `nope`"), "{err}");
     }
 
     #[test]

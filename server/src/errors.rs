@@ -28,10 +28,14 @@ impl Error {
             Self::Decode(DecodeError::Malformed { .. } | DecodeError::InvalidSpan(_)) => StatusCode::BAD_REQUEST,
             Self::Store(StoreError::InvalidSpan(_) | StoreError::InvalidTenant(_)) => StatusCode::BAD_REQUEST,
             Self::Store(StoreError::Backpressure(_)) => StatusCode::TOO_MANY_REQUESTS,
-            Self::Store(StoreError::ShuttingDown) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Decode(DecodeError::Batch(_)) | Self::Store(_) | Self::Internal(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
+            Self::Store(StoreError::ShuttingDown | StoreError::Unavailable(_))
+            | Self::Decode(DecodeError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Decode(DecodeError::Warehouse(StoreError::InvalidTenant(_) | StoreError::InvalidSpan(_))) => {
+                StatusCode::BAD_REQUEST
             }
+            Self::Decode(DecodeError::Batch(_) | DecodeError::Kafka(_) | DecodeError::Warehouse(_))
+            | Self::Store(_)
+            | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -71,5 +75,8 @@ mod tests {
             Error::Decode(DecodeError::TooLarge { limit_bytes: 1 }).http_status(),
             StatusCode::PAYLOAD_TOO_LARGE
         );
+        let e = Error::Decode(DecodeError::Unavailable("broker down".into()));
+        assert_eq!(e.http_status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(e.grpc_status().code(), tonic::Code::Unavailable);
     }
 }

@@ -1,10 +1,12 @@
 //! The `tracehouse` binary: flags in Tempo's style (`-config.file=PATH`, `-target=all`,
-//! `-storage.path=DIR`), configuration, logging and signal handling.
+//! `-storage.path=DIR`, and any config field by its path), configuration, logging and signal
+//! handling.
 
 mod admin;
 mod app;
 mod config;
 mod errors;
+mod live;
 mod metrics;
 mod otlp;
 
@@ -17,20 +19,44 @@ use crate::config::Config;
 #[global_allocator]
 static GLOBAL: MiMalloc = MiMalloc;
 
-const USAGE: &str = "usage: tracehouse [-config.file=PATH] [-target=all] [-storage.path=DIR]
+const USAGE: &str = "usage: tracehouse [-config.file=PATH] [-target=NAME] [-FIELD.PATH=VALUE ...]
 
   -config.file=PATH   Tempo-style YAML configuration (see tracehouse.example.yaml)
-  -target=NAME        components to run; `all` (monolithic, the default)
+  -target=NAME        components to run: all (monolithic, the default), distributor,
+                      block-builder, live-store, querier
   -storage.path=DIR   local storage directory (default ./tracehouse-data)
   -version            print the version
+
+Any configuration field is also a flag named by its path, with dashes or underscores:
+  -server.http-listen-port=3200         -server.http-listen-address=127.0.0.1
+  -distributor.otlp.grpc-endpoint=ADDR  -distributor.otlp.http-endpoint=ADDR
+  -postgres.listen-address=ADDR         -flight.listen-address=ADDR
+  -ingest.kafka.address=HOST:PORT       -ingest.kafka.topic=NAME
+  -ingest.kafka.consumer-group=NAME     -ingest.kafka.auto-create-topic-default-partitions=N
+  -querier.live-store-addresses=HOST:PORT[,HOST:PORT]
+Flags override the file.
 ";
+
+/// Short names for long configuration paths.
+const FLAG_ALIASES: [(&str, &str); 3] = [
+    ("storage.path", "storage.trace.local.path"),
+    (
+        "distributor.otlp.grpc-endpoint",
+        "distributor.receivers.otlp.protocols.grpc.endpoint",
+    ),
+    (
+        "distributor.otlp.http-endpoint",
+        "distributor.receivers.otlp.protocols.http.endpoint",
+    ),
+];
 
 /// Parsed command-line flags.
 #[derive(Debug, Default)]
 struct Flags {
     config_file: Option<PathBuf>,
     target: Option<String>,
-    storage_path: Option<PathBuf>,
+    /// `(config path, value)`, in order.
+    overrides: Vec<(String, String)>,
 }
 
 fn parse_flags(args: impl IntoIterator<Item = String>) -> Result<Option<Flags>, String> {
@@ -54,7 +80,13 @@ fn parse_flags(args: impl IntoIterator<Item = String>) -> Result<Option<Flags>, 
         match name {
             "config.file" => flags.config_file = Some(PathBuf::from(value(name)?)),
             "target" => flags.target = Some(value(name)?),
-            "storage.path" => flags.storage_path = Some(PathBuf::from(value(name)?)),
+            path if path.contains('.') => {
+                let path = FLAG_ALIASES
+                    .iter()
+                    .find(|(alias, _)| *alias == path)
+                    .map_or(path, |(_, full)| full);
+                flags.overrides.push((path.to_string(), value(name)?));
+            }
             "h" | "help" => {
                 print!("{USAGE}");
                 return Ok(None);
@@ -70,25 +102,16 @@ fn parse_flags(args: impl IntoIterator<Item = String>) -> Result<Option<Flags>, 
 }
 
 fn load_config(flags: &Flags) -> Result<Config, String> {
-    let mut config = match &flags.config_file {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
-            Config::from_yaml(&text)?
-        }
-        None => Config::default(),
+    let text = match &flags.config_file {
+        Some(path) => std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?,
+        None => String::new(),
     };
+    let mut config = Config::from_yaml_with(&text, &flags.overrides)?;
     if let Some(target) = &flags.target {
         config.target = Some(target.clone());
     }
-    if let Some(path) = &flags.storage_path {
-        config.storage.trace.local.path = path.clone();
-    }
-    match config.target.as_deref().unwrap_or("all") {
-        "all" => Ok(config),
-        other => Err(format!(
-            "-target={other} is not supported yet; run -target=all (monolithic)"
-        )),
-    }
+    app::Target::parse(config.target.as_deref().unwrap_or("all"))?;
+    Ok(config)
 }
 
 async fn stop_signal() {
@@ -155,22 +178,57 @@ mod tests {
 
     #[test]
     fn tempo_style_flags() {
-        let f = parse_flags(args(&["-config.file=x.yaml", "-target", "all", "--storage.path=/d"]))
-            .unwrap()
-            .unwrap();
+        let f = parse_flags(args(&[
+            "-config.file=x.yaml",
+            "-target",
+            "all",
+            "--storage.path=/d",
+            "-server.http-listen-port",
+            "3201",
+            "-distributor.otlp.grpc-endpoint=127.0.0.1:1",
+        ]))
+        .unwrap()
+        .unwrap();
         assert_eq!(f.config_file.unwrap(), PathBuf::from("x.yaml"));
         assert_eq!(f.target.unwrap(), "all");
-        assert_eq!(f.storage_path.unwrap(), PathBuf::from("/d"));
+        assert_eq!(
+            f.overrides,
+            vec![
+                ("storage.trace.local.path".to_string(), "/d".to_string()),
+                ("server.http-listen-port".to_string(), "3201".to_string()),
+                (
+                    "distributor.receivers.otlp.protocols.grpc.endpoint".to_string(),
+                    "127.0.0.1:1".to_string()
+                ),
+            ]
+        );
         assert!(parse_flags(args(&["-nope=1"])).unwrap_err().contains("unknown flag"));
         assert!(parse_flags(args(&["-target"])).unwrap_err().contains("needs a value"));
     }
 
     #[test]
-    fn other_targets_are_refused_clearly() {
+    fn targets_and_field_flags() {
+        for name in app::Target::NAMES {
+            let f = Flags {
+                target: Some(name.into()),
+                ..Flags::default()
+            };
+            assert_eq!(load_config(&f).unwrap().target.as_deref(), Some(name));
+        }
         let f = Flags {
-            target: Some("querier".into()),
+            target: Some("ingester".into()),
             ..Flags::default()
         };
-        assert!(load_config(&f).unwrap_err().contains("not supported yet"));
+        assert!(load_config(&f).unwrap_err().contains("unknown -target=ingester"));
+        let f = Flags {
+            overrides: vec![("storage.trace.local.path".into(), "/x".into())],
+            ..Flags::default()
+        };
+        assert_eq!(load_config(&f).unwrap().storage.trace.local.path, PathBuf::from("/x"));
+        let f = Flags {
+            overrides: vec![("server.bogus".into(), "1".into())],
+            ..Flags::default()
+        };
+        assert!(load_config(&f).unwrap_err().contains("unknown field"));
     }
 }

@@ -1,5 +1,5 @@
 //! Receiver counters, and the Prometheus text rendering of `/metrics` (receivers, warehouse,
-//! Flight streams).
+//! Flight streams, Kafka clients, live-store).
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -144,4 +144,125 @@ pub fn render(
         r(&flight.streams_active),
     );
     out
+}
+
+/// Appends the Kafka clients' figures: records produced and consumed, consumer lag per
+/// partition, table and offset commits and their latency.
+pub fn render_kafka(out: &mut String, k: &tracehouse_ingest::kafka::KafkaStats) {
+    let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    counter(
+        out,
+        "tracehouse_kafka_records_produced_total",
+        "Records acknowledged by Kafka.",
+        r(&k.records_produced),
+    );
+    counter(
+        out,
+        "tracehouse_kafka_bytes_produced_total",
+        "Payload bytes acknowledged by Kafka.",
+        r(&k.bytes_produced),
+    );
+    counter(
+        out,
+        "tracehouse_kafka_produce_errors_total",
+        "Requests whose records Kafka did not acknowledge (503).",
+        r(&k.produce_errors),
+    );
+    counter(
+        out,
+        "tracehouse_kafka_records_consumed_total",
+        "Records consumed.",
+        r(&k.records_consumed),
+    );
+    counter(
+        out,
+        "tracehouse_kafka_records_undecodable_total",
+        "Consumed records that were not OTLP, skipped.",
+        r(&k.records_undecodable),
+    );
+    counter(
+        out,
+        "tracehouse_block_builder_records_already_committed_total",
+        "Consumed records a table already held (replays after a crash or rebalance), skipped.",
+        r(&k.records_already_committed),
+    );
+    counter(
+        out,
+        "tracehouse_block_builder_table_commits_total",
+        "Table commits of consumed spans.",
+        r(&k.table_commits),
+    );
+    counter(
+        out,
+        "tracehouse_block_builder_table_commit_errors_total",
+        "Failed table commits (retried).",
+        r(&k.table_commit_errors),
+    );
+    let micros = r(&k.table_commit_micros_total);
+    let _ = writeln!(
+        out,
+        "# HELP tracehouse_block_builder_table_commit_seconds_total Time spent committing consumed spans to tables.\n# TYPE tracehouse_block_builder_table_commit_seconds_total counter\ntracehouse_block_builder_table_commit_seconds_total {}",
+        micros as f64 / 1e6
+    );
+    counter(
+        out,
+        "tracehouse_kafka_offset_commits_total",
+        "Kafka offset commits after table commits.",
+        r(&k.offset_commits),
+    );
+    counter(
+        out,
+        "tracehouse_kafka_offset_commit_errors_total",
+        "Failed Kafka offset commits.",
+        r(&k.offset_commit_errors),
+    );
+    counter(
+        out,
+        "tracehouse_kafka_rebalances_total",
+        "Consumer group rebalances.",
+        r(&k.rebalances),
+    );
+    gauge(
+        out,
+        "tracehouse_kafka_connected",
+        "1 when the brokers answered the last check.",
+        u64::from(k.connected.load(Ordering::Acquire)),
+    );
+    let lag = k.lag.lock().expect("lag lock");
+    let _ = writeln!(
+        out,
+        "# HELP tracehouse_kafka_consumer_lag Records behind the partition's end, per assigned partition.\n# TYPE tracehouse_kafka_consumer_lag gauge"
+    );
+    for (p, l) in lag.iter() {
+        let _ = writeln!(out, "tracehouse_kafka_consumer_lag{{partition=\"{p}\"}} {l}");
+    }
+}
+
+/// Appends the live-store's figures.
+pub fn render_live_store(out: &mut String, s: &tracehouse_ingest::live_store::LiveStoreStats) {
+    let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    gauge(
+        out,
+        "tracehouse_live_store_records",
+        "Records held, not yet in the tables.",
+        s.records_held.load(Ordering::Relaxed) as u64,
+    );
+    gauge(
+        out,
+        "tracehouse_live_store_bytes",
+        "Bytes of spans held.",
+        s.bytes_held.load(Ordering::Relaxed) as u64,
+    );
+    counter(
+        out,
+        "tracehouse_live_store_records_pruned_total",
+        "Records dropped once in the tables.",
+        r(&s.records_pruned),
+    );
+    counter(
+        out,
+        "tracehouse_live_store_records_evicted_total",
+        "Records dropped over the byte limit before reaching the tables.",
+        r(&s.records_evicted),
+    );
 }

@@ -1,5 +1,7 @@
 //! OTLP receivers: `POST /v1/traces` (protobuf or JSON, optionally gzip) and gRPC
-//! `TraceService/Export`. The tenant comes from `X-Scope-OrgID` (header or metadata).
+//! `TraceService/Export`. The tenant comes from `X-Scope-OrgID` (header or metadata). A request
+//! is acknowledged once its spans are in the local WAL (monolithic) or acknowledged by Kafka
+//! (distributor).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -14,9 +16,10 @@ use axum::routing::post;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use prost::Message;
+use tracehouse_ingest::kafka::Producer;
 use tracehouse_ingest::otlp::{BodyFormat, decode_body, parse_request, request_to_batch};
 use tracehouse_warehouse::Warehouse;
-use tracehouse_warehouse::storage::DEFAULT_TENANT;
+use tracehouse_warehouse::storage::{DEFAULT_TENANT, validate_tenant};
 
 use crate::errors::Error;
 use crate::metrics::ReceiverStats;
@@ -24,9 +27,17 @@ use crate::metrics::ReceiverStats;
 /// Header (and gRPC metadata key) naming the tenant, as in Tempo.
 pub const TENANT_HEADER: &str = "x-scope-orgid";
 
+/// Where acknowledged spans go.
+pub enum Sink {
+    /// Monolithic: the local warehouse (WAL first).
+    Warehouse(Arc<Warehouse>),
+    /// Distributor: Kafka, acknowledged by the brokers.
+    Kafka(Arc<Producer>),
+}
+
 /// What the receivers share.
 pub struct Receiver {
-    pub warehouse: Arc<Warehouse>,
+    pub sink: Sink,
     pub stats: Arc<ReceiverStats>,
     pub max_request_bytes: usize,
 }
@@ -51,18 +62,31 @@ impl Receiver {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Runs `decode` (all CPU work of one request: decompress, parse, convert) in one blocking
-    /// task, then stores the batch; returns the number of spans stored.
+    /// Runs `decode` (all CPU work of one request: decompress, parse, convert and validate) in
+    /// one blocking task, then stores the spans, or sends them to Kafka; returns the number of
+    /// spans acknowledged.
     async fn ingest(
         &self,
         tenant: &str,
-        decode: impl FnOnce() -> Result<RecordBatch, Error> + Send + 'static,
+        decode: impl FnOnce() -> Result<ExportTraceServiceRequest, Error> + Send + 'static,
     ) -> Result<usize, Error> {
-        let batch = tokio::task::spawn_blocking(decode)
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))??;
+        let (request, batch) = tokio::task::spawn_blocking(move || {
+            let request = decode()?;
+            let batch: RecordBatch = request_to_batch(&request)?;
+            Ok::<_, Error>((request, batch))
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))??;
         let spans = batch.num_rows();
-        self.warehouse.append(tenant, batch).await?;
+        match &self.sink {
+            Sink::Warehouse(warehouse) => warehouse.append(tenant, batch).await?,
+            Sink::Kafka(producer) => {
+                validate_tenant(tenant)?;
+                if spans > 0 {
+                    producer.send(tenant, &request).await?;
+                }
+            }
+        }
         self.stats.spans_received.fetch_add(spans as u64, Ordering::Relaxed);
         Ok(spans)
     }
@@ -99,8 +123,7 @@ async fn export_http(State(receiver): State<Arc<Receiver>>, headers: HeaderMap, 
         Ok(body_format) => {
             let decode = move || {
                 let body = decode_body(&body, encoding.as_deref(), limit)?;
-                let request = parse_request(&body, body_format)?;
-                Ok(request_to_batch(&request)?)
+                Ok(parse_request(&body, body_format)?)
             };
             receiver.ingest(&tenant, decode).await
         }
@@ -164,7 +187,7 @@ impl TraceService for GrpcReceiver {
         receiver.stats.otlp_grpc_requests.fetch_add(1, Ordering::Relaxed);
         let tenant = tenant_from(request.metadata().get(TENANT_HEADER).and_then(|v| v.to_str().ok()));
         let request = request.into_inner();
-        match receiver.ingest(&tenant, move || Ok(request_to_batch(&request)?)).await {
+        match receiver.ingest(&tenant, move || Ok(request)).await {
             Ok(_) => Ok(tonic::Response::new(ExportTraceServiceResponse::default())),
             Err(e) => {
                 receiver.count_error(&e);

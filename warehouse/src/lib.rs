@@ -14,7 +14,7 @@ pub mod trace_index;
 pub mod wal;
 mod warehouse;
 
-pub use warehouse::{Tenant, TraceLookup, Warehouse, WarehouseConfig, WarehouseStats};
+pub use warehouse::{LiveRecord, LiveSource, Tenant, TraceLookup, Warehouse, WarehouseConfig, WarehouseStats};
 
 /// Errors of the storage layer.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +27,8 @@ pub enum Error {
     Backpressure(String),
     #[error("too large: {0}")]
     TooLarge(String),
+    #[error("unavailable, retry later: {0}")]
+    Unavailable(String),
     #[error("shutting down")]
     ShuttingDown,
     #[error("configuration: {0}")]

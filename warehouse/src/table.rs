@@ -111,11 +111,21 @@ pub fn sort_by_trace(batches: &[RecordBatch]) -> Result<RecordBatch> {
     Ok(interleave_record_batch(&refs, &positions)?)
 }
 
+/// The `txn` action recording WAL sequence `seq` for `app_id`.
+pub fn wal_txn(app_id: &str, seq: u64) -> Transaction {
+    Transaction::new(app_id, i64::try_from(seq).unwrap_or(i64::MAX))
+}
+
 /// Appends `batches` (sorted here) to the table in one commit that records `seq` for `app_id`.
 pub async fn append(table: DeltaTable, batches: &[RecordBatch], app_id: &str, seq: u64) -> Result<DeltaTable> {
+    append_txns(table, batches, vec![wal_txn(app_id, seq)]).await
+}
+
+/// Appends `batches` (sorted here) to the table in one commit carrying `txns`. Delta's conflict
+/// check fails the commit when a concurrent one recorded any of the same application ids.
+pub async fn append_txns(table: DeltaTable, batches: &[RecordBatch], txns: Vec<Transaction>) -> Result<DeltaTable> {
     let sorted = sort_by_trace(batches)?;
-    let version = i64::try_from(seq).unwrap_or(i64::MAX);
-    let commit = CommitProperties::default().with_application_transaction(Transaction::new(app_id, version));
+    let commit = CommitProperties::default().with_application_transactions(txns);
     let table = table
         .write(vec![sorted])
         .with_save_mode(SaveMode::Append)

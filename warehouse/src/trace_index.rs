@@ -69,6 +69,11 @@ impl TraceIndex {
         self.files.len()
     }
 
+    /// `true` when `path` is indexed.
+    pub fn has_file(&self, path: &str) -> bool {
+        self.file_ids.contains_key(path)
+    }
+
     /// Number of indexed traces.
     pub fn trace_count(&self) -> usize {
         self.traces.len()

@@ -1,5 +1,10 @@
 //! The warehouse: append (WAL, then live buffer), flush to Delta by time and size, replay on
 //! start, and consistent snapshots (committed table plus live batches) for queries.
+//!
+//! A warehouse opened with [`Warehouse::open_shared`] has no WAL: other processes write the
+//! tables (block-builders, through [`Warehouse::commit`]), so every read refreshes the table
+//! from its log, and live spans come from a [`LiveSource`] (the live-store), filtered against
+//! the `txn` versions of the snapshot read so no span is returned twice or missed.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -118,11 +123,29 @@ impl Tenant {
     }
 }
 
+/// Spans acknowledged but perhaps not yet in the table, from another process: one source
+/// record each, tagged with the Delta `txn` application id and version that mark it committed.
+#[derive(Debug, Clone)]
+pub struct LiveRecord {
+    pub app_id: String,
+    pub version: i64,
+    pub batch: RecordBatch,
+}
+
+/// Where a shared-table reader gets spans the tables may not hold yet.
+#[async_trait::async_trait]
+pub trait LiveSource: Send + Sync {
+    /// The tenant's live records, in source order.
+    async fn live(&self, tenant: &str) -> Result<Vec<LiveRecord>>;
+}
+
 /// The storage engine shared by receivers and query engines.
 pub struct Warehouse {
     config: WarehouseConfig,
     storage: Storage,
-    wal: Wal,
+    /// `None` when other processes write the tables ([`Warehouse::open_shared`]).
+    wal: Option<Wal>,
+    live_source: Option<Arc<dyn LiveSource>>,
     app_id: String,
     tenants: RwLock<HashMap<String, Arc<Tenant>>>,
     stats: Arc<WarehouseStats>,
@@ -140,7 +163,8 @@ impl Warehouse {
         let warehouse = Arc::new(Self {
             config,
             storage,
-            wal,
+            wal: Some(wal),
+            live_source: None,
             app_id,
             tenants: RwLock::new(HashMap::new()),
             stats: Arc::new(WarehouseStats::default()),
@@ -148,12 +172,160 @@ impl Warehouse {
         });
         warehouse.replay(records).await?;
         let weak = Arc::downgrade(&warehouse);
-        warehouse.wal.start(Arc::new(move |records: Vec<WalRecord>| {
-            if let Some(w) = weak.upgrade() {
-                w.apply(records);
-            }
-        }))?;
+        if let Some(wal) = &warehouse.wal {
+            wal.start(Arc::new(move |records: Vec<WalRecord>| {
+                if let Some(w) = weak.upgrade() {
+                    w.apply(records);
+                }
+            }))?;
+        }
         Ok(warehouse)
+    }
+
+    /// Opens storage without a WAL, for processes that share the tables with writers elsewhere:
+    /// reads refresh each table from its log and add `live` spans; writes go through
+    /// [`commit`](Self::commit) only.
+    pub fn open_shared(config: WarehouseConfig, live: Option<Arc<dyn LiveSource>>) -> Result<Arc<Self>> {
+        let storage = Storage::open(&config.storage)?;
+        Ok(Arc::new(Self {
+            config,
+            storage,
+            wal: None,
+            live_source: live,
+            app_id: String::new(),
+            tenants: RwLock::new(HashMap::new()),
+            stats: Arc::new(WarehouseStats::default()),
+            footers: Arc::default(),
+        }))
+    }
+
+    fn is_shared(&self) -> bool {
+        self.wal.is_none()
+    }
+
+    /// Reloads the tenant's table from its log (tables written by other processes), and adds
+    /// the new files to a loaded trace index.
+    async fn refresh(&self, tenant: &Arc<Tenant>) -> Result<Arc<DeltaTable>> {
+        let _guard = tenant.flush_lock.lock().await;
+        let current = tenant.state.lock().expect("tenant state lock").table.clone();
+        let mut table = match current {
+            Some(t) => (*t).clone(),
+            None => table::open(&self.storage, &tenant.name).await?,
+        };
+        let before = table.version();
+        if table::is_created(&table) {
+            table.update_incremental(None).await?;
+        } else {
+            match table.load().await {
+                Ok(()) | Err(deltalake::DeltaTableError::NotATable(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let table = Arc::new(table);
+        if table.version() != before {
+            let indexed = tenant.trace_index.lock().expect("trace index lock").is_some();
+            if indexed {
+                let files = self.table_files(&tenant.name)?;
+                let new: Vec<DataFile> = {
+                    let index = tenant.trace_index.lock().expect("trace index lock");
+                    let index = index.as_ref().expect("checked above");
+                    data_files(&table)?
+                        .into_iter()
+                        .filter(|f| !index.has_file(&f.path))
+                        .collect()
+                };
+                let mut entries = Vec::with_capacity(new.len());
+                for file in new {
+                    let traces = files.index_file(&file).await?;
+                    entries.push((file, traces));
+                }
+                if let Some(index) = tenant.trace_index.lock().expect("trace index lock").as_mut() {
+                    for (file, traces) in &entries {
+                        index.insert(file, traces);
+                    }
+                }
+            }
+        }
+        tenant.state.lock().expect("tenant state lock").table = Some(table.clone());
+        Ok(table)
+    }
+
+    /// The committed versions of `app_ids` in the tenant's table, read fresh from its log.
+    pub async fn committed_versions(&self, tenant: &str, app_ids: &[String]) -> Result<HashMap<String, i64>> {
+        let tenant = self.tenant(tenant)?;
+        let table = self.refresh(&tenant).await?;
+        txn_versions(&table, app_ids).await
+    }
+
+    /// Writes `batches` into the tenant's table in one commit carrying `txns` (application id,
+    /// version) as Delta `txn` actions; for writers that keep their own progress (Kafka offsets).
+    /// Fails with a conflict when another writer committed one of the same application ids
+    /// meanwhile. Returns the table version written.
+    pub async fn commit(&self, tenant: &str, batches: &[RecordBatch], txns: Vec<(String, i64)>) -> Result<u64> {
+        assert!(!txns.is_empty(), "a shared-table commit must carry its progress");
+        let tenant = self.tenant(tenant)?;
+        let _guard = tenant.flush_lock.lock().await;
+        let current = tenant.state.lock().expect("tenant state lock").table.clone();
+        let t = match current {
+            Some(t) => t,
+            None => Arc::new(table::open(&self.storage, &tenant.name).await?),
+        };
+        let txns = txns
+            .into_iter()
+            .map(|(app, version)| deltalake::kernel::Transaction::new(app, version))
+            .collect();
+        let (t, entries) = self.write_indexed(&tenant, t, batches, txns).await?;
+        let version = t.version().unwrap_or_default();
+        tenant.state.lock().expect("tenant state lock").table = Some(Arc::new(t));
+        if let Some(entries) = entries {
+            self.write_sidecar(&tenant.name, version, &entries).await;
+        }
+        let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+        self.stats.flushes.fetch_add(1, Ordering::Relaxed);
+        self.stats.spans_flushed.fetch_add(rows, Ordering::Relaxed);
+        Ok(version)
+    }
+
+    /// Appends `batches` with `txns`, then computes the trace-index entries of the added files
+    /// (`None`, and a dropped in-memory index, when that fails).
+    async fn write_indexed(
+        &self,
+        tenant: &Tenant,
+        table: Arc<DeltaTable>,
+        batches: &[RecordBatch],
+        txns: Vec<deltalake::kernel::Transaction>,
+    ) -> Result<(DeltaTable, Option<Vec<(DataFile, Vec<trace_index::TraceSpan>)>>)> {
+        let before = data_files(&table)?;
+        let t = table::append_txns((*table).clone(), batches, txns).await?;
+        let entries = match self.index_entries(&tenant.name, &before, &t, batches).await {
+            Ok(entries) => Some(entries),
+            Err(e) => {
+                tracing::warn!(tenant = %tenant.name, error = %e, "trace index not updated; rebuilt on next load");
+                *tenant.trace_index.lock().expect("trace index lock") = None;
+                None
+            }
+        };
+        // A local flush updates the index together with the live buffer, later.
+        if self.is_shared()
+            && let (Some(index), Some(entries)) =
+                (tenant.trace_index.lock().expect("trace index lock").as_mut(), &entries)
+        {
+            for (file, traces) in entries {
+                index.insert(file, traces);
+            }
+        }
+        Ok((t, entries))
+    }
+
+    async fn write_sidecar(&self, tenant: &str, version: u64, entries: &[(DataFile, Vec<trace_index::TraceSpan>)]) {
+        let written = async {
+            self.table_files(tenant)?
+                .write_sidecar(&format!("{version:020}"), entries)
+                .await
+        };
+        if let Err(e) = written.await {
+            tracing::warn!(tenant = %tenant, error = %e, "trace index sidecar not written; rebuilt on next load");
+        }
     }
 
     /// Counters for metrics.
@@ -163,7 +335,7 @@ impl Warehouse {
 
     /// Bytes of WAL segments on disk.
     pub fn wal_disk_bytes(&self) -> u64 {
-        self.wal.disk_bytes()
+        self.wal.as_ref().map_or(0, Wal::disk_bytes)
     }
 
     async fn replay(&self, records: Vec<WalRecord>) -> Result<()> {
@@ -259,7 +431,13 @@ impl Warehouse {
                 self.config.max_live_bytes
             )));
         }
-        if let Err(e) = self.wal.append(tenant, batch).await {
+        let Some(wal) = &self.wal else {
+            self.stats.live_bytes.fetch_sub(bytes, Ordering::AcqRel);
+            return Err(Error::Config(
+                "this process does not accept spans: the tables are written elsewhere".into(),
+            ));
+        };
+        if let Err(e) = wal.append(tenant, batch).await {
             self.stats.live_bytes.fetch_sub(bytes, Ordering::AcqRel);
             if matches!(e, Error::Backpressure(_)) {
                 self.stats.appends_rejected_backpressure.fetch_add(1, Ordering::Relaxed);
@@ -274,6 +452,9 @@ impl Warehouse {
     /// The committed table and the live batches of `tenant`, taken atomically.
     pub async fn snapshot(&self, tenant: &str) -> Result<(Arc<DeltaTable>, Vec<RecordBatch>)> {
         let tenant = self.tenant(tenant)?;
+        if self.is_shared() {
+            return self.shared_snapshot(&tenant).await;
+        }
         self.load_table(&tenant).await?;
         let st = tenant.state.lock().expect("tenant state lock");
         let table = st
@@ -281,6 +462,18 @@ impl Warehouse {
             .clone()
             .ok_or_else(|| Error::Wal("table handle vanished".into()))?;
         let live = st.flushing.iter().chain(&st.active).map(|c| c.batch.clone()).collect();
+        Ok((table, live))
+    }
+
+    /// Live records first, then the table: a record the live source dropped as committed is in
+    /// the table read after it. Records the snapshot's `txn` versions cover are left out.
+    async fn shared_snapshot(&self, tenant: &Arc<Tenant>) -> Result<(Arc<DeltaTable>, Vec<RecordBatch>)> {
+        let records = match &self.live_source {
+            Some(source) => source.live(&tenant.name).await?,
+            None => Vec::new(),
+        };
+        let table = self.refresh(tenant).await?;
+        let live = uncommitted(&table, records).await?;
         Ok((table, live))
     }
 
@@ -306,17 +499,8 @@ impl Warehouse {
                 Some(t) => t,
                 None => Arc::new(table::open(&self.storage, &tenant.name).await?),
             };
-            let before = data_files(&t)?;
-            let t = table::append((*t).clone(), &batches, &self.app_id, max_seq).await?;
-            let entries = match self.index_entries(&tenant.name, &before, &t, &batches).await {
-                Ok(entries) => Some(entries),
-                Err(e) => {
-                    tracing::warn!(tenant = %tenant.name, error = %e, "trace index not updated; rebuilt on next load");
-                    *tenant.trace_index.lock().expect("trace index lock") = None;
-                    None
-                }
-            };
-            Ok::<_, Error>((t, entries))
+            let txn = table::wal_txn(&self.app_id, max_seq);
+            self.write_indexed(tenant, t, &batches, vec![txn]).await
         }
         .await;
         let sidecar = {
@@ -350,14 +534,7 @@ impl Warehouse {
             }
         };
         if let Some((version, entries)) = sidecar {
-            let written = async {
-                self.table_files(&tenant.name)?
-                    .write_sidecar(&format!("{version:020}"), &entries)
-                    .await
-            };
-            if let Err(e) = written.await {
-                tracing::warn!(tenant = %tenant.name, error = %e, "trace index sidecar not written; rebuilt on next load");
-            }
+            self.write_sidecar(&tenant.name, version, &entries).await;
         }
         self.stats.live_bytes.fetch_sub(bytes, Ordering::AcqRel);
         self.stats.flushes.fetch_add(1, Ordering::Relaxed);
@@ -418,7 +595,12 @@ impl Warehouse {
         range_ns: Option<(i64, i64)>,
     ) -> Result<TraceLookup> {
         let tenant = self.tenant(tenant)?;
-        let table = self.load_table(&tenant).await?;
+        let (table, shared_live) = if self.is_shared() {
+            let (table, live) = self.shared_snapshot(&tenant).await?;
+            (table, Some(live))
+        } else {
+            (self.load_table(&tenant).await?, None)
+        };
         let files = self.table_files(&tenant.name)?;
         let loaded = tenant.trace_index.lock().expect("trace index lock").is_some();
         if !loaded && table::is_created(&table) {
@@ -439,7 +621,10 @@ impl Warehouse {
         // Live chunks and index under the state lock: a flush changes both in one step.
         let (live, to_open) = {
             let st = tenant.state.lock().expect("tenant state lock");
-            let live: Vec<RecordBatch> = st.flushing.iter().chain(&st.active).map(|c| c.batch.clone()).collect();
+            let live: Vec<RecordBatch> = match &shared_live {
+                Some(live) => live.clone(),
+                None => st.flushing.iter().chain(&st.active).map(|c| c.batch.clone()).collect(),
+            };
             let mut to_open: Vec<(DataFile, Vec<String>)> = Vec::new();
             if let Some(index) = tenant.trace_index.lock().expect("trace index lock").as_ref() {
                 for &trace in traces {
@@ -469,8 +654,11 @@ impl Warehouse {
     }
 
     fn truncate_wal(&self) -> Result<()> {
+        let Some(wal) = &self.wal else {
+            return Ok(());
+        };
         // Read the WAL's next sequence first: any record applied later has a higher one.
-        let next = self.wal.next_seq();
+        let next = wal.next_seq();
         let tenants: Vec<Arc<Tenant>> = self.tenants.read().expect("tenants lock").values().cloned().collect();
         let min_live = tenants
             .iter()
@@ -478,7 +666,7 @@ impl Warehouse {
             .min()
             .unwrap_or(next)
             .min(next);
-        self.wal.truncate_before(min_live)?;
+        wal.truncate_before(min_live)?;
         Ok(())
     }
 
@@ -531,7 +719,9 @@ impl Warehouse {
 
     /// Stops the WAL writer (finishing queued appends) and flushes everything live.
     pub async fn shutdown(&self) -> Result<u64> {
-        self.wal.close();
+        if let Some(wal) = &self.wal {
+            wal.close();
+        }
         self.flush_due(true).await
     }
 }
@@ -555,6 +745,37 @@ fn data_files(table: &DeltaTable) -> Result<Vec<DataFile>> {
                 .flatten()
                 .unwrap_or_default(),
         })
+        .collect())
+}
+
+/// The committed versions of `app_ids` in `table` (absent ids have none).
+async fn txn_versions(table: &DeltaTable, app_ids: &[String]) -> Result<HashMap<String, i64>> {
+    let mut versions = HashMap::with_capacity(app_ids.len());
+    if !table::is_created(table) {
+        return Ok(versions);
+    }
+    let snapshot = table.snapshot()?;
+    for app in app_ids {
+        if let Some(v) = snapshot.transaction_version(table.log_store().as_ref(), app).await? {
+            versions.insert(app.clone(), v);
+        }
+    }
+    Ok(versions)
+}
+
+/// The batches of `records` that `table` does not hold: version above the table's `txn` version
+/// of their application id. A record seen twice (same id and version) is kept once.
+async fn uncommitted(table: &DeltaTable, records: Vec<LiveRecord>) -> Result<Vec<RecordBatch>> {
+    let mut apps: Vec<String> = records.iter().map(|r| r.app_id.clone()).collect();
+    apps.sort_unstable();
+    apps.dedup();
+    let versions = txn_versions(table, &apps).await?;
+    let mut seen = std::collections::HashSet::new();
+    Ok(records
+        .into_iter()
+        .filter(|r| versions.get(&r.app_id).is_none_or(|&v| r.version > v))
+        .filter(|r| seen.insert((r.app_id.clone(), r.version)))
+        .map(|r| r.batch)
         .collect())
 }
 

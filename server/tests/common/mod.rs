@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod kafka;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -39,7 +41,7 @@ pub fn free_port() -> u16 {
 }
 
 /// Deep-merges `extra` into `base` (mappings merge, anything else replaces).
-fn merge(base: &mut serde_yaml::Value, extra: serde_yaml::Value) {
+pub fn merge(base: &mut serde_yaml::Value, extra: serde_yaml::Value) {
     match (base, extra) {
         (serde_yaml::Value::Mapping(b), serde_yaml::Value::Mapping(e)) => {
             for (k, v) in e {
@@ -64,6 +66,10 @@ pub struct TestServer {
     pub pg_port: u16,
     pub flight_port: u16,
     pub extra_yaml: String,
+    /// Table storage; `dir/data` unless shared with other processes.
+    pub storage: PathBuf,
+    /// Extra environment variables of the process.
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -78,10 +84,59 @@ impl TestServer {
             pg_port: free_port(),
             flight_port: free_port(),
             extra_yaml: extra_yaml.to_string(),
+            storage: dir.join("data"),
+            env: Vec::new(),
             child: None,
         };
         server.spawn().await;
         server
+    }
+
+    /// Starts one component (`extra_yaml` names its target) in `dir`, with tables in `storage`
+    /// (shared by the components of one deployment).
+    pub async fn start_component(dir: &Path, storage: &Path, extra_yaml: &str, env: &[(&str, &str)]) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let mut server = Self {
+            dir: dir.to_path_buf(),
+            otlp_http_port: free_port(),
+            otlp_grpc_port: free_port(),
+            http_port: free_port(),
+            pg_port: free_port(),
+            flight_port: free_port(),
+            extra_yaml: extra_yaml.to_string(),
+            storage: storage.to_path_buf(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            child: None,
+        };
+        server.spawn().await;
+        server
+    }
+
+    /// Starts the process without waiting for `/ready` (for processes expected to die).
+    pub fn spawn_unready(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        self.write_config_and_start();
+    }
+
+    /// `true` while the process runs.
+    pub fn running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => c.try_wait().unwrap().is_none(),
+            None => false,
+        }
+    }
+
+    /// Waits up to `timeout` for the process to exit; its status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut().expect("started").try_wait().unwrap() {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
     }
 
     /// Starts (again) in the same directory, on the same ports unless another process took
@@ -105,6 +160,15 @@ impl TestServer {
 
     async fn try_spawn(&mut self) -> Result<(), String> {
         assert!(self.child.is_none(), "already running");
+        let log_start = self.log().len();
+        self.write_config_and_start();
+        self.wait_ready().await.map_err(|status| {
+            self.child = None;
+            format!("exit {status}: {}", self.log().get(log_start..).unwrap_or_default())
+        })
+    }
+
+    fn write_config_and_start(&mut self) {
         let base = format!(
             "server:\n  http_listen_port: {}\n  graceful_shutdown_timeout: 60s\n\
              distributor:\n  receivers:\n    otlp:\n      protocols:\n        grpc:\n          endpoint: 127.0.0.1:{}\n        http:\n          endpoint: 127.0.0.1:{}\n\
@@ -127,20 +191,21 @@ impl TestServer {
             .append(true)
             .open(self.dir.join("server.log"))
             .unwrap();
-        let log_start = self.log().len();
         let child = Command::new(env!("CARGO_BIN_EXE_tracehouse"))
             .arg(format!("-config.file={}", config_path.display()))
-            .arg(format!("-storage.path={}", self.dir.join("data").display()))
+            .arg(format!("-storage.path={}", self.storage.display()))
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .current_dir(&self.dir)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("starting tracehouse");
         self.child = Some(child);
-        self.wait_ready().await.map_err(|status| {
-            self.child = None;
-            format!("exit {status}: {}", self.log().get(log_start..).unwrap_or_default())
-        })
+    }
+
+    /// The HTTP API's base URL.
+    pub fn http(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
     }
 
     /// Waits for `/ready`; the exit status if the process ended first.
