@@ -162,6 +162,9 @@ pub async fn run(
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
+        // Freshness is the live-store's job: a broker answers a fetch at once when data is
+        // there, and waits at most this long when a partition is quiet (librdkafka: 500 ms).
+        .set("fetch.wait.max.ms", "50")
         .set("statistics.interval.ms", kafka.stats_interval.as_millis().to_string())
         .create_with_context(Context::new(stats.clone(), &kafka.topic))
         .map_err(|e| Error::Kafka(format!("creating kafka consumer: {e}")))?;

@@ -172,13 +172,48 @@ async fn serve_grpc(
 }
 
 /// Runs the configured target until `stop` resolves, then shuts down gracefully.
-pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) -> Result<(), AppError> {
+/// The addresses a target listens on, by role (`http`, `otlp-grpc`, `otlp-http`, `postgres`,
+/// `flight`), as configured: what `-config.verify` prints and deployments must expose.
+pub fn listeners(config: &Config, target: Target) -> Vec<(&'static str, String)> {
+    let mut out = vec![(
+        "http",
+        format!(
+            "{}:{}",
+            config.server.http_listen_address, config.server.http_listen_port
+        ),
+    )];
+    if target.receives() {
+        let protocols = &config.distributor.receivers.otlp.protocols;
+        out.push(("otlp-grpc", protocols.grpc.endpoint.clone()));
+        out.push(("otlp-http", protocols.http.endpoint.clone()));
+    }
+    if target.queries() && config.postgres.enabled {
+        out.push(("postgres", config.postgres.listen_address.clone()));
+    }
+    if target.queries() && config.flight.enabled {
+        out.push(("flight", config.flight.listen_address.clone()));
+    }
+    out
+}
+
+/// Checks a configuration without opening or binding anything (`-config.verify`, and the
+/// first step of [`run`]): the target exists, Kafka is configured where the target needs it,
+/// and the storage settings are complete.
+pub fn verify(config: &Config) -> Result<Target, AppError> {
     let target = Target::parse(config.target.as_deref().unwrap_or("all")).map_err(AppError::Config)?;
+    if target != Target::All {
+        config.ingest.kafka.kafka().validate()?;
+    }
+    if target != Target::Distributor {
+        warehouse_config(config)?;
+    }
+    Ok(target)
+}
+
+pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) -> Result<(), AppError> {
+    let target = verify(&config)?;
     let kafka_config = config.ingest.kafka.kafka();
     let kafka_stats = Arc::new(KafkaStats::default());
-    if target != Target::All {
-        kafka_config.validate()?;
-    }
     let live_store = (target == Target::LiveStore).then(|| {
         Arc::new(LiveStore::new(
             &kafka_config.topic,

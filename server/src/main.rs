@@ -25,6 +25,7 @@ const USAGE: &str = "usage: tracehouse [-config.file=PATH] [-target=NAME] [-FIEL
   -target=NAME        components to run: all (monolithic, the default), distributor,
                       block-builder, live-store, querier
   -storage.path=DIR   local storage directory (default ./tracehouse-data)
+  -config.verify      check the configuration and flags, print the target, and exit
   -version            print the version
 
 Any configuration field is also a flag named by its path, with dashes or underscores:
@@ -55,6 +56,8 @@ const FLAG_ALIASES: [(&str, &str); 3] = [
 struct Flags {
     config_file: Option<PathBuf>,
     target: Option<String>,
+    /// Check the configuration and exit.
+    verify: bool,
     /// `(config path, value)`, in order.
     overrides: Vec<(String, String)>,
 }
@@ -80,6 +83,7 @@ fn parse_flags(args: impl IntoIterator<Item = String>) -> Result<Option<Flags>, 
         match name {
             "config.file" => flags.config_file = Some(PathBuf::from(value(name)?)),
             "target" => flags.target = Some(value(name)?),
+            "config.verify" => flags.verify = inline.as_deref() != Some("false"),
             path if path.contains('.') => {
                 let path = FLAG_ALIASES
                     .iter()
@@ -140,6 +144,21 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    if flags.verify {
+        return match app::verify(&config) {
+            Ok(target) => {
+                println!("config ok: target {}", app::Target::NAMES[target as usize]);
+                for (role, address) in app::listeners(&config, target) {
+                    println!("listen {role} {address}");
+                }
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("tracehouse: {e}");
+                std::process::ExitCode::from(2)
+            }
+        };
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(format!(
             "{},datafusion=warn,deltalake=warn,deltalake_core=warn,buoyant_kernel=warn,delta_kernel=warn",
