@@ -37,8 +37,9 @@ pub const TENANT_HEADER: &str = "X-Scope-OrgID";
 /// Most partitions a topic may have for us (a bound on per-partition state).
 pub const MAX_PARTITIONS: i32 = 4096;
 
-/// Connection and topic settings, Tempo's `ingest.kafka` block.
-#[derive(Debug, Clone)]
+/// Connection and topic settings, Tempo's `ingest.kafka` block (the YAML reads into it).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct KafkaConfig {
     /// Bootstrap brokers, `host:port[,host:port]`.
     pub address: String,
@@ -47,6 +48,7 @@ pub struct KafkaConfig {
     pub consumer_group: String,
     pub client_id: String,
     /// How long a produce may take before the request fails with 503 / Unavailable.
+    #[serde(deserialize_with = "crate::duration::deserialize")]
     pub write_timeout: Duration,
     pub auto_create_topic_enabled: bool,
     pub auto_create_topic_default_partitions: i32,
@@ -62,7 +64,8 @@ pub struct KafkaConfig {
     pub tls_cert_path: String,
     pub tls_key_path: String,
     pub tls_insecure_skip_verify: bool,
-    /// How often consumers report lag (librdkafka statistics).
+    /// How often consumers report lag (librdkafka statistics); not configurable.
+    #[serde(skip)]
     pub stats_interval: Duration,
 }
 

@@ -7,6 +7,7 @@
 //! query engine or wire protocol is known here.
 
 pub mod block_builder;
+pub mod duration;
 pub mod kafka;
 pub mod live_store;
 pub mod otlp;

@@ -1,8 +1,8 @@
 //! The live-store: reads the ingest topic from where the block-builders' group stands and keeps
 //! every record the tables do not hold yet, so queriers answer with spans acknowledged seconds
 //! ago. Records are dropped once their tenant's table records their partition's offset (the
-//! block-builders' Delta `txn` versions), and when the store is over its byte limit (oldest
-//! first, counted).
+//! block-builders' Delta `txn` versions), and when the store is over its byte limit (the oldest
+//! records of the tenant holding the most go first, counted in `/metrics`).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;

@@ -202,7 +202,7 @@ pub fn listeners(config: &Config, target: Target) -> Vec<(&'static str, String)>
 pub fn verify(config: &Config) -> Result<Target, AppError> {
     let target = Target::parse(config.target.as_deref().unwrap_or("all")).map_err(AppError::Config)?;
     if target != Target::All {
-        config.ingest.kafka.kafka().validate()?;
+        config.ingest.kafka.validate()?;
     }
     if target != Target::Distributor {
         warehouse_config(config)?;
@@ -212,7 +212,7 @@ pub fn verify(config: &Config) -> Result<Target, AppError> {
 
 pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) -> Result<(), AppError> {
     let target = verify(&config)?;
-    let kafka_config = config.ingest.kafka.kafka();
+    let kafka_config = config.ingest.kafka.clone();
     let kafka_stats = Arc::new(KafkaStats::default());
     let live_store = (target == Target::LiveStore).then(|| {
         Arc::new(LiveStore::new(

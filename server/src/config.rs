@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
+use tracehouse_ingest::duration;
 use tracehouse_warehouse::storage::S3Config;
 
 /// The whole configuration.
@@ -36,90 +37,15 @@ pub struct Config {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct IngestBlock {
-    pub kafka: KafkaBlock,
+    pub kafka: tracehouse_ingest::kafka::KafkaConfig,
 }
 
 /// Tempo's `ingest.kafka` block (see `tracehouse_ingest::kafka::KafkaConfig`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct KafkaBlock {
-    pub address: String,
-    pub topic: String,
-    pub consumer_group: String,
-    pub client_id: String,
-    #[serde(deserialize_with = "duration")]
-    pub write_timeout: Duration,
-    pub auto_create_topic_enabled: bool,
-    pub auto_create_topic_default_partitions: i32,
-    pub auto_create_topic_replication_factor: i32,
-    pub producer_max_record_size_bytes: usize,
-    pub sasl_mechanism: String,
-    pub sasl_username: String,
-    pub sasl_password: String,
-    pub tls_enabled: bool,
-    pub tls_ca_path: String,
-    pub tls_cert_path: String,
-    pub tls_key_path: String,
-    pub tls_insecure_skip_verify: bool,
-}
-
-impl Default for KafkaBlock {
-    fn default() -> Self {
-        let k = tracehouse_ingest::kafka::KafkaConfig::default();
-        Self {
-            address: k.address,
-            topic: k.topic,
-            consumer_group: k.consumer_group,
-            client_id: k.client_id,
-            write_timeout: k.write_timeout,
-            auto_create_topic_enabled: k.auto_create_topic_enabled,
-            auto_create_topic_default_partitions: k.auto_create_topic_default_partitions,
-            auto_create_topic_replication_factor: k.auto_create_topic_replication_factor,
-            producer_max_record_size_bytes: k.producer_max_record_size_bytes,
-            sasl_mechanism: k.sasl_mechanism,
-            sasl_username: k.sasl_username,
-            sasl_password: k.sasl_password,
-            tls_enabled: k.tls_enabled,
-            tls_ca_path: k.tls_ca_path,
-            tls_cert_path: k.tls_cert_path,
-            tls_key_path: k.tls_key_path,
-            tls_insecure_skip_verify: k.tls_insecure_skip_verify,
-        }
-    }
-}
-
-impl KafkaBlock {
-    /// The Kafka client settings.
-    pub fn kafka(&self) -> tracehouse_ingest::kafka::KafkaConfig {
-        tracehouse_ingest::kafka::KafkaConfig {
-            address: self.address.clone(),
-            topic: self.topic.clone(),
-            consumer_group: self.consumer_group.clone(),
-            client_id: self.client_id.clone(),
-            write_timeout: self.write_timeout,
-            auto_create_topic_enabled: self.auto_create_topic_enabled,
-            auto_create_topic_default_partitions: self.auto_create_topic_default_partitions,
-            auto_create_topic_replication_factor: self.auto_create_topic_replication_factor,
-            producer_max_record_size_bytes: self.producer_max_record_size_bytes,
-            sasl_mechanism: self.sasl_mechanism.clone(),
-            sasl_username: self.sasl_username.clone(),
-            sasl_password: self.sasl_password.clone(),
-            tls_enabled: self.tls_enabled,
-            tls_ca_path: self.tls_ca_path.clone(),
-            tls_cert_path: self.tls_cert_path.clone(),
-            tls_key_path: self.tls_key_path.clone(),
-            tls_insecure_skip_verify: self.tls_insecure_skip_verify,
-            ..tracehouse_ingest::kafka::KafkaConfig::default()
-        }
-    }
-}
-
-/// Tempo's `block_builder` block.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
 pub struct BlockBuilderBlock {
     /// Consumed spans are written into the tables at least this often.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration::deserialize")]
     pub consume_cycle_duration: Duration,
     /// ... and whenever a builder holds this many bytes of them.
     pub max_block_bytes: usize,
@@ -145,7 +71,7 @@ pub struct LiveStoreBlock {
     /// Bytes held; beyond it the oldest records are dropped (and counted).
     pub max_live_bytes: usize,
     /// How often records the tables hold are dropped.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration::deserialize")]
     pub prune_interval: Duration,
 }
 
@@ -164,7 +90,7 @@ impl Default for LiveStoreBlock {
 pub struct QuerierBlock {
     /// HTTP `host:port` of live-store replicas, tried in order; empty: tables only.
     pub live_store_addresses: Vec<String>,
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration::deserialize")]
     pub live_store_timeout: Duration,
 }
 
@@ -184,7 +110,7 @@ pub struct ServerConfig {
     pub http_listen_address: String,
     pub http_listen_port: u16,
     /// How long shutdown may take before the process exits anyway.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration::deserialize")]
     pub graceful_shutdown_timeout: Duration,
     pub log_level: String,
 }
@@ -260,12 +186,12 @@ pub struct Endpoint {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct IngesterConfig {
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration::deserialize")]
     pub max_block_duration: Duration,
     pub max_block_bytes: usize,
     /// All tenants' live spans together; beyond it receivers answer 429 / ResourceExhausted.
     pub max_live_bytes: usize,
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration::deserialize")]
     pub flush_check_period: Duration,
     /// Appends waiting for the WAL writer; beyond it receivers answer 429.
     pub wal_queue_max_requests: usize,
@@ -434,44 +360,6 @@ impl Default for QueryConfig {
     }
 }
 
-/// Parses `1h30m`, `5m`, `10s`, `250ms` (Go's duration syntax, integer parts).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    if s == "0" {
-        return Ok(Duration::ZERO);
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = s;
-    if rest.is_empty() {
-        return Err("empty duration".into());
-    }
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .ok_or_else(|| format!("duration {s:?} lacks a unit"))?;
-        let n: u64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("bad number in duration {s:?}"))?;
-        rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
-        let unit = match &rest[..unit_len] {
-            "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n * 60),
-            "h" => Duration::from_secs(n * 3600),
-            other => return Err(format!("unknown unit {other:?} in duration {s:?}")),
-        };
-        total += unit;
-        rest = &rest[unit_len..];
-    }
-    Ok(total)
-}
-
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let s = String::deserialize(d)?;
-    parse_duration(&s).map_err(serde::de::Error::custom)
-}
-
 /// Sets `path` (dot-separated, dashes read as underscores) in `root` to the YAML scalar
 /// `value`; fields named `*_addresses` take a comma-separated list.
 fn set_path(root: &mut serde_yaml::Value, path: &str, value: &str) -> Result<(), String> {
@@ -558,14 +446,6 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert!(parse_duration("5").is_err());
-        assert!(parse_duration("5d").is_err());
-    }
 
     #[test]
     fn flags_set_any_field() {
