@@ -14,22 +14,6 @@ use tracehouse_benches::tracegen::{TraceGen, TraceGenConfig};
 
 const FAST_FLUSH: &str = "ingester:\n  max_block_duration: 200ms\n  flush_check_period: 50ms\n";
 
-async fn stored_ids(server: &TestServer, tenant: &str) -> (i64, i64, HashSet<String>) {
-    let client = server.pg(tenant).await;
-    let row = client
-        .query_one("SELECT count(*), count(DISTINCT span_id) FROM spans", &[])
-        .await
-        .unwrap();
-    let ids = client
-        .query("SELECT span_id FROM spans", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get::<_, String>(0))
-        .collect();
-    (row.get(0), row.get(1), ids)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_loses_and_duplicates_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -69,7 +53,7 @@ async fn kill_9_loses_and_duplicates_nothing() {
         }
         server.spawn().await;
         replayed_total += server.metric("tracehouse_warehouse_spans_replayed_total").await;
-        let (count, distinct, ids) = stored_ids(&server, "durable").await;
+        let (count, distinct, ids) = server.stored_span_ids("durable").await;
         let acked = acked.lock().unwrap().clone();
         assert!(!acked.is_empty(), "round {round}: some spans were acknowledged");
         assert_eq!(count, distinct, "round {round}: no span is stored twice");

@@ -111,29 +111,12 @@ async fn send(
     acked
 }
 
-/// `(rows, distinct span ids, ids)` of a tenant as the querier answers.
-async fn stored(querier: &TestServer, tenant: &str) -> (i64, i64, HashSet<String>) {
-    let client = querier.pg(tenant).await;
-    let row = client
-        .query_one("SELECT count(*), count(DISTINCT span_id) FROM spans", &[])
-        .await
-        .unwrap();
-    let ids = client
-        .query("SELECT span_id FROM spans", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get::<_, String>(0))
-        .collect();
-    (row.get(0), row.get(1), ids)
-}
-
 /// Waits until the querier holds exactly `acked` for `tenant`: same ids, no row twice. Fails
 /// at once on a duplicate.
 async fn wait_exactly(querier: &TestServer, tenant: &str, acked: &HashSet<String>, within: Duration) {
     let deadline = Instant::now() + within;
     loop {
-        let (rows, distinct, ids) = stored(querier, tenant).await;
+        let (rows, distinct, ids) = querier.stored_span_ids(tenant).await;
         assert_eq!(rows, distinct, "a span was returned twice ({tenant})");
         let missing = acked.difference(&ids).count();
         let extra = ids.difference(acked).count();
@@ -259,12 +242,7 @@ async fn microservices_end_to_end_exactly_once() {
     let mut consumed = 0;
     for b in [&b1, &b2] {
         consumed += metric(b, "tracehouse_kafka_records_consumed_total").await;
-        let text = reqwest::get(format!("{}/metrics", b.http()))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = b.metrics_text().await;
         assert!(
             text.contains("tracehouse_block_builder_table_commit_seconds_total"),
             "{text}"
@@ -276,12 +254,7 @@ async fn microservices_end_to_end_exactly_once() {
     loop {
         let mut partitions = 0;
         for b in [&b1, &b2] {
-            let text = reqwest::get(format!("{}/metrics", b.http()))
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            let text = b.metrics_text().await;
             partitions += text.matches("tracehouse_kafka_consumer_lag{partition=").count();
         }
         if partitions == 4 {
@@ -520,7 +493,7 @@ async fn broker_outage_fails_requests_then_recovers() {
     // for what was not acknowledged; the client decides whether to retry).
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        let (rows, distinct, ids) = stored(&tables, "t").await;
+        let (rows, distinct, ids) = tables.stored_span_ids("t").await;
         assert_eq!(rows, distinct, "a span stored twice");
         if acked.is_subset(&ids) {
             break;

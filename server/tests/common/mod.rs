@@ -76,20 +76,7 @@ pub struct TestServer {
 impl TestServer {
     /// Starts a server storing in `dir`, with `extra_yaml` appended to the generated config.
     pub async fn start_in(dir: &Path, extra_yaml: &str) -> Self {
-        let mut server = Self {
-            dir: dir.to_path_buf(),
-            otlp_http_port: free_port(),
-            otlp_grpc_port: free_port(),
-            http_port: free_port(),
-            pg_port: free_port(),
-            flight_port: free_port(),
-            extra_yaml: extra_yaml.to_string(),
-            storage: dir.join("data"),
-            env: Vec::new(),
-            child: None,
-        };
-        server.spawn().await;
-        server
+        Self::start_component(dir, &dir.join("data"), extra_yaml, &[]).await
     }
 
     /// Starts one component (`extra_yaml` names its target) in `dir`, with tables in `storage`
@@ -307,13 +294,18 @@ impl TestServer {
     }
 
     /// A counter or gauge from `/metrics`.
-    pub async fn metric(&self, name: &str) -> u64 {
-        let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", self.http_port))
+    /// The whole `/metrics` page.
+    pub async fn metrics_text(&self) -> String {
+        reqwest::get(format!("http://127.0.0.1:{}/metrics", self.http_port))
             .await
             .unwrap()
             .text()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    pub async fn metric(&self, name: &str) -> u64 {
+        let text = self.metrics_text().await;
         text.lines()
             .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
             .unwrap_or_else(|| panic!("metric {name} missing from:\n{text}"))
@@ -327,6 +319,23 @@ impl TestServer {
             .await
             .unwrap()
             .get(0)
+    }
+
+    /// `(rows, distinct span ids, the span ids)` of a tenant, over the Postgres wire.
+    pub async fn stored_span_ids(&self, tenant: &str) -> (i64, i64, std::collections::HashSet<String>) {
+        let client = self.pg(tenant).await;
+        let row = client
+            .query_one("SELECT count(*), count(DISTINCT span_id) FROM spans", &[])
+            .await
+            .unwrap();
+        let ids = client
+            .query("SELECT span_id FROM spans", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect();
+        (row.get(0), row.get(1), ids)
     }
 
     /// Runs the real `psql` client; returns its stdout, or its stderr as the error.
