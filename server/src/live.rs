@@ -116,7 +116,15 @@ fn decode(body: &[u8], topic: &str) -> Result<Vec<LiveRecord>, String> {
     let mut out = Vec::new();
     for batch in reader {
         let batch = batch.map_err(|e| e.to_string())?;
-        if batch.num_rows() == 0 || batch.num_columns() != n + 2 {
+        if batch.num_columns() != n + 2 {
+            // A live-store of another version: its spans would be misread, so say so.
+            return Err(format!(
+                "live-store sent {} columns, this querier reads {}",
+                batch.num_columns(),
+                n + 2
+            ));
+        }
+        if batch.num_rows() == 0 {
             continue;
         }
         let partition = batch
