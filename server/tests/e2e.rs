@@ -67,14 +67,7 @@ async fn otlp_in_sql_out_for_isolated_tenants() {
     assert_eq!(server.span_count("single-tenant").await, n_d1 as i64);
 
     // Tenant isolation: tenant-b sees none of tenant-a's span ids.
-    let b = server.pg("tenant-b").await;
-    let ids: HashSet<String> = b
-        .query("SELECT span_id FROM spans", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get::<_, String>(0))
-        .collect();
+    let (_, _, ids) = server.stored_span_ids("tenant-b").await;
     assert_eq!(ids, span_ids(&b1).into_iter().collect::<HashSet<_>>());
 
     // The query, typed attributes, attr(), and the traces view.
