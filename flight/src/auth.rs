@@ -34,6 +34,15 @@ pub struct Credential {
     pub tenant: Option<String>,
 }
 
+/// Why a call was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denied {
+    /// No valid credentials (HTTP 401, gRPC Unauthenticated).
+    Unauthenticated,
+    /// Valid credentials, but not for the tenant asked (HTTP 403, gRPC PermissionDenied).
+    PermissionDenied(String),
+}
+
 /// Credentials a server accepts at most (a config limit, checked at start).
 pub const MAX_CREDENTIALS: usize = 1_000;
 
@@ -123,25 +132,46 @@ impl Auth {
 
     /// The credential a call proves (auth on), with its tenant pinned into the call.
     fn check<T>(&self, request: &mut Request<T>) -> Result<usize, Status> {
-        let header = request
-            .metadata()
-            .get("authorization")
-            .ok_or_else(unauthenticated)?
-            .to_str()
-            .map_err(|_| unauthenticated())?;
-        let index = self.credential(header).ok_or_else(unauthenticated)?;
-        let Some(tenant) = &self.credentials[index].tenant else {
-            return Ok(index);
-        };
-        match request.metadata().get("x-scope-orgid").map(|v| v.to_str()) {
-            None => {
+        let decision = self.decide(
+            request.metadata().get("authorization").map(|v| v.as_bytes()),
+            request
+                .metadata()
+                .get(tracehouse_sql::TENANT_HEADER)
+                .map(|v| v.as_bytes()),
+        );
+        match decision {
+            Ok((index, Some(tenant))) => {
                 let value = MetadataValue::try_from(tenant.as_str())
                     .map_err(|_| Status::internal("configured tenant is not a valid header"))?;
-                request.metadata_mut().insert("x-scope-orgid", value);
+                request.metadata_mut().insert(tracehouse_sql::TENANT_HEADER, value);
                 Ok(index)
             }
-            Some(Ok(asked)) if asked == tenant => Ok(index),
-            Some(_) => Err(Status::permission_denied(format!(
+            Ok((index, None)) => Ok(index),
+            Err(Denied::Unauthenticated) => Err(unauthenticated()),
+            Err(Denied::PermissionDenied(m)) => Err(Status::permission_denied(m)),
+        }
+    }
+
+    /// The protocol-neutral check (auth on): the credential an `authorization` value proves,
+    /// and the tenant to put in place of the asked one (`Some` for a tenant-bound credential
+    /// asked for no tenant). Asking a tenant-bound credential for another tenant is refused.
+    pub fn decide(
+        &self,
+        authorization: Option<&[u8]>,
+        asked: Option<&[u8]>,
+    ) -> Result<(usize, Option<String>), Denied> {
+        let header = authorization
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .ok_or(Denied::Unauthenticated)?;
+        let index = self.credential(header).ok_or(Denied::Unauthenticated)?;
+        let Some(tenant) = &self.credentials[index].tenant else {
+            return Ok((index, None));
+        };
+        match asked.map(|a| String::from_utf8_lossy(a).trim().to_string()) {
+            None => Ok((index, Some(tenant.clone()))),
+            Some(a) if a.is_empty() => Ok((index, Some(tenant.clone()))),
+            Some(a) if &a == tenant => Ok((index, None)),
+            Some(_) => Err(Denied::PermissionDenied(format!(
                 "these credentials read only tenant {tenant}"
             ))),
         }

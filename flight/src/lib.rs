@@ -20,6 +20,7 @@
 //! never the Tempo API crate.
 
 pub mod auth;
+pub mod prepared;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -82,20 +83,32 @@ pub fn query_sql(ticket: &[u8]) -> Result<String, Status> {
 
 /// The one mapping from query errors to gRPC codes: bad queries and tenants are the client's.
 pub fn status(e: tracehouse_sql::Error) -> Status {
-    use tracehouse_sql::Error;
-    let text = e.to_string();
-    match &e {
-        Error::Warehouse(_) => Status::invalid_argument(text),
-        Error::DataFusion(df) => match tracehouse_sql::errors::sqlstate(df) {
-            "53200" => Status::resource_exhausted(text),
-            "XX000" => Status::internal(text),
-            _ => Status::invalid_argument(text),
-        },
-    }
+    let kind = tracehouse_sql::errors::ErrorKind::of(&e);
+    Status::new(tonic::Code::from_i32(kind.grpc_code()), e.to_string())
 }
 
 fn tenant_of<T>(request: &Request<T>) -> String {
-    tracehouse_sql::tenant_or_default(request.metadata().get("x-scope-orgid").and_then(|v| v.to_str().ok()))
+    tracehouse_sql::tenant_or_default(
+        request
+            .metadata()
+            .get(tracehouse_sql::TENANT_HEADER)
+            .map(|v| v.as_bytes()),
+    )
+}
+
+/// The status of an error in the middle of a result stream: a query error keeps its kind (a
+/// timeout is DeadlineExceeded, running out of memory ResourceExhausted).
+fn stream_status(e: FlightError) -> Status {
+    match e {
+        FlightError::Tonic(status) => *status,
+        FlightError::Arrow(datafusion::arrow::error::ArrowError::ExternalError(inner)) => {
+            match inner.downcast::<datafusion::error::DataFusionError>() {
+                Ok(df) => status(tracehouse_sql::Error::DataFusion(*df)),
+                Err(other) => Status::internal(other.to_string()),
+            }
+        }
+        other => Status::internal(other.to_string()),
+    }
 }
 
 /// Prefix of the `Any` type URLs of Flight SQL messages.
@@ -173,8 +186,8 @@ struct Queries {
 impl Queries {
     /// The plan of SQL text for `tenant`.
     async fn plan_sql(&self, tenant: &str, sql: &str) -> Result<DataFrame, Status> {
-        let ctx = self.engine.context(tenant).await.map_err(status)?;
-        ctx.sql(sql).await.map_err(|e| status(e.into()))
+        let (ctx, plan) = self.engine.plan_sql(tenant, sql).await.map_err(status)?;
+        Ok(DataFrame::new(ctx.state(), plan))
     }
 
     /// The plan of a plain-Flight ticket (SQL or TraceQL text).
@@ -185,18 +198,17 @@ impl Queries {
     /// Runs `frame`, streaming its batches as Flight data.
     async fn stream(&self, frame: DataFrame) -> Result<Boxed<FlightData>, Status> {
         let schema = Arc::new(frame.schema().as_arrow().clone());
-        let batches = frame
-            .execute_stream()
+        let (state, plan) = frame.into_parts();
+        let batches = self
+            .engine
+            .execute(&state, plan, &tracehouse_sql::QueryLimits::default())
             .await
-            .map_err(|e| status(e.into()))?
+            .map_err(status)?
             .map_err(|e| FlightError::from(datafusion::arrow::error::ArrowError::ExternalError(Box::new(e))));
         let stream = FlightDataEncoderBuilder::new()
             .with_schema(schema)
             .build(batches)
-            .map_err(|e| match e {
-                FlightError::Tonic(status) => *status,
-                other => Status::invalid_argument(other.to_string()),
-            });
+            .map_err(stream_status);
         Ok(Box::pin(Tracked::new(Box::pin(stream), self.stats.clone())))
     }
 
@@ -407,18 +419,14 @@ fn metadata_info<M: ProstMessageExt>(
     Ok(Response::new(info))
 }
 
-/// Prepared statements a server holds at once (their bound parameters wait between `do_put`
-/// and `do_get`).
-pub const MAX_PREPARED_STATEMENTS: usize = 10_000;
-
 /// Flight SQL: statements and prepared statements run on the engine, `GetSqlInfo` describes
 /// the server, the metadata calls list the tenant's catalog.
 pub struct SqlService {
     queries: Arc<Queries>,
     info: Arc<SqlInfoData>,
     types: Arc<XdbcTypeInfoData>,
-    /// Prepared-statement handle -> bound parameters. A handle is a fresh id, `:`, the SQL.
-    prepared: std::sync::Mutex<std::collections::HashMap<Vec<u8>, Vec<datafusion::common::ScalarValue>>>,
+    /// Open prepared statements and their bound parameters. A handle is a fresh id, `:`, the SQL.
+    prepared: prepared::Prepared,
 }
 
 fn handle_sql(handle: &[u8]) -> Result<&str, Status> {
@@ -433,9 +441,9 @@ impl SqlService {
     /// The plan of a prepared statement with its bound parameters.
     async fn prepared_plan(&self, tenant: &str, handle: &[u8]) -> Result<DataFrame, Status> {
         let frame = self.queries.plan_sql(tenant, handle_sql(handle)?).await?;
-        let params = self.prepared.lock().expect("prepared lock").get(handle).cloned();
+        let params = self.prepared.params(tenant, handle)?;
         match params {
-            Some(values) if !values.is_empty() => frame
+            values if !values.is_empty() => frame
                 .with_param_values(datafusion::common::ParamValues::List(
                     values.into_iter().map(Into::into).collect(),
                 ))
@@ -699,15 +707,7 @@ impl FlightSqlService for SqlService {
                 .collect::<Vec<_>>(),
         );
         let handle = format!("{}:{}", fresh_id(), query.query).into_bytes();
-        {
-            let mut prepared = self.prepared.lock().expect("prepared lock");
-            if prepared.len() >= MAX_PREPARED_STATEMENTS {
-                return Err(Status::resource_exhausted(format!(
-                    "{MAX_PREPARED_STATEMENTS} prepared statements are open; close some"
-                )));
-            }
-            prepared.insert(handle.clone(), Vec::new());
-        }
+        self.prepared.open(&tenant, handle.clone())?;
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: handle.into(),
             dataset_schema: ipc(frame.schema().as_arrow())?,
@@ -718,12 +718,10 @@ impl FlightSqlService for SqlService {
     async fn do_action_close_prepared_statement(
         &self,
         query: ActionClosePreparedStatementRequest,
-        _request: Request<Action>,
+        request: Request<Action>,
     ) -> Result<(), Status> {
         self.prepared
-            .lock()
-            .expect("prepared lock")
-            .remove(query.prepared_statement_handle.as_ref());
+            .close(&tenant_of(&request), query.prepared_statement_handle.as_ref());
         Ok(())
     }
 
@@ -732,6 +730,7 @@ impl FlightSqlService for SqlService {
         query: CommandPreparedStatementQuery,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<DoPutPreparedStatementResult, Status> {
+        let tenant = tenant_of(&request);
         let flight_data = request.into_inner().map_err(|e| FlightError::Tonic(Box::new(e)));
         let batches: Vec<RecordBatch> = FlightRecordBatchStream::new_from_flight_data(flight_data)
             .try_collect()
@@ -747,11 +746,7 @@ impl FlightSqlService for SqlService {
             }
         }
         let handle = query.prepared_statement_handle.to_vec();
-        let mut prepared = self.prepared.lock().expect("prepared lock");
-        let slot = prepared
-            .get_mut(&handle)
-            .ok_or_else(|| Status::invalid_argument("unknown prepared statement handle"))?;
-        *slot = values;
+        self.prepared.bind(&tenant, &handle, values)?;
         Ok(DoPutPreparedStatementResult {
             prepared_statement_handle: Some(handle.into()),
         })

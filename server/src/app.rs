@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracehouse_sql::pgwire::{Handlers, PgServerConfig};
+use tracehouse_sql::pgwire::{PgServerConfig, Server as PgServer};
 use tracehouse_sql::{QueryEngine, QueryEngineConfig};
 use tracehouse_warehouse::storage::StorageConfigKind;
 use tracehouse_warehouse::wal::WalConfig;
@@ -278,10 +278,13 @@ pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) ->
                 config.postgres.listen_address
             ))
         })?,
-        users: config.postgres.users.clone().into_iter().collect(),
+        users: config.postgres.pg_users(),
         max_connections: config.postgres.max_connections,
+        idle_timeout: config.postgres.idle_timeout,
     };
-    let flight_auth = config.flight.authenticator().map_err(AppError::Config)?;
+    let flight_auth = config.flight.authenticator(&config.server).map_err(AppError::Config)?;
+    let server_auth =
+        Arc::new(crate::config::authenticator("server.auth", &config.server.auth).map_err(AppError::Config)?);
     let flight_listener = if target.queries() && config.flight.enabled {
         Some(bind("arrow flight", &config.flight.listen_address).await?)
     } else {
@@ -364,15 +367,21 @@ pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) ->
             stats: stats.clone(),
             max_request_bytes: config.distributor.max_request_bytes,
         });
+        let guarded = axum::middleware::from_fn_with_state(server_auth.clone(), crate::auth::require);
         tasks.push(tokio::spawn(serve_http(
             http,
-            otlp::http_app(receiver.clone()),
+            otlp::http_app(receiver.clone()).layer(guarded),
             shutdown_rx.clone(),
         )));
+        let grpc_auth = server_auth.clone();
+        let service =
+            tonic::service::interceptor::InterceptedService::new(otlp::grpc_service(receiver), move |request| {
+                crate::auth::check_grpc(&grpc_auth, request)
+            });
         tasks.push(tokio::spawn(serve_grpc(
             "otlp grpc",
             grpc,
-            tonic::service::Routes::new(otlp::grpc_service(receiver)),
+            tonic::service::Routes::new(service),
             shutdown_rx.clone(),
         )));
     }
@@ -386,6 +395,8 @@ pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) ->
             w.clone(),
             QueryEngineConfig {
                 max_memory_bytes: config.query.max_memory_bytes,
+                query_timeout: config.query.timeout,
+                max_tenant_sessions: config.query.max_tenant_sessions,
                 ..QueryEngineConfig::default()
             },
         )?);
@@ -405,15 +416,15 @@ pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) ->
             )));
         }
         if let Some(listener) = pg_listener {
-            let handlers = Arc::new(Handlers::new(engine.clone(), &pg_config));
+            let server = Arc::new(PgServer::new(engine.clone(), pg_config.clone()).map_err(AppError::Config)?);
             tasks.push(tokio::spawn(tracehouse_sql::pgwire::serve(
                 listener,
-                handlers,
-                pg_config.max_connections,
+                server,
                 shutdown_rx.clone(),
             )));
         }
     }
+    let http_app = http_app.layer(axum::middleware::from_fn_with_state(server_auth, crate::auth::require));
     tasks.push(tokio::spawn(serve_http(admin_listener, http_app, shutdown_rx.clone())));
 
     admin_state.ready.store(true, Ordering::Release);

@@ -113,6 +113,10 @@ pub struct ServerConfig {
     #[serde(deserialize_with = "duration::deserialize")]
     pub graceful_shutdown_timeout: Duration,
     pub log_level: String,
+    /// Credentials for the HTTP API (but `/ready` and `/metrics`), OTLP, and Flight unless
+    /// `flight.auth` has its own; with any listed, every request must present one. Same shape
+    /// as `flight.auth`.
+    pub auth: Vec<FlightCredential>,
 }
 
 impl Default for ServerConfig {
@@ -122,6 +126,7 @@ impl Default for ServerConfig {
             http_listen_port: 3200,
             graceful_shutdown_timeout: Duration::from_secs(30),
             log_level: "info".into(),
+            auth: Vec::new(),
         }
     }
 }
@@ -270,8 +275,20 @@ pub struct PostgresConfig {
     pub enabled: bool,
     pub listen_address: String,
     pub max_connections: usize,
-    /// User name to password. Empty: any user, no password.
-    pub users: BTreeMap<String, String>,
+    /// A connection with no query running for this long is closed.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub idle_timeout: Duration,
+    /// User name to its password (`alice: secret`), or to `{password, tenant}` for a user that
+    /// reads only that tenant. Empty: any user, no password.
+    pub users: BTreeMap<String, PostgresUser>,
+}
+
+/// A Postgres user: a password, or a password and the one tenant it may read.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum PostgresUser {
+    Password(String),
+    Bound { password: String, tenant: String },
 }
 
 impl Default for PostgresConfig {
@@ -280,8 +297,32 @@ impl Default for PostgresConfig {
             enabled: true,
             listen_address: "127.0.0.1:5432".into(),
             max_connections: 100,
+            idle_timeout: Duration::from_secs(600),
             users: BTreeMap::new(),
         }
+    }
+}
+
+impl PostgresConfig {
+    /// The users as the Postgres server takes them.
+    pub fn pg_users(&self) -> std::collections::HashMap<String, tracehouse_sql::pgwire::PgUser> {
+        use tracehouse_sql::pgwire::PgUser;
+        self.users
+            .iter()
+            .map(|(name, user)| {
+                let user = match user {
+                    PostgresUser::Password(password) => PgUser {
+                        password: password.clone(),
+                        tenant: None,
+                    },
+                    PostgresUser::Bound { password, tenant } => PgUser {
+                        password: password.clone(),
+                        tenant: Some(tenant.clone()),
+                    },
+                };
+                (name.clone(), user)
+            })
+            .collect()
     }
 }
 
@@ -318,30 +359,43 @@ pub struct FlightCredential {
     pub tenant: Option<String>,
 }
 
-impl FlightConfig {
-    /// The authenticator the config describes.
-    pub fn authenticator(&self) -> Result<tracehouse_flight::auth::Auth, String> {
-        use tracehouse_flight::auth::{Auth, Credential, Secret};
-        let mut credentials = Vec::with_capacity(self.auth.len());
-        for (i, c) in self.auth.iter().enumerate() {
-            let secret = match (&c.bearer_token, &c.username, &c.password) {
-                (Some(token), None, None) => Secret::Bearer(token.clone()),
-                (None, Some(username), Some(password)) => Secret::Basic {
-                    username: username.clone(),
-                    password: password.clone(),
-                },
-                _ => {
-                    return Err(format!(
-                        "flight.auth[{i}]: give either bearer_token, or username and password"
-                    ));
-                }
-            };
-            credentials.push(Credential {
-                secret,
-                tenant: c.tenant.clone(),
-            });
+/// The authenticator a list of credentials (`flight.auth`, `server.auth`) describes; `key`
+/// names the list in errors.
+pub fn authenticator(key: &str, list: &[FlightCredential]) -> Result<tracehouse_flight::auth::Auth, String> {
+    use tracehouse_flight::auth::{Auth, Credential, Secret};
+    let mut credentials = Vec::with_capacity(list.len());
+    for (i, c) in list.iter().enumerate() {
+        let secret = match (&c.bearer_token, &c.username, &c.password) {
+            (Some(token), None, None) => Secret::Bearer(token.clone()),
+            (None, Some(username), Some(password)) => Secret::Basic {
+                username: username.clone(),
+                password: password.clone(),
+            },
+            _ => {
+                return Err(format!(
+                    "{key}[{i}]: give either bearer_token, or username and password"
+                ));
+            }
+        };
+        if let Some(t) = &c.tenant {
+            tracehouse_warehouse::storage::validate_tenant(t).map_err(|e| format!("{key}[{i}].tenant: {e}"))?;
         }
-        Auth::new(credentials).map_err(|e| format!("flight.auth: {e}"))
+        credentials.push(Credential {
+            secret,
+            tenant: c.tenant.clone(),
+        });
+    }
+    Auth::new(credentials).map_err(|e| format!("{key}: {e}"))
+}
+
+impl FlightConfig {
+    /// The authenticator of the Flight port: `flight.auth`, else `server.auth`.
+    pub fn authenticator(&self, server: &ServerConfig) -> Result<tracehouse_flight::auth::Auth, String> {
+        if self.auth.is_empty() {
+            authenticator("server.auth", &server.auth)
+        } else {
+            authenticator("flight.auth", &self.auth)
+        }
     }
 }
 
@@ -350,12 +404,20 @@ impl FlightConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct QueryConfig {
     pub max_memory_bytes: usize,
+    /// Longest a query may plan and run (a Postgres session may set a shorter
+    /// `statement_timeout`).
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub timeout: Duration,
+    /// Tenant query sessions kept in memory; the least recently used is dropped past this.
+    pub max_tenant_sessions: usize,
 }
 
 impl Default for QueryConfig {
     fn default() -> Self {
         Self {
             max_memory_bytes: 2 << 30,
+            timeout: Duration::from_secs(300),
+            max_tenant_sessions: 64,
         }
     }
 }

@@ -4,6 +4,7 @@
 
 mod admin;
 mod app;
+mod auth;
 mod config;
 mod errors;
 mod live;
@@ -128,6 +129,9 @@ async fn stop_signal() {
     }
 }
 
+/// Stack of every runtime thread (workers and the blocking pool that plans queries).
+const THREAD_STACK_BYTES: usize = 32 << 20;
+
 fn main() -> std::process::ExitCode {
     let flags = match parse_flags(std::env::args().skip(1)) {
         Ok(Some(f)) => f,
@@ -171,7 +175,14 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // Deep but accepted plans (expressions up to the SQL and TraceQL depth limits) recurse in
+    // DataFusion's planner and optimizer; stacks are reserved, not committed, so a generous size
+    // costs only address space.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_stack_size(THREAD_STACK_BYTES)
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("tracehouse: starting runtime: {e}");

@@ -19,13 +19,13 @@ use prost::Message;
 use tracehouse_ingest::kafka::Producer;
 use tracehouse_ingest::otlp::{BodyFormat, decode_body, parse_request, request_to_batch};
 use tracehouse_warehouse::Warehouse;
-use tracehouse_warehouse::storage::{DEFAULT_TENANT, validate_tenant};
+use tracehouse_warehouse::storage::{tenant_or_default, validate_tenant};
 
 use crate::errors::Error;
 use crate::metrics::ReceiverStats;
 
 /// Header (and gRPC metadata key) naming the tenant, as in Tempo.
-pub const TENANT_HEADER: &str = "x-scope-orgid";
+pub use tracehouse_sql::TENANT_HEADER;
 
 /// Where acknowledged spans go.
 pub enum Sink {
@@ -92,13 +92,6 @@ impl Receiver {
     }
 }
 
-fn tenant_from(value: Option<&str>) -> String {
-    match value.map(str::trim) {
-        Some(t) if !t.is_empty() => t.to_string(),
-        _ => DEFAULT_TENANT.to_string(),
-    }
-}
-
 /// The OTLP/HTTP router.
 pub fn http_app(receiver: Arc<Receiver>) -> Router {
     // Compressed bodies are bounded here; decompressed ones in `decode_body`.
@@ -115,7 +108,7 @@ async fn export_http(State(receiver): State<Arc<Receiver>>, headers: HeaderMap, 
     let content_type = header_str(header::CONTENT_TYPE.as_str()).unwrap_or("");
     let parsed_format = BodyFormat::from_content_type(content_type);
     let format = parsed_format.as_ref().ok().copied();
-    let tenant = tenant_from(header_str(TENANT_HEADER));
+    let tenant = tenant_or_default(headers.get(TENANT_HEADER).map(HeaderValue::as_bytes));
     let encoding = header_str(header::CONTENT_ENCODING.as_str()).map(str::to_string);
     let limit = receiver.max_request_bytes;
     let result = match parsed_format {
@@ -185,7 +178,7 @@ impl TraceService for GrpcReceiver {
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
         let receiver = &self.0;
         receiver.stats.otlp_grpc_requests.fetch_add(1, Ordering::Relaxed);
-        let tenant = tenant_from(request.metadata().get(TENANT_HEADER).and_then(|v| v.to_str().ok()));
+        let tenant = tenant_or_default(request.metadata().get(TENANT_HEADER).map(|v| v.as_bytes()));
         let request = request.into_inner();
         match receiver.ingest(&tenant, move || Ok(request)).await {
             Ok(_) => Ok(tonic::Response::new(ExportTraceServiceResponse::default())),

@@ -1,21 +1,36 @@
-//! Per-tenant DataFusion sessions over the warehouse: `spans`, the `traces` view, UDFs and
-//! pg_catalog, with Parquet filter pushdown on and one memory pool shared by every query.
+//! The query engine: per-tenant DataFusion sessions over the warehouse (`spans`, the `traces`
+//! view, UDFs, pg_catalog) and the one path every front plans and runs SQL through.
+//!
+//! That path ([`QueryEngine::plan_sql`], [`QueryEngine::plan_statement`],
+//! [`QueryEngine::execute`]) checks the text against [`crate::guard`], plans on a blocking
+//! thread (so a slow plan never stalls the async runtime), refuses any plan that is not
+//! read-only, and runs it under a deadline and an optional cancel token. Each tenant's session
+//! has its own runtime whose object-store registry starts empty (no local file system) and
+//! holds only what the tenant's own table registers; all tenants share one memory pool.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
-use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::memory_pool::{FairSpillPool, MemoryPool};
+use datafusion::execution::object_store::ObjectStoreRegistry;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
-use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::sqlparser::ast::Statement;
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_postgres::datafusion_pg_catalog::setup_pg_catalog;
+use futures::StreamExt;
+use object_store::ObjectStore;
+use tokio_util::sync::CancellationToken;
 use tracehouse_warehouse::Warehouse;
 use tracehouse_warehouse::provider::SpansTable;
 use tracehouse_warehouse::storage::validate_tenant;
 
-use crate::Result;
+use crate::{Error, Result, guard};
 
 /// Settings of the engine.
 #[derive(Debug, Clone)]
@@ -24,6 +39,10 @@ pub struct QueryEngineConfig {
     pub max_memory_bytes: usize,
     /// Parallelism of one query.
     pub target_partitions: usize,
+    /// Longest a query may plan and run, unless a session sets a shorter `statement_timeout`.
+    pub query_timeout: Duration,
+    /// Tenant sessions kept; the least recently used one is dropped past this.
+    pub max_tenant_sessions: usize,
 }
 
 impl Default for QueryEngineConfig {
@@ -31,6 +50,8 @@ impl Default for QueryEngineConfig {
         Self {
             max_memory_bytes: 2 << 30,
             target_partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            query_timeout: Duration::from_secs(300),
+            max_tenant_sessions: 64,
         }
     }
 }
@@ -49,38 +70,84 @@ pub const TRACES_VIEW_SQL: &str = "CREATE VIEW traces AS SELECT \
     sum(CASE WHEN status_code = 'error' THEN 1 ELSE 0 END) AS error_count \
     FROM spans GROUP BY trace_id";
 
-/// Hands out each tenant's query session.
+/// How one query may run: its deadline and what cancels it.
+#[derive(Debug, Clone, Default)]
+pub struct QueryLimits {
+    /// Overrides the engine's `query_timeout` when shorter (a session's `statement_timeout`).
+    pub timeout: Option<Duration>,
+    /// Cancels the query when fired (a pgwire CancelRequest, a client that went away).
+    pub cancel: Option<CancellationToken>,
+}
+
+/// Hands out each tenant's query session and runs queries.
 pub struct QueryEngine {
     warehouse: Arc<Warehouse>,
     config: QueryEngineConfig,
-    runtime: Arc<RuntimeEnv>,
-    contexts: RwLock<HashMap<String, Arc<SessionContext>>>,
+    pool: Arc<dyn MemoryPool>,
+    contexts: Mutex<HashMap<String, (Arc<SessionContext>, Instant)>>,
 }
 
 impl QueryEngine {
     /// An engine over `warehouse`.
     pub fn new(warehouse: Arc<Warehouse>, config: QueryEngineConfig) -> Result<Self> {
-        let runtime = RuntimeEnvBuilder::new()
-            .with_memory_pool(Arc::new(FairSpillPool::new(config.max_memory_bytes)))
-            .build_arc()?;
+        if config.max_tenant_sessions == 0 || config.query_timeout.is_zero() {
+            return Err(Error::Config(
+                "query engine: max_tenant_sessions and query_timeout must be positive".into(),
+            ));
+        }
         Ok(Self {
             warehouse,
+            pool: Arc::new(FairSpillPool::new(config.max_memory_bytes)),
             config,
-            runtime,
-            contexts: RwLock::new(HashMap::new()),
+            contexts: Mutex::new(HashMap::new()),
         })
     }
 
-    /// The session of `tenant`, created on first use. Its default catalog is named after the
-    /// tenant, with schemas `public` (`spans`, `traces`) and `pg_catalog`.
+    /// The engine's settings.
+    pub fn config(&self) -> &QueryEngineConfig {
+        &self.config
+    }
+
+    /// The memory pool every query draws from.
+    pub fn memory_pool(&self) -> &Arc<dyn MemoryPool> {
+        &self.pool
+    }
+
+    /// The session of `tenant`, created on first use and kept while recently used. Its
+    /// default catalog is named after the tenant, with schemas `public` (`spans`, `traces`)
+    /// and `pg_catalog`. Creating a session creates nothing on storage.
     pub async fn context(&self, tenant: &str) -> Result<Arc<SessionContext>> {
-        if let Some(ctx) = self.contexts.read().expect("contexts lock").get(tenant) {
+        if let Some((ctx, used)) = self.contexts.lock().expect("contexts lock").get_mut(tenant) {
+            *used = Instant::now();
             return Ok(ctx.clone());
         }
         validate_tenant(tenant)?;
         let ctx = Arc::new(self.build_context(tenant).await?);
-        let mut contexts = self.contexts.write().expect("contexts lock");
-        Ok(contexts.entry(tenant.to_string()).or_insert(ctx).clone())
+        let mut contexts = self.contexts.lock().expect("contexts lock");
+        while contexts.len() >= self.config.max_tenant_sessions {
+            let oldest = contexts
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(t, _)| t.clone());
+            match oldest {
+                Some(t) => contexts.remove(&t),
+                None => break,
+            };
+        }
+        let entry = contexts.entry(tenant.to_string()).or_insert((ctx, Instant::now()));
+        Ok(entry.0.clone())
+    }
+
+    /// Tenant sessions held now.
+    pub fn session_count(&self) -> usize {
+        self.contexts.lock().expect("contexts lock").len()
+    }
+
+    fn runtime(&self) -> Result<Arc<RuntimeEnv>> {
+        Ok(RuntimeEnvBuilder::new()
+            .with_memory_pool(self.pool.clone())
+            .with_object_store_registry(Arc::new(TenantStores::default()))
+            .build_arc()?)
     }
 
     async fn build_context(&self, tenant: &str) -> Result<SessionContext> {
@@ -93,6 +160,7 @@ impl QueryEngine {
         options.execution.parquet.pushdown_filters = true;
         options.execution.parquet.reorder_filters = true;
         options.execution.parquet.bloom_filter_on_read = true;
+        options.sql_parser.recursion_limit = datafusion::config::ConfigNonZeroUsize::try_new(guard::MAX_SQL_NESTING)?;
         // DataFusion 55's `push_down_leaf_projections` fails on plans where a projection renames
         // a qualified column to its own bare name below a struct or map access (TraceQL plans
         // and views over them do); run every other default rule.
@@ -103,7 +171,7 @@ impl QueryEngine {
             .collect();
         let state = SessionStateBuilder::new()
             .with_config(config)
-            .with_runtime_env(self.runtime.clone())
+            .with_runtime_env(self.runtime()?)
             .with_default_features()
             .with_optimizer_rules(rules)
             .build();
@@ -112,19 +180,86 @@ impl QueryEngine {
         ctx.register_table("spans", spans.clone())?;
         ctx.register_udtf("traceql", Arc::new(crate::traceql::TraceqlFunction::new(spans)));
         ctx.sql(TRACES_VIEW_SQL).await?.collect().await?;
-        crate::udf::register(&ctx);
+        crate::udf::register(&ctx, self.pool.clone());
         setup_pg_catalog(&ctx, tenant, EmptyContextProvider).map_err(|e| *e)?;
         Ok(ctx)
     }
 
-    /// Runs a TraceQL search for `tenant`.
+    /// The plan of one SQL query for `tenant`, after every check of [`guard`].
+    pub async fn plan_sql(&self, tenant: &str, sql: &str) -> Result<(Arc<SessionContext>, LogicalPlan)> {
+        let statement = guard::parse_query(sql)?;
+        let ctx = self.context(tenant).await?;
+        let plan = self.plan_statement(&ctx.state(), statement).await?;
+        Ok((ctx, plan))
+    }
+
+    /// Plans an already checked query statement on a blocking thread, within the query
+    /// timeout, and refuses any plan that would change state.
+    pub async fn plan_statement(&self, state: &SessionState, statement: Statement) -> Result<LogicalPlan> {
+        guard::check_depth(&statement)?;
+        if guard::classify(&statement)? != guard::Kind::Query {
+            return Err(Error::Refused(guard::Refusal::NotAllowed(
+                "permission denied: only queries are planned".into(),
+            )));
+        }
+        let state = state.clone();
+        let runtime = tokio::runtime::Handle::current();
+        let planning = tokio::task::spawn_blocking(move || {
+            runtime
+                .block_on(state.statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(statement))))
+        });
+        let plan = tokio::time::timeout(self.config.query_timeout, planning)
+            .await
+            .map_err(|_| Error::Timeout(self.config.query_timeout))?
+            .map_err(|e| Error::Internal(format!("planning failed: {e}")))??;
+        read_only().verify_plan(&plan)?;
+        Ok(plan)
+    }
+
+    /// Runs `plan` on `ctx`, streaming its batches until the deadline of `limits` (or the
+    /// engine's `query_timeout`) passes or its cancel token fires.
+    pub async fn execute(
+        &self,
+        state: &SessionState,
+        plan: LogicalPlan,
+        limits: &QueryLimits,
+    ) -> Result<SendableRecordBatchStream> {
+        read_only().verify_plan(&plan)?;
+        let timeout = limits
+            .timeout
+            .map_or(self.config.query_timeout, |t| t.min(self.config.query_timeout));
+        let deadline = tokio::time::Instant::now() + timeout;
+        let cancel = limits.cancel.clone().unwrap_or_default();
+        let start = async {
+            let physical = state.create_physical_plan(&plan).await?;
+            Ok::<_, Error>(datafusion::physical_plan::execute_stream(physical, state.task_ctx())?)
+        };
+        let stream = tokio::select! {
+            s = start => s?,
+            _ = tokio::time::sleep_until(deadline) => return Err(Error::Timeout(timeout)),
+            _ = cancel.cancelled() => return Err(Error::Cancelled),
+        };
+        Ok(bounded_stream(stream, deadline, timeout, cancel))
+    }
+
+    /// Runs one SQL query for `tenant` and collects the result.
+    pub async fn sql(&self, tenant: &str, sql: &str) -> Result<Vec<RecordBatch>> {
+        let (ctx, plan) = self.plan_sql(tenant, sql).await?;
+        let stream = self.execute(&ctx.state(), plan, &QueryLimits::default()).await?;
+        Ok(datafusion::physical_plan::common::collect(stream).await?)
+    }
+
+    /// Runs a TraceQL search for `tenant`, within the query timeout.
     pub async fn traceql_search(
         &self,
         tenant: &str,
         request: &crate::traceql::SearchRequest,
     ) -> Result<Vec<crate::traceql::TraceHit>> {
         let ctx = self.context(tenant).await?;
-        crate::traceql::search(&ctx, request).await
+        let timeout = self.config.query_timeout;
+        tokio::time::timeout(timeout, crate::traceql::search(&ctx, request))
+            .await
+            .map_err(|_| Error::Timeout(timeout))?
     }
 
     /// The spans of one trace of `tenant`, found through the warehouse's trace-id index;
@@ -138,10 +273,122 @@ impl QueryEngine {
         validate_tenant(tenant)?;
         Ok(self.warehouse.trace_by_id(tenant, trace, range_ns).await?)
     }
+}
 
-    /// Runs `sql` for `tenant` and collects the result.
-    pub async fn sql(&self, tenant: &str, sql: &str) -> Result<Vec<RecordBatch>> {
-        let ctx = self.context(tenant).await?;
-        Ok(ctx.sql(sql).await?.collect().await?)
+/// DataFusion's own check that a plan creates, changes and sets nothing.
+fn read_only() -> datafusion::execution::context::SQLOptions {
+    datafusion::execution::context::SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
+}
+
+/// `stream`, ended with an error at `deadline` or when `cancel` fires.
+fn bounded_stream(
+    stream: SendableRecordBatchStream,
+    deadline: tokio::time::Instant,
+    timeout: Duration,
+    cancel: CancellationToken,
+) -> SendableRecordBatchStream {
+    let stop = async move {
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => Error::Timeout(timeout),
+            _ = cancel.cancelled() => Error::Cancelled,
+        }
+    };
+    Box::pin(Bounded {
+        schema: stream.schema(),
+        inner: Some(stream),
+        stop: Box::pin(stop),
+    })
+}
+
+/// A query's batches until its stop future resolves; then its error, and the query is dropped.
+struct Bounded {
+    inner: Option<SendableRecordBatchStream>,
+    schema: arrow::datatypes::SchemaRef,
+    stop: std::pin::Pin<Box<dyn std::future::Future<Output = Error> + Send>>,
+}
+
+impl futures::Stream for Bounded {
+    type Item = datafusion::error::Result<RecordBatch>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        let Some(inner) = self.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let polled = inner.poll_next_unpin(cx);
+        match polled {
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => {
+                self.end();
+                polled
+            }
+            Poll::Ready(Some(Ok(_))) => polled,
+            Poll::Pending => match self.stop.as_mut().poll(cx) {
+                Poll::Ready(e) => {
+                    self.end();
+                    Poll::Ready(Some(Err(datafusion::error::DataFusionError::External(Box::new(e)))))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl Bounded {
+    /// Drops the query (its operators and memory) at once.
+    fn end(&mut self) {
+        self.inner = None;
+    }
+}
+
+impl datafusion::physical_plan::RecordBatchStream for Bounded {
+    fn schema(&self) -> arrow::datatypes::SchemaRef {
+        self.schema.clone()
+    }
+}
+
+/// A tenant session's object stores: empty at first (no local file system, no URL reads), then
+/// only the stores its own table registers, at most [`MAX_TENANT_STORES`].
+#[derive(Debug, Default)]
+struct TenantStores {
+    stores: Mutex<HashMap<String, Arc<dyn ObjectStore>>>,
+}
+
+/// Most object stores one tenant session holds.
+const MAX_TENANT_STORES: usize = 8;
+
+fn store_key(url: &url::Url) -> String {
+    format!(
+        "{}://{}",
+        url.scheme(),
+        &url[url::Position::BeforeHost..url::Position::AfterPort]
+    )
+}
+
+impl ObjectStoreRegistry for TenantStores {
+    fn register_store(&self, url: &url::Url, store: Arc<dyn ObjectStore>) -> Option<Arc<dyn ObjectStore>> {
+        let mut stores = self.stores.lock().expect("stores lock");
+        let key = store_key(url);
+        if stores.len() >= MAX_TENANT_STORES && !stores.contains_key(&key) {
+            tracing::warn!(%key, "tenant object store registry is full; store not registered");
+            return None;
+        }
+        stores.insert(key, store)
+    }
+
+    fn get_store(&self, url: &url::Url) -> datafusion::error::Result<Arc<dyn ObjectStore>> {
+        self.stores
+            .lock()
+            .expect("stores lock")
+            .get(&store_key(url))
+            .cloned()
+            .ok_or_else(|| {
+                datafusion::error::DataFusionError::Plan(format!("permission denied: no access to {}", url.scheme()))
+            })
     }
 }

@@ -4,13 +4,15 @@
 //! Architecture invariant: protocol front ends other than Postgres (Flight, Tempo's API) use
 //! [`QueryEngine`] and never the [`pgwire`] module.
 
+pub mod budget;
 pub mod engine;
 pub mod errors;
+pub mod guard;
 pub mod pgwire;
 pub mod traceql;
 pub mod udf;
 
-pub use engine::{QueryEngine, QueryEngineConfig};
+pub use engine::{QueryEngine, QueryEngineConfig, QueryLimits};
 
 /// Errors of the query engine.
 #[derive(Debug, thiserror::Error)]
@@ -19,21 +21,24 @@ pub enum Error {
     Warehouse(#[from] tracehouse_warehouse::Error),
     #[error("{0}")]
     DataFusion(#[from] datafusion::error::DataFusionError),
+    /// Refused before planning: over a limit, not SQL, or not read-only.
+    #[error("{0}")]
+    Refused(#[from] guard::Refusal),
+    /// The query ran past its deadline.
+    #[error("canceling statement due to statement timeout ({}ms)", .0.as_millis())]
+    Timeout(std::time::Duration),
+    /// The client cancelled the query.
+    #[error("canceling statement due to user request")]
+    Cancelled,
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 pub use tracehouse_warehouse::TraceLookup;
-pub use tracehouse_warehouse::storage::DEFAULT_TENANT;
+pub use tracehouse_warehouse::storage::{DEFAULT_TENANT, TENANT_HEADER, tenant_or_default};
 pub use tracehouse_warehouse::trace_index::{parse_trace_id, trace_id_hex};
-
-/// The tenant a request names (`X-Scope-OrgID` or its gRPC metadata), trimmed; the default
-/// tenant when it names none.
-pub fn tenant_or_default(value: Option<&str>) -> String {
-    value
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .unwrap_or(DEFAULT_TENANT)
-        .to_string()
-}
 
 /// `s` as a SQL string literal (`'...'`, quotes doubled).
 pub fn sql_literal(s: &str) -> String {

@@ -2,12 +2,21 @@
 //! that picks the tenant from the startup `database` parameter (`psql -d <tenant>`).
 //!
 //! Authentication is open by default (any user, no password), as Tempo's API is; with users
-//! configured, every login needs one of them and its password, checked with SCRAM-SHA-256.
+//! configured, every login needs one of them and its password, checked with SCRAM-SHA-256 by a
+//! handler made for each connection (SCRAM keeps per-login state). A user may be bound to a
+//! tenant: it then reads only that tenant, whatever database it asks for.
+//!
+//! Every statement is checked by [`crate::guard`] before datafusion-postgres sees it: queries
+//! are planned by the engine (off the async runtime, read-only), allow-listed `SET`s change only
+//! the connection's own metadata, and everything else is refused with SQLSTATE 42501. Result
+//! rows stream under the statement timeout (`SET statement_timeout`, at most the engine's
+//! `query_timeout`) and stop on a CancelRequest or when the client goes away. Connections past
+//! `max_connections` get SQLSTATE 53300; idle ones are closed after `idle_timeout`.
 
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion_postgres::DfSessionService;
@@ -37,56 +46,267 @@ use crate::errors::to_pg_error;
 #[derive(Debug, Clone)]
 pub struct PgServerConfig {
     pub listen: SocketAddr,
-    /// User name to password; empty means no authentication.
-    pub users: HashMap<String, String>,
-    /// Connections served at once; further ones are refused.
+    /// User name to its password and tenant; empty means no authentication.
+    pub users: HashMap<String, PgUser>,
+    /// Connections served at once; further ones are refused with SQLSTATE 53300.
     pub max_connections: usize,
+    /// A connection with no query running for this long is closed.
+    pub idle_timeout: std::time::Duration,
+}
+
+/// One configured Postgres user.
+#[derive(Debug, Clone)]
+pub struct PgUser {
+    pub password: String,
+    /// When set, the user reads only this tenant.
+    pub tenant: Option<String>,
 }
 
 type DfStatement = <DfSessionService as ExtendedQueryHandler>::Statement;
 
-/// Routes each query to its tenant's datafusion-postgres service.
+/// What the server knows of each open connection, by the client's address: the query running
+/// (to cancel it), its pid and secret key (for CancelRequest), and when it was last busy.
+#[derive(Default)]
+pub struct Connections {
+    by_addr: std::sync::Mutex<HashMap<SocketAddr, Conn>>,
+}
+
+#[derive(Default)]
+struct Conn {
+    key: Option<(i32, Vec<u8>)>,
+    running: Option<tokio_util::sync::CancellationToken>,
+    last_active: Option<std::time::Instant>,
+}
+
+impl Connections {
+    fn open(&self, addr: SocketAddr) {
+        let conn = Conn {
+            last_active: Some(std::time::Instant::now()),
+            ..Conn::default()
+        };
+        self.by_addr.lock().expect("connections lock").insert(addr, conn);
+    }
+
+    fn close(&self, addr: &SocketAddr) {
+        if let Some(c) = self.by_addr.lock().expect("connections lock").remove(addr)
+            && let Some(token) = c.running
+        {
+            token.cancel();
+        }
+    }
+
+    /// A fresh cancel token for the query `client` starts now.
+    fn start_query<C: ClientInfo + ?Sized>(&self, client: &C) -> tokio_util::sync::CancellationToken {
+        let token = tokio_util::sync::CancellationToken::new();
+        let (pid, secret) = client.pid_and_secret_key();
+        let mut conns = self.by_addr.lock().expect("connections lock");
+        let conn = conns.entry(client.socket_addr()).or_default();
+        conn.key = Some((pid, secret.to_bytes().to_vec()));
+        conn.running = Some(token.clone());
+        conn.last_active = Some(std::time::Instant::now());
+        token
+    }
+
+    fn touch(&self, addr: &SocketAddr) {
+        if let Some(c) = self.by_addr.lock().expect("connections lock").get_mut(addr) {
+            c.last_active = Some(std::time::Instant::now());
+        }
+    }
+
+    /// Cancels the running query of the connection with this pid and secret key.
+    fn cancel(&self, pid: i32, secret: &[u8]) -> bool {
+        let conns = self.by_addr.lock().expect("connections lock");
+        let found = conns
+            .values()
+            .find(|c| c.key.as_ref().is_some_and(|(p, s)| *p == pid && s.as_slice() == secret));
+        match found.and_then(|c| c.running.clone()) {
+            Some(token) => {
+                token.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// `true` when `addr` has been idle (no rows streaming, nothing asked) for `idle`.
+    fn is_idle(&self, addr: &SocketAddr, idle: std::time::Duration) -> bool {
+        let conns = self.by_addr.lock().expect("connections lock");
+        conns.get(addr).is_some_and(|c| {
+            c.running.as_ref().is_none_or(|t| t.is_cancelled()) && c.last_active.is_some_and(|t| t.elapsed() >= idle)
+        })
+    }
+}
+
+/// Routes each query to its tenant's datafusion-postgres service, after [`guard`] accepted it.
 pub struct TenantRouter {
     engine: Arc<QueryEngine>,
-    services: RwLock<HashMap<String, Arc<DfSessionService>>>,
+    users: HashMap<String, PgUser>,
+    connections: Arc<Connections>,
     parser: Arc<RouterParser>,
 }
 
 impl TenantRouter {
-    fn new(engine: Arc<QueryEngine>) -> Arc<Self> {
+    fn new(engine: Arc<QueryEngine>, users: HashMap<String, PgUser>, connections: Arc<Connections>) -> Arc<Self> {
         Arc::new_cyclic(|weak| Self {
             engine,
-            services: RwLock::new(HashMap::new()),
+            users,
+            connections,
             parser: Arc::new(RouterParser { router: weak.clone() }),
         })
     }
 
-    async fn service<C: ClientInfo + ?Sized>(&self, client: &C) -> PgWireResult<Arc<DfSessionService>> {
-        let tenant = tenant_of(client);
-        if let Some(s) = self.services.read().expect("services lock").get(&tenant) {
-            return Ok(s.clone());
-        }
+    /// The session service of the client's tenant. Services are cheap and made per call: the
+    /// per-connection state lives in the client, none in the service.
+    async fn service<C: ClientInfo + ?Sized>(&self, client: &C) -> PgWireResult<DfSessionService> {
+        let tenant = tenant_of(client, &self.users)?;
         let ctx = self
             .engine
             .context(&tenant)
             .await
             .map_err(|e| to_pg_error(PgWireError::ApiError(Box::new(e))))?;
-        let service = Arc::new(session_service(ctx));
-        let mut services = self.services.write().expect("services lock");
-        Ok(services.entry(tenant).or_insert(service).clone())
+        Ok(session_service(ctx, self.engine.clone()))
+    }
+
+    /// How long a statement of `client` may run: its `statement_timeout`, at most the engine's.
+    fn timeout<C: ClientInfo + ?Sized>(&self, client: &C) -> std::time::Duration {
+        let max = self.engine.config().query_timeout;
+        client
+            .metadata()
+            .get(METADATA_STATEMENT_TIMEOUT)
+            .and_then(|ms| ms.parse::<u64>().ok())
+            .filter(|&ms| ms > 0)
+            .map_or(max, |ms| std::time::Duration::from_millis(ms).min(max))
+    }
+
+    /// `response`'s rows, ended by the deadline or `cancel`; the connection counts as busy
+    /// until they end.
+    fn bound(
+        &self,
+        response: Response,
+        deadline: tokio::time::Instant,
+        timeout: std::time::Duration,
+        cancel: &tokio_util::sync::CancellationToken,
+        addr: SocketAddr,
+    ) -> Response {
+        let Response::Query(mut query) = response else {
+            return response;
+        };
+        let rows = std::mem::replace(&mut query.data_rows, Box::pin(futures::stream::empty()));
+        query.data_rows = Box::pin(BoundedRows {
+            rows: Some(rows),
+            stop: Box::pin(stop_signal(deadline, timeout, cancel.clone())),
+            done: Some(QueryDone {
+                cancel: cancel.clone(),
+                connections: self.connections.clone(),
+                addr,
+            }),
+        });
+        Response::Query(query)
     }
 }
 
-/// The tenant a client asked for: its database, else its user name's default, else the
-/// default tenant. `postgres` (libpq's default database) means the default tenant.
-fn tenant_of<C: ClientInfo + ?Sized>(client: &C) -> String {
+/// Marks a connection's query finished (idle from now) when its rows are dropped.
+struct QueryDone {
+    cancel: tokio_util::sync::CancellationToken,
+    connections: Arc<Connections>,
+    addr: SocketAddr,
+}
+
+impl Drop for QueryDone {
+    fn drop(&mut self) {
+        // Cancelling a finished query's token only marks it over.
+        self.cancel.cancel();
+        self.connections.touch(&self.addr);
+    }
+}
+
+/// The error that stops a statement: its deadline, or a cancel.
+async fn stop_signal(
+    deadline: tokio::time::Instant,
+    timeout: std::time::Duration,
+    cancel: tokio_util::sync::CancellationToken,
+) -> PgWireError {
+    let e = tokio::select! {
+        _ = tokio::time::sleep_until(deadline) => crate::Error::Timeout(timeout),
+        _ = cancel.cancelled() => crate::Error::Cancelled,
+    };
+    to_pg_error(PgWireError::ApiError(Box::new(e)))
+}
+
+/// Rows of a result until the stop signal; then its error, and the query is dropped.
+struct BoundedRows {
+    rows: Option<pgwire::api::results::SendableRowStream>,
+    stop: std::pin::Pin<Box<dyn std::future::Future<Output = PgWireError> + Send>>,
+    done: Option<QueryDone>,
+}
+
+impl futures::Stream for BoundedRows {
+    type Item = PgWireResult<pgwire::messages::data::DataRow>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use futures::StreamExt;
+        use std::task::Poll;
+        let Some(rows) = self.rows.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let polled = rows.poll_next_unpin(cx);
+        match polled {
+            Poll::Ready(Some(Ok(_))) => polled,
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => {
+                self.rows = None;
+                self.done = None;
+                polled
+            }
+            Poll::Pending => match self.stop.as_mut().poll(cx) {
+                Poll::Ready(e) => {
+                    self.rows = None;
+                    self.done = None;
+                    Poll::Ready(Some(Err(e)))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+/// datafusion-postgres keeps a session's `statement_timeout` here, in milliseconds.
+const METADATA_STATEMENT_TIMEOUT: &str = "statement_timeout_ms";
+
+/// The tenant a client reads: a tenant-bound user's tenant (asking for another database is
+/// refused), else its database, else the default tenant. `postgres` (libpq's default
+/// database) means the default tenant.
+fn tenant_of<C: ClientInfo + ?Sized>(client: &C, users: &HashMap<String, PgUser>) -> PgWireResult<String> {
     let md = client.metadata();
     let db = md.get(METADATA_DATABASE).map(String::as_str).unwrap_or("");
-    if db.is_empty() || db == "postgres" {
-        DEFAULT_TENANT.to_string()
-    } else {
-        db.to_string()
+    let asked = (!db.is_empty() && db != "postgres").then_some(db);
+    let user = md.get(pgwire::api::METADATA_USER).map(String::as_str).unwrap_or("");
+    match (users.get(user).and_then(|u| u.tenant.as_deref()), asked) {
+        (Some(bound), Some(asked)) if asked != bound => Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+            "FATAL".into(),
+            "42501".into(),
+            format!("permission denied: user \"{user}\" may read only tenant \"{bound}\", not \"{asked}\""),
+        )))),
+        (Some(bound), _) => Ok(bound.to_string()),
+        (None, Some(asked)) => Ok(asked.to_string()),
+        (None, None) => Ok(DEFAULT_TENANT.to_string()),
     }
+}
+
+/// Checks a SQL text with [`guard`] before anything else parses it: limits first, then the
+/// read-only policy for every statement in it.
+fn check_sql(sql: &str) -> PgWireResult<()> {
+    let statements = crate::guard::parse(sql).map_err(refused)?;
+    for s in &statements {
+        crate::guard::classify(s).map_err(refused)?;
+    }
+    Ok(())
+}
+
+fn refused(r: crate::guard::Refusal) -> PgWireError {
+    to_pg_error(PgWireError::ApiError(Box::new(crate::Error::Refused(r))))
 }
 
 #[async_trait]
@@ -98,10 +318,21 @@ impl SimpleQueryHandler for TenantRouter {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        check_sql(query)?;
         let service = self.service(client).await?;
-        SimpleQueryHandler::do_query(service.as_ref(), client, query)
-            .await
-            .map_err(to_pg_error)
+        let cancel = self.connections.start_query(client);
+        let timeout = self.timeout(client);
+        let deadline = tokio::time::Instant::now() + timeout;
+        let run = SimpleQueryHandler::do_query(&service, client, query);
+        let responses = tokio::select! {
+            r = run => r.map_err(to_pg_error)?,
+            e = stop_signal(deadline, timeout, cancel.clone()) => return Err(e),
+        };
+        let addr = client.socket_addr();
+        Ok(responses
+            .into_iter()
+            .map(|r| self.bound(r, deadline, timeout, &cancel, addr))
+            .collect())
     }
 }
 
@@ -118,6 +349,7 @@ impl QueryParser for RouterParser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
+        check_sql(sql)?;
         let router = self
             .router
             .upgrade()
@@ -131,11 +363,7 @@ impl QueryParser for RouterParser {
     }
 
     fn get_parameter_types(&self, stmt: &Self::Statement) -> PgWireResult<Vec<Type>> {
-        let router = self
-            .router
-            .upgrade()
-            .ok_or_else(|| PgWireError::ApiError("server is shutting down".into()))?;
-        router.any_parser().get_parameter_types(stmt)
+        any_parser().get_parameter_types(stmt)
     }
 
     fn get_result_schema(
@@ -143,23 +371,14 @@ impl QueryParser for RouterParser {
         stmt: &Self::Statement,
         column_format: Option<&Format>,
     ) -> PgWireResult<Vec<FieldInfo>> {
-        let router = self
-            .router
-            .upgrade()
-            .ok_or_else(|| PgWireError::ApiError("server is shutting down".into()))?;
-        router.any_parser().get_result_schema(stmt, column_format)
+        any_parser().get_result_schema(stmt, column_format)
     }
 }
 
-impl TenantRouter {
-    /// A parser for tenant-independent statement metadata (types and schemas come from the
-    /// already planned statement).
-    fn any_parser(&self) -> Arc<datafusion_postgres::Parser> {
-        if let Some(s) = self.services.read().expect("services lock").values().next() {
-            return s.query_parser();
-        }
-        session_service(Arc::new(datafusion::prelude::SessionContext::new())).query_parser()
-    }
+/// A parser for tenant-independent statement metadata (types and schemas come from the
+/// already planned statement).
+fn any_parser() -> Arc<datafusion_postgres::Parser> {
+    DfSessionService::new(Arc::new(datafusion::prelude::SessionContext::new())).query_parser()
 }
 
 #[async_trait]
@@ -184,9 +403,15 @@ impl ExtendedQueryHandler for TenantRouter {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let service = self.service(client).await?;
-        ExtendedQueryHandler::do_query(service.as_ref(), client, portal, max_rows)
-            .await
-            .map_err(to_pg_error)
+        let cancel = self.connections.start_query(client);
+        let timeout = self.timeout(client);
+        let deadline = tokio::time::Instant::now() + timeout;
+        let run = ExtendedQueryHandler::do_query(&service, client, portal, max_rows);
+        let response = tokio::select! {
+            r = run => r.map_err(to_pg_error)?,
+            e = stop_signal(deadline, timeout, cancel.clone()) => return Err(e),
+        };
+        Ok(self.bound(response, deadline, timeout, &cancel, client.socket_addr()))
     }
 }
 
@@ -204,7 +429,7 @@ impl NoopStartupHandler for OpenStartup {
 /// Passwords of configured users, served salted for SCRAM.
 #[derive(Debug)]
 struct UserPasswords {
-    users: HashMap<String, String>,
+    users: HashMap<String, PgUser>,
 }
 
 #[async_trait]
@@ -222,12 +447,13 @@ impl AuthSource for UserPasswords {
         let salt = format!("tracehouse:{user}").into_bytes();
         Ok(Password::new(
             Some(salt.clone()),
-            gen_salted_password(password, &salt, SCRAM_ITERATIONS),
+            gen_salted_password(&password.password, &salt, SCRAM_ITERATIONS),
         ))
     }
 }
 
-/// Open or SCRAM startup, chosen by configuration.
+/// Open or SCRAM startup, chosen by configuration; a SCRAM handler holds one login's state,
+/// so each connection gets its own.
 pub enum Startup {
     Open(OpenStartup),
     Scram(SASLAuthStartupHandler<DefaultServerParameterProvider>),
@@ -248,11 +474,27 @@ impl StartupHandler for Startup {
     }
 }
 
-/// The handlers pgwire asks for.
+/// The handlers pgwire asks for, one set per connection.
 pub struct Handlers {
     router: Arc<TenantRouter>,
     startup: Arc<Startup>,
-    cancel: Arc<DefaultCancelHandler>,
+    cancel: Arc<Cancel>,
+}
+
+/// A CancelRequest stops the connection's running query (its rows, and so its execution),
+/// besides pgwire's own signal.
+pub struct Cancel {
+    default: DefaultCancelHandler,
+    connections: Arc<Connections>,
+}
+
+#[async_trait]
+impl pgwire::api::cancel::CancelHandler for Cancel {
+    async fn on_cancel_request(&self, request: pgwire::messages::cancel::CancelRequest) {
+        let found = self.connections.cancel(request.pid, &request.secret_key.to_bytes());
+        tracing::debug!(pid = request.pid, found, "postgres cancel request");
+        self.default.on_cancel_request(request).await;
+    }
 }
 
 impl PgWireServerHandlers for Handlers {
@@ -273,28 +515,59 @@ impl PgWireServerHandlers for Handlers {
     }
 }
 
-impl Handlers {
-    /// Handlers serving `engine` with `config`'s authentication.
-    pub fn new(engine: Arc<QueryEngine>, config: &PgServerConfig) -> Self {
-        let connections = Arc::new(ConnectionManager::new());
-        let startup = if config.users.is_empty() {
+/// Builds each connection's [`Handlers`] over one engine and configuration.
+pub struct Server {
+    engine: Arc<QueryEngine>,
+    config: PgServerConfig,
+    pids: Arc<ConnectionManager>,
+    connections: Arc<Connections>,
+    router: Arc<TenantRouter>,
+}
+
+impl Server {
+    /// A server for `engine` with `config`'s authentication and limits.
+    pub fn new(engine: Arc<QueryEngine>, config: PgServerConfig) -> Result<Self, String> {
+        if config.max_connections == 0 || config.idle_timeout.is_zero() {
+            return Err("postgres: max_connections and idle_timeout must be positive".into());
+        }
+        let connections = Arc::new(Connections::default());
+        Ok(Self {
+            router: TenantRouter::new(engine.clone(), config.users.clone(), connections.clone()),
+            engine,
+            config,
+            pids: Arc::new(ConnectionManager::new()),
+            connections,
+        })
+    }
+
+    /// The engine behind the server.
+    pub fn engine(&self) -> &Arc<QueryEngine> {
+        &self.engine
+    }
+
+    /// Fresh handlers for one connection (its own SCRAM state).
+    fn handlers(&self) -> Handlers {
+        let startup = if self.config.users.is_empty() {
             Startup::Open(OpenStartup {
-                connections: connections.clone(),
+                connections: self.pids.clone(),
             })
         } else {
             let source = Arc::new(UserPasswords {
-                users: config.users.clone(),
+                users: self.config.users.clone(),
             });
             Startup::Scram(
                 SASLAuthStartupHandler::new(Arc::new(DefaultServerParameterProvider::default()))
                     .with_scram(ScramAuth::new(source))
-                    .with_connection_manager(connections.clone()),
+                    .with_connection_manager(self.pids.clone()),
             )
         };
-        Self {
-            router: TenantRouter::new(engine),
+        Handlers {
+            router: self.router.clone(),
             startup: Arc::new(startup),
-            cancel: Arc::new(DefaultCancelHandler::new(connections)),
+            cancel: Arc::new(Cancel {
+                default: DefaultCancelHandler::new(self.pids.clone()),
+                connections: self.connections.clone(),
+            }),
         }
     }
 }
@@ -304,20 +577,35 @@ pub async fn bind(config: &PgServerConfig) -> std::io::Result<TcpListener> {
     TcpListener::bind(config.listen).await
 }
 
+/// What a refused connection reads: a Postgres ErrorResponse, SQLSTATE 53300.
+fn too_many_connections() -> Vec<u8> {
+    let mut fields = Vec::new();
+    for (tag, value) in [
+        (b'S', "FATAL"),
+        (b'V', "FATAL"),
+        (b'C', "53300"),
+        (b'M', "sorry, too many clients already"),
+    ] {
+        fields.push(tag);
+        fields.extend_from_slice(value.as_bytes());
+        fields.push(0);
+    }
+    fields.push(0);
+    let mut message = vec![b'E'];
+    message.extend_from_slice(&((fields.len() + 4) as u32).to_be_bytes());
+    message.extend_from_slice(&fields);
+    message
+}
+
 /// Serves connections on `listener` until `shutdown` resolves.
-pub async fn serve(
-    listener: TcpListener,
-    handlers: Arc<Handlers>,
-    max_connections: usize,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) {
-    let limiter = Arc::new(Semaphore::new(max_connections.max(1)));
+pub async fn serve(listener: TcpListener, server: Arc<Server>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let limiter = Arc::new(Semaphore::new(server.config.max_connections));
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = shutdown.changed() => return,
         };
-        let (socket, addr) = match accepted {
+        let (mut socket, addr) = match accepted {
             Ok(a) => a,
             Err(e) => {
                 tracing::warn!(error = %e, "postgres accept failed");
@@ -325,64 +613,121 @@ pub async fn serve(
             }
         };
         let Ok(permit) = limiter.clone().try_acquire_owned() else {
-            tracing::warn!(%addr, max_connections, "postgres connection refused: too many connections");
+            tracing::warn!(%addr, max_connections = server.config.max_connections, "postgres connection refused: too many connections");
+            tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                let _ = socket.write_all(&too_many_connections()).await;
+                let _ = socket.shutdown().await;
+            });
             continue;
         };
-        let handlers = handlers.clone();
+        let server = server.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            if let Err(e) = pgwire::tokio::process_socket(socket, None, handlers).await {
-                tracing::debug!(%addr, error = %e, "postgres connection ended with an error");
+            let (socket, watch) = match watched(socket) {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!(%addr, error = %e, "postgres connection dropped: cannot watch it");
+                    return;
+                }
+            };
+            server.connections.open(addr);
+            let idle = server.config.idle_timeout;
+            let served = pgwire::tokio::process_socket(socket, None, server.handlers());
+            tokio::select! {
+                r = served => if let Err(e) = r {
+                    tracing::debug!(%addr, error = %e, "postgres connection ended with an error");
+                },
+                _ = idle_watch(&server.connections, addr, idle) => {
+                    tracing::debug!(%addr, "postgres connection closed: idle");
+                }
+                _ = client_gone(&watch) => {
+                    tracing::debug!(%addr, "postgres client went away: its query is dropped");
+                }
             }
+            server.connections.close(&addr);
         });
     }
 }
 
-/// A tenant's pgwire session service: datafusion-postgres's own hooks (cursors, `SET`/`SHOW`,
-/// transactions), then [`NestedAsJson`].
-fn session_service(ctx: Arc<datafusion::prelude::SessionContext>) -> DfSessionService {
+/// The socket, and a second handle on it that only ever peeks, to see the client leave while
+/// pgwire is busy running its query (and so not reading).
+fn watched(socket: tokio::net::TcpStream) -> std::io::Result<(tokio::net::TcpStream, tokio::net::TcpStream)> {
+    let socket = socket.into_std()?;
+    let watch = socket.try_clone()?;
+    Ok((
+        tokio::net::TcpStream::from_std(socket)?,
+        tokio::net::TcpStream::from_std(watch)?,
+    ))
+}
+
+/// Resolves once the client has closed its side of the connection. Data waiting to be read
+/// (the client's next message) is left for pgwire and looked at again a little later.
+async fn client_gone(watch: &tokio::net::TcpStream) {
+    let mut byte = [0u8; 1];
+    loop {
+        match watch.peek(&mut byte).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
+        }
+    }
+}
+
+/// Resolves once `addr` has been idle for `idle`.
+async fn idle_watch(connections: &Connections, addr: SocketAddr, idle: std::time::Duration) {
+    let tick = (idle / 4).clamp(std::time::Duration::from_millis(50), std::time::Duration::from_secs(5));
+    loop {
+        tokio::time::sleep(tick).await;
+        if connections.is_idle(&addr, idle) {
+            return;
+        }
+    }
+}
+
+/// A tenant's pgwire session service: [`Guard`] first, then datafusion-postgres's own hooks
+/// (cursors, `SET`/`SHOW`, transactions).
+fn session_service(ctx: Arc<datafusion::prelude::SessionContext>, engine: Arc<QueryEngine>) -> DfSessionService {
     use datafusion_postgres::hooks::{
         cursor::CursorStatementHook, set_show::SetShowHook, transactions::TransactionStatementHook,
     };
     DfSessionService::new_with_hooks(
         ctx,
         vec![
+            Arc::new(Guard { engine }),
             Arc::new(CursorStatementHook),
             Arc::new(SetShowHook),
             Arc::new(TransactionStatementHook),
-            Arc::new(NestedAsJson),
         ],
     )
 }
 
-/// Sends columns that Postgres has no type for (Arrow maps, and lists or structs holding
-/// them: the attribute maps, `events`, `links`) as JSON text, so `SELECT *` works over the
-/// Postgres wire. Queries without such columns take datafusion-postgres's own path.
-struct NestedAsJson;
+/// The first hook of every session: refuses what [`crate::guard`] refuses, plans queries
+/// through the engine (off the async runtime, read-only) with columns Postgres has no type for
+/// (Arrow maps, and lists or structs holding them: the attribute maps, `events`, `links`)
+/// wrapped in `to_json(...)` so `SELECT *` works over the wire, and keeps `SET`s that would
+/// touch the tenant's shared session (time zone) in the connection's own metadata.
+struct Guard {
+    engine: Arc<QueryEngine>,
+}
 
-/// The plan of a query statement with every column the Postgres wire cannot carry wrapped in
-/// `to_json(...)`, and whether anything was wrapped; `None` for other statements and for
-/// queries that fail to plan (the default path reports the error).
+/// The engine's plan of a query statement with every column the Postgres wire cannot carry
+/// wrapped in `to_json(...)`.
 async fn json_plan(
+    engine: &QueryEngine,
     statement: &datafusion::sql::sqlparser::ast::Statement,
     ctx: &datafusion::prelude::SessionContext,
-) -> Option<(datafusion::logical_expr::LogicalPlan, bool)> {
+) -> PgWireResult<datafusion::logical_expr::LogicalPlan> {
     use datafusion::logical_expr::{Expr, LogicalPlanBuilder};
-    if !matches!(statement, datafusion::sql::sqlparser::ast::Statement::Query(_)) {
-        return None;
-    }
-    let plan = ctx
-        .state()
-        .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(
-            statement.clone(),
-        )))
+    let api = |e: crate::Error| to_pg_error(PgWireError::ApiError(Box::new(e)));
+    let plan = engine
+        .plan_statement(&ctx.state(), statement.clone())
         .await
-        .ok()?;
+        .map_err(api)?;
     let unsupported = |f: &datafusion::arrow::datatypes::Field| {
         datafusion_postgres::arrow_pg::datatypes::into_pg_type(f.data_type()).is_err()
     };
     if !plan.schema().fields().iter().any(|f| unsupported(f)) {
-        return Some((plan, false));
+        return Ok(plan);
     }
     let to_json = datafusion::logical_expr::ScalarUDF::from(crate::udf::ToJsonUdf::new());
     let columns: Vec<Expr> = plan
@@ -397,39 +742,102 @@ async fn json_plan(
             }
         })
         .collect();
-    let wrapped = LogicalPlanBuilder::from(plan).project(columns).ok()?.build().ok()?;
-    Some((wrapped, true))
+    let wrapped = LogicalPlanBuilder::from(plan)
+        .project(columns)
+        .and_then(|b| b.build())
+        .map_err(|e| api(e.into()))?;
+    Ok(wrapped)
+}
+
+impl Guard {
+    /// Runs a query of the simple protocol: planned by the engine, rows as text.
+    async fn simple_query(
+        &self,
+        statement: &datafusion::sql::sqlparser::ast::Statement,
+        ctx: &datafusion::prelude::SessionContext,
+        client: &(dyn ClientInfo + Send + Sync),
+    ) -> PgWireResult<Response> {
+        use datafusion_postgres::arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch};
+        use futures::StreamExt;
+        let plan = json_plan(&self.engine, statement, ctx).await?;
+        let stream = self
+            .engine
+            .execute(&ctx.state(), plan, &crate::QueryLimits::default())
+            .await
+            .map_err(|e| to_pg_error(PgWireError::ApiError(Box::new(e))))?;
+        let options = Arc::new(pgwire::types::format::FormatOptions::from_client_metadata(
+            client.metadata(),
+        ));
+        let fields = Arc::new(arrow_schema_to_pg_fields(
+            stream.schema().as_ref(),
+            &Format::UnifiedText,
+            Some(options),
+        )?);
+        let row_fields = fields.clone();
+        let rows = stream
+            .map(move |batch| {
+                let rows: Box<dyn Iterator<Item = PgWireResult<pgwire::messages::data::DataRow>> + Send + Sync> =
+                    match batch {
+                        Ok(b) => encode_recordbatch(row_fields.clone(), b),
+                        Err(e) => Box::new(std::iter::once(Err(to_pg_error(PgWireError::ApiError(Box::new(e)))))),
+                    };
+                futures::stream::iter(rows)
+            })
+            .flatten();
+        Ok(Response::Query(pgwire::api::results::QueryResponse::new(fields, rows)))
+    }
+
+    /// A `SET` that tracehouse answers itself, or `None` for datafusion-postgres's hook (which
+    /// keeps the rest of the allow-listed variables in the connection's metadata).
+    async fn set(
+        &self,
+        set: &datafusion::sql::sqlparser::ast::Set,
+        client: &mut dyn datafusion_postgres::hooks::HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        use datafusion::sql::sqlparser::ast::Set;
+        let ok = || Some(Ok(Response::Execution(pgwire::api::results::Tag::new("SET"))));
+        match crate::guard::set_variable(set)?.as_str() {
+            "timezone" | "time zone" => {
+                let value = match set {
+                    Set::SetTimeZone { value, .. } => value.to_string(),
+                    Set::SingleAssignment { values, .. } => values.first()?.to_string(),
+                    _ => return None,
+                };
+                let zone = value.trim_matches(|c| c == '\'' || c == '"').to_string();
+                client.metadata_mut().insert("timezone".into(), zone.clone());
+                let status = pgwire::messages::startup::ParameterStatus::new("TimeZone".into(), zone);
+                if let Err(e) = client.send_message(PgWireBackendMessage::ParameterStatus(status)).await {
+                    return Some(Err(e));
+                }
+                ok()
+            }
+            "client_encoding" | "client_min_messages" | "standard_conforming_strings" => ok(),
+            _ => None,
+        }
+    }
+}
+
+fn refused_statement(statement: &datafusion::sql::sqlparser::ast::Statement) -> Option<PgWireError> {
+    crate::guard::classify(statement).err().map(refused)
 }
 
 #[async_trait]
-impl datafusion_postgres::QueryHook for NestedAsJson {
+impl datafusion_postgres::QueryHook for Guard {
     async fn handle_simple_query(
         &self,
         statement: &datafusion::sql::sqlparser::ast::Statement,
         ctx: &datafusion::prelude::SessionContext,
         client: &mut dyn datafusion_postgres::hooks::HookClient,
     ) -> Option<PgWireResult<Response>> {
-        // Plain queries keep datafusion-postgres's own path (and its statement timeout).
-        let (plan, true) = json_plan(statement, ctx).await? else {
-            return None;
-        };
-        let run = async {
-            let frame = ctx
-                .execute_logical_plan(plan)
-                .await
-                .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
-            let options = Arc::new(pgwire::types::format::FormatOptions::from_client_metadata(
-                client.metadata(),
-            ));
-            let response = datafusion_postgres::arrow_pg::datatypes::df::encode_dataframe(
-                frame,
-                &Format::UnifiedText,
-                Some(options),
-            )
-            .await?;
-            Ok(Response::Query(response))
-        };
-        Some(run.await)
+        use datafusion::sql::sqlparser::ast::Statement;
+        if let Some(e) = refused_statement(statement) {
+            return Some(Err(e));
+        }
+        match statement {
+            Statement::Query(_) | Statement::Explain { .. } => Some(self.simple_query(statement, ctx, &*client).await),
+            Statement::Set(set) => self.set(set, client).await,
+            _ => None,
+        }
     }
 
     async fn handle_extended_parse_query(
@@ -438,18 +846,27 @@ impl datafusion_postgres::QueryHook for NestedAsJson {
         ctx: &datafusion::prelude::SessionContext,
         _client: &(dyn ClientInfo + Send + Sync),
     ) -> Option<PgWireResult<datafusion::logical_expr::LogicalPlan>> {
-        // The plan, wrapped or not, so the parser does not plan the statement again.
-        json_plan(statement, ctx).await.map(|(plan, _)| Ok(plan))
+        use datafusion::sql::sqlparser::ast::Statement;
+        if let Some(e) = refused_statement(statement) {
+            return Some(Err(e));
+        }
+        match statement {
+            Statement::Query(_) | Statement::Explain { .. } => Some(json_plan(&self.engine, statement, ctx).await),
+            _ => None,
+        }
     }
 
     async fn handle_extended_query(
         &self,
-        _statement: &datafusion::sql::sqlparser::ast::Statement,
+        statement: &datafusion::sql::sqlparser::ast::Statement,
         _plan: &datafusion::logical_expr::LogicalPlan,
         _params: &datafusion::common::ParamValues,
         _ctx: &datafusion::prelude::SessionContext,
-        _client: &mut dyn datafusion_postgres::hooks::HookClient,
+        client: &mut dyn datafusion_postgres::hooks::HookClient,
     ) -> Option<PgWireResult<Response>> {
-        None
+        match statement {
+            datafusion::sql::sqlparser::ast::Statement::Set(set) => self.set(set, client).await,
+            _ => None,
+        }
     }
 }

@@ -10,10 +10,11 @@ use datafusion::error::Result;
 use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
 use datafusion::prelude::SessionContext;
 
-/// Registers the tracehouse UDFs on `ctx`.
-pub fn register(ctx: &SessionContext) {
+/// Registers the tracehouse UDFs on `ctx`, and budgets its amplifying functions against `pool`.
+pub fn register(ctx: &SessionContext, pool: std::sync::Arc<dyn datafusion::execution::memory_pool::MemoryPool>) {
     ctx.register_udf(ScalarUDF::from(AttrUdf::new()));
     ctx.register_udf(ScalarUDF::from(ToJsonUdf::new()));
+    crate::budget::register(ctx, pool);
 }
 
 /// `attr(attributes, 'key')`: the attribute's value as text (`NULL` when absent); integers,

@@ -33,14 +33,25 @@ type Messages<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 /// The one mapping from API errors to gRPC codes.
 pub fn status(e: ApiError) -> Status {
     match e.0 {
-        StatusCode::BAD_REQUEST | StatusCode::NOT_FOUND => Status::invalid_argument(e.1),
+        StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE => Status::invalid_argument(e.1),
+        StatusCode::NOT_FOUND => Status::not_found(e.1),
+        StatusCode::FORBIDDEN => Status::permission_denied(e.1),
+        StatusCode::UNAUTHORIZED => Status::unauthenticated(e.1),
         StatusCode::TOO_MANY_REQUESTS => Status::resource_exhausted(e.1),
+        StatusCode::GATEWAY_TIMEOUT => Status::deadline_exceeded(e.1),
+        StatusCode::SERVICE_UNAVAILABLE => Status::unavailable(e.1),
+        s if s.as_u16() == 499 => Status::cancelled(e.1),
         _ => Status::internal(e.1),
     }
 }
 
 fn tenant_of<T>(request: &Request<T>) -> String {
-    tracehouse_sql::tenant_or_default(request.metadata().get("x-scope-orgid").and_then(|v| v.to_str().ok()))
+    tracehouse_sql::tenant_or_default(
+        request
+            .metadata()
+            .get(tracehouse_sql::TENANT_HEADER)
+            .map(|v| v.as_bytes()),
+    )
 }
 
 fn once<T: Send + 'static>(result: Result<T, ApiError>) -> Result<Response<Messages<T>>, Status> {

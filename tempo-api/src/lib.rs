@@ -91,7 +91,7 @@ async fn buildinfo() -> Response {
 
 /// The tenant of a request: `X-Scope-OrgID`, else the default tenant.
 pub fn tenant(headers: &HeaderMap) -> String {
-    tracehouse_sql::tenant_or_default(headers.get("x-scope-orgid").and_then(|v| v.to_str().ok()))
+    tracehouse_sql::tenant_or_default(headers.get(tracehouse_sql::TENANT_HEADER).map(|v| v.as_bytes()))
 }
 
 /// Query parameter `name` parsed as `T`; `default` when absent or empty, 400 when invalid.
@@ -113,18 +113,10 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The one mapping from query-engine errors to HTTP statuses: bad queries and bad tenants are
-/// the client's (400), running out of query memory is 429, the rest is ours (500).
+/// Query-engine errors as HTTP statuses, by the engine's one table
+/// ([`tracehouse_sql::errors::ErrorKind`]).
 pub fn engine_error(e: tracehouse_sql::Error) -> ApiError {
-    use tracehouse_sql::Error;
-    let text = e.to_string();
-    let status = match &e {
-        Error::Warehouse(_) => StatusCode::BAD_REQUEST,
-        Error::DataFusion(df) => match tracehouse_sql::errors::sqlstate(df) {
-            "53200" => StatusCode::TOO_MANY_REQUESTS,
-            "XX000" => StatusCode::INTERNAL_SERVER_ERROR,
-            _ => StatusCode::BAD_REQUEST,
-        },
-    };
-    ApiError(status, text)
+    let kind = tracehouse_sql::errors::ErrorKind::of(&e);
+    let status = StatusCode::from_u16(kind.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    ApiError(status, e.to_string())
 }

@@ -24,6 +24,9 @@ pub enum Error {
     Validate(#[from] ValidateError),
     #[error("{0}")]
     Plan(String),
+    /// The query would plan into more work than [`plan::MAX_PLAN_NODES`] allows.
+    #[error("query is too complex: {0}")]
+    TooComplex(String),
     #[error("{0}")]
     DataFusion(#[from] datafusion::error::DataFusionError),
 }

@@ -25,7 +25,42 @@ fn err<T>(pos: Pos, message: impl Into<String>) -> Result<T> {
 /// Longest query text accepted, in bytes.
 pub const MAX_QUERY_BYTES: usize = 64 * 1024;
 /// Deepest nesting of parentheses, braces and operators accepted.
-pub const MAX_DEPTH: usize = 128;
+pub const MAX_DEPTH: usize = 64;
+/// Most operators (comparison, arithmetic, logical, spanset and `|`) in one query. Chains of
+/// operators build trees as deep as they are long, so this bounds the AST's depth together with
+/// [`MAX_DEPTH`], and with it every recursion over the query.
+pub const MAX_OPERATORS: usize = 128;
+
+/// `true` for a token that joins or negates operands.
+fn is_operator(tok: &Tok) -> bool {
+    !matches!(
+        tok,
+        Tok::LBrace
+            | Tok::RBrace
+            | Tok::LParen
+            | Tok::RParen
+            | Tok::Comma
+            | Tok::Str(_)
+            | Tok::Int(_)
+            | Tok::Float(_)
+            | Tok::Duration(_)
+            | Tok::Ident(_)
+            | Tok::ScopedIntrinsic { .. }
+            | Tok::Attr { .. }
+            | Tok::Eof
+    )
+}
+
+/// Refuses a query with more than [`MAX_OPERATORS`] operators, at the first one too many.
+fn check_operator_count(tokens: &[Token]) -> Result<()> {
+    match tokens.iter().filter(|t| is_operator(&t.tok)).nth(MAX_OPERATORS) {
+        Some(t) => err(
+            t.pos,
+            format!("query is too complex: more than {MAX_OPERATORS} operators"),
+        ),
+        None => Ok(()),
+    }
+}
 
 /// Parses a TraceQL query.
 pub fn parse(src: &str) -> Result<Query> {
@@ -36,6 +71,7 @@ pub fn parse(src: &str) -> Result<Query> {
         );
     }
     let tokens = lex(src)?;
+    check_operator_count(&tokens)?;
     let mut p = Parser {
         tokens,
         at: 0,

@@ -25,7 +25,9 @@ use datafusion::common::{Column, JoinType, ScalarValue, UnnestOptions};
 use datafusion::functions::core::expr_fn::{coalesce, get_field, named_struct};
 use datafusion::functions::expr_fn::concat;
 use datafusion::functions::math::expr_fn::power;
+use datafusion::functions_aggregate::average::avg_udaf;
 use datafusion::functions_aggregate::count::count_all_window;
+use datafusion::functions_aggregate::count::count_udaf;
 use datafusion::functions_aggregate::expr_fn::{array_agg, avg, count, max, min, sum};
 use datafusion::functions_aggregate::min_max::{max_udaf, min_udaf};
 use datafusion::functions_aggregate::sum::sum_udaf;
@@ -72,16 +74,102 @@ const GRP: &str = "spanset";
 /// Plans `query` over `spans`: one row per matching span with all of the table's columns
 /// and the trace-level fields of [`out`].
 pub fn plan_query(query: &Query, spans: LogicalPlan, options: &PlanOptions) -> Result<LogicalPlan> {
+    check_cost(&query.root)?;
     let mut p = Planner::new(spans, options);
     // A lone filter reads its rows straight from the filtered scan, without the join back.
     if let Root::Spanset(SpansetExpr::Filter(e)) = &query.root {
         let needs = Needs::of(e);
         if !needs.events && !needs.links {
-            return p.output_filter(e, needs);
+            return checked_size(p.output_filter(e, needs)?);
         }
     }
     let keys = p.root(&query.root)?;
-    p.output(keys)
+    checked_size(p.output(keys)?)
+}
+
+/// Largest [`cost`] of a query planned. A structural operator uses both operands twice, so a
+/// chain of them doubles the plan per operator (and DataFusion walks the whole tree in each
+/// builder step); 100 admits four chained structural operators and refuses five, before any
+/// plan is built.
+pub const MAX_COST: u64 = 100;
+
+/// The size of the plan a query builds, in units of one spanset filter, counting operands that
+/// are planned twice twice.
+pub fn cost(root: &Root) -> u64 {
+    match root {
+        Root::Spanset(s) => spanset_cost(s),
+        Root::ScalarFilter(f) => scalar_cost(&f.lhs)
+            .saturating_add(scalar_cost(&f.rhs))
+            .saturating_mul(2),
+        Root::Metrics(_) => 1,
+    }
+}
+
+fn spanset_cost(e: &SpansetExpr) -> u64 {
+    match e {
+        SpansetExpr::Filter(_) => 1,
+        SpansetExpr::Op(SpansetOp::And | SpansetOp::Union, a, b) => {
+            spanset_cost(a).saturating_add(spanset_cost(b)).saturating_add(1)
+        }
+        SpansetExpr::Op(_, a, b) => spanset_cost(a)
+            .saturating_add(spanset_cost(b))
+            .saturating_mul(2)
+            .saturating_add(1),
+        SpansetExpr::Pipeline(stages) => stages.iter().fold(0u64, |c, stage| {
+            let step = match stage {
+                Stage::Spanset(s) => spanset_cost(s),
+                Stage::ScalarFilter(f) => scalar_cost(&f.lhs).saturating_add(scalar_cost(&f.rhs)),
+                Stage::By(_) | Stage::Coalesce | Stage::Select(_) => 0,
+            };
+            c.saturating_add(step).saturating_add(1)
+        }),
+    }
+}
+
+fn scalar_cost(e: &ScalarExpr) -> u64 {
+    match e {
+        ScalarExpr::Static(_) | ScalarExpr::Aggregate(_) => 0,
+        ScalarExpr::Binary(_, a, b) => scalar_cost(a).saturating_add(scalar_cost(b)),
+        ScalarExpr::Wrapped(s, _) => spanset_cost(s).saturating_add(1),
+    }
+}
+
+/// Refuses a query whose [`cost`] is over [`MAX_COST`].
+fn check_cost(root: &Root) -> Result<()> {
+    let c = cost(root);
+    if c > MAX_COST {
+        return Err(Error::TooComplex(format!(
+            "it would plan {c} spanset evaluations, more than {MAX_COST}; use fewer structural operators (each one doubles the work of what it joins)"
+        )));
+    }
+    Ok(())
+}
+
+/// Most nodes a TraceQL plan may have, counting a subplan once per place it is used. A plan's
+/// size is what optimising and running it costs; operators that use an operand twice (the
+/// structural ones) double it, so a chain of them is refused here in microseconds instead of
+/// being optimised for minutes.
+pub const MAX_PLAN_NODES: usize = 2_000;
+
+/// `plan`, or [`Error::TooComplex`] when it has more than [`MAX_PLAN_NODES`] nodes. Counting
+/// stops at the limit, so this costs at most that many steps.
+pub fn checked_size(plan: LogicalPlan) -> Result<LogicalPlan> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    let mut nodes = 0usize;
+    plan.apply(|_| {
+        nodes += 1;
+        Ok(if nodes > MAX_PLAN_NODES {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    })?;
+    if nodes > MAX_PLAN_NODES {
+        return Err(Error::TooComplex(format!(
+            "it plans into more than {MAX_PLAN_NODES} steps; use fewer structural operators or pipeline stages"
+        )));
+    }
+    Ok(plan)
 }
 
 /// Plans a search as Tempo runs it: matching traces, most recent first, at most `limit`
@@ -94,6 +182,7 @@ pub fn plan_search(
     limit: usize,
     spss: usize,
 ) -> Result<LogicalPlan> {
+    check_cost(&query.root)?;
     let mut p = Planner::new(spans, options);
     let keys = p.root(&query.root)?;
     // The `limit` most recent matching traces, chosen from the keys before any span row is read.
@@ -138,6 +227,7 @@ pub fn plan_search(
             col("start_time_unix_nano").sort(true, true),
         ])?
         .build()?;
+    let plan = checked_size(plan)?;
     Ok(plan)
 }
 
@@ -386,14 +476,32 @@ impl<'a> Planner<'a> {
 
     fn spanset_op(&mut self, op: SpansetOp, ka: LogicalPlan, kb: LogicalPlan) -> Result<LogicalPlan> {
         match op {
-            SpansetOp::And => {
-                let a_in_b = self.semi_on_trace(ka.clone(), kb.clone(), JoinType::LeftSemi)?;
-                let b_in_a = self.semi_on_trace(kb, ka, JoinType::LeftSemi)?;
-                Ok(LogicalPlanBuilder::from(a_in_b).union_distinct(b_in_a)?.build()?)
-            }
+            SpansetOp::And => self.both_sides(ka, kb),
             SpansetOp::Union => Ok(LogicalPlanBuilder::from(ka).union_distinct(kb)?.build()?),
             _ => self.structural(op, ka, kb),
         }
+    }
+
+    /// `a && b`: the keys of either side whose trace has keys on both sides. Each side is used
+    /// once (tagged, unioned, then a window per trace), so chains of `&&` plan linearly.
+    fn both_sides(&mut self, ka: LogicalPlan, kb: LogicalPlan) -> Result<LogicalPlan> {
+        let tag = |keys: LogicalPlan, is_a: i64| -> Result<LogicalPlan> {
+            Ok(LogicalPlanBuilder::from(keys)
+                .project(vec![col(TRACE_ID), col(SPAN_ID), col(GRP), lit(is_a).alias("__is_a")])?
+                .build()?)
+        };
+        let part = vec![col(TRACE_ID)];
+        let has = |side: Expr, name: &str| window(max_udaf(), side, part.clone(), vec![], None).map(|w| w.alias(name));
+        Ok(LogicalPlanBuilder::from(tag(ka, 1)?)
+            .union(tag(kb, 0)?)?
+            .window(vec![
+                has(col("__is_a"), "__has_a")?,
+                has(lit(1i64) - col("__is_a"), "__has_b")?,
+            ])?
+            .filter(col("__has_a").eq(lit(1i64)).and(col("__has_b").eq(lit(1i64))))?
+            .project(vec![col(TRACE_ID), col(SPAN_ID), col(GRP)])?
+            .distinct()?
+            .build()?)
     }
 
     /// Rows of `keys` whose trace has (semi) or lacks (anti) a row in `other`.
@@ -715,36 +823,40 @@ impl<'a> Planner<'a> {
                 args.push(arg.clone());
             }
         }
-        let (rel, vals) = self.with_values(input.clone(), &args, false)?;
+        let (rel, vals) = self.with_values(input, &args, false)?;
+        // Window aggregates per (trace, spanset) keep the rows, so the input is used once and
+        // a pipeline of scalar filters plans linearly.
+        let part = vec![col("__kt"), col("__kg")];
+        // Each distinct aggregate is one window expression (DataFusion 55's filter push-down
+        // fails on a window node whose expressions repeat).
+        let mut distinct: Vec<&Aggregate> = Vec::new();
+        for a in &aggs {
+            if !distinct.contains(a) {
+                distinct.push(a);
+            }
+        }
         let mut agg_exprs = Vec::new();
-        for (i, a) in aggs.iter().enumerate() {
+        for (i, a) in distinct.iter().enumerate() {
             let v = a
                 .arg
                 .as_ref()
                 .and_then(|arg| args.iter().position(|x| x == arg))
                 .map(|at| numeric(vals[at].clone()));
-            agg_exprs.push(aggregate_expr(a.func, v).alias(format!("__a{i}")));
+            agg_exprs.push(window_aggregate(a.func, v, part.clone())?.alias(format!("__a{i}")));
         }
-        let mut next = 0;
-        let cond = self.lower_scalar_cmp(f, &mut |_| {
-            let c = col(format!("__a{next}"));
-            next += 1;
-            c
+        let cond = self.lower_scalar_cmp(f, &mut |a| {
+            let at = distinct.iter().position(|d| *d == a).unwrap_or_default();
+            col(format!("__a{at}"))
         })?;
-        let groups = LogicalPlanBuilder::from(rel)
-            .aggregate(vec![col("__kt"), col("__kg")], agg_exprs)?
+        Ok(LogicalPlanBuilder::from(rel)
+            .window(agg_exprs)?
             .filter(cond)?
-            .project(vec![col("__kt").alias("__gt"), col("__kg").alias("__gg")])?
-            .build()?;
-        let k = self.alias("k");
-        Ok(LogicalPlanBuilder::from(input)
-            .alias(&k)?
-            .join_on(
-                groups,
-                JoinType::LeftSemi,
-                vec![q(&k, TRACE_ID).eq(col("__gt")), q(&k, GRP).eq(col("__gg"))],
-            )?
-            .project(key_columns(&k))?
+            .project(vec![
+                col("__kt").alias(TRACE_ID),
+                col("__ks").alias(SPAN_ID),
+                col("__kg").alias(GRP),
+            ])?
+            .distinct()?
             .build()?)
     }
 
@@ -1246,6 +1358,20 @@ fn aggregate_expr(func: AggFunc, value: Option<Expr>) -> Expr {
         AggFunc::Max => max(v()),
         AggFunc::Sum => sum(v()),
     }
+}
+
+/// [`aggregate_expr`] as a window over `partition`: the aggregate of the whole partition on
+/// each of its rows.
+fn window_aggregate(func: AggFunc, value: Option<Expr>, partition: Vec<Expr>) -> Result<Expr> {
+    let v = || value.clone().unwrap_or_else(|| lit(1i64));
+    let (udaf, arg) = match func {
+        AggFunc::Count => (count_udaf(), lit(1i64)),
+        AggFunc::Avg => (avg_udaf(), cast(v(), DataType::Float64)),
+        AggFunc::Min => (min_udaf(), v()),
+        AggFunc::Max => (max_udaf(), v()),
+        AggFunc::Sum => (sum_udaf(), v()),
+    };
+    window(udaf, arg, partition, vec![], None)
 }
 
 fn collect_aggregates<'e>(e: &'e ScalarExpr, out: &mut Vec<&'e Aggregate>) {

@@ -143,7 +143,7 @@ impl TableProvider for SpansTable {
             .await
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::with_capacity(2);
-        if is_created(&table) {
+        if let Some(table) = table.filter(|t| is_created(t)) {
             table
                 .update_datafusion_session(state)
                 .map_err(|e| DataFusionError::External(Box::new(e)))?;

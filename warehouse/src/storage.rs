@@ -123,6 +123,23 @@ impl Storage {
     }
 
     /// URL of the Delta table for `tenant`.
+    /// `true` when `tenant`'s table has a Delta log on storage. Looks, creates nothing.
+    pub async fn table_exists(&self, tenant: &str) -> Result<bool> {
+        use futures::StreamExt;
+        let log = self
+            .table_url(tenant)?
+            .join("_delta_log/")
+            .map_err(|e| Error::Config(format!("bad table location for tenant {tenant}: {e}")))?;
+        let prefix = object_store::path::Path::from_url_path(log.path())
+            .map_err(|e| Error::Config(format!("bad table location for tenant {tenant}: {e}")))?;
+        match self.store.list(Some(&prefix)).next().await {
+            None => Ok(false),
+            Some(Ok(_)) => Ok(true),
+            Some(Err(object_store::Error::NotFound { .. })) => Ok(false),
+            Some(Err(e)) => Err(e.into()),
+        }
+    }
+
     pub fn table_url(&self, tenant: &str) -> Result<Url> {
         validate_tenant(tenant)?;
         self.root_url
@@ -133,6 +150,20 @@ impl Storage {
 
 /// The tenant of requests and connections that name none, as in Tempo.
 pub const DEFAULT_TENANT: &str = "single-tenant";
+
+/// The request header (HTTP) and metadata key (gRPC) that names the tenant.
+pub const TENANT_HEADER: &str = "x-scope-orgid";
+
+/// The tenant a request's `X-Scope-OrgID` value names: the default tenant when it is absent or
+/// blank, else the value trimmed. Bytes that are not UTF-8 are kept (replaced by U+FFFD), so an
+/// invalid id is refused by [`validate_tenant`] wherever it is used, never mapped to the default.
+pub fn tenant_or_default(value: Option<&[u8]>) -> String {
+    let text = value.map(String::from_utf8_lossy);
+    match text.as_deref().map(str::trim) {
+        Some(t) if !t.is_empty() => t.to_string(),
+        _ => DEFAULT_TENANT.to_string(),
+    }
+}
 
 /// Tenant ids name directories and Postgres databases: 1 to 150 characters of
 /// `[A-Za-z0-9_.-]`, not `.` or `..`.

@@ -449,11 +449,17 @@ impl Warehouse {
         Ok(())
     }
 
-    /// The committed table and the live batches of `tenant`, taken atomically.
-    pub async fn snapshot(&self, tenant: &str) -> Result<(Arc<DeltaTable>, Vec<RecordBatch>)> {
-        let tenant = self.tenant(tenant)?;
+    /// The committed table (`None` when the tenant has none) and the live batches of `tenant`,
+    /// taken atomically. Reading a tenant that has nothing creates nothing: no handle, no
+    /// directory.
+    pub async fn snapshot(&self, tenant: &str) -> Result<(Option<Arc<DeltaTable>>, Vec<RecordBatch>)> {
+        let tenant = match self.reading(tenant).await? {
+            Reading::Known(t) => t,
+            Reading::LiveOnly(live) => return Ok((None, live)),
+        };
         if self.is_shared() {
-            return self.shared_snapshot(&tenant).await;
+            let (table, live) = self.shared_snapshot(&tenant).await?;
+            return Ok((Some(table), live));
         }
         self.load_table(&tenant).await?;
         let st = tenant.state.lock().expect("tenant state lock");
@@ -462,7 +468,26 @@ impl Warehouse {
             .clone()
             .ok_or_else(|| Error::Wal("table handle vanished".into()))?;
         let live = st.flushing.iter().chain(&st.active).map(|c| c.batch.clone()).collect();
-        Ok((table, live))
+        Ok((Some(table), live))
+    }
+
+    /// What a read of `name` starts from: its handle when it has one or a table on storage;
+    /// else only the live records another process holds for it (none in monolithic mode, where
+    /// every tenant with live spans has a handle).
+    async fn reading(&self, name: &str) -> Result<Reading> {
+        validate_tenant(name)?;
+        if let Some(t) = self.tenants.read().expect("tenants lock").get(name) {
+            return Ok(Reading::Known(t.clone()));
+        }
+        // Live records first: one the live source drops as committed is in the table after.
+        let live = match (&self.live_source, self.is_shared()) {
+            (Some(source), true) => source.live(name).await?.into_iter().map(|r| r.batch).collect(),
+            _ => Vec::new(),
+        };
+        if self.storage.table_exists(name).await? {
+            return Ok(Reading::Known(self.tenant(name)?));
+        }
+        Ok(Reading::LiveOnly(live))
     }
 
     /// Live records first, then the table: a record the live source dropped as committed is in
@@ -594,7 +619,10 @@ impl Warehouse {
         traces: &[u128],
         range_ns: Option<(i64, i64)>,
     ) -> Result<TraceLookup> {
-        let tenant = self.tenant(tenant)?;
+        let tenant = match self.reading(tenant).await? {
+            Reading::Known(t) => t,
+            Reading::LiveOnly(live) => return live_lookup(&live, traces),
+        };
         let (table, shared_live) = if self.is_shared() {
             let (table, live) = self.shared_snapshot(&tenant).await?;
             (table, Some(live))
@@ -765,6 +793,29 @@ async fn txn_versions(table: &DeltaTable, app_ids: &[String]) -> Result<HashMap<
 
 /// The batches of `records` that `table` does not hold: version above the table's `txn` version
 /// of their application id. A record seen twice (same id and version) is kept once.
+/// Where a read of a tenant starts.
+enum Reading {
+    /// The tenant has a handle (live spans or a table).
+    Known(Arc<Tenant>),
+    /// No table: only these live batches (from another process), if any.
+    LiveOnly(Vec<RecordBatch>),
+}
+
+/// The spans of `traces` among `live` batches alone.
+fn live_lookup(live: &[RecordBatch], traces: &[u128]) -> Result<TraceLookup> {
+    let wanted: std::collections::HashSet<String> = traces.iter().map(|t| trace_index::trace_id_hex(*t)).collect();
+    let mut batches = Vec::new();
+    for batch in live {
+        if let Some(b) = trace_index::filter_traces(batch, &wanted)? {
+            batches.push(b);
+        }
+    }
+    Ok(TraceLookup {
+        batches,
+        ..TraceLookup::default()
+    })
+}
+
 async fn uncommitted(table: &DeltaTable, records: Vec<LiveRecord>) -> Result<Vec<RecordBatch>> {
     let mut apps: Vec<String> = records.iter().map(|r| r.app_id.clone()).collect();
     apps.sort_unstable();
