@@ -23,7 +23,6 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::sqlparser::ast::Statement;
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_postgres::datafusion_pg_catalog::setup_pg_catalog;
-use futures::StreamExt;
 use object_store::ObjectStore;
 use tokio_util::sync::CancellationToken;
 use tracehouse_warehouse::Warehouse;
@@ -291,65 +290,17 @@ fn bounded_stream(
     cancel: CancellationToken,
 ) -> SendableRecordBatchStream {
     let stop = async move {
-        tokio::select! {
+        let e = tokio::select! {
             _ = tokio::time::sleep_until(deadline) => Error::Timeout(timeout),
             _ = cancel.cancelled() => Error::Cancelled,
-        }
-    };
-    Box::pin(Bounded {
-        schema: stream.schema(),
-        inner: Some(stream),
-        stop: Box::pin(stop),
-    })
-}
-
-/// A query's batches until its stop future resolves; then its error, and the query is dropped.
-struct Bounded {
-    inner: Option<SendableRecordBatchStream>,
-    schema: arrow::datatypes::SchemaRef,
-    stop: std::pin::Pin<Box<dyn std::future::Future<Output = Error> + Send>>,
-}
-
-impl futures::Stream for Bounded {
-    type Item = datafusion::error::Result<RecordBatch>;
-
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Self::Item>> {
-        use std::task::Poll;
-        let Some(inner) = self.inner.as_mut() else {
-            return Poll::Ready(None);
         };
-        let polled = inner.poll_next_unpin(cx);
-        match polled {
-            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => {
-                self.end();
-                polled
-            }
-            Poll::Ready(Some(Ok(_))) => polled,
-            Poll::Pending => match self.stop.as_mut().poll(cx) {
-                Poll::Ready(e) => {
-                    self.end();
-                    Poll::Ready(Some(Err(datafusion::error::DataFusionError::External(Box::new(e)))))
-                }
-                Poll::Pending => Poll::Pending,
-            },
-        }
-    }
-}
-
-impl Bounded {
-    /// Drops the query (its operators and memory) at once.
-    fn end(&mut self) {
-        self.inner = None;
-    }
-}
-
-impl datafusion::physical_plan::RecordBatchStream for Bounded {
-    fn schema(&self) -> arrow::datatypes::SchemaRef {
-        self.schema.clone()
-    }
+        datafusion::error::DataFusionError::External(Box::new(e))
+    };
+    let schema = stream.schema();
+    Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+        schema,
+        crate::stop::UntilStopped::new(stream, stop, ()),
+    ))
 }
 
 /// A tenant session's object stores: empty at first (no local file system, no URL reads), then

@@ -192,15 +192,13 @@ impl TenantRouter {
             return response;
         };
         let rows = std::mem::replace(&mut query.data_rows, Box::pin(futures::stream::empty()));
-        query.data_rows = Box::pin(BoundedRows {
-            rows: Some(rows),
-            stop: Box::pin(stop_signal(deadline, timeout, cancel.clone())),
-            done: Some(QueryDone {
-                cancel: cancel.clone(),
-                connections: self.connections.clone(),
-                addr,
-            }),
-        });
+        let done = QueryDone {
+            cancel: cancel.clone(),
+            connections: self.connections.clone(),
+            addr,
+        };
+        let stop = stop_signal(deadline, timeout, cancel.clone());
+        query.data_rows = Box::pin(crate::stop::UntilStopped::new(rows, stop, done));
         Response::Query(query)
     }
 }
@@ -231,45 +229,6 @@ async fn stop_signal(
         _ = cancel.cancelled() => crate::Error::Cancelled,
     };
     to_pg_error(PgWireError::ApiError(Box::new(e)))
-}
-
-/// Rows of a result until the stop signal; then its error, and the query is dropped.
-struct BoundedRows {
-    rows: Option<pgwire::api::results::SendableRowStream>,
-    stop: std::pin::Pin<Box<dyn std::future::Future<Output = PgWireError> + Send>>,
-    done: Option<QueryDone>,
-}
-
-impl futures::Stream for BoundedRows {
-    type Item = PgWireResult<pgwire::messages::data::DataRow>;
-
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Self::Item>> {
-        use futures::StreamExt;
-        use std::task::Poll;
-        let Some(rows) = self.rows.as_mut() else {
-            return Poll::Ready(None);
-        };
-        let polled = rows.poll_next_unpin(cx);
-        match polled {
-            Poll::Ready(Some(Ok(_))) => polled,
-            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => {
-                self.rows = None;
-                self.done = None;
-                polled
-            }
-            Poll::Pending => match self.stop.as_mut().poll(cx) {
-                Poll::Ready(e) => {
-                    self.rows = None;
-                    self.done = None;
-                    Poll::Ready(Some(Err(e)))
-                }
-                Poll::Pending => Poll::Pending,
-            },
-        }
-    }
 }
 
 /// datafusion-postgres keeps a session's `statement_timeout` here, in milliseconds.
