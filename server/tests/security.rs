@@ -274,6 +274,15 @@ async fn queries_stop_on_timeout_cancel_and_memory_limit() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(server.cpu_seconds() - cpu < 0.5, "still busy after the timeout");
 
+    // Also when the SET comes in the same text as the query (psql -c 'SET ...; SELECT ...').
+    let pg = server.pg("a").await;
+    let started = Instant::now();
+    assert_eq!(
+        sqlstate(&pg, &format!("SET statement_timeout = '2s'; {endless}")).await,
+        "57014"
+    );
+    assert!(started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
+
     // A CancelRequest stops it.
     let pg = server.pg("a").await;
     let token = pg.cancel_token();
@@ -404,6 +413,15 @@ async fn reads_create_no_tenants_and_bad_tenant_ids_are_refused() {
         .map(|e| e.file_name())
         .collect();
     let http = reqwest::Client::new();
+    let rss_kb = || -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", server.pid()))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+            .unwrap()
+    };
+    let rss_before = rss_kb();
     for i in 0..300 {
         let r = http
             .get(format!("{}/api/search", server.http()))
@@ -416,6 +434,10 @@ async fn reads_create_no_tenants_and_bad_tenant_ids_are_refused() {
         let body: serde_json::Value = r.json().await.unwrap();
         assert_eq!(body["traces"].as_array().map_or(0, Vec::len), 0);
     }
+    // Sessions of tenants past `query.max_tenant_sessions` are freed (each holds ~5 MB of
+    // pg_catalog tables; 300 kept would be ~1.6 GB).
+    let grown_mb = rss_kb().saturating_sub(rss_before) / 1024;
+    assert!(grown_mb < 900, "RSS grew {grown_mb} MB over 300 fresh tenants");
     let pg = server.pg("nobody-x").await;
     let n: i64 = pg.query_one("SELECT count(*) FROM spans", &[]).await.unwrap().get(0);
     assert_eq!(n, 0);

@@ -128,10 +128,10 @@ impl QueryEngine {
                 .iter()
                 .min_by_key(|(_, (_, used))| *used)
                 .map(|(t, _)| t.clone());
-            match oldest {
-                Some(t) => contexts.remove(&t),
-                None => break,
+            let Some((t, (evicted, _))) = oldest.and_then(|t| contexts.remove_entry(&t)) else {
+                break;
             };
+            release(&evicted, &t);
         }
         let entry = contexts.entry(tenant.to_string()).or_insert((ctx, Instant::now()));
         Ok(entry.0.clone())
@@ -271,6 +271,16 @@ impl QueryEngine {
     ) -> Result<tracehouse_warehouse::TraceLookup> {
         validate_tenant(tenant)?;
         Ok(self.warehouse.trace_by_id(tenant, trace, range_ns).await?)
+    }
+}
+
+/// Lets an evicted session be freed: its `pg_catalog` schema holds the session's catalog list,
+/// which holds the schema (a reference cycle), so it is taken out first.
+fn release(ctx: &SessionContext, tenant: &str) {
+    if let Some(catalog) = ctx.catalog(tenant)
+        && let Err(e) = catalog.deregister_schema("pg_catalog", true)
+    {
+        tracing::warn!(tenant, error = %e, "evicted tenant session keeps its pg_catalog");
     }
 }
 

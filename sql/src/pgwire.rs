@@ -280,13 +280,16 @@ impl SimpleQueryHandler for TenantRouter {
         check_sql(query)?;
         let service = self.service(client).await?;
         let cancel = self.connections.start_query(client);
+        let started = tokio::time::Instant::now();
         let timeout = self.timeout(client);
-        let deadline = tokio::time::Instant::now() + timeout;
         let run = SimpleQueryHandler::do_query(&service, client, query);
         let responses = tokio::select! {
             r = run => r.map_err(to_pg_error)?,
-            e = stop_signal(deadline, timeout, cancel.clone()) => return Err(e),
+            e = stop_signal(started + timeout, timeout, cancel.clone()) => return Err(e),
         };
+        // A `SET statement_timeout` earlier in the same text applies to the rows after it.
+        let timeout = self.timeout(client);
+        let deadline = started + timeout;
         let addr = client.socket_addr();
         Ok(responses
             .into_iter()
