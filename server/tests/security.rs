@@ -219,6 +219,7 @@ async fn hostile_queries_fail_fast_and_others_keep_being_served() {
         format!("SELECT count(*) FROM spans WHERE {}", vec!["0=0"; 5_000].join(" OR ")),
         format!("SELECT count(*) FROM traceql('{}')", chain("", ">>", 10)),
         format!("SELECT {}1{}", "(".repeat(5_000), ")".repeat(5_000)),
+        format!("SELECT {}1{}", "abs(".repeat(40), ")".repeat(40)),
     ];
     for sql in &deep_sql {
         let started = Instant::now();

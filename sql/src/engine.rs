@@ -229,8 +229,16 @@ impl QueryEngine {
             .map_or(self.config.query_timeout, |t| t.min(self.config.query_timeout));
         let deadline = tokio::time::Instant::now() + timeout;
         let cancel = limits.cancel.clone().unwrap_or_default();
+        // Optimising and physical planning run on a blocking thread too: they are CPU work
+        // without await points, which would hold a runtime thread (and miss the deadline).
+        let planning_state = state.clone();
+        let runtime = tokio::runtime::Handle::current();
+        let planning =
+            tokio::task::spawn_blocking(move || runtime.block_on(planning_state.create_physical_plan(&plan)));
         let start = async {
-            let physical = state.create_physical_plan(&plan).await?;
+            let physical = planning
+                .await
+                .map_err(|e| Error::Internal(format!("planning failed: {e}")))??;
             Ok::<_, Error>(datafusion::physical_plan::execute_stream(physical, state.task_ctx())?)
         };
         let stream = tokio::select! {

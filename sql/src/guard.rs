@@ -22,6 +22,9 @@ pub const MAX_SQL_BYTES: usize = 256 * 1024;
 pub const MAX_SQL_OPERATORS: usize = 10_000;
 /// Deepest nesting of expressions (operands of operands, function arguments, ...).
 pub const MAX_EXPR_DEPTH: usize = 256;
+/// Deepest nesting of function calls (`f(g(h(...)))`): DataFusion's planning time doubles
+/// with each level past about a dozen.
+pub const MAX_FUNCTION_NESTING: usize = 12;
 /// Deepest nesting of subqueries, parentheses and other recursive syntax while parsing.
 pub const MAX_SQL_NESTING: usize = 64;
 
@@ -150,11 +153,45 @@ pub fn check_text(sql: &str) -> Result<(), Refusal> {
     let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql)
         .tokenize()
         .map_err(|e| Refusal::Syntax(e.to_string()))?;
+    check_call_nesting(&tokens)?;
     let operators = tokens.iter().filter(|t| is_operator(t)).count();
     if operators > MAX_SQL_OPERATORS {
         return Err(Refusal::TooComplex(format!(
             "statement has {operators} operators, more than the limit of {MAX_SQL_OPERATORS}"
         )));
+    }
+    Ok(())
+}
+
+/// Refuses calls nested deeper than [`MAX_FUNCTION_NESTING`], counted on tokens (a word
+/// followed by `(` opens a call): sqlparser's parsing of nested calls, and DataFusion's planning
+/// of them, grow exponentially with the depth, so this is checked before either runs.
+fn check_call_nesting(tokens: &[Token]) -> Result<(), Refusal> {
+    let mut open: Vec<bool> = Vec::new();
+    let mut calls = 0usize;
+    let mut after_word = false;
+    for t in tokens {
+        match t {
+            Token::Whitespace(_) => continue,
+            Token::LParen => {
+                open.push(after_word);
+                if after_word {
+                    calls += 1;
+                    if calls > MAX_FUNCTION_NESTING {
+                        return Err(Refusal::TooComplex(format!(
+                            "function calls nest deeper than {MAX_FUNCTION_NESTING} levels"
+                        )));
+                    }
+                }
+            }
+            Token::RParen => {
+                if open.pop() == Some(true) {
+                    calls -= 1;
+                }
+            }
+            _ => {}
+        }
+        after_word = matches!(t, Token::Word(_));
     }
     Ok(())
 }
@@ -187,53 +224,72 @@ fn is_operator(t: &Token) -> bool {
     }
 }
 
-/// Counts expression nesting, stopping at the first expression past the limit, so the visit
-/// itself recurses at most [`MAX_EXPR_DEPTH`] levels.
+/// Counts expression and function-call nesting, stopping at the first expression past a
+/// limit, so the visit itself recurses at most [`MAX_EXPR_DEPTH`] levels.
 struct Depth {
     now: usize,
+    functions: usize,
+}
+
+/// Which nesting limit a statement passed.
+enum TooDeep {
+    Expressions,
+    Functions,
 }
 
 impl Depth {
-    fn enter(&mut self) -> ControlFlow<()> {
+    fn enter(&mut self) -> ControlFlow<TooDeep> {
         self.now += 1;
         if self.now > MAX_EXPR_DEPTH {
-            return ControlFlow::Break(());
+            return ControlFlow::Break(TooDeep::Expressions);
         }
         ControlFlow::Continue(())
     }
 
-    fn leave(&mut self) -> ControlFlow<()> {
+    fn leave(&mut self) -> ControlFlow<TooDeep> {
         self.now -= 1;
         ControlFlow::Continue(())
     }
 }
 
 impl Visitor for Depth {
-    type Break = ();
+    type Break = TooDeep;
 
-    fn pre_visit_expr(&mut self, _: &Expr) -> ControlFlow<()> {
+    fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<TooDeep> {
+        if matches!(e, Expr::Function(_)) {
+            self.functions += 1;
+            if self.functions > MAX_FUNCTION_NESTING {
+                return ControlFlow::Break(TooDeep::Functions);
+            }
+        }
         self.enter()
     }
 
-    fn post_visit_expr(&mut self, _: &Expr) -> ControlFlow<()> {
+    fn post_visit_expr(&mut self, e: &Expr) -> ControlFlow<TooDeep> {
+        if matches!(e, Expr::Function(_)) {
+            self.functions -= 1;
+        }
         self.leave()
     }
 
-    fn pre_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
+    fn pre_visit_query(&mut self, _: &Query) -> ControlFlow<TooDeep> {
         self.enter()
     }
 
-    fn post_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
+    fn post_visit_query(&mut self, _: &Query) -> ControlFlow<TooDeep> {
         self.leave()
     }
 }
 
 /// Refuses a statement whose expressions nest deeper than [`MAX_EXPR_DEPTH`].
 pub fn check_depth(statement: &Statement) -> Result<(), Refusal> {
-    match statement.visit(&mut Depth { now: 0 }) {
+    match statement.visit(&mut Depth { now: 0, functions: 0 }) {
         ControlFlow::Continue(()) => Ok(()),
-        ControlFlow::Break(()) => Err(Refusal::TooComplex(format!(
+        ControlFlow::Break(TooDeep::Expressions) => Err(Refusal::TooComplex(format!(
             "expressions nest deeper than {MAX_EXPR_DEPTH} levels"
+        ))),
+        ControlFlow::Break(TooDeep::Functions) => Err(Refusal::TooComplex(format!(
+            "function calls nest deeper than {MAX_FUNCTION_NESTING} levels"
         ))),
     }
 }
@@ -374,6 +430,18 @@ mod tests {
         assert!(matches!(refusal(&long), Refusal::TooComplex(_)));
         let many = format!("SELECT {}1", "1+".repeat(MAX_SQL_OPERATORS + 1));
         assert!(matches!(refusal(&many), Refusal::TooComplex(_)));
+        let calls = format!(
+            "SELECT {}1{}",
+            "abs(".repeat(MAX_FUNCTION_NESTING + 1),
+            ")".repeat(MAX_FUNCTION_NESTING + 1)
+        );
+        assert!(matches!(refusal(&calls), Refusal::TooComplex(_)));
+        let calls = format!(
+            "SELECT {}1{}",
+            "abs(".repeat(MAX_FUNCTION_NESTING),
+            ")".repeat(MAX_FUNCTION_NESTING)
+        );
+        parse(&calls).unwrap();
         // Wide but shallow is fine.
         let wide = format!("SELECT 1 WHERE 1 IN ({})", vec!["1"; 5_000].join(","));
         parse(&wide).unwrap();
