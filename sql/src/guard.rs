@@ -184,11 +184,7 @@ fn check_call_nesting(tokens: &[Token]) -> Result<(), Refusal> {
                     }
                 }
             }
-            Token::RParen => {
-                if open.pop() == Some(true) {
-                    calls -= 1;
-                }
-            }
+            Token::RParen if open.pop() == Some(true) => calls -= 1,
             _ => {}
         }
         after_word = matches!(t, Token::Word(_));
