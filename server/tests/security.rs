@@ -505,6 +505,17 @@ async fn prepared_statements_of_one_tenant_do_not_block_others() {
     assert_eq!(info.endpoint.len(), 1);
 }
 
+/// `r` with a bearer token and a tenant header, when given.
+fn authed(mut r: reqwest::RequestBuilder, token: Option<&str>, tenant: Option<&str>) -> reqwest::RequestBuilder {
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    if let Some(t) = tenant {
+        r = r.header("X-Scope-OrgID", t);
+    }
+    r
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_auth_protects_http_otlp_and_flight_with_tenant_binding() {
     let dir = tempfile::tempdir().unwrap();
@@ -516,17 +527,11 @@ async fn server_auth_protects_http_otlp_and_flight_with_tenant_binding() {
     let (req, sent) = generator.request(50);
     let body = prost::Message::encode_to_vec(&req);
     let post = |token: Option<&'static str>, tenant: Option<&'static str>| {
-        let mut r = http
+        let r = http
             .post(format!("{}/v1/traces", server.otlp_http()))
             .header("Content-Type", "application/x-protobuf")
             .body(body.clone());
-        if let Some(t) = token {
-            r = r.bearer_auth(t);
-        }
-        if let Some(t) = tenant {
-            r = r.header("X-Scope-OrgID", t);
-        }
-        r.send()
+        authed(r, token, tenant).send()
     };
     assert_eq!(post(None, None).await.unwrap().status(), 401);
     assert_eq!(post(Some("wrong"), None).await.unwrap().status(), 401);
@@ -536,14 +541,7 @@ async fn server_auth_protects_http_otlp_and_flight_with_tenant_binding() {
     assert_eq!(post(Some("admin-token"), Some("other")).await.unwrap().status(), 200);
 
     let search = |token: Option<&'static str>, tenant: Option<&'static str>| {
-        let mut r = http.get(format!("{}/api/search/tags", server.http()));
-        if let Some(t) = token {
-            r = r.bearer_auth(t);
-        }
-        if let Some(t) = tenant {
-            r = r.header("X-Scope-OrgID", t);
-        }
-        r.send()
+        authed(http.get(format!("{}/api/search/tags", server.http())), token, tenant).send()
     };
     assert_eq!(search(None, None).await.unwrap().status(), 401);
     assert_eq!(search(Some("shop-token"), Some("other")).await.unwrap().status(), 403);
