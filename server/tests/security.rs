@@ -61,6 +61,34 @@ fn files(dir: &std::path::Path) -> Vec<(String, u64)> {
     out
 }
 
+/// Runs each ticket through pyarrow's plain Flight as `tenant`: `ok`, or the exception's class,
+/// followed by ` too complex` when the message says a limit was hit.
+fn flight_tickets(port: u16, tenant: &str, tickets: &[String]) -> Vec<String> {
+    const SCRIPT: &str = r#"
+import sys
+import pyarrow.flight as flight
+client = flight.FlightClient(f"grpc://127.0.0.1:{sys.argv[1]}")
+opts = flight.FlightCallOptions(headers=[(b"x-scope-orgid", sys.argv[2].encode())])
+for ticket in sys.argv[3:]:
+    try:
+        client.do_get(flight.Ticket(ticket.encode()), options=opts).read_all()
+        print("ok")
+    except Exception as e:
+        limit = "too complex" in str(e) or "deeper" in str(e)
+        print(type(e).__name__ + (" too complex" if limit else ""))
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", SCRIPT, &port.to_string(), tenant])
+        .args(tickets)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
 /// Tenant b answers a count within `limit` (a liveness check while a is hostile).
 async fn b_answers(server: &TestServer, expected: i64, limit: Duration) {
     let started = Instant::now();
@@ -125,29 +153,10 @@ async fn sql_is_read_only_and_confined_to_the_tenant() {
         .unwrap();
     assert_eq!(zone, "UTC", "another connection's SET leaked");
 
-    // Flight tickets and Flight SQL: PermissionDenied for the same statements.
-    let script = r#"
-import sys
-import pyarrow.flight as flight
-client = flight.FlightClient(f"grpc://127.0.0.1:{sys.argv[1]}")
-opts = flight.FlightCallOptions(headers=[(b"x-scope-orgid", b"a")])
-for sql in sys.argv[2:]:
-    try:
-        client.do_get(flight.Ticket(sql.encode()), options=opts).read_all()
-        print("accepted", sql)
-    except flight.FlightUnauthorizedError:
-        print("denied")
-    except Exception as e:
-        print("other", type(e).__name__, e)
-"#;
-    let out = std::process::Command::new("python3")
-        .args(["-c", script, &server.flight_port.to_string()])
-        .args(&statements[..4])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(stdout.lines().collect::<Vec<_>>(), vec!["denied"; 4], "{stdout}");
+    // Flight tickets: PermissionDenied (pyarrow's FlightUnauthorizedError) for the same
+    // statements.
+    let outcomes = flight_tickets(server.flight_port, "a", &statements[..4]);
+    assert_eq!(outcomes, vec!["FlightUnauthorizedError"; 4]);
 
     // Nothing changed: no file written, both tenants' data and b's files as before, and a
     // fresh connection of tenant a still has its tables.
@@ -167,7 +176,7 @@ fn chain(body: &str, op: &str, n: usize) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_queries_fail_fast_and_others_keep_being_served() {
     let (_dir, server) = two_tenants("").await;
-    let count_b = server.span_count("b").await;
+    let (count_a, count_b) = (server.span_count("a").await, server.span_count("b").await);
     let http = reqwest::Client::new();
     let search = |q: String| {
         let http = http.clone();
@@ -228,32 +237,16 @@ async fn hostile_queries_fail_fast_and_others_keep_being_served() {
         assert!(started.elapsed() < Duration::from_secs(2));
         b_answers(&server, count_b, Duration::from_secs(3)).await;
     }
-    let script = r#"
-import sys
-import pyarrow as pa, pyarrow.flight as flight
-client = flight.FlightClient(f"grpc://127.0.0.1:{sys.argv[1]}")
-opts = flight.FlightCallOptions(headers=[(b"x-scope-orgid", b"a")])
-for q in sys.argv[2:]:
-    try:
-        client.do_get(flight.Ticket(q.encode()), options=opts).read_all()
-        print("accepted")
-    except pa.ArrowInvalid as e:
-        print("invalid", "too complex" in str(e) or "deeper" in str(e))
-"#;
-    let out = std::process::Command::new("python3")
-        .args(["-c", script, &server.flight_port.to_string()])
-        .args(&deep_sql[..2])
-        .arg(chain("", "&&", 3_000))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut hostile = deep_sql[..2].to_vec();
+    hostile.push(chain("", "&&", 3_000));
+    // InvalidArgument is pyarrow's ArrowInvalid.
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout).lines().collect::<Vec<_>>(),
-        vec!["invalid True"; 3]
+        flight_tickets(server.flight_port, "a", &hostile),
+        vec!["ArrowInvalid too complex"; 3]
     );
     let ready = reqwest::get(format!("{}/ready", server.http())).await.unwrap();
     assert_eq!(ready.status(), 200);
-    assert_eq!(server.span_count("a").await, server.span_count("a").await);
+    assert_eq!(server.span_count("a").await, count_a);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,9 @@
 //! Scalar functions whose result can be far larger than their input (`repeat`, `lpad`,
-//! `replace`, `array_repeat`, `range`, ...), wrapped so their result is counted against the
-//! engine's memory pool before it is built: a call whose result would not fit is an error
-//! (SQLSTATE 53200), not gigabytes of memory outside the pool.
+//! `replace`, `array_repeat`, `range`, ...), wrapped so their result's size is estimated and
+//! reserved in the engine's memory pool before it is built: a call whose result would not fit
+//! the pool's free memory (or is over [`MAX_RESULT_BYTES`]) is an error (SQLSTATE 53200), not
+//! gigabytes of memory outside the pool. The reservation is released when the call returns; the
+//! result then lives with the query like any other batch.
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;

@@ -243,8 +243,7 @@ impl QueryEngine {
         };
         let stream = tokio::select! {
             s = start => s?,
-            _ = tokio::time::sleep_until(deadline) => return Err(Error::Timeout(timeout)),
-            _ = cancel.cancelled() => return Err(Error::Cancelled),
+            e = crate::stop::signal(deadline, timeout, cancel.clone()) => return Err(e),
         };
         Ok(bounded_stream(stream, deadline, timeout, cancel))
     }
@@ -308,10 +307,7 @@ fn bounded_stream(
     cancel: CancellationToken,
 ) -> SendableRecordBatchStream {
     let stop = async move {
-        let e = tokio::select! {
-            _ = tokio::time::sleep_until(deadline) => Error::Timeout(timeout),
-            _ = cancel.cancelled() => Error::Cancelled,
-        };
+        let e = crate::stop::signal(deadline, timeout, cancel).await;
         datafusion::error::DataFusionError::External(Box::new(e))
     };
     let schema = stream.schema();

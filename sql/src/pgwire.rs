@@ -71,20 +71,25 @@ pub struct Connections {
     by_addr: std::sync::Mutex<HashMap<SocketAddr, Conn>>,
 }
 
-#[derive(Default)]
 struct Conn {
     key: Option<(i32, Vec<u8>)>,
     running: Option<tokio_util::sync::CancellationToken>,
-    last_active: Option<std::time::Instant>,
+    last_active: std::time::Instant,
+}
+
+impl Conn {
+    fn new() -> Self {
+        Self {
+            key: None,
+            running: None,
+            last_active: std::time::Instant::now(),
+        }
+    }
 }
 
 impl Connections {
     fn open(&self, addr: SocketAddr) {
-        let conn = Conn {
-            last_active: Some(std::time::Instant::now()),
-            ..Conn::default()
-        };
-        self.by_addr.lock().expect("connections lock").insert(addr, conn);
+        self.by_addr.lock().expect("connections lock").insert(addr, Conn::new());
     }
 
     fn close(&self, addr: &SocketAddr) {
@@ -100,16 +105,16 @@ impl Connections {
         let token = tokio_util::sync::CancellationToken::new();
         let (pid, secret) = client.pid_and_secret_key();
         let mut conns = self.by_addr.lock().expect("connections lock");
-        let conn = conns.entry(client.socket_addr()).or_default();
+        let conn = conns.entry(client.socket_addr()).or_insert_with(Conn::new);
         conn.key = Some((pid, secret.to_bytes().to_vec()));
         conn.running = Some(token.clone());
-        conn.last_active = Some(std::time::Instant::now());
+        conn.last_active = std::time::Instant::now();
         token
     }
 
     fn touch(&self, addr: &SocketAddr) {
         if let Some(c) = self.by_addr.lock().expect("connections lock").get_mut(addr) {
-            c.last_active = Some(std::time::Instant::now());
+            c.last_active = std::time::Instant::now();
         }
     }
 
@@ -131,9 +136,9 @@ impl Connections {
     /// `true` when `addr` has been idle (no rows streaming, nothing asked) for `idle`.
     fn is_idle(&self, addr: &SocketAddr, idle: std::time::Duration) -> bool {
         let conns = self.by_addr.lock().expect("connections lock");
-        conns.get(addr).is_some_and(|c| {
-            c.running.as_ref().is_none_or(|t| t.is_cancelled()) && c.last_active.is_some_and(|t| t.elapsed() >= idle)
-        })
+        conns
+            .get(addr)
+            .is_some_and(|c| c.running.as_ref().is_none_or(|t| t.is_cancelled()) && c.last_active.elapsed() >= idle)
     }
 }
 
@@ -151,7 +156,10 @@ impl TenantRouter {
             engine,
             users,
             connections,
-            parser: Arc::new(RouterParser { router: weak.clone() }),
+            parser: Arc::new(RouterParser {
+                router: weak.clone(),
+                metadata: DfSessionService::new(Arc::new(datafusion::prelude::SessionContext::new())).query_parser(),
+            }),
         })
     }
 
@@ -224,10 +232,7 @@ async fn stop_signal(
     timeout: std::time::Duration,
     cancel: tokio_util::sync::CancellationToken,
 ) -> PgWireError {
-    let e = tokio::select! {
-        _ = tokio::time::sleep_until(deadline) => crate::Error::Timeout(timeout),
-        _ = cancel.cancelled() => crate::Error::Cancelled,
-    };
+    let e = crate::stop::signal(deadline, timeout, cancel).await;
     to_pg_error(PgWireError::ApiError(Box::new(e)))
 }
 
@@ -301,6 +306,8 @@ impl SimpleQueryHandler for TenantRouter {
 /// Parses with the tenant's parser; statement metadata needs no tenant.
 pub struct RouterParser {
     router: std::sync::Weak<TenantRouter>,
+    /// Reads types and schemas of already planned statements; built once.
+    metadata: Arc<datafusion_postgres::Parser>,
 }
 
 #[async_trait]
@@ -325,7 +332,7 @@ impl QueryParser for RouterParser {
     }
 
     fn get_parameter_types(&self, stmt: &Self::Statement) -> PgWireResult<Vec<Type>> {
-        any_parser().get_parameter_types(stmt)
+        self.metadata.get_parameter_types(stmt)
     }
 
     fn get_result_schema(
@@ -333,14 +340,8 @@ impl QueryParser for RouterParser {
         stmt: &Self::Statement,
         column_format: Option<&Format>,
     ) -> PgWireResult<Vec<FieldInfo>> {
-        any_parser().get_result_schema(stmt, column_format)
+        self.metadata.get_result_schema(stmt, column_format)
     }
-}
-
-/// A parser for tenant-independent statement metadata (types and schemas come from the
-/// already planned statement).
-fn any_parser() -> Arc<datafusion_postgres::Parser> {
-    DfSessionService::new(Arc::new(datafusion::prelude::SessionContext::new())).query_parser()
 }
 
 #[async_trait]

@@ -7,6 +7,18 @@ use std::task::{Context, Poll};
 
 use futures::{Stream, StreamExt};
 
+/// The engine error that stops a query: its deadline passing, or `cancel` firing.
+pub async fn signal(
+    deadline: tokio::time::Instant,
+    timeout: std::time::Duration,
+    cancel: tokio_util::sync::CancellationToken,
+) -> crate::Error {
+    tokio::select! {
+        _ = tokio::time::sleep_until(deadline) => crate::Error::Timeout(timeout),
+        _ = cancel.cancelled() => crate::Error::Cancelled,
+    }
+}
+
 /// `inner`'s items until `stop` resolves; then `stop`'s error, and nothing more. `guard` is
 /// dropped with the inner stream, whichever way it ends.
 pub struct UntilStopped<S, E, G = ()> {
