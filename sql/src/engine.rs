@@ -259,11 +259,23 @@ impl QueryEngine {
     pub async fn traceql_search(
         &self,
         tenant: &str,
-        request: &crate::traceql::SearchRequest,
-    ) -> Result<Vec<crate::traceql::TraceHit>> {
+        request: &crate::search::SearchRequest,
+    ) -> Result<crate::search::SearchOutcome> {
+        self.traceql_search_with(tenant, request, &mut |_| {}).await
+    }
+
+    /// [`Self::traceql_search`], calling `progress` with the hits so far as parts of the
+    /// tenant's data are searched (for streaming partial results).
+    pub async fn traceql_search_with(
+        &self,
+        tenant: &str,
+        request: &crate::search::SearchRequest,
+        progress: crate::search::Progress<'_>,
+    ) -> Result<crate::search::SearchOutcome> {
         let ctx = self.context(tenant).await?;
         let timeout = self.config.query_timeout;
-        tokio::time::timeout(timeout, crate::traceql::search(&ctx, request))
+        let search = crate::search::search(&ctx, &self.warehouse, tenant, request, progress);
+        tokio::time::timeout(timeout, search)
             .await
             .map_err(|_| Error::Timeout(timeout))?
     }

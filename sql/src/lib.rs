@@ -9,6 +9,7 @@ pub mod engine;
 pub mod errors;
 pub mod guard;
 pub mod pgwire;
+pub mod search;
 pub mod stop;
 pub mod traceql;
 pub mod udf;

@@ -1,11 +1,13 @@
-//! Tempo's search semantics over the fixtures: most recent traces first, `limit` traces,
-//! `spss` spans per spanset with the matched count, root service and name, start and duration,
-//! `by()` spansets, and the time range.
+//! Tempo's search semantics over the fixtures: the first `limit` traces found, or the most
+//! recent with `with(most_recent=true)`, newest first; `spss` spans per spanset with the
+//! matched count, root service and name, start and duration, `by()` spansets, and the time
+//! range. And for every query of the case file: the hits a search returns part by part are
+//! exactly the hits of the whole-table evaluation.
 
 mod common;
 
 use common::{Fixture, TENANT};
-use tracehouse_sql::traceql::{SearchRequest, TraceHit};
+use tracehouse_sql::search::{SearchRequest, TraceHit};
 
 fn request(query: &str, limit: usize, spss: usize) -> SearchRequest {
     SearchRequest {
@@ -24,11 +26,11 @@ const MS: i64 = 1_000_000;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn search_follows_tempo_semantics() {
     let fx = &Fixture::load().await;
-    let search = |r: SearchRequest| async move { fx.engine.traceql_search(TENANT, &r).await.unwrap() };
+    let search = |r: SearchRequest| async move { fx.engine.traceql_search(TENANT, &r).await.unwrap().hits };
     let names = |hits: &[TraceHit]| hits.iter().map(|h| h.trace_id.clone()).collect::<Vec<_>>();
 
     // Most recent first, `limit` traces.
-    let hits = search(request("{ }", 2, 3)).await;
+    let hits = search(request("{ } with(most_recent=true)", 2, 3)).await;
     assert_eq!(names(&hits), vec![fx.trace("T4"), fx.trace("T3")]);
     let t4 = &hits[0];
     assert_eq!(t4.root_service_name.as_deref(), Some("frontend"));
@@ -81,4 +83,72 @@ async fn search_follows_tempo_semantics() {
     for bad in [request("{ .a = }", 20, 3), request("{ }", 0, 3), request("{ }", 20, 0)] {
         assert!(fx.engine.traceql_search(TENANT, &bad).await.is_err());
     }
+}
+
+#[derive(serde::Deserialize)]
+struct Case {
+    #[serde(default)]
+    tenant: Option<String>,
+    query: String,
+    #[serde(default)]
+    expect: Option<serde_yaml::Value>,
+}
+
+/// Search looks at the table part by part and stops early; whatever it returns must be what
+/// the whole-table evaluation (`with(most_recent=true)`) says of the same traces, and it must
+/// return as many traces as there are, up to `limit`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_by_parts_answers_as_the_whole_table() {
+    let fx = &Fixture::load().await;
+    let cases: Vec<Case> =
+        serde_yaml::from_str(&std::fs::read_to_string(common::dir().join("cases.yaml")).unwrap()).unwrap();
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    let cases = cases
+        .iter()
+        .filter(|c| c.expect.is_some() && !c.query.contains("with("));
+    for (i, case) in cases.enumerate() {
+        let tenant = case.tenant.as_deref().unwrap_or(TENANT);
+        let whole = format!("{} with(most_recent=true)", case.query);
+        let Ok(exact) = fx.engine.traceql_search(tenant, &request(&whole, 1000, 1000)).await else {
+            failures.push(format!("{whole}: the whole-table search failed"));
+            continue;
+        };
+        // Every case whole; every eighth also stopping after its first trace.
+        let limits: &[usize] = if i % 8 == 0 { &[1, 1000] } else { &[1000] };
+        for &limit in limits {
+            let found = fx
+                .engine
+                .traceql_search(tenant, &request(&case.query, limit, 1000))
+                .await
+                .unwrap()
+                .hits;
+            if found.len() != exact.hits.len().min(limit) {
+                failures.push(format!(
+                    "{} (limit {limit}): {} traces, the whole table has {}",
+                    case.query,
+                    found.len(),
+                    exact.hits.len()
+                ));
+            }
+            for hit in &found {
+                match exact.hits.iter().find(|h| h.trace_id == hit.trace_id) {
+                    Some(h) if h == hit => {}
+                    Some(h) => failures.push(format!("{} (limit {limit}):\n  {hit:?}\n  {h:?}", case.query)),
+                    None => failures.push(format!(
+                        "{} (limit {limit}): {} matches nothing",
+                        case.query, hit.trace_id
+                    )),
+                }
+            }
+        }
+        checked += 1;
+    }
+    assert!(checked > 100, "only {checked} cases checked");
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

@@ -23,10 +23,6 @@ use crate::{ApiError, ApiState, search, tags};
 
 /// Messages a search stream may hold before the client reads them.
 pub const STREAM_QUEUE_MESSAGES: usize = 4;
-/// Jobs of one streamed search.
-const SEARCH_JOBS: u32 = 2;
-/// The first job's window when the request has no range.
-const RECENT_WINDOW_SECONDS: i64 = 3600;
 
 type Messages<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
@@ -102,27 +98,21 @@ impl StreamingQuerier for Querier {
         let (tx, rx) = tokio::sync::mpsc::channel(STREAM_QUEUE_MESSAGES);
         let state = self.state.clone();
         tokio::spawn(async move {
-            let mut recent = params.clone();
-            let now = now_seconds();
-            let (start, end) = match (full.start_unix_nano, full.end_unix_nano) {
-                (Some(s), Some(e)) => (s / 1_000_000_000, e / 1_000_000_000 - 1),
-                _ => (now - RECENT_WINDOW_SECONDS, now),
+            // As Tempo streams: each partial message carries the traces not sent before and
+            // the metrics so far (dropped when the client lags behind); the last one carries
+            // the whole result.
+            let mut sent = std::collections::HashSet::new();
+            let partial_tx = tx.clone();
+            let mut progress = |o: &tracehouse_sql::search::SearchOutcome| {
+                let new = unsent(&o.hits, &mut sent);
+                let _ = partial_tx.try_send(Ok(search::response_of(&new, &o.metrics)));
             };
-            recent.insert("start".into(), (end - (end - start) / 4).max(1).to_string());
-            recent.insert("end".into(), end.max(1).to_string());
-            for (job, params) in [(1, &recent), (SEARCH_JOBS, &params)] {
-                let result = search::search(&state, &tenant, params).await.map(|mut r| {
-                    if let Some(m) = r.metrics.as_mut() {
-                        m.completed_jobs = job;
-                        m.total_jobs = SEARCH_JOBS;
-                    }
-                    r
-                });
-                let failed = result.is_err();
-                if tx.send(result.map_err(status)).await.is_err() || failed {
-                    return;
-                }
-            }
+            let result = state.engine.traceql_search_with(&tenant, &full, &mut progress).await;
+            let last = match result {
+                Ok(o) => Ok(search::response_of(&o.hits, &o.metrics)),
+                Err(e) => Err(status(crate::engine_error(e))),
+            };
+            let _ = tx.send(last).await;
         });
         Ok(Response::new(Box::pin(tokio_stream_from(rx))))
     }
@@ -168,10 +158,15 @@ impl StreamingQuerier for Querier {
     }
 }
 
-fn now_seconds() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+/// The hits of `hits` whose trace is not in `sent`, which then holds them too.
+fn unsent(
+    hits: &[tracehouse_sql::search::TraceHit],
+    sent: &mut std::collections::HashSet<String>,
+) -> Vec<tracehouse_sql::search::TraceHit> {
+    hits.iter()
+        .filter(|h| sent.insert(h.trace_id.clone()))
+        .cloned()
+        .collect()
 }
 
 fn tokio_stream_from<T: Send + 'static>(

@@ -9,11 +9,11 @@ use std::sync::Arc;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use tracehouse_sql::traceql::{HitValue, SearchRequest, SpansetHit, TraceHit};
+use tracehouse_sql::search::{HitValue, SearchMetrics, SearchRequest, SpansetHit, TraceHit};
 use tracehouse_traceql::ast::{format_duration, write_quoted};
 
 use crate::tempopb::common::v1::{AnyValue, KeyValue, any_value};
-use crate::tempopb::{SearchMetrics, SearchResponse, ServiceStats, Span, SpanSet, TraceSearchMetadata};
+use crate::tempopb::{SearchResponse, ServiceStats, Span, SpanSet, TraceSearchMetadata};
 use crate::{ApiError, ApiState, engine_error, json_listing, param, tenant};
 
 pub const DEFAULT_LIMIT: usize = 20;
@@ -260,20 +260,29 @@ pub async fn search(
     params: &HashMap<String, String>,
 ) -> Result<SearchResponse, ApiError> {
     let request = request_of(params)?;
-    let hits = state
+    let outcome = state
         .engine
         .traceql_search(tenant, &request)
         .await
         .map_err(engine_error)?;
-    Ok(SearchResponse {
-        metrics: Some(SearchMetrics {
-            inspected_traces: u32::try_from(hits.len()).unwrap_or(u32::MAX),
-            completed_jobs: 1,
-            total_jobs: 1,
-            ..Default::default()
+    Ok(response_of(&outcome.hits, &outcome.metrics))
+}
+
+/// Tempo's `SearchResponse` of `hits` and a search's metrics.
+pub fn response_of(hits: &[TraceHit], m: &SearchMetrics) -> SearchResponse {
+    let u32_of = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+    SearchResponse {
+        metrics: Some(crate::tempopb::SearchMetrics {
+            inspected_traces: u32_of(m.inspected_traces),
+            inspected_bytes: m.inspected_bytes,
+            inspected_spans: m.inspected_spans,
+            total_blocks: u32_of(m.total_blocks),
+            total_block_bytes: m.total_block_bytes,
+            completed_jobs: m.completed_jobs,
+            total_jobs: m.total_jobs,
         }),
         traces: hits.iter().map(trace_metadata).collect(),
-    })
+    }
 }
 
 #[cfg(test)]

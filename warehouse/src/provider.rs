@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
@@ -17,7 +18,8 @@ use datafusion::logical_expr::expr::InList;
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::union::UnionExec;
-use deltalake::delta_datafusion::{DeltaScanConfig, DeltaScanNext};
+use deltalake::DeltaTable;
+use deltalake::delta_datafusion::{DeltaScanConfig, DeltaScanNext, FileSelection, MissingSelectedFilePolicy};
 
 use crate::Warehouse;
 use crate::schema::spans_schema;
@@ -142,8 +144,103 @@ impl TableProvider for SpansTable {
             .snapshot(&self.tenant)
             .await
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        SnapshotSpans::new(table, live)
+            .scan(state, projection, filters, limit)
+            .await
+    }
+}
+
+/// The `spans` of one snapshot: a committed table and the live batches taken with it. A
+/// search reads it one slice at a time, every slice from the same snapshot.
+#[derive(Debug, Clone)]
+pub struct SnapshotSpans {
+    table: Option<Arc<DeltaTable>>,
+    live: Vec<RecordBatch>,
+    /// The data files read (paths as in the Delta log); `None` reads all.
+    files: Option<Vec<String>>,
+}
+
+impl SnapshotSpans {
+    /// Everything in the snapshot.
+    pub fn new(table: Option<Arc<DeltaTable>>, live: Vec<RecordBatch>) -> Self {
+        Self {
+            table: table.filter(|t| is_created(t)),
+            live,
+            files: None,
+        }
+    }
+
+    /// The same snapshot reading only `files` of its data files, and all its live spans.
+    pub fn with_files(&self, files: Vec<String>) -> Self {
+        Self {
+            files: Some(files),
+            ..self.clone()
+        }
+    }
+
+    /// The committed data files of the snapshot (paths as in the Delta log) and their sizes,
+    /// newest first.
+    pub fn data_files(&self) -> Vec<(String, u64)> {
+        let Some(table) = &self.table else { return Vec::new() };
+        let Ok(snapshot) = table.snapshot() else {
+            return Vec::new();
+        };
+        let mut files: Vec<(String, u64, i64)> = snapshot
+            .log_data()
+            .iter()
+            .map(|f| {
+                let size = u64::try_from(f.size()).unwrap_or_default();
+                (f.path().into_owned(), size, f.modification_time())
+            })
+            .collect();
+        files.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| b.0.cmp(&a.0)));
+        files.into_iter().map(|(p, size, _)| (p, size)).collect()
+    }
+
+    /// Spans in the snapshot's files read (by the Delta statistics; a file without them
+    /// counts as `u64::MAX / 2`) and live.
+    pub fn span_count(&self) -> u64 {
+        let live: u64 = self.live.iter().map(|b| b.num_rows() as u64).sum();
+        let Some(snapshot) = self.table.as_ref().and_then(|t| t.snapshot().ok()) else {
+            return live;
+        };
+        snapshot
+            .log_data()
+            .iter()
+            .filter(|f| {
+                self.files
+                    .as_ref()
+                    .is_none_or(|files| files.iter().any(|p| *p == f.path()))
+            })
+            .map(|f| f.num_records().map_or(u64::MAX / 2, |n| n as u64))
+            .fold(live, u64::saturating_add)
+    }
+}
+
+#[async_trait]
+impl TableProvider for SnapshotSpans {
+    fn schema(&self) -> SchemaRef {
+        spans_schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::with_capacity(2);
-        if let Some(table) = table.filter(|t| is_created(t)) {
+        let wanted = self.files.as_ref().is_none_or(|f| !f.is_empty());
+        if let Some(table) = self.table.as_ref().filter(|_| wanted) {
             table
                 .update_datafusion_session(state)
                 .map_err(|e| DataFusionError::External(Box::new(e)))?;
@@ -157,10 +254,15 @@ impl TableProvider for SpansTable {
                 .map_err(|e| DataFusionError::External(Box::new(e)))?
                 .snapshot()
                 .clone();
-            let provider = DeltaScanNext::new(snapshot, config)?;
+            let mut provider = DeltaScanNext::new(snapshot, config)?;
+            if let Some(files) = &self.files {
+                let selection = FileSelection::from_file_paths(files.iter().cloned())
+                    .with_missing_file_policy(MissingSelectedFilePolicy::Ignore);
+                provider = provider.with_file_selection(selection);
+            }
             inputs.push(provider.scan(state, projection, filters, limit).await?);
         }
-        let memory = MemTable::try_new(spans_schema(), vec![live])?;
+        let memory = MemTable::try_new(spans_schema(), vec![self.live.clone()])?;
         inputs.push(memory.scan(state, projection, filters, limit).await?);
         if inputs.len() == 1 {
             return Ok(inputs.remove(0));

@@ -54,20 +54,43 @@ pub async fn committed_seq(table: &DeltaTable, app_id: &str) -> Result<Option<u6
     Ok(version.and_then(|v| u64::try_from(v).ok()))
 }
 
-/// Parquet settings of every span file: zstd, dictionaries, page statistics, and a bloom
-/// filter on `trace_id` sized for one row group.
+/// Rows per data page at most: a search by trace-id range reads only the pages it overlaps.
+pub const PAGE_ROWS: usize = 4 * 1024;
+
+/// The string values of the span and resource attribute maps, as Parquet leaf paths: each has
+/// a bloom filter per row group.
+pub const ATTRIBUTE_STRING_LEAVES: [&str; 2] = [
+    "span_attributes.key_value.value.str",
+    "resource_attributes.key_value.value.str",
+];
+
+/// Distinct attribute values a row group's bloom filter is sized for (a few high-cardinality
+/// attributes per span).
+const ATTRIBUTE_VALUES_NDV: u64 = 2 * ROW_GROUP_ROWS as u64;
+
+/// Parquet settings of every span file: zstd, dictionaries, page statistics, and bloom filters
+/// on `trace_id` and the string attribute values, sized for one row group.
 pub fn writer_properties() -> WriterProperties {
     let trace_id = ColumnPath::from("trace_id");
-    WriterProperties::builder()
+    let mut builder = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
         .set_dictionary_enabled(true)
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_data_page_row_count_limit(PAGE_ROWS)
         .set_column_dictionary_enabled(trace_id.clone(), false)
         .set_column_bloom_filter_enabled(trace_id.clone(), true)
         .set_column_bloom_filter_fpp(trace_id.clone(), 0.01)
-        .set_column_bloom_filter_max_ndv(trace_id, ROW_GROUP_ROWS as u64)
-        .build()
+        .set_column_bloom_filter_max_ndv(trace_id, ROW_GROUP_ROWS as u64);
+    // String attribute values: a search for `span.x = "v"` skips files that cannot hold "v".
+    for leaf in ATTRIBUTE_STRING_LEAVES {
+        let path = ColumnPath::from(leaf.split('.').map(str::to_string).collect::<Vec<_>>());
+        builder = builder
+            .set_column_bloom_filter_enabled(path.clone(), true)
+            .set_column_bloom_filter_fpp(path.clone(), 0.01)
+            .set_column_bloom_filter_max_ndv(path, ATTRIBUTE_VALUES_NDV);
+    }
+    builder.build()
 }
 
 /// Merges `batches` into one batch sorted by trace id, then start time. Only the two key

@@ -335,6 +335,29 @@ impl TableFiles {
         trace_spans(&batches, None)
     }
 
+    /// Whether `file` may hold `value` in one of the columns `leaves` (leaf paths such as
+    /// `span_attributes.key_value.value.str`): `false` only when every row group has a bloom
+    /// filter on each of them and none may hold it.
+    pub async fn may_contain(&self, file: &DataFile, leaves: &[&str], value: &str) -> Result<bool> {
+        let mut builder = ParquetRecordBatchStreamBuilder::new(self.reader(file)).await?;
+        let schema = builder.parquet_schema();
+        let columns: Vec<usize> = (0..schema.num_columns())
+            .filter(|&i| leaves.contains(&schema.column(i).path().string().as_str()))
+            .collect();
+        if columns.len() != leaves.len() {
+            return Ok(true);
+        }
+        for row_group in 0..builder.metadata().num_row_groups() {
+            for &column in &columns {
+                match builder.get_row_group_column_bloom_filter(row_group, column).await? {
+                    Some(filter) if !filter.check(value) => {}
+                    _ => return Ok(true),
+                }
+            }
+        }
+        Ok(false)
+    }
+
     /// The spans of the wanted traces, per file the ids it holds, as `spans` batches
     /// (partition column restored). Each file is opened once; row groups whose trace-id
     /// statistics exclude every wanted id are skipped, and only matching rows are decoded.

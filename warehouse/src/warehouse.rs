@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 use deltalake::DeltaTable;
+use futures::{StreamExt, TryStreamExt};
 use tokio::sync::Mutex as AsyncMutex;
 
 use crate::storage::{Storage, StorageConfigKind, validate_tenant};
@@ -679,6 +680,40 @@ impl Warehouse {
             files_read: to_open.len(),
             bytes_inspected,
         })
+    }
+
+    /// For each of `files` (paths and sizes as in the tenant's Delta log): whether it may
+    /// hold the string `value` in one of the columns `leaves`, by its bloom filters.
+    pub async fn files_may_contain(
+        &self,
+        tenant: &str,
+        files: &[(String, u64)],
+        leaves: &[&str],
+        value: &str,
+    ) -> Result<Vec<bool>> {
+        validate_tenant(tenant)?;
+        let table_files = self.table_files(tenant)?;
+        let leaves: Arc<Vec<String>> = Arc::new(leaves.iter().map(|l| l.to_string()).collect());
+        let value: Arc<str> = Arc::from(value);
+        let checks: Vec<_> = files
+            .iter()
+            .map(|(path, size)| {
+                let (table_files, leaves, value) = (table_files.clone(), leaves.clone(), value.clone());
+                let file = DataFile {
+                    path: path.clone(),
+                    size: *size,
+                    date: String::new(),
+                };
+                async move {
+                    let leaves: Vec<&str> = leaves.iter().map(String::as_str).collect();
+                    table_files.may_contain(&file, &leaves, &value).await
+                }
+            })
+            .collect();
+        futures::stream::iter(checks)
+            .buffered(trace_index::LOOKUP_FILES_PARALLEL)
+            .try_collect()
+            .await
     }
 
     fn truncate_wal(&self) -> Result<()> {

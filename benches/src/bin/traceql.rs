@@ -136,7 +136,7 @@ async fn main() {
                 .await
                 .expect("search");
             search_ms.push(t.elapsed());
-            traces = hits.len();
+            traces = hits.hits.len();
             let t = Instant::now();
             rows = count(
                 &engine,

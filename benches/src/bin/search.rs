@@ -1,0 +1,214 @@
+//! Search side by side with Tempo: the same tracegen spans go to a real warehouse in process
+//! (Delta tables on local disk, flushed into `--files` data files) and, when `--tempo` is
+//! given, to a running Tempo over OTLP/HTTP; then both answer the same `/api/search` calls
+//! (`limit=20&spss=3`, the last hour), median of `--runs`, and a markdown table with the ratio
+//! Tempo ms ÷ tracehouse ms is printed (above 1: tracehouse is faster).
+//!
+//! Usage: search [--spans N] [--files F] [--runs R]
+//!               [--tempo http://127.0.0.1:3300 --tempo-otlp http://127.0.0.1:4418] [--tempo-wait-s S]
+//! `benches/search.sh` starts Tempo (a binary built by shared/tempo-oracle) and runs this.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracehouse_benches::send::{Protocol, Sender};
+use tracehouse_benches::tracegen::{TraceGen, TraceGenConfig};
+use tracehouse_ingest::otlp::request_to_batch;
+use tracehouse_sql::{QueryEngine, QueryEngineConfig};
+use tracehouse_tempo_api::tempopb::SearchResponse;
+use tracehouse_warehouse::{Warehouse, WarehouseConfig};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const TENANT: &str = "bench";
+
+/// The shapes of issue 15's table, in its order.
+const SHAPES: &[(&str, &str)] = &[
+    ("all", "{ }"),
+    ("intrinsic", "{ status = error }"),
+    (
+        "dedicated + duration",
+        r#"{ resource.service.name = "checkout" && duration > 50ms }"#,
+    ),
+    ("typed attribute", "{ span.http.response.status_code >= 500 }"),
+    ("unscoped regex", r#"{ .db.system =~ "postgres.*" }"#),
+    ("trace-level", r#"{ trace:rootService = "frontend" && status = error }"#),
+    (
+        "and",
+        r#"{ kind = server && resource.service.name = "payment" } && { status = error }"#,
+    ),
+    ("child", "{ kind = server } > { status = error }"),
+    (
+        "descendant",
+        r#"{ resource.service.name = "frontend" } >> { status = error }"#,
+    ),
+    ("pipeline", "{ status = error } | count() > 2"),
+    (
+        "by + avg",
+        "{ kind = server } | by(resource.service.name) | avg(duration) > 100ms",
+    ),
+    ("no match", r#"{ span.user.id = "nobody" }"#),
+];
+
+fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Sends `req` to Tempo, retrying while it pushes back.
+async fn send_to_tempo(
+    sender: &mut Sender,
+    req: &opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
+) {
+    for attempt in 0..100 {
+        let reply = sender.send(req, Some(TENANT)).await.expect("send to tempo");
+        if reply.status == 200 {
+            return;
+        }
+        assert!(
+            matches!(reply.status, 429 | 503) && attempt < 99,
+            "tempo refused spans: {} {}",
+            reply.status,
+            reply.body
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Loads `spans` tracegen spans into a warehouse under `dir` in `files` flushes, and into Tempo.
+async fn load(dir: &std::path::Path, spans: usize, files: usize, tempo_otlp: Option<&str>) -> Arc<Warehouse> {
+    let warehouse = Warehouse::open(WarehouseConfig::local(dir))
+        .await
+        .expect("open warehouse");
+    let handle = warehouse.tenant(TENANT).expect("tenant");
+    let mut generator = TraceGen::new(TraceGenConfig {
+        start_unix_nano: now_ns() - 600_000_000_000,
+        ..TraceGenConfig::default()
+    });
+    let mut tempo = match tempo_otlp {
+        Some(url) => Some(
+            Sender::connect(Protocol::HttpProtobuf, url, false)
+                .await
+                .expect("tempo otlp"),
+        ),
+        None => None,
+    };
+    let flush_spans = spans.div_ceil(files.max(1));
+    let (mut loaded, mut since_flush) = (0, 0);
+    while loaded < spans {
+        let (req, n) = generator.request(2_000.min(flush_spans));
+        if let Some(tempo) = tempo.as_mut() {
+            send_to_tempo(tempo, &req).await;
+        }
+        warehouse
+            .append(TENANT, request_to_batch(&req).expect("convert"))
+            .await
+            .expect("append");
+        loaded += n;
+        since_flush += n;
+        if since_flush >= flush_spans {
+            warehouse.flush_tenant(&handle).await.expect("flush");
+            since_flush = 0;
+        }
+    }
+    warehouse.flush_tenant(&handle).await.expect("flush");
+    eprintln!("loaded {loaded} spans");
+    warehouse
+}
+
+/// Median ms of `runs` searches of `q` at `base`, and the traces the last one returned.
+async fn time_search(client: &reqwest::Client, base: &str, q: &str, runs: usize, window: (u64, u64)) -> (f64, usize) {
+    let mut times = Vec::with_capacity(runs);
+    let mut traces = 0;
+    let (start, end) = (window.0.to_string(), window.1.to_string());
+    for _ in 0..runs {
+        let t = Instant::now();
+        let resp = client
+            .get(format!("{base}/api/search"))
+            .query(&[
+                ("q", q),
+                ("limit", "20"),
+                ("spss", "3"),
+                ("start", &start),
+                ("end", &end),
+            ])
+            .send()
+            .await
+            .expect("search");
+        let status = resp.status();
+        let body = resp.bytes().await.expect("body");
+        times.push(t.elapsed());
+        assert!(
+            status.is_success(),
+            "{base} {q}: {status} {}",
+            String::from_utf8_lossy(&body)
+        );
+        let parsed: SearchResponse = serde_json::from_slice(&body).expect("search json");
+        traces = parsed.traces.len();
+    }
+    times.sort();
+    ((times[times.len() / 2].as_secs_f64() * 1e4).round() / 10.0, traces)
+}
+
+#[tokio::main]
+async fn main() {
+    let spans: usize = arg("--spans").map_or(500_000, |s| s.parse().expect("--spans N"));
+    let files: usize = arg("--files").map_or(2, |s| s.parse().expect("--files F"));
+    let runs: usize = arg("--runs").map_or(5, |s| s.parse().expect("--runs R"));
+    let tempo = arg("--tempo");
+    let tempo_otlp = arg("--tempo-otlp");
+    let wait_s: u64 = arg("--tempo-wait-s").map_or(45, |s| s.parse().expect("--tempo-wait-s S"));
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let started = Instant::now();
+    let warehouse = load(tmp.path(), spans, files, tempo_otlp.as_deref()).await;
+    eprintln!("loaded in {:.1}s", started.elapsed().as_secs_f64());
+    let engine = Arc::new(QueryEngine::new(warehouse, QueryEngineConfig::default()).expect("engine"));
+    let app = tracehouse_tempo_api::app(Arc::new(tracehouse_tempo_api::ApiState { engine }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let ours = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    if tempo.is_some() {
+        // Tempo cuts blocks after a few seconds and reads only its backend for older data.
+        eprintln!("waiting {wait_s}s for Tempo's blocks");
+        tokio::time::sleep(Duration::from_secs(wait_s)).await;
+    }
+    let client = reqwest::Client::builder()
+        .default_headers(reqwest::header::HeaderMap::from_iter([(
+            reqwest::header::HeaderName::from_static("x-scope-orgid"),
+            reqwest::header::HeaderValue::from_static(TENANT),
+        )]))
+        .build()
+        .expect("client");
+    let now_s = now_ns() / 1_000_000_000;
+    let window = (now_s - 3600, now_s);
+    println!("spans {spans}, tracehouse data files {files}, median of {runs}\n");
+    println!("| shape | query | Tempo ms | tracehouse ms | Tempo ÷ tracehouse | traces (Tempo / tracehouse) |");
+    println!("|---|---|---|---|---|---|");
+    for (name, q) in SHAPES {
+        // One warm-up each, as a dashboard refresh finds caches warm.
+        time_search(&client, &ours, q, 1, window).await;
+        let (ms, n) = time_search(&client, &ours, q, runs, window).await;
+        let (tempo_ms, tempo_n) = match &tempo {
+            Some(base) => {
+                time_search(&client, base, q, 1, window).await;
+                let (t, n) = time_search(&client, base, q, runs, window).await;
+                (format!("{t}"), format!("{n}"))
+            }
+            None => ("–".into(), "–".into()),
+        };
+        let ratio = tempo_ms
+            .parse::<f64>()
+            .map_or("–".into(), |t| format!("{:.2}", t / ms.max(0.001)));
+        let q = q.replace('|', "\\|");
+        println!("| {name} | `{q}` | {tempo_ms} | {ms} | {ratio} | {tempo_n} / {n} |");
+    }
+}
