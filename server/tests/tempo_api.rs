@@ -52,10 +52,26 @@ async fn search_and_buildinfo() {
         .collect();
     assert!(version >= vec![2, 7, 0], "{version:?}");
 
-    // TraceQL search: shape, limits and order, and the same traces SQL finds.
+    // TraceQL search: shape, limits and order, and the same traces SQL finds. By default the
+    // first `limit` traces found, each a match; with Tempo's hint, the most recent.
     let (status, body) = get(
         &server,
         "/api/search?q=%7B%20status%20%3D%20error%20%7D&limit=5&spss=2",
+        Some("shop"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let first: Value = serde_json::from_str(&body).unwrap();
+    let first: Vec<String> = first["traces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["traceID"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(first.len(), 5);
+    let (status, body) = get(
+        &server,
+        "/api/search?q=%7B%20status%20%3D%20error%20%7D%20with(most_recent%3Dtrue)&limit=5&spss=2",
         Some("shop"),
     )
     .await;
@@ -105,6 +121,14 @@ async fn search_and_buildinfo() {
         .map(|t| t["traceID"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(got, want);
+    let errors: Vec<String> = pg
+        .query("SELECT DISTINCT trace_id FROM spans WHERE status_code = 'error'", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(first.iter().all(|t| errors.contains(t)), "{first:?} are matches");
 
     // The tag form.
     let (status, body) = get(
