@@ -1,10 +1,13 @@
 //! Loads tracegen spans into a real warehouse for in-process benchmarks: Delta tables on local
 //! disk, flushed every `flush_spans` spans (one set of files per flush, as blocks in Tempo),
-//! everything flushed at the end.
+//! everything flushed at the end; optionally forwarding the same requests elsewhere. And the
+//! pieces the benchmarks share to query it over HTTP: Tempo's API on a local port, a client
+//! with a tenant.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use tracehouse_ingest::otlp::request_to_batch;
 use tracehouse_warehouse::{Warehouse, WarehouseConfig};
 
@@ -19,15 +22,28 @@ pub struct Loaded {
 
 /// Loads at least `spans` spans for `tenant` under `dir`.
 pub async fn load(dir: &std::path::Path, tenant: &str, spans: usize, flush_spans: usize) -> Loaded {
+    load_forwarding(dir, tenant, spans, flush_spans, TraceGenConfig::default(), async |_| {}).await
+}
+
+/// [`load`] with the generator's `config`, handing each request to `forward` too (to send the
+/// same spans to another backend) before it is appended.
+pub async fn load_forwarding(
+    dir: &std::path::Path,
+    tenant: &str,
+    spans: usize,
+    flush_spans: usize,
+    config: TraceGenConfig,
+    mut forward: impl AsyncFnMut(&ExportTraceServiceRequest),
+) -> Loaded {
     let warehouse = Warehouse::open(WarehouseConfig::local(dir))
         .await
         .expect("open warehouse");
-    let mut generator = TraceGen::new(TraceGenConfig::default());
+    let mut generator = TraceGen::new(config);
     let handle = warehouse.tenant(tenant).expect("tenant");
     let (mut loaded, mut since_flush) = (0, 0);
     let mut trace_starts: HashMap<Vec<u8>, u64> = HashMap::new();
     while loaded < spans {
-        let (req, n) = generator.request(5_000);
+        let (req, n) = generator.request(REQUEST_SPANS.min(flush_spans));
         for span in req
             .resource_spans
             .iter()
@@ -37,6 +53,7 @@ pub async fn load(dir: &std::path::Path, tenant: &str, spans: usize, flush_spans
             let start = trace_starts.entry(span.trace_id.clone()).or_insert(u64::MAX);
             *start = (*start).min(span.start_time_unix_nano);
         }
+        forward(&req).await;
         warehouse
             .append(tenant, request_to_batch(&req).expect("convert"))
             .await
@@ -54,4 +71,27 @@ pub async fn load(dir: &std::path::Path, tenant: &str, spans: usize, flush_spans
         spans: loaded,
         trace_starts,
     }
+}
+
+/// Spans per generated request (fewer when a flush comes sooner).
+const REQUEST_SPANS: usize = 5_000;
+
+/// Serves Tempo's query API over `engine` on a local port; returns its base URL.
+pub async fn serve_tempo_api(engine: Arc<tracehouse_sql::QueryEngine>) -> String {
+    let app = tracehouse_tempo_api::app(Arc::new(tracehouse_tempo_api::ApiState { engine }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    base
+}
+
+/// An HTTP client that sends `tenant` in `X-Scope-OrgID` with every request.
+pub fn tenant_client(tenant: &'static str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .default_headers(reqwest::header::HeaderMap::from_iter([(
+            reqwest::header::HeaderName::from_static("x-scope-orgid"),
+            reqwest::header::HeaderValue::from_static(tenant),
+        )]))
+        .build()
+        .expect("client")
 }

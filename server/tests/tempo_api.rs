@@ -22,6 +22,16 @@ async fn get(server: &TestServer, path: &str, tenant: Option<&str>) -> (u16, Str
     (resp.status().as_u16(), resp.text().await.unwrap())
 }
 
+/// The trace ids of a search response, in order.
+fn trace_ids(resp: &Value) -> Vec<String> {
+    resp["traces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["traceID"].as_str().unwrap().to_string())
+        .collect()
+}
+
 fn is_hex(s: &str, len: usize) -> bool {
     s.len() == len && s.chars().all(|c| c.is_ascii_hexdigit())
 }
@@ -61,13 +71,7 @@ async fn search_and_buildinfo() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    let first: Value = serde_json::from_str(&body).unwrap();
-    let first: Vec<String> = first["traces"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["traceID"].as_str().unwrap().to_string())
-        .collect();
+    let first = trace_ids(&serde_json::from_str(&body).unwrap());
     assert_eq!(first.len(), 5);
     let (status, body) = get(
         &server,
@@ -116,11 +120,7 @@ async fn search_and_buildinfo() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    let got: Vec<String> = traces
-        .iter()
-        .map(|t| t["traceID"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(got, want);
+    assert_eq!(trace_ids(&resp), want);
     let errors: Vec<String> = pg
         .query("SELECT DISTINCT trace_id FROM spans WHERE status_code = 'error'", &[])
         .await

@@ -43,7 +43,7 @@ pub const MAX_SPSS: usize = 10_000;
 /// What a search looked at, as Tempo reports it in `SearchMetrics`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SearchMetrics {
-    /// Traces evaluated whole (candidates).
+    /// Traces the search evaluated and returned.
     pub inspected_traces: u64,
     /// Span rows the scans returned after pruning.
     pub inspected_spans: u64,
@@ -52,7 +52,7 @@ pub struct SearchMetrics {
     /// Data files of the snapshot, and their bytes.
     pub total_blocks: u64,
     pub total_block_bytes: u64,
-    /// Parts of the snapshot looked at, of all parts.
+    /// Trace-id ranges done (those left when `limit` is reached count as done), of all.
     pub completed_jobs: u32,
     pub total_jobs: u32,
 }
@@ -102,6 +102,7 @@ pub async fn search(
         tenant,
         request,
         query: &query,
+        span_count: snapshot.span_count(),
         snapshot: Arc::new(snapshot),
     };
     let ranges = if wants_most_recent(&query) {
@@ -110,8 +111,7 @@ pub async fn search(
         trace_id_ranges()
     };
     found.metrics.total_jobs = u32::try_from(ranges.len()).unwrap_or(u32::MAX);
-    let nothing = search.snapshot.span_count() == 0;
-    for range in ranges.iter().filter(|_| !nothing) {
+    for range in ranges.iter().filter(|_| search.span_count > 0) {
         let missing = request.limit - found.hits.len();
         let hits = search.hits(range, missing, &mut found.metrics).await?;
         found.metrics.completed_jobs += 1;
@@ -269,6 +269,8 @@ struct Search<'a> {
     request: &'a SearchRequest,
     query: &'a Query,
     snapshot: Arc<SnapshotSpans>,
+    /// Spans in `snapshot` (by the Delta statistics).
+    span_count: u64,
 }
 
 impl Search<'_> {
@@ -301,13 +303,16 @@ impl Search<'_> {
     /// several times, and the service stats come from the same rows); a larger one is
     /// evaluated over the snapshot.
     async fn hits(&self, range: &TraceIdRange, limit: usize, metrics: &mut SearchMetrics) -> Result<Vec<TraceHit>> {
-        let expected = self.snapshot.span_count() / (1 << FIRST_RANGE_BITS) * range.share;
-        if expected > MAX_SPANS_IN_MEMORY {
+        let expected = self.span_count / (1 << FIRST_RANGE_BITS) * range.share;
+        let whole = match expected <= MAX_SPANS_IN_MEMORY {
+            true => self.read_at_most(range, MAX_SPANS_IN_MEMORY * 2, metrics).await?,
+            false => None,
+        };
+        let Some(whole) = whole else {
             let spans = self.windowed(self.in_range(self.snapshot.clone(), range)?)?;
             let hits = self.evaluate(spans, limit, metrics).await?;
             return self.with_service_stats(hits, metrics).await;
-        }
-        let whole = self.run(self.in_range(self.snapshot.clone(), range)?, metrics).await?;
+        };
         if whole.iter().all(|b| b.num_rows() == 0) {
             return Ok(Vec::new());
         }
@@ -340,6 +345,33 @@ impl Search<'_> {
         metrics.inspected_bytes += whole.bytes_inspected;
         add_service_stats(&mut hits, &whole.batches);
         Ok(hits)
+    }
+
+    /// The spans of `range`, unless there are more than `max_spans` (trace ids need not be
+    /// uniform): then `None`, having read no more than that.
+    async fn read_at_most(
+        &self,
+        range: &TraceIdRange,
+        max_spans: u64,
+        metrics: &mut SearchMetrics,
+    ) -> Result<Option<Vec<RecordBatch>>> {
+        use futures::StreamExt;
+        let state = self.ctx.state();
+        let physical = state
+            .create_physical_plan(&self.in_range(self.snapshot.clone(), range)?)
+            .await?;
+        let mut stream = datafusion::physical_plan::execute_stream(physical.clone(), state.task_ctx())?;
+        let (mut batches, mut rows) = (Vec::new(), 0u64);
+        while let Some(batch) = stream.next().await {
+            let batch = batch?;
+            rows += batch.num_rows() as u64;
+            if rows > max_spans {
+                return Ok(None);
+            }
+            batches.push(batch);
+        }
+        add_scanned(&physical, metrics);
+        Ok(Some(batches))
     }
 
     /// Executes `plan`, adding what its scans read to `metrics`.

@@ -4,26 +4,14 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use common::Fixture;
-
-#[derive(serde::Deserialize)]
-struct Case {
-    #[serde(default)]
-    tenant: Option<String>,
-    query: String,
-    #[serde(default)]
-    expect: Option<BTreeMap<String, Vec<String>>>,
-    #[serde(default)]
-    error: Option<String>,
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traceql_cases() {
     let fx = &Fixture::load().await;
-    let cases: Vec<Case> =
-        serde_yaml::from_str(&std::fs::read_to_string(common::dir().join("cases.yaml")).unwrap()).unwrap();
+    let cases = common::cases();
     assert!(cases.len() > 100, "the case file lost its cases");
     let mut failures = Vec::new();
     for case in &cases {

@@ -85,23 +85,13 @@ async fn search_follows_tempo_semantics() {
     }
 }
 
-#[derive(serde::Deserialize)]
-struct Case {
-    #[serde(default)]
-    tenant: Option<String>,
-    query: String,
-    #[serde(default)]
-    expect: Option<serde_yaml::Value>,
-}
-
 /// Search looks at the table part by part and stops early; whatever it returns must be what
 /// the whole-table evaluation (`with(most_recent=true)`) says of the same traces, and it must
 /// return as many traces as there are, up to `limit`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn search_by_parts_answers_as_the_whole_table() {
     let fx = &Fixture::load().await;
-    let cases: Vec<Case> =
-        serde_yaml::from_str(&std::fs::read_to_string(common::dir().join("cases.yaml")).unwrap()).unwrap();
+    let cases = common::cases();
     let mut checked = 0;
     let mut failures = Vec::new();
     let cases = cases

@@ -178,23 +178,16 @@ impl SnapshotSpans {
         }
     }
 
-    /// The committed data files of the snapshot (paths as in the Delta log) and their sizes,
-    /// newest first.
+    /// The committed data files of the snapshot: paths as in the Delta log, and sizes.
     pub fn data_files(&self) -> Vec<(String, u64)> {
-        let Some(table) = &self.table else { return Vec::new() };
-        let Ok(snapshot) = table.snapshot() else {
+        let Some(snapshot) = self.table.as_ref().and_then(|t| t.snapshot().ok()) else {
             return Vec::new();
         };
-        let mut files: Vec<(String, u64, i64)> = snapshot
+        snapshot
             .log_data()
             .iter()
-            .map(|f| {
-                let size = u64::try_from(f.size()).unwrap_or_default();
-                (f.path().into_owned(), size, f.modification_time())
-            })
-            .collect();
-        files.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| b.0.cmp(&a.0)));
-        files.into_iter().map(|(p, size, _)| (p, size)).collect()
+            .map(|f| (f.path().into_owned(), u64::try_from(f.size()).unwrap_or_default()))
+            .collect()
     }
 
     /// Spans in the snapshot's files read (by the Delta statistics; a file without them

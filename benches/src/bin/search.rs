@@ -11,12 +11,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tracehouse_benches::load::{load_forwarding, serve_tempo_api, tenant_client};
 use tracehouse_benches::send::{Protocol, Sender};
-use tracehouse_benches::tracegen::{TraceGen, TraceGenConfig};
-use tracehouse_ingest::otlp::request_to_batch;
+use tracehouse_benches::tracegen::TraceGenConfig;
 use tracehouse_sql::{QueryEngine, QueryEngineConfig};
 use tracehouse_tempo_api::tempopb::SearchResponse;
-use tracehouse_warehouse::{Warehouse, WarehouseConfig};
+use tracehouse_warehouse::Warehouse;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -86,14 +86,6 @@ async fn send_to_tempo(
 
 /// Loads `spans` tracegen spans into a warehouse under `dir` in `files` flushes, and into Tempo.
 async fn load(dir: &std::path::Path, spans: usize, files: usize, tempo_otlp: Option<&str>) -> Arc<Warehouse> {
-    let warehouse = Warehouse::open(WarehouseConfig::local(dir))
-        .await
-        .expect("open warehouse");
-    let handle = warehouse.tenant(TENANT).expect("tenant");
-    let mut generator = TraceGen::new(TraceGenConfig {
-        start_unix_nano: now_ns() - 600_000_000_000,
-        ..TraceGenConfig::default()
-    });
     let mut tempo = match tempo_otlp {
         Some(url) => Some(
             Sender::connect(Protocol::HttpProtobuf, url, false)
@@ -102,27 +94,19 @@ async fn load(dir: &std::path::Path, spans: usize, files: usize, tempo_otlp: Opt
         ),
         None => None,
     };
-    let flush_spans = spans.div_ceil(files.max(1));
-    let (mut loaded, mut since_flush) = (0, 0);
-    while loaded < spans {
-        let (req, n) = generator.request(2_000.min(flush_spans));
+    // Tempo takes spans from the last hour only (its ingestion slack).
+    let config = TraceGenConfig {
+        start_unix_nano: now_ns() - 600_000_000_000,
+        ..TraceGenConfig::default()
+    };
+    let loaded = load_forwarding(dir, TENANT, spans, spans.div_ceil(files.max(1)), config, async |req| {
         if let Some(tempo) = tempo.as_mut() {
-            send_to_tempo(tempo, &req).await;
+            send_to_tempo(tempo, req).await;
         }
-        warehouse
-            .append(TENANT, request_to_batch(&req).expect("convert"))
-            .await
-            .expect("append");
-        loaded += n;
-        since_flush += n;
-        if since_flush >= flush_spans {
-            warehouse.flush_tenant(&handle).await.expect("flush");
-            since_flush = 0;
-        }
-    }
-    warehouse.flush_tenant(&handle).await.expect("flush");
-    eprintln!("loaded {loaded} spans");
-    warehouse
+    })
+    .await;
+    eprintln!("loaded {} spans", loaded.spans);
+    loaded.warehouse
 }
 
 /// Median ms of `runs` searches of `q` at `base`, and the traces the last one returned.
@@ -172,22 +156,13 @@ async fn main() {
     let warehouse = load(tmp.path(), spans, files, tempo_otlp.as_deref()).await;
     eprintln!("loaded in {:.1}s", started.elapsed().as_secs_f64());
     let engine = Arc::new(QueryEngine::new(warehouse, QueryEngineConfig::default()).expect("engine"));
-    let app = tracehouse_tempo_api::app(Arc::new(tracehouse_tempo_api::ApiState { engine }));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let ours = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    let ours = serve_tempo_api(engine).await;
     if tempo.is_some() {
         // Tempo cuts blocks after a few seconds and reads only its backend for older data.
         eprintln!("waiting {wait_s}s for Tempo's blocks");
         tokio::time::sleep(Duration::from_secs(wait_s)).await;
     }
-    let client = reqwest::Client::builder()
-        .default_headers(reqwest::header::HeaderMap::from_iter([(
-            reqwest::header::HeaderName::from_static("x-scope-orgid"),
-            reqwest::header::HeaderValue::from_static(TENANT),
-        )]))
-        .build()
-        .expect("client");
+    let client = tenant_client(TENANT);
     let now_s = now_ns() / 1_000_000_000;
     let window = (now_s - 3600, now_s);
     println!("spans {spans}, tracehouse data files {files}, median of {runs}\n");

@@ -87,17 +87,8 @@ async fn main() {
     );
     let engine = Arc::new(QueryEngine::new(loaded.warehouse.clone(), QueryEngineConfig::default()).expect("engine"));
     let files = data_files(tmp.path());
-    let app = tracehouse_tempo_api::app(Arc::new(tracehouse_tempo_api::ApiState { engine: engine.clone() }));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
-    let client = reqwest::Client::builder()
-        .default_headers(reqwest::header::HeaderMap::from_iter([(
-            reqwest::header::HeaderName::from_static("x-scope-orgid"),
-            reqwest::header::HeaderValue::from_static(TENANT),
-        )]))
-        .build()
-        .expect("client");
+    let base = tracehouse_benches::load::serve_tempo_api(engine.clone()).await;
+    let client = tracehouse_benches::load::tenant_client(TENANT);
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let mut traces: Vec<(&Vec<u8>, &u64)> = loaded.trace_starts.iter().collect();

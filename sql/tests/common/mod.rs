@@ -16,6 +16,24 @@ pub const TENANT: &str = "single-tenant";
 /// The tenant holding `deep_wide.json`: a 30-deep chain and a 40-wide fan-out.
 pub const DEEP_WIDE: &str = "deep-wide";
 
+/// One query of `cases.yaml`: its tenant (the fixture tenant when absent), and either the
+/// expected trace and span names or a fragment of the expected error.
+#[derive(serde::Deserialize)]
+pub struct Case {
+    #[serde(default)]
+    pub tenant: Option<String>,
+    pub query: String,
+    #[serde(default)]
+    pub expect: Option<BTreeMap<String, Vec<String>>>,
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// The cases of `cases.yaml`.
+pub fn cases() -> Vec<Case> {
+    serde_yaml::from_str(&std::fs::read_to_string(dir().join("cases.yaml")).unwrap()).unwrap()
+}
+
 pub fn dir() -> PathBuf {
     manifest_dir().join("tests/traceql")
 }
