@@ -84,6 +84,8 @@ pub struct QueryEngine {
     config: QueryEngineConfig,
     pool: Arc<dyn MemoryPool>,
     contexts: Mutex<HashMap<String, (Arc<SessionContext>, Instant)>>,
+    /// TraceQL search plans prepared before (they hold no tenant data).
+    search_plans: crate::search::SearchPlans,
 }
 
 impl QueryEngine {
@@ -99,6 +101,7 @@ impl QueryEngine {
             pool: Arc::new(FairSpillPool::new(config.max_memory_bytes)),
             config,
             contexts: Mutex::new(HashMap::new()),
+            search_plans: crate::search::SearchPlans::default(),
         })
     }
 
@@ -274,7 +277,7 @@ impl QueryEngine {
     ) -> Result<crate::search::SearchOutcome> {
         let ctx = self.context(tenant).await?;
         let timeout = self.config.query_timeout;
-        let search = crate::search::search(&ctx, &self.warehouse, tenant, request, progress);
+        let search = crate::search::search(&ctx, &self.search_plans, &self.warehouse, tenant, request, progress);
         tokio::time::timeout(timeout, search)
             .await
             .map_err(|_| Error::Timeout(timeout))?

@@ -5,6 +5,7 @@
 //! Architecture invariant: this crate knows nothing of wire protocols (OTLP, Postgres, Flight,
 //! Tempo's API); receivers hand it [`span::SpanRecord`]s or finished `spans` batches.
 
+pub mod id_range;
 pub mod provider;
 pub mod schema;
 pub mod span;

@@ -24,7 +24,7 @@ use deltalake::delta_datafusion::{DeltaScanConfig, DeltaScanNext, FileSelection,
 use crate::Warehouse;
 use crate::schema::spans_schema;
 use crate::table::is_created;
-use crate::trace_index::parse_trace_id;
+use crate::trace_index::{DataFile, parse_trace_id};
 
 /// Most trace ids a filter may name for the scan to go through the trace-id index.
 pub const MAX_INDEXED_TRACES: usize = 1_000;
@@ -188,6 +188,37 @@ impl SnapshotSpans {
             .iter()
             .map(|f| (f.path().into_owned(), u64::try_from(f.size()).unwrap_or_default()))
             .collect()
+    }
+
+    /// The committed data files read, with their partition values.
+    pub fn files(&self) -> Vec<DataFile> {
+        let Some(snapshot) = self.table.as_ref().and_then(|t| t.snapshot().ok()) else {
+            return Vec::new();
+        };
+        snapshot
+            .log_data()
+            .iter()
+            .filter(|f| {
+                self.files
+                    .as_ref()
+                    .is_none_or(|files| files.iter().any(|p| *p == f.path()))
+            })
+            .map(|f| DataFile {
+                path: f.path().into_owned(),
+                size: u64::try_from(f.size()).unwrap_or_default(),
+                date: f
+                    .partition_values_map()
+                    .get(crate::schema::PARTITION_COLUMN)
+                    .cloned()
+                    .flatten()
+                    .unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    /// The live (not yet committed) batches of the snapshot.
+    pub fn live(&self) -> &[RecordBatch] {
+        &self.live
     }
 
     /// Spans in the snapshot's files read (by the Delta statistics; a file without them

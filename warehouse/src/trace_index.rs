@@ -24,7 +24,7 @@ use object_store::path::Path;
 use parquet::arrow::arrow_reader::{ArrowPredicateFn, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowFilter};
 use parquet::arrow::async_reader::AsyncFileReader;
 use parquet::arrow::{ArrowWriter, ParquetRecordBatchStreamBuilder, ProjectionMask};
-use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
+use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
 use parquet::file::statistics::Statistics;
 
 use crate::schema::{PARTITION_COLUMN, spans_schema};
@@ -211,7 +211,7 @@ impl TableFiles {
         path
     }
 
-    fn reader(&self, file: &DataFile) -> StoreReader {
+    pub(crate) fn reader(&self, file: &DataFile) -> StoreReader {
         StoreReader {
             store: self.store.clone(),
             path: self.child(&file.path),
@@ -416,32 +416,39 @@ fn in_set(ids: &StringArray, wanted: &HashSet<String>) -> BooleanArray {
         .collect()
 }
 
-/// Parquet footers of data files, kept because files never change once written. Bounded: when
-/// full it starts over.
+/// Parquet footers of data files with their page indexes, kept because files never change once
+/// written. Bounded: when full it starts over.
 #[derive(Debug, Default)]
 pub struct FooterCache {
-    entries: std::sync::Mutex<HashMap<Path, Arc<ParquetMetaData>>>,
+    entries: std::sync::Mutex<(HashMap<Path, Arc<ParquetMetaData>>, usize)>,
 }
 
-/// Footers a [`FooterCache`] holds at most.
+/// Footers a [`FooterCache`] holds at most, and their bytes in memory at most.
 pub const FOOTER_CACHE_ENTRIES: usize = 4096;
+pub const FOOTER_CACHE_BYTES: usize = 256 << 20;
 
 impl FooterCache {
     fn get(&self, path: &Path) -> Option<Arc<ParquetMetaData>> {
-        self.entries.lock().expect("footer cache lock").get(path).cloned()
+        self.entries.lock().expect("footer cache lock").0.get(path).cloned()
     }
 
     fn put(&self, path: &Path, metadata: Arc<ParquetMetaData>) {
-        let mut entries = self.entries.lock().expect("footer cache lock");
-        if entries.len() >= FOOTER_CACHE_ENTRIES {
+        let size = metadata.memory_size();
+        let mut guard = self.entries.lock().expect("footer cache lock");
+        let (entries, bytes) = &mut *guard;
+        if entries.len() >= FOOTER_CACHE_ENTRIES || *bytes + size > FOOTER_CACHE_BYTES {
             entries.clear();
+            *bytes = 0;
         }
-        entries.insert(path.clone(), metadata);
+        if let Some(old) = entries.insert(path.clone(), metadata) {
+            *bytes -= old.memory_size();
+        }
+        *bytes += size;
     }
 }
 
 /// Reads one Parquet file of known size from the store.
-struct StoreReader {
+pub(crate) struct StoreReader {
     store: Arc<dyn ObjectStore>,
     path: Path,
     size: u64,
@@ -472,6 +479,7 @@ impl AsyncFileReader for StoreReader {
             let size = self.size;
             let metadata = Arc::new(
                 ParquetMetaDataReader::new()
+                    .with_page_index_policy(PageIndexPolicy::Optional)
                     .with_prefetch_hint(Some(FOOTER_PREFETCH_BYTES))
                     .load_and_finish(&mut *self, size)
                     .await?,

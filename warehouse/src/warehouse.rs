@@ -16,6 +16,8 @@ use deltalake::DeltaTable;
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::Mutex as AsyncMutex;
 
+use crate::id_range::{self, IdPage, IdRange};
+use crate::provider::SnapshotSpans;
 use crate::storage::{Storage, StorageConfigKind, validate_tenant};
 use crate::trace_index::{self, DataFile, TableFiles, TraceIndex};
 use crate::wal::{Wal, WalConfig, WalRecord};
@@ -684,6 +686,56 @@ impl Warehouse {
 
     /// For each of `files` (paths and sizes as in the tenant's Delta log): whether it may
     /// hold the string `value` in one of the columns `leaves`, by its bloom filters.
+    /// The spans of `snapshot` (of `tenant`) with trace ids in `range`, `columns` only: of each
+    /// data file the pages that may hold the range, and the live spans. Returns the batches
+    /// and the bytes of data files read.
+    pub async fn read_id_range(
+        &self,
+        tenant: &str,
+        snapshot: &SnapshotSpans,
+        range: &IdRange,
+        columns: &[String],
+    ) -> Result<(Vec<RecordBatch>, u64)> {
+        validate_tenant(tenant)?;
+        let table_files = self.table_files(tenant)?;
+        let reads: Vec<_> = snapshot
+            .files()
+            .into_iter()
+            .map(|file| {
+                let table_files = table_files.clone();
+                async move { table_files.read_id_range(&file, range, columns).await }
+            })
+            .collect();
+        let read: Vec<(Vec<RecordBatch>, u64)> = futures::stream::iter(reads)
+            .buffered(trace_index::LOOKUP_FILES_PARALLEL)
+            .try_collect()
+            .await?;
+        let bytes = read.iter().map(|(_, b)| b).sum();
+        let mut batches: Vec<RecordBatch> = read.into_iter().flat_map(|(b, _)| b).collect();
+        batches.extend(id_range::live_id_range(snapshot.live(), range, columns)?);
+        Ok((batches, bytes))
+    }
+
+    /// The trace-id pages of `snapshot`'s data files (smallest and largest id and rows of
+    /// each): a histogram of the table's trace ids. Live spans are not in it.
+    pub async fn id_pages(&self, tenant: &str, snapshot: &SnapshotSpans) -> Result<Vec<IdPage>> {
+        validate_tenant(tenant)?;
+        let table_files = self.table_files(tenant)?;
+        let reads: Vec<_> = snapshot
+            .files()
+            .into_iter()
+            .map(|file| {
+                let table_files = table_files.clone();
+                async move { table_files.id_pages(&file).await }
+            })
+            .collect();
+        let pages: Vec<Vec<IdPage>> = futures::stream::iter(reads)
+            .buffered(trace_index::LOOKUP_FILES_PARALLEL)
+            .try_collect()
+            .await?;
+        Ok(pages.into_iter().flatten().collect())
+    }
+
     pub async fn files_may_contain(
         &self,
         tenant: &str,

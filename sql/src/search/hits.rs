@@ -1,0 +1,183 @@
+//! Search hits from a search plan's output: rows (sorted by trace, spanset, start) into
+//! traces, spansets and spans with the values the query returns, and each trace's per-service
+//! span and error counts.
+
+use std::collections::{BTreeMap, HashMap};
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::Int64Type;
+use tracehouse_traceql::ast::{AttrScope, FieldExpr, Intrinsic};
+use tracehouse_traceql::plan::out;
+
+use super::{HitValue, ServiceStat, SpanHit, SpansetHit, TraceHit};
+
+/// The columns of a search plan's output that hits are built from, in [`hits_from`]'s order.
+pub(crate) const HIT_COLUMNS: [&str; 17] = [
+    "trace_id",
+    "span_id",
+    "name",
+    "service_name",
+    "start_time_unix_nano",
+    "duration_ns",
+    out::ROOT_SERVICE,
+    out::ROOT_NAME,
+    out::TRACE_START,
+    out::TRACE_DURATION,
+    out::SPANSET,
+    out::MATCHED,
+    "span_attributes",
+    "resource_attributes",
+    "status_code",
+    "kind",
+    "status_message",
+];
+
+/// Fills `service_stats` of `hits` from their traces' spans (`spans` batches that hold them
+/// whole): spans and error spans per service, by service name.
+pub(crate) fn add_service_stats(hits: &mut [TraceHit], spans: &[RecordBatch]) {
+    let position: HashMap<&str, usize> = hits.iter().enumerate().map(|(i, h)| (h.trace_id.as_str(), i)).collect();
+    let mut stats: Vec<BTreeMap<Option<String>, (u64, u64)>> = vec![BTreeMap::new(); hits.len()];
+    for b in spans {
+        let (Some(ids), Some(services), Some(status)) = (
+            b.column_by_name("trace_id"),
+            b.column_by_name("service_name"),
+            b.column_by_name("status_code"),
+        ) else {
+            continue;
+        };
+        for row in 0..b.num_rows() {
+            let Some(&i) = opt_str(ids.as_ref(), row).and_then(|t| position.get(t.as_str())) else {
+                continue;
+            };
+            let entry = stats[i].entry(opt_str(services.as_ref(), row)).or_default();
+            entry.0 += 1;
+            entry.1 += u64::from(opt_str(status.as_ref(), row).as_deref() == Some("error"));
+        }
+    }
+    for (hit, stats) in hits.iter_mut().zip(stats) {
+        hit.service_stats = stats
+            .into_iter()
+            .map(|(name, (spans, errors))| ServiceStat {
+                service_name: name.unwrap_or_default(),
+                span_count: spans,
+                error_count: errors,
+            })
+            .collect();
+    }
+}
+
+fn opt_str(a: &dyn Array, i: usize) -> Option<String> {
+    a.is_valid(i).then(|| a.as_string::<i32>().value(i).to_string())
+}
+
+/// The value of `key` in row `row` of an attribute map, typed.
+fn map_value(map: &dyn Array, row: usize, key: &str) -> Option<HitValue> {
+    let map = map.as_map_opt()?;
+    if !map.is_valid(row) {
+        return None;
+    }
+    let entries = map.value(row);
+    let keys = entries.column(0).as_string::<i32>();
+    let values = entries.column(1).as_struct();
+    let i = (0..keys.len()).find(|&i| keys.value(i) == key)?;
+    let field = |name: &str| values.column_by_name(name).filter(|c| c.is_valid(i));
+    if let Some(c) = field("str") {
+        return Some(HitValue::Str(c.as_string::<i32>().value(i).to_string()));
+    }
+    if let Some(c) = field("int") {
+        return Some(HitValue::Int(c.as_primitive::<Int64Type>().value(i)));
+    }
+    if let Some(c) = field("double") {
+        return Some(HitValue::Double(
+            c.as_primitive::<arrow::datatypes::Float64Type>().value(i),
+        ));
+    }
+    if let Some(c) = field("bool") {
+        return Some(HitValue::Bool(c.as_boolean().value(i)));
+    }
+    ["array", "kvlist"]
+        .iter()
+        .find_map(|n| field(n))
+        .map(|c| HitValue::Str(c.as_string::<i32>().value(i).to_string()))
+}
+
+/// The values of `fields` for row `row` of a search result batch.
+fn returned_values(b: &RecordBatch, row: usize, fields: &[FieldExpr]) -> Vec<(String, HitValue)> {
+    let (span_attrs, resource_attrs) = (b.column(12).as_ref(), b.column(13).as_ref());
+    let mut out = Vec::new();
+    for f in fields {
+        let (name, value) = match f {
+            FieldExpr::Attribute(a) => {
+                let value = match a.scope {
+                    AttrScope::Span => map_value(span_attrs, row, &a.name),
+                    AttrScope::Resource => map_value(resource_attrs, row, &a.name),
+                    AttrScope::Unscoped => {
+                        map_value(span_attrs, row, &a.name).or_else(|| map_value(resource_attrs, row, &a.name))
+                    }
+                    _ => None,
+                };
+                (a.name.clone(), value)
+            }
+            FieldExpr::Intrinsic(i) => {
+                let (name, col) = match i {
+                    Intrinsic::Status => ("status", 14),
+                    Intrinsic::Kind => ("kind", 15),
+                    _ => ("statusMessage", 16),
+                };
+                (
+                    name.to_string(),
+                    opt_str(b.column(col).as_ref(), row).map(HitValue::Str),
+                )
+            }
+            _ => continue,
+        };
+        if let Some(v) = value
+            && !out.iter().any(|(n, _)| *n == name)
+        {
+            out.push((name, v));
+        }
+    }
+    out
+}
+
+/// Rows (sorted by trace, spanset, start) into traces.
+pub(crate) fn hits_from(batches: &[RecordBatch], fields: &[FieldExpr]) -> Vec<TraceHit> {
+    let mut traces: Vec<TraceHit> = Vec::new();
+    for b in batches {
+        let c = |i: usize| b.column(i).as_ref();
+        for row in 0..b.num_rows() {
+            let trace_id = opt_str(c(0), row).unwrap_or_default();
+            let label = opt_str(c(10), row).unwrap_or_default();
+            let span = SpanHit {
+                span_id: opt_str(c(1), row).unwrap_or_default(),
+                name: opt_str(c(2), row).unwrap_or_default(),
+                service_name: opt_str(c(3), row),
+                start_unix_nano: c(4).as_primitive::<Int64Type>().value(row),
+                duration_ns: c(5).as_primitive::<Int64Type>().value(row),
+                attributes: returned_values(b, row, fields),
+            };
+            let matched = c(11).as_primitive::<Int64Type>().value(row).max(0) as u64;
+            if traces.last().is_none_or(|t| t.trace_id != trace_id) {
+                traces.push(TraceHit {
+                    trace_id: trace_id.clone(),
+                    root_service_name: opt_str(c(6), row),
+                    root_trace_name: opt_str(c(7), row),
+                    start_unix_nano: c(8).as_primitive::<Int64Type>().value(row),
+                    duration_ns: c(9).as_primitive::<Int64Type>().value(row),
+                    spansets: Vec::new(),
+                    service_stats: Vec::new(),
+                });
+            }
+            let trace = traces.last_mut().expect("pushed above");
+            if trace.spansets.last().is_none_or(|s| s.label != label) {
+                trace.spansets.push(SpansetHit {
+                    label,
+                    matched,
+                    spans: Vec::new(),
+                });
+            }
+            trace.spansets.last_mut().expect("pushed above").spans.push(span);
+        }
+    }
+    traces
+}

@@ -1,0 +1,443 @@
+//! Tempo-style TraceQL search: traces that match a query, with Tempo's result shape (at most
+//! `limit` traces, `spss` spans per spanset, each span with the attributes the query read or
+//! `select()`ed, per trace the span and error counts of each service), newest first.
+//!
+//! Which traces: as in Tempo, the first `limit` found, unless the query says
+//! `with(most_recent=true)`, which asks for the `limit` most recent ones.
+//!
+//! How: spans are stored sorted by trace id, with page indexes, so a search reads one range of
+//! trace ids at a time ([`ranges`]: small first, then growing), of every data file only the
+//! pages of that range and only the columns the query needs, plus the live spans of the same
+//! range, all from one snapshot. Each range holds whole traces, so the plan ([`prepared`],
+//! planned once per query and reused) run over it alone gives its traces exactly the answer of
+//! the whole table, and their service stats come from the same rows. The search stops as soon
+//! as it has `limit` traces: a query that matches often reads a small slice of the data, one
+//! that matches nothing reads it all once, unless bloom filters rule out a value it needs.
+
+mod hits;
+mod prepared;
+mod ranges;
+
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
+use arrow::compute::kernels::cmp::{gt_eq, lt_eq};
+use arrow::compute::{and, filter_record_batch};
+use arrow::datatypes::Int64Type;
+use datafusion::error::DataFusionError;
+use datafusion::prelude::SessionContext;
+use tracehouse_traceql::ast::{AttrScope, FieldExpr, Intrinsic, Query, Root, SpansetExpr, Stage, Static};
+use tracehouse_traceql::compile;
+use tracehouse_warehouse::Warehouse;
+use tracehouse_warehouse::id_range::IdRange;
+use tracehouse_warehouse::provider::SnapshotSpans;
+
+pub use prepared::{SEARCH_PLANS_ENTRIES, SearchPlans};
+pub use ranges::{FIRST_RANGE_SPANS, MAX_RANGE_SPANS};
+
+use crate::Result;
+use crate::traceql::to_df;
+
+/// Longest search result accepted: traces per search, and spans per spanset.
+pub const MAX_SEARCH_LIMIT: usize = 10_000;
+pub const MAX_SPSS: usize = 10_000;
+
+/// What a search looked at, as Tempo reports it in `SearchMetrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SearchMetrics {
+    /// Traces the search evaluated and returned.
+    pub inspected_traces: u64,
+    /// Span rows the scans returned after pruning.
+    pub inspected_spans: u64,
+    /// Bytes read from data files.
+    pub inspected_bytes: u64,
+    /// Data files of the snapshot, and their bytes.
+    pub total_blocks: u64,
+    pub total_block_bytes: u64,
+    /// Trace-id ranges done (those left when `limit` is reached count as done), of all.
+    pub completed_jobs: u32,
+    pub total_jobs: u32,
+}
+
+/// A search's hits (newest trace first) and what it looked at.
+#[derive(Debug, Clone, Default)]
+pub struct SearchOutcome {
+    pub hits: Vec<TraceHit>,
+    pub metrics: SearchMetrics,
+}
+
+/// Called with the hits and metrics so far after each trace-id range but the last.
+pub type Progress<'a> = &'a mut (dyn FnMut(&SearchOutcome) + Send);
+
+/// `true` when the query carries Tempo's `with(most_recent=true)`.
+pub fn wants_most_recent(query: &Query) -> bool {
+    query
+        .hints
+        .iter()
+        .any(|h| h.name == "most_recent" && h.value == Static::Bool(true))
+}
+
+/// Runs `request` over `tenant`'s spans in `warehouse`, planning in `ctx` (or taking the plan
+/// from `plans`).
+pub async fn search(
+    ctx: &SessionContext,
+    plans: &SearchPlans,
+    warehouse: &Warehouse,
+    tenant: &str,
+    request: &SearchRequest,
+    progress: Progress<'_>,
+) -> Result<SearchOutcome> {
+    if request.limit == 0 || request.limit > MAX_SEARCH_LIMIT || request.spss == 0 || request.spss > MAX_SPSS {
+        return Err(
+            DataFusionError::Plan(format!("limit must be 1..={MAX_SEARCH_LIMIT} and spss 1..={MAX_SPSS}")).into(),
+        );
+    }
+    let query = compile(&request.query).map_err(to_df)?;
+    let (table, live) = warehouse.snapshot(tenant).await?;
+    let snapshot = SnapshotSpans::new(table, live);
+    let files = snapshot.data_files();
+    let mut found = SearchOutcome::default();
+    found.metrics.total_blocks = files.len() as u64;
+    found.metrics.total_block_bytes = files.iter().map(|(_, size)| size).sum();
+    let snapshot = prune(warehouse, tenant, &query, snapshot, &files).await?;
+    let prepared = plans
+        .get(ctx, &request.query, &query, request.limit, request.spss)
+        .await?;
+    let search = Search {
+        ctx,
+        warehouse,
+        tenant,
+        request,
+        fields: returned_fields(&query),
+        prepared,
+        snapshot,
+    };
+    let ranges: Vec<IdRange> = search.ranges().await?;
+    found.metrics.total_jobs = u32::try_from(ranges.len()).unwrap_or(u32::MAX);
+    let most_recent = wants_most_recent(&query);
+    for range in &ranges {
+        let mut hits = search.hits(range, &mut found.metrics).await?;
+        found.metrics.completed_jobs += 1;
+        if !most_recent {
+            // First found: the range's most recent traces fill what is missing.
+            hits.truncate(request.limit - found.hits.len());
+        }
+        if !hits.is_empty() {
+            found.hits.extend(hits);
+            sort_newest_first(&mut found.hits);
+            found.hits.truncate(request.limit);
+        }
+        if found.hits.len() >= request.limit && !most_recent {
+            // The ranges left cannot change the answer: they are done.
+            found.metrics.completed_jobs = found.metrics.total_jobs;
+            break;
+        }
+        if found.metrics.completed_jobs < found.metrics.total_jobs {
+            progress(&found);
+        }
+    }
+    Ok(found)
+}
+
+/// `snapshot` without the data files that cannot hold a match: those whose bloom filters rule
+/// out a string attribute value every match needs.
+async fn prune(
+    warehouse: &Warehouse,
+    tenant: &str,
+    query: &Query,
+    snapshot: SnapshotSpans,
+    files: &[(String, u64)],
+) -> Result<SnapshotSpans> {
+    let mut keep: Vec<bool> = vec![true; files.len()];
+    for (leaves, value) in required_values(query) {
+        if !keep.contains(&true) {
+            break;
+        }
+        let may = warehouse.files_may_contain(tenant, files, &leaves, &value).await?;
+        keep.iter_mut().zip(may).for_each(|(k, m)| *k &= m);
+    }
+    if keep.iter().all(|k| *k) {
+        return Ok(snapshot);
+    }
+    let kept = files.iter().zip(keep).filter(|(_, k)| *k).map(|((p, _), _)| p.clone());
+    Ok(snapshot.with_files(kept.collect()))
+}
+
+/// String values every match needs as an attribute value, with the Parquet leaves that hold
+/// them: from `attr = "v"` terms joined by `&&` in a filter, of the spanset operands every
+/// match needs (`&&` and the non-negated structural operators).
+fn required_values(query: &Query) -> Vec<(Vec<&'static str>, String)> {
+    fn terms(e: &FieldExpr, out: &mut Vec<(Vec<&'static str>, String)>) {
+        use tracehouse_traceql::ast::{BinOp, CmpOp};
+        match e {
+            FieldExpr::Binary(BinOp::And, a, b) => {
+                terms(a, out);
+                terms(b, out);
+            }
+            FieldExpr::Binary(BinOp::Cmp(CmpOp::Eq), a, b) => {
+                let ((FieldExpr::Attribute(attr), FieldExpr::Static(Static::Str(v)))
+                | (FieldExpr::Static(Static::Str(v)), FieldExpr::Attribute(attr))) = (a.as_ref(), b.as_ref())
+                else {
+                    return;
+                };
+                let [span, resource] = tracehouse_warehouse::table::ATTRIBUTE_STRING_LEAVES;
+                let leaves = match (attr.scope, attr.parent) {
+                    (AttrScope::Span, false) => vec![span],
+                    (AttrScope::Resource, false) => vec![resource],
+                    (AttrScope::Unscoped, false) => vec![span, resource],
+                    _ => return,
+                };
+                out.push((leaves, v.clone()));
+            }
+            _ => {}
+        }
+    }
+    fn walk(e: &SpansetExpr, out: &mut Vec<(Vec<&'static str>, String)>) {
+        use tracehouse_traceql::ast::SpansetOp as Op;
+        match e {
+            SpansetExpr::Filter(cond) => terms(cond, out),
+            SpansetExpr::Op(Op::And | Op::Child | Op::Descendant | Op::Parent | Op::Ancestor | Op::Sibling, a, b) => {
+                walk(a, out);
+                walk(b, out);
+            }
+            SpansetExpr::Op(..) => {}
+            SpansetExpr::Pipeline(stages) => {
+                if let Some(Stage::Spanset(first)) = stages.first() {
+                    walk(first, out);
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    if let Root::Spanset(e) = &query.root {
+        walk(e, &mut out);
+    }
+    out
+}
+
+fn sort_newest_first(hits: &mut [TraceHit]) {
+    hits.sort_by(|a, b| {
+        b.start_unix_nano
+            .cmp(&a.start_unix_nano)
+            .then_with(|| a.trace_id.cmp(&b.trace_id))
+    });
+}
+
+/// Rows a range may hold at most when read: far more than it was cut for (a single trace of
+/// that many spans is refused).
+const MAX_RANGE_ROWS: u64 = 8 * MAX_RANGE_SPANS;
+
+/// Live rows counted as one in the histogram of trace ids (a sample).
+const LIVE_SAMPLE_ROWS: usize = 64;
+
+/// One search request over one tenant's snapshot.
+struct Search<'a> {
+    ctx: &'a SessionContext,
+    warehouse: &'a Warehouse,
+    tenant: &'a str,
+    request: &'a SearchRequest,
+    /// What the query returns with each span.
+    fields: Vec<FieldExpr>,
+    prepared: Arc<prepared::Prepared>,
+    snapshot: SnapshotSpans,
+}
+
+impl Search<'_> {
+    /// The trace-id ranges to search in turn, cut from the snapshot's pages and a sample of
+    /// its live spans.
+    async fn ranges(&self) -> Result<Vec<IdRange>> {
+        let mut pages: Vec<ranges::Page> = self
+            .warehouse
+            .id_pages(self.tenant, &self.snapshot)
+            .await?
+            .into_iter()
+            .map(|(min, max, rows)| ranges::Page {
+                min: ranges::position(&min),
+                max: ranges::position(&max),
+                rows: rows as f64,
+            })
+            .collect();
+        for b in self.snapshot.live() {
+            let Some(ids) = b.column_by_name("trace_id").and_then(|c| c.as_string_opt::<i32>()) else {
+                continue;
+            };
+            for i in (0..ids.len()).step_by(LIVE_SAMPLE_ROWS) {
+                let at = ranges::position(ids.value(i).as_bytes());
+                pages.push(ranges::Page {
+                    min: at,
+                    max: at,
+                    rows: LIVE_SAMPLE_ROWS as f64,
+                });
+            }
+        }
+        Ok(ranges::Ranges::new(pages).collect())
+    }
+
+    /// The `limit` most recent hits with trace ids in `range`, with their service stats.
+    async fn hits(&self, range: &IdRange, metrics: &mut SearchMetrics) -> Result<Vec<TraceHit>> {
+        let columns = &self.prepared.columns;
+        let (whole, bytes) = self
+            .warehouse
+            .read_id_range(self.tenant, &self.snapshot, range, columns)
+            .await?;
+        let rows: u64 = whole.iter().map(|b| b.num_rows() as u64).sum();
+        metrics.inspected_spans += rows;
+        metrics.inspected_bytes += bytes;
+        if rows == 0 {
+            return Ok(Vec::new());
+        }
+        if rows > MAX_RANGE_ROWS {
+            return Err(DataFusionError::ResourcesExhausted(format!(
+                "search read {rows} spans for one range of trace ids, more than {MAX_RANGE_ROWS}"
+            ))
+            .into());
+        }
+        let spans = self.windowed(&whole)?;
+        if spans.is_empty() {
+            return Ok(Vec::new());
+        }
+        let batches = self.prepared.run(self.ctx, spans).await?;
+        let mut hits = hits::hits_from(&batches, &self.fields);
+        metrics.inspected_traces += hits.len() as u64;
+        hits::add_service_stats(&mut hits, &whole);
+        Ok(hits)
+    }
+
+    /// The rows of `batches` that overlap the request's window.
+    fn windowed(&self, batches: &[RecordBatch]) -> datafusion::error::Result<Vec<RecordBatch>> {
+        let (start, end) = (self.request.start_unix_nano, self.request.end_unix_nano);
+        let mut out = Vec::with_capacity(batches.len());
+        for b in batches {
+            let column = |name: &str| {
+                b.column_by_name(name)
+                    .and_then(|c| c.as_primitive_opt::<Int64Type>())
+                    .ok_or_else(|| DataFusionError::Internal(format!("range read without {name}")))
+            };
+            let mut mask = BooleanArray::from(vec![true; b.num_rows()]);
+            if let Some(start) = start {
+                let ends = column("end_time_unix_nano")?;
+                mask = and(&mask, &gt_eq(ends, &arrow::array::Int64Array::new_scalar(start))?)?;
+            }
+            if let Some(end) = end {
+                let starts = column("start_time_unix_nano")?;
+                mask = and(&mask, &lt_eq(starts, &arrow::array::Int64Array::new_scalar(end))?)?;
+            }
+            match mask.true_count() {
+                0 => {}
+                n if n == b.num_rows() => out.push(b.clone()),
+                _ => out.push(filter_record_batch(b, &mask)?),
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A TraceQL search, as Tempo's `/api/search` takes it.
+#[derive(Debug, Clone)]
+pub struct SearchRequest {
+    pub query: String,
+    /// Traces to return (Tempo's default is 20).
+    pub limit: usize,
+    /// Spans per spanset (Tempo's default is 3).
+    pub spss: usize,
+    /// Only spans that overlap `[start, end]`, ns since the epoch.
+    pub start_unix_nano: Option<i64>,
+    pub end_unix_nano: Option<i64>,
+}
+
+/// One trace of a search result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceHit {
+    pub trace_id: String,
+    pub root_service_name: Option<String>,
+    pub root_trace_name: Option<String>,
+    pub start_unix_nano: i64,
+    pub duration_ns: i64,
+    pub spansets: Vec<SpansetHit>,
+    /// Spans and error spans per service over the whole trace, by service name.
+    pub service_stats: Vec<ServiceStat>,
+}
+
+/// One service's share of a trace.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceStat {
+    pub service_name: String,
+    pub span_count: u64,
+    pub error_count: u64,
+}
+
+/// One spanset of a trace: its `by()` label (empty without `by()`), how many spans matched
+/// and the first `spss` of them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpansetHit {
+    pub label: String,
+    pub matched: u64,
+    pub spans: Vec<SpanHit>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpanHit {
+    pub span_id: String,
+    pub name: String,
+    pub service_name: Option<String>,
+    pub start_unix_nano: i64,
+    pub duration_ns: i64,
+    /// What the query looked at or `select()`ed, as Tempo returns it with each span: attributes
+    /// by name, and the intrinsics `status`, `kind` and `statusMessage`. Absent ones are left out.
+    pub attributes: Vec<(String, HitValue)>,
+}
+
+/// A typed value returned with a span.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HitValue {
+    Str(String),
+    Int(i64),
+    Double(f64),
+    Bool(bool),
+}
+
+/// Fields whose values search returns with each span: the attributes and the status, kind and
+/// status-message intrinsics the query's filters read, and everything `select()` names; each
+/// once, in order of appearance.
+pub fn returned_fields(query: &Query) -> Vec<FieldExpr> {
+    fn wanted(f: &FieldExpr) -> bool {
+        match f {
+            FieldExpr::Attribute(a) => !a.parent,
+            FieldExpr::Intrinsic(i) => matches!(i, Intrinsic::Status | Intrinsic::Kind | Intrinsic::StatusMessage),
+            _ => false,
+        }
+    }
+    fn walk(e: &SpansetExpr, out: &mut Vec<FieldExpr>) {
+        match e {
+            SpansetExpr::Filter(cond) => cond.visit_fields(&mut |f| {
+                if wanted(f) && !out.contains(f) {
+                    out.push(f.clone());
+                }
+            }),
+            SpansetExpr::Op(_, l, r) => {
+                walk(l, out);
+                walk(r, out);
+            }
+            SpansetExpr::Pipeline(stages) => {
+                for stage in stages {
+                    match stage {
+                        Stage::Spanset(e) => walk(e, out),
+                        Stage::Select(fields) => {
+                            for f in fields.iter().filter(|f| wanted(f)) {
+                                if !out.contains(f) {
+                                    out.push(f.clone());
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    if let Root::Spanset(e) = &query.root {
+        walk(e, &mut out);
+    }
+    out
+}

@@ -1,0 +1,260 @@
+//! Search plans prepared once and run once per trace-id range.
+//!
+//! A search evaluates the same TraceQL plan over many small inputs: each range of trace ids,
+//! read into memory. The plan's scans read [`RangeTable`], whose physical scan
+//! ([`RangeScanExec`]) takes its rows from the task that runs it (a [`RangeSpans`] extension of
+//! the task's config), so one physical plan serves every range, and is kept in
+//! [`SearchPlans`] for the next search with the same query, limit and spss (a dashboard
+//! refresh). Each run starts from a copy with fresh state (`reset_plan_states`). The plans run
+//! on one partition (the inputs are small) and without dynamic filters (a reused plan must not
+//! carry state between runs).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{ScalarValue, internal_err};
+use datafusion::datasource::provider_as_source;
+use datafusion::error::Result as DfResult;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::{Expr, LogicalPlanBuilder, TableType, col, lit};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType, reset_plan_states};
+use datafusion::physical_plan::memory::MemoryStream;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
+use datafusion::prelude::SessionContext;
+use tracehouse_traceql::ast::{FieldExpr, Query};
+use tracehouse_traceql::plan_search;
+use tracehouse_warehouse::schema::spans_schema;
+
+use super::hits::HIT_COLUMNS;
+use super::returned_fields;
+use crate::Result;
+use crate::traceql::{plan_options, to_df};
+
+/// Prepared plans kept at most; past this the cache starts over.
+pub const SEARCH_PLANS_ENTRIES: usize = 256;
+
+/// Columns every range read carries besides what the plan reads: the window's bounds and
+/// what service stats count.
+const ALWAYS_READ: [&str; 5] = [
+    "trace_id",
+    "service_name",
+    "status_code",
+    "start_time_unix_nano",
+    "end_time_unix_nano",
+];
+
+/// A search plan ready to run over any range.
+#[derive(Debug)]
+pub struct Prepared {
+    plan: Arc<dyn ExecutionPlan>,
+    /// Columns of `spans` a range is read with: what the plan's scans read and [`ALWAYS_READ`].
+    pub columns: Vec<String>,
+}
+
+/// Prepared search plans by (query text, limit, spss): plans do not depend on the tenant.
+#[derive(Debug, Default)]
+pub struct SearchPlans {
+    entries: Mutex<HashMap<(String, usize, usize), Arc<Prepared>>>,
+}
+
+impl SearchPlans {
+    /// The plan of `query` (whose text is `text`), prepared now unless it was before.
+    pub async fn get(
+        &self,
+        ctx: &SessionContext,
+        text: &str,
+        query: &Query,
+        limit: usize,
+        spss: usize,
+    ) -> Result<Arc<Prepared>> {
+        let key = (text.to_string(), limit, spss);
+        if let Some(p) = self.entries.lock().expect("search plans lock").get(&key) {
+            return Ok(p.clone());
+        }
+        let prepared = Arc::new(prepare(ctx, query, limit, spss).await?);
+        let mut entries = self.entries.lock().expect("search plans lock");
+        if entries.len() >= SEARCH_PLANS_ENTRIES {
+            entries.clear();
+        }
+        entries.insert(key, prepared.clone());
+        Ok(prepared)
+    }
+}
+
+/// Plans `query` over [`RangeTable`], projected to the columns hits are built from (the
+/// attribute maps only when the query returns attributes).
+async fn prepare(ctx: &SessionContext, query: &Query, limit: usize, spss: usize) -> Result<Prepared> {
+    let scan = LogicalPlanBuilder::scan("spans", provider_as_source(Arc::new(RangeTable)), None)?.build()?;
+    let plan = plan_search(query, scan, &plan_options(), limit, spss).map_err(to_df)?;
+    let maps = returned_fields(query)
+        .iter()
+        .any(|f| matches!(f, FieldExpr::Attribute(_)));
+    let columns: Vec<Expr> = HIT_COLUMNS
+        .iter()
+        .map(|c| match (*c, maps) {
+            ("span_attributes" | "resource_attributes", false) => lit(ScalarValue::Null).alias(*c),
+            _ => col(*c),
+        })
+        .collect();
+    let plan = LogicalPlanBuilder::from(plan).project(columns)?.build()?;
+    let mut config = ctx.copied_config().with_target_partitions(1);
+    config = config.set_bool("datafusion.optimizer.enable_dynamic_filter_pushdown", false);
+    let state = datafusion::execution::session_state::SessionStateBuilder::new_from_existing(ctx.state())
+        .with_config(config)
+        .build();
+    let plan = state.create_physical_plan(&plan).await?;
+    let mut columns: Vec<String> = ALWAYS_READ.iter().map(|c| c.to_string()).collect();
+    collect_scanned(&plan, &mut columns);
+    // In the order of the `spans` schema.
+    let schema = spans_schema();
+    columns.sort_by_key(|c| schema.index_of(c).unwrap_or(usize::MAX));
+    Ok(Prepared { plan, columns })
+}
+
+/// Adds the columns the [`RangeScanExec`]s of `plan` read to `out`.
+fn collect_scanned(plan: &Arc<dyn ExecutionPlan>, out: &mut Vec<String>) {
+    if let Some(scan) = plan.downcast_ref::<RangeScanExec>() {
+        for f in scan.schema.fields() {
+            if !out.contains(f.name()) {
+                out.push(f.name().clone());
+            }
+        }
+    }
+    for child in plan.children() {
+        collect_scanned(child, out);
+    }
+}
+
+impl Prepared {
+    /// Runs the plan over `spans` (batches with [`Prepared::columns`]), in `ctx`'s runtime.
+    pub async fn run(&self, ctx: &SessionContext, spans: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
+        let plan = reset_plan_states(self.plan.clone())?;
+        let task = ctx.task_ctx();
+        let config = task
+            .session_config()
+            .clone()
+            .with_extension(Arc::new(RangeSpans(spans)));
+        let task = TaskContext::new(
+            None,
+            task.session_id(),
+            config,
+            task.scalar_functions().clone(),
+            task.higher_order_functions().clone(),
+            task.aggregate_functions().clone(),
+            task.window_functions().clone(),
+            task.runtime_env(),
+        );
+        Ok(datafusion::physical_plan::collect(plan, Arc::new(task)).await?)
+    }
+}
+
+/// The rows of the range a search plan runs over, handed to its scans through the task.
+#[derive(Debug)]
+pub struct RangeSpans(pub Vec<RecordBatch>);
+
+/// `spans` as a search plan sees it: the rows of the range being run.
+#[derive(Debug)]
+pub struct RangeTable;
+
+#[async_trait]
+impl TableProvider for RangeTable {
+    fn schema(&self) -> SchemaRef {
+        spans_schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let schema = match projection {
+            Some(p) => Arc::new(spans_schema().project(p)?),
+            None => spans_schema(),
+        };
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(schema.clone()),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        );
+        Ok(Arc::new(RangeScanExec {
+            schema,
+            properties: Arc::new(properties),
+        }))
+    }
+}
+
+/// Scans the [`RangeSpans`] of the task that runs it.
+#[derive(Debug)]
+pub struct RangeScanExec {
+    schema: SchemaRef,
+    properties: Arc<PlanProperties>,
+}
+
+impl DisplayAs for RangeScanExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let names: Vec<&str> = self.schema.fields().iter().map(|f| f.name().as_str()).collect();
+        write!(f, "RangeScanExec: projection=[{}]", names.join(", "))
+    }
+}
+
+impl ExecutionPlan for RangeScanExec {
+    fn name(&self) -> &str {
+        "RangeScanExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(self: Arc<Self>, _children: Vec<Arc<dyn ExecutionPlan>>) -> DfResult<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
+        if partition != 0 {
+            return internal_err!("RangeScanExec has one partition, not {partition}");
+        }
+        let Some(spans) = context.session_config().get_extension::<RangeSpans>() else {
+            return internal_err!("RangeScanExec runs only with the spans of a range");
+        };
+        let mut batches = Vec::with_capacity(spans.0.len());
+        for b in &spans.0 {
+            let columns = self
+                .schema
+                .fields()
+                .iter()
+                .map(|f| b.column_by_name(f.name()).cloned())
+                .collect::<Option<Vec<_>>>();
+            let Some(columns) = columns else {
+                return internal_err!("a range was read without a column its plan reads");
+            };
+            batches.push(RecordBatch::try_new(self.schema.clone(), columns)?);
+        }
+        Ok(Box::pin(MemoryStream::try_new(batches, self.schema.clone(), None)?))
+    }
+}

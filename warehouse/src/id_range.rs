@@ -1,0 +1,234 @@
+//! Reading a tenant's spans one trace-id range at a time, for search.
+//!
+//! Data files are sorted by trace id and carry page indexes, so the rows of a range
+//! `[low, high)` are a few contiguous pages of each file: [`TableFiles::read_id_range`] reads
+//! only those pages (and only the columns asked for), from footers cached with their page
+//! indexes. [`TableFiles::id_pages`] gives the same statistics as a histogram of trace ids
+//! (each page's smallest id and its rows), from which a search cuts the table into ranges of
+//! about the spans it wants, whatever the spread of the ids (64-bit ids from Zipkin or Jaeger
+//! fill only the low end of the id space).
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray};
+use arrow::compute::kernels::cmp::{gt_eq, lt};
+use arrow::compute::{and, cast, filter_record_batch};
+use arrow::datatypes::{DataType, Schema};
+use futures::TryStreamExt;
+use parquet::arrow::arrow_reader::{ArrowPredicateFn, ArrowReaderOptions, RowFilter, RowSelection, RowSelector};
+use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
+use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData};
+use parquet::file::page_index::column_index::ColumnIndexMetaData;
+use parquet::file::statistics::Statistics;
+
+use crate::schema::{PARTITION_COLUMN, spans_schema};
+use crate::trace_index::{DataFile, StoreReader, TableFiles};
+use crate::{Error, Result};
+
+/// Trace ids `[low, high)` in stored spelling (32 lowercase hex digits); `None` is unbounded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IdRange {
+    pub low: Option<String>,
+    pub high: Option<String>,
+}
+
+impl IdRange {
+    fn admits(&self, min: &[u8], max: &[u8]) -> bool {
+        self.low.as_ref().is_none_or(|l| max >= l.as_bytes()) && self.high.as_ref().is_none_or(|h| min < h.as_bytes())
+    }
+
+    /// Which rows of `ids` fall in the range.
+    pub fn mask(&self, ids: &StringArray) -> Result<BooleanArray> {
+        let mut mask = BooleanArray::from(vec![true; ids.len()]);
+        if let Some(low) = &self.low {
+            mask = and(&mask, &gt_eq(ids, &StringArray::new_scalar(low.as_str()))?)?;
+        }
+        if let Some(high) = &self.high {
+            mask = and(&mask, &lt(ids, &StringArray::new_scalar(high.as_str()))?)?;
+        }
+        Ok(mask)
+    }
+}
+
+/// One page of trace ids: the smallest and largest id on it and how many rows it holds.
+pub type IdPage = (Vec<u8>, Vec<u8>, u64);
+
+/// The leaf index of the top-level `trace_id` column.
+fn trace_id_leaf(metadata: &ParquetMetaData, file: &DataFile) -> Result<usize> {
+    let schema = metadata.file_metadata().schema_descr();
+    (0..schema.num_columns())
+        .find(|&i| schema.column(i).path().string() == "trace_id")
+        .ok_or_else(|| Error::InvalidSpan(format!("{} has no trace_id column", file.path)))
+}
+
+/// The pages of `trace_id` in row group `rg`: (first row, rows, min, max); one entry for the
+/// whole row group when the file has no page index.
+fn id_pages_of(metadata: &ParquetMetaData, rg: usize, leaf: usize) -> Vec<(u64, u64, Vec<u8>, Vec<u8>)> {
+    let group = metadata.row_group(rg);
+    let rows = u64::try_from(group.num_rows()).unwrap_or_default();
+    let indexes = metadata.column_index().zip(metadata.offset_index());
+    if let Some((columns, offsets)) = indexes
+        && let ColumnIndexMetaData::BYTE_ARRAY(index) = &columns[rg][leaf]
+    {
+        let locations = offsets[rg][leaf].page_locations();
+        let mut pages = Vec::with_capacity(locations.len());
+        for (i, page) in locations.iter().enumerate() {
+            let first = u64::try_from(page.first_row_index).unwrap_or_default();
+            let end = locations
+                .get(i + 1)
+                .map_or(rows, |n| u64::try_from(n.first_row_index).unwrap_or_default());
+            let (Some(min), Some(max)) = (index.min_value(i), index.max_value(i)) else {
+                continue;
+            };
+            pages.push((first, end - first, min.to_vec(), max.to_vec()));
+        }
+        return pages;
+    }
+    match group.column(leaf).statistics() {
+        Some(Statistics::ByteArray(s)) => match (s.min_bytes_opt(), s.max_bytes_opt()) {
+            (Some(min), Some(max)) => vec![(0, rows, min.to_vec(), max.to_vec())],
+            _ => vec![(0, rows, Vec::new(), vec![0xff; 32])],
+        },
+        _ => vec![(0, rows, Vec::new(), vec![0xff; 32])],
+    }
+}
+
+impl TableFiles {
+    /// A reader of `file` over its cached footer (with page indexes).
+    async fn builder(&self, file: &DataFile) -> Result<ParquetRecordBatchStreamBuilder<StoreReader>> {
+        let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
+        Ok(ParquetRecordBatchStreamBuilder::new_with_options(self.reader(file), options).await?)
+    }
+
+    /// The pages of `file`'s trace ids: each page's smallest and largest id and its rows.
+    pub async fn id_pages(&self, file: &DataFile) -> Result<Vec<IdPage>> {
+        let builder = self.builder(file).await?;
+        let metadata = builder.metadata();
+        let leaf = trace_id_leaf(metadata, file)?;
+        let mut out = Vec::new();
+        for rg in 0..metadata.num_row_groups() {
+            out.extend(
+                id_pages_of(metadata, rg, leaf)
+                    .into_iter()
+                    .map(|(_, n, min, max)| (min, max, n)),
+            );
+        }
+        Ok(out)
+    }
+
+    /// The rows of `file` with trace ids in `range`: `columns` of the `spans` schema (in that
+    /// order), reading only the pages whose trace-id statistics overlap the range. Returns the
+    /// batches and the compressed bytes of the pages of `trace_id` read.
+    pub async fn read_id_range(
+        &self,
+        file: &DataFile,
+        range: &IdRange,
+        columns: &[String],
+    ) -> Result<(Vec<RecordBatch>, u64)> {
+        let builder = self.builder(file).await?;
+        let metadata = builder.metadata().clone();
+        let leaf = trace_id_leaf(&metadata, file)?;
+        let (mut groups, mut selectors, mut fractions) = (Vec::new(), Vec::new(), Vec::new());
+        for rg in 0..metadata.num_row_groups() {
+            let pages = id_pages_of(&metadata, rg, leaf);
+            if !pages.iter().any(|(_, _, min, max)| range.admits(min, max)) {
+                continue;
+            }
+            groups.push(rg);
+            let (mut chosen, mut all) = (0u64, 0u64);
+            for (_, rows, min, max) in &pages {
+                all += rows;
+                let admitted = range.admits(min, max);
+                chosen += if admitted { *rows } else { 0 };
+                let rows = usize::try_from(*rows).unwrap_or_default();
+                selectors.push(if admitted {
+                    RowSelector::select(rows)
+                } else {
+                    RowSelector::skip(rows)
+                });
+            }
+            fractions.push((rg, chosen as f64 / all.max(1) as f64));
+        }
+        if groups.is_empty() {
+            return Ok((Vec::new(), 0));
+        }
+        let schema = builder.parquet_schema();
+        let roots: Vec<usize> = columns
+            .iter()
+            .filter_map(|c| schema.root_schema().get_fields().iter().position(|f| f.name() == c))
+            .collect();
+        // Bytes of the projected column chunks, in the share of their rows selected.
+        let bytes: f64 = fractions
+            .iter()
+            .map(|&(rg, share)| {
+                let group = metadata.row_group(rg);
+                let chunks = (0..schema.num_columns()).filter(|&c| roots.contains(&schema.get_column_root_idx(c)));
+                chunks.map(|c| group.column(c).compressed_size() as f64).sum::<f64>() * share
+            })
+            .sum();
+        let projection = ProjectionMask::roots(schema, roots);
+        let bounds = range.clone();
+        let predicate = ArrowPredicateFn::new(ProjectionMask::leaves(schema, [leaf]), move |batch: RecordBatch| {
+            let ids = cast(batch.column(0), &DataType::Utf8)?;
+            bounds
+                .mask(ids.as_string::<i32>())
+                .map_err(|e| arrow::error::ArrowError::ExternalError(Box::new(e)))
+        });
+        let stream = builder
+            .with_projection(projection)
+            .with_row_groups(groups)
+            .with_row_selection(RowSelection::from(selectors))
+            .with_row_filter(RowFilter::new(vec![Box::new(predicate)]))
+            .with_batch_size(8192)
+            .build()?;
+        let batches: Vec<RecordBatch> = stream.try_collect().await?;
+        let batches = batches
+            .iter()
+            .map(|b| project_spans(b, columns, &file.date))
+            .collect::<Result<_>>()?;
+        Ok((batches, bytes as u64))
+    }
+}
+
+/// The rows of live `batches` (in the `spans` schema) with trace ids in `range`, `columns` only.
+pub fn live_id_range(batches: &[RecordBatch], range: &IdRange, columns: &[String]) -> Result<Vec<RecordBatch>> {
+    let mut out = Vec::new();
+    for b in batches {
+        let Some(ids) = b.column_by_name("trace_id") else {
+            continue;
+        };
+        let ids = cast(ids, &DataType::Utf8)?;
+        let mask = range.mask(ids.as_string::<i32>())?;
+        if mask.true_count() == 0 {
+            continue;
+        }
+        let kept = filter_record_batch(b, &mask)?;
+        out.push(project_spans(&kept, columns, "")?);
+    }
+    Ok(out)
+}
+
+/// `columns` of `batch`, typed as in the `spans` schema; the partition column is `date` when
+/// the batch lacks it.
+fn project_spans(batch: &RecordBatch, columns: &[String], date: &str) -> Result<RecordBatch> {
+    let full = spans_schema();
+    let mut fields = Vec::with_capacity(columns.len());
+    let mut arrays: Vec<ArrayRef> = Vec::with_capacity(columns.len());
+    for name in columns {
+        let field = full.field_with_name(name)?;
+        let array = match batch.column_by_name(name) {
+            Some(c) if c.data_type() == field.data_type() => c.clone(),
+            Some(c) => cast(c, field.data_type())?,
+            None if name == PARTITION_COLUMN => Arc::new(StringArray::from(vec![date; batch.num_rows()])),
+            None => return Err(Error::InvalidSpan(format!("data file has no {name} column"))),
+        };
+        fields.push(field.clone());
+        arrays.push(array);
+    }
+    let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    Ok(RecordBatch::try_new_with_options(
+        Arc::new(Schema::new(fields)),
+        arrays,
+        &options,
+    )?)
+}
