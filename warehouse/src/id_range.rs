@@ -15,7 +15,7 @@ use arrow::compute::kernels::cmp::{gt_eq, lt};
 use arrow::compute::{and, cast, filter_record_batch};
 use arrow::datatypes::{DataType, Schema};
 use futures::TryStreamExt;
-use parquet::arrow::arrow_reader::{ArrowPredicateFn, ArrowReaderOptions, RowFilter, RowSelection, RowSelector};
+use parquet::arrow::arrow_reader::{ArrowReaderOptions, RowSelection, RowSelector};
 use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
 use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData};
 use parquet::file::page_index::column_index::ColumnIndexMetaData;
@@ -125,7 +125,9 @@ impl TableFiles {
         range: &IdRange,
         columns: &[String],
     ) -> Result<(Vec<RecordBatch>, u64)> {
+        let t0 = std::time::Instant::now();
         let builder = self.builder(file).await?;
+        eprintln!("PROF    builder {:?} page index {}", t0.elapsed(), builder.metadata().offset_index().is_some());
         let metadata = builder.metadata().clone();
         let leaf = trace_id_leaf(&metadata, file)?;
         let (mut groups, mut selectors, mut fractions) = (Vec::new(), Vec::new(), Vec::new());
@@ -155,6 +157,8 @@ impl TableFiles {
         let schema = builder.parquet_schema();
         let roots: Vec<usize> = columns
             .iter()
+            .map(String::as_str)
+            .chain(["trace_id"])
             .filter_map(|c| schema.root_schema().get_fields().iter().position(|f| f.name() == c))
             .collect();
         // Bytes of the projected column chunks, in the share of their rows selected.
@@ -167,25 +171,30 @@ impl TableFiles {
             })
             .sum();
         let projection = ProjectionMask::roots(schema, roots);
-        let bounds = range.clone();
-        let predicate = ArrowPredicateFn::new(ProjectionMask::leaves(schema, [leaf]), move |batch: RecordBatch| {
-            let ids = cast(batch.column(0), &DataType::Utf8)?;
-            bounds
-                .mask(ids.as_string::<i32>())
-                .map_err(|e| arrow::error::ArrowError::ExternalError(Box::new(e)))
-        });
         let stream = builder
             .with_projection(projection)
             .with_row_groups(groups)
             .with_row_selection(RowSelection::from(selectors))
-            .with_row_filter(RowFilter::new(vec![Box::new(predicate)]))
             .with_batch_size(8192)
             .build()?;
+        let t0 = std::time::Instant::now();
         let batches: Vec<RecordBatch> = stream.try_collect().await?;
-        let batches = batches
-            .iter()
-            .map(|b| project_spans(b, columns, &file.date))
-            .collect::<Result<_>>()?;
+        eprintln!("PROF    stream {:?} {columns:?}", t0.elapsed());
+        // The pages read may hold ids on either side of the range.
+        let mut kept = Vec::with_capacity(batches.len());
+        for b in &batches {
+            let ids = b
+                .column_by_name("trace_id")
+                .ok_or_else(|| Error::InvalidSpan("a range was read without trace_id".into()))?;
+            let ids = cast(ids, &DataType::Utf8)?;
+            let mask = range.mask(ids.as_string::<i32>())?;
+            match mask.true_count() {
+                0 => continue,
+                n if n == b.num_rows() => kept.push(project_spans(b, columns, &file.date)?),
+                _ => kept.push(project_spans(&filter_record_batch(b, &mask)?, columns, &file.date)?),
+            }
+        }
+        let batches = kept;
         Ok((batches, bytes as u64))
     }
 }

@@ -68,13 +68,23 @@ pub const ATTRIBUTE_STRING_LEAVES: [&str; 2] = [
 /// attributes per span).
 const ATTRIBUTE_VALUES_NDV: u64 = 2 * ROW_GROUP_ROWS as u64;
 
-/// Parquet settings of every span file: zstd, dictionaries, page statistics, and bloom filters
-/// on `trace_id` and the string attribute values, sized for one row group.
+/// Bytes of a column chunk's dictionary page at most; past it the column falls back to plain
+/// pages. A read of any rows of a row group decodes the whole dictionary page of each column
+/// it reads, so a large one (of a high-cardinality column) is a fixed cost of every search
+/// range; small ones (service names, span names, attribute keys) stay whole.
+pub const DICTIONARY_PAGE_BYTES: usize = 64 << 10;
+
+/// Parquet settings of every span file: zstd, dictionaries (not for the unique ids), page
+/// statistics, and bloom filters on `trace_id` and the string attribute values, sized for one
+/// row group.
 pub fn writer_properties() -> WriterProperties {
     let trace_id = ColumnPath::from("trace_id");
     let mut builder = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
         .set_dictionary_enabled(true)
+        .set_dictionary_page_size_limit(DICTIONARY_PAGE_BYTES)
+        .set_column_dictionary_enabled(ColumnPath::from("span_id"), false)
+        .set_column_dictionary_enabled(ColumnPath::from("parent_span_id"), false)
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_data_page_row_count_limit(PAGE_ROWS)

@@ -101,6 +101,12 @@ fn map_value(map: &dyn Array, row: usize, key: &str) -> Option<HitValue> {
         .map(|c| HitValue::Str(c.as_string::<i32>().value(i).to_string()))
 }
 
+/// The name of the output column that carries attribute `name` of `scope` from its dedicated
+/// column (when it has one, the attribute maps are not read for it).
+pub(crate) fn dedicated_name(scope: AttrScope, name: &str) -> String {
+    format!("dedicated:{scope:?}:{name}")
+}
+
 /// The values of `fields` for row `row` of a search result batch.
 fn returned_values(b: &RecordBatch, row: usize, fields: &[FieldExpr]) -> Vec<(String, HitValue)> {
     let (span_attrs, resource_attrs) = (b.column(12).as_ref(), b.column(13).as_ref());
@@ -108,11 +114,18 @@ fn returned_values(b: &RecordBatch, row: usize, fields: &[FieldExpr]) -> Vec<(St
     for f in fields {
         let (name, value) = match f {
             FieldExpr::Attribute(a) => {
+                let in_scope = |scope: AttrScope, map: &dyn Array| {
+                    let column = b.column_by_name(&dedicated_name(scope, &a.name));
+                    match column {
+                        Some(c) => opt_str(c.as_ref(), row).map(HitValue::Str),
+                        None => map_value(map, row, &a.name),
+                    }
+                };
                 let value = match a.scope {
-                    AttrScope::Span => map_value(span_attrs, row, &a.name),
-                    AttrScope::Resource => map_value(resource_attrs, row, &a.name),
+                    AttrScope::Span => in_scope(AttrScope::Span, span_attrs),
+                    AttrScope::Resource => in_scope(AttrScope::Resource, resource_attrs),
                     AttrScope::Unscoped => {
-                        map_value(span_attrs, row, &a.name).or_else(|| map_value(resource_attrs, row, &a.name))
+                        in_scope(AttrScope::Span, span_attrs).or_else(|| in_scope(AttrScope::Resource, resource_attrs))
                     }
                     _ => None,
                 };

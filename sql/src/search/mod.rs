@@ -100,9 +100,11 @@ pub async fn search(
     found.metrics.total_blocks = files.len() as u64;
     found.metrics.total_block_bytes = files.iter().map(|(_, size)| size).sum();
     let snapshot = prune(warehouse, tenant, &query, snapshot, &files).await?;
+    let t0 = std::time::Instant::now();
     let prepared = plans
         .get(ctx, &request.query, &query, request.limit, request.spss)
         .await?;
+    eprintln!("PROF {} plan {:?} cols {}", request.query, t0.elapsed(), prepared.columns.len());
     let search = Search {
         ctx,
         warehouse,
@@ -112,7 +114,9 @@ pub async fn search(
         prepared,
         snapshot,
     };
+    let t0 = std::time::Instant::now();
     let ranges: Vec<IdRange> = search.ranges().await?;
+    eprintln!("PROF ranges {} {:?}", ranges.len(), t0.elapsed());
     found.metrics.total_jobs = u32::try_from(ranges.len()).unwrap_or(u32::MAX);
     let most_recent = wants_most_recent(&query);
     for range in &ranges {
@@ -276,6 +280,7 @@ impl Search<'_> {
     /// The `limit` most recent hits with trace ids in `range`, with their service stats.
     async fn hits(&self, range: &IdRange, metrics: &mut SearchMetrics) -> Result<Vec<TraceHit>> {
         let columns = &self.prepared.columns;
+        let t0 = std::time::Instant::now();
         let (whole, bytes) = self
             .warehouse
             .read_id_range(self.tenant, &self.snapshot, range, columns)
@@ -296,8 +301,10 @@ impl Search<'_> {
         if spans.is_empty() {
             return Ok(Vec::new());
         }
+        let t1 = std::time::Instant::now();
         let batches = self.prepared.run(self.ctx, spans).await?;
         let mut hits = hits::hits_from(&batches, &self.fields);
+        eprintln!("PROF range rows {rows} read {:?} run {:?} hits {}", t1 - t0, t1.elapsed(), hits.len());
         metrics.inspected_traces += hits.len() as u64;
         hits::add_service_stats(&mut hits, &whole);
         Ok(hits)

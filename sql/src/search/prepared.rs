@@ -28,11 +28,12 @@ use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType, reset
 use datafusion::physical_plan::memory::MemoryStream;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
 use datafusion::prelude::SessionContext;
-use tracehouse_traceql::ast::{FieldExpr, Query};
+use tracehouse_traceql::PlanOptions;
+use tracehouse_traceql::ast::{AttrScope, FieldExpr, Query};
 use tracehouse_traceql::plan_search;
 use tracehouse_warehouse::schema::spans_schema;
 
-use super::hits::HIT_COLUMNS;
+use super::hits::{HIT_COLUMNS, dedicated_name};
 use super::returned_fields;
 use crate::Result;
 use crate::traceql::{plan_options, to_df};
@@ -92,17 +93,17 @@ impl SearchPlans {
 /// attribute maps only when the query returns attributes).
 async fn prepare(ctx: &SessionContext, query: &Query, limit: usize, spss: usize) -> Result<Prepared> {
     let scan = LogicalPlanBuilder::scan("spans", provider_as_source(Arc::new(RangeTable)), None)?.build()?;
-    let plan = plan_search(query, scan, &plan_options(), limit, spss).map_err(to_df)?;
-    let maps = returned_fields(query)
-        .iter()
-        .any(|f| matches!(f, FieldExpr::Attribute(_)));
-    let columns: Vec<Expr> = HIT_COLUMNS
+    let options = plan_options();
+    let plan = plan_search(query, scan, &options, limit, spss).map_err(to_df)?;
+    let (dedicated, maps) = returned_columns(query, &options);
+    let mut columns: Vec<Expr> = HIT_COLUMNS
         .iter()
         .map(|c| match (*c, maps) {
             ("span_attributes" | "resource_attributes", false) => lit(ScalarValue::Null).alias(*c),
             _ => col(*c),
         })
         .collect();
+    columns.extend(dedicated);
     let plan = LogicalPlanBuilder::from(plan).project(columns)?.build()?;
     let mut config = ctx.copied_config().with_target_partitions(1);
     config = config.set_bool("datafusion.optimizer.enable_dynamic_filter_pushdown", false);
@@ -116,6 +117,38 @@ async fn prepare(ctx: &SessionContext, query: &Query, limit: usize, spss: usize)
     let schema = spans_schema();
     columns.sort_by_key(|c| schema.index_of(c).unwrap_or(usize::MAX));
     Ok(Prepared { plan, columns })
+}
+
+/// The output columns that carry returned attributes from their dedicated columns, and whether
+/// some returned attribute needs the attribute maps (one without a dedicated column).
+fn returned_columns(query: &Query, options: &PlanOptions) -> (Vec<Expr>, bool) {
+    let (mut columns, mut maps) = (Vec::new(), false);
+    for f in returned_fields(query) {
+        let FieldExpr::Attribute(a) = f else {
+            continue;
+        };
+        let scopes = match a.scope {
+            AttrScope::Unscoped => vec![AttrScope::Span, AttrScope::Resource],
+            scope => vec![scope],
+        };
+        for scope in scopes {
+            let column = options
+                .dedicated
+                .iter()
+                .find(|(s, key, _)| *s == scope && *key == a.name)
+                .map(|(_, _, column)| column);
+            match column {
+                Some(c) => {
+                    let e = col(c.as_str()).alias(dedicated_name(scope, &a.name));
+                    if !columns.contains(&e) {
+                        columns.push(e);
+                    }
+                }
+                None => maps = true,
+            }
+        }
+    }
+    (columns, maps)
 }
 
 /// Adds the columns the [`RangeScanExec`]s of `plan` read to `out`.
