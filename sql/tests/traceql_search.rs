@@ -142,3 +142,94 @@ async fn search_by_parts_answers_as_the_whole_table() {
         failures.join("\n")
     );
 }
+
+/// A tenant of `copies` copies of the first fixture part (3 traces, 12 spans each copy), every
+/// copy under trace ids of its own spread over the id space: two flushed files and live spans,
+/// enough spans for a search to read many trace-id ranges.
+async fn many_copies(copies: usize) -> (tempfile::TempDir, tracehouse_sql::QueryEngine) {
+    use tracehouse_ingest::otlp::{BodyFormat, parse_request, request_to_batch};
+    use tracehouse_warehouse::{Warehouse, WarehouseConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let warehouse = Warehouse::open(WarehouseConfig::local(dir.path())).await.unwrap();
+    let body = std::fs::read_to_string(common::dir().join("part1.json")).unwrap();
+    let mix = |x: u64| {
+        let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    let mut batches = Vec::new();
+    for copy in 0..copies {
+        let mut text = body.clone();
+        for (t, digit) in ["1", "2", "3"].iter().enumerate() {
+            let n = (copy * 3 + t) as u64;
+            text = text.replace(&digit.repeat(32), &format!("{:016x}{:016x}", mix(n), mix(n + (1 << 40))));
+        }
+        batches.push(request_to_batch(&parse_request(text.as_bytes(), BodyFormat::Json).unwrap()).unwrap());
+        // Two files, then the rest live.
+        if copy + 1 == copies * 2 / 5 || copy + 1 == copies * 4 / 5 || copy + 1 == copies {
+            let batch = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
+            warehouse.append(TENANT, batch).await.unwrap();
+            batches.clear();
+            if copy + 1 != copies {
+                let tenant = warehouse.tenant(TENANT).unwrap();
+                assert!(warehouse.flush_tenant(&tenant).await.unwrap() > 0);
+            }
+        }
+    }
+    let engine = tracehouse_sql::QueryEngine::new(warehouse, Default::default()).unwrap();
+    (dir, engine)
+}
+
+/// Over many trace-id ranges (files and live spans), every search returns the traces the SQL
+/// `traceql()` function finds over the whole table (all of them up to a large limit, in both
+/// modes; only such traces with a small one), and each hit as the most-recent search has it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_over_many_ranges_finds_what_sql_finds() {
+    let (_dir, engine) = many_copies(4_000).await;
+    let mut failures = Vec::new();
+    let cases = common::cases();
+    let cases = cases
+        .iter()
+        .filter(|c| c.expect.is_some() && c.tenant.is_none() && !c.query.contains("with("))
+        .step_by(4);
+    let mut checked = 0;
+    for case in cases {
+        let sql = format!(
+            "SELECT DISTINCT trace_id FROM traceql({})",
+            tracehouse_sql::sql_literal(&case.query)
+        );
+        let Ok(batches) = engine.sql(TENANT, &sql).await else {
+            continue;
+        };
+        let want: std::collections::BTreeSet<String> = batches
+            .iter()
+            .flat_map(|b| {
+                let ids = arrow::array::AsArray::as_string::<i32>(b.column(0));
+                ids.iter().flatten().map(str::to_string).collect::<Vec<_>>()
+            })
+            .collect();
+        let recent = format!("{} with(most_recent=true)", case.query);
+        let all = engine.traceql_search(TENANT, &request(&recent, 10_000, 3)).await.unwrap();
+        let first = engine.traceql_search(TENANT, &request(&case.query, 10_000, 3)).await.unwrap();
+        let few = engine.traceql_search(TENANT, &request(&case.query, 5, 3)).await.unwrap();
+        for (mode, found) in [("most recent", &all), ("first found", &first)] {
+            let got: std::collections::BTreeSet<String> = found.hits.iter().map(|h| h.trace_id.clone()).collect();
+            if !got.is_subset(&want) || got.len() != want.len().min(10_000) {
+                failures.push(format!("{} ({mode}): {} traces, sql {}", case.query, got.len(), want.len()));
+            }
+        }
+        if few.hits.len() != want.len().min(5) {
+            failures.push(format!("{} (limit 5): {} traces", case.query, few.hits.len()));
+        }
+        for hit in &few.hits {
+            if all.hits.iter().find(|h| h.trace_id == hit.trace_id) != Some(hit) {
+                failures.push(format!("{} (limit 5): {} differs", case.query, hit.trace_id));
+            }
+        }
+        assert!(all.metrics.total_jobs >= 4, "{}: {} ranges", case.query, all.metrics.total_jobs);
+        checked += 1;
+    }
+    assert!(checked > 15, "only {checked} cases checked");
+    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+}

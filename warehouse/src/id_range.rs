@@ -50,6 +50,35 @@ impl IdRange {
     }
 }
 
+/// The rows a range read keeps: trace ids in a range and, when given, among `traces` (sorted).
+#[derive(Debug, Clone, Copy)]
+struct Wanted<'a> {
+    range: &'a IdRange,
+    traces: Option<&'a [String]>,
+}
+
+impl Wanted<'_> {
+    fn admits(&self, min: &[u8], max: &[u8]) -> bool {
+        let listed = |t: &[String]| {
+            let first = t.partition_point(|id| id.as_bytes() < min);
+            t.get(first).is_some_and(|id| id.as_bytes() <= max)
+        };
+        self.range.admits(min, max) && self.traces.is_none_or(listed)
+    }
+
+    fn mask(&self, ids: &StringArray) -> Result<BooleanArray> {
+        let mask = self.range.mask(ids)?;
+        let Some(traces) = self.traces else {
+            return Ok(mask);
+        };
+        let listed: BooleanArray = ids
+            .iter()
+            .map(|id| Some(id.is_some_and(|id| traces.binary_search_by(|t| t.as_str().cmp(id)).is_ok())))
+            .collect();
+        Ok(and(&mask, &listed)?)
+    }
+}
+
 /// One page of trace ids: the smallest and largest id on it and how many rows it holds.
 pub type IdPage = (Vec<u8>, Vec<u8>, u64);
 
@@ -116,31 +145,32 @@ impl TableFiles {
         Ok(out)
     }
 
-    /// The rows of `file` with trace ids in `range`: `columns` of the `spans` schema (in that
-    /// order), reading only the pages whose trace-id statistics overlap the range. Returns the
-    /// batches and the compressed bytes of the pages of `trace_id` read.
+    /// The rows of `file` with trace ids in `range` (and among `traces`, sorted, when given):
+    /// `columns` of the `spans` schema (in that order), reading only the pages whose trace-id
+    /// statistics admit such ids. Returns the batches and the compressed bytes of the column
+    /// chunks read, in the share of their rows selected.
     pub async fn read_id_range(
         &self,
         file: &DataFile,
         range: &IdRange,
+        traces: Option<&[String]>,
         columns: &[String],
     ) -> Result<(Vec<RecordBatch>, u64)> {
-        let t0 = std::time::Instant::now();
+        let wanted = Wanted { range, traces };
         let builder = self.builder(file).await?;
-        eprintln!("PROF    builder {:?} page index {}", t0.elapsed(), builder.metadata().offset_index().is_some());
         let metadata = builder.metadata().clone();
         let leaf = trace_id_leaf(&metadata, file)?;
         let (mut groups, mut selectors, mut fractions) = (Vec::new(), Vec::new(), Vec::new());
         for rg in 0..metadata.num_row_groups() {
             let pages = id_pages_of(&metadata, rg, leaf);
-            if !pages.iter().any(|(_, _, min, max)| range.admits(min, max)) {
+            if !pages.iter().any(|(_, _, min, max)| wanted.admits(min, max)) {
                 continue;
             }
             groups.push(rg);
             let (mut chosen, mut all) = (0u64, 0u64);
             for (_, rows, min, max) in &pages {
                 all += rows;
-                let admitted = range.admits(min, max);
+                let admitted = wanted.admits(min, max);
                 chosen += if admitted { *rows } else { 0 };
                 let rows = usize::try_from(*rows).unwrap_or_default();
                 selectors.push(if admitted {
@@ -177,9 +207,7 @@ impl TableFiles {
             .with_row_selection(RowSelection::from(selectors))
             .with_batch_size(8192)
             .build()?;
-        let t0 = std::time::Instant::now();
         let batches: Vec<RecordBatch> = stream.try_collect().await?;
-        eprintln!("PROF    stream {:?} {columns:?}", t0.elapsed());
         // The pages read may hold ids on either side of the range.
         let mut kept = Vec::with_capacity(batches.len());
         for b in &batches {
@@ -187,7 +215,7 @@ impl TableFiles {
                 .column_by_name("trace_id")
                 .ok_or_else(|| Error::InvalidSpan("a range was read without trace_id".into()))?;
             let ids = cast(ids, &DataType::Utf8)?;
-            let mask = range.mask(ids.as_string::<i32>())?;
+            let mask = wanted.mask(ids.as_string::<i32>())?;
             match mask.true_count() {
                 0 => continue,
                 n if n == b.num_rows() => kept.push(project_spans(b, columns, &file.date)?),
@@ -199,15 +227,22 @@ impl TableFiles {
     }
 }
 
-/// The rows of live `batches` (in the `spans` schema) with trace ids in `range`, `columns` only.
-pub fn live_id_range(batches: &[RecordBatch], range: &IdRange, columns: &[String]) -> Result<Vec<RecordBatch>> {
+/// The rows of live `batches` (in the `spans` schema) with trace ids in `range` (and among
+/// `traces`, sorted, when given), `columns` only.
+pub fn live_id_range(
+    batches: &[RecordBatch],
+    range: &IdRange,
+    traces: Option<&[String]>,
+    columns: &[String],
+) -> Result<Vec<RecordBatch>> {
+    let wanted = Wanted { range, traces };
     let mut out = Vec::new();
     for b in batches {
         let Some(ids) = b.column_by_name("trace_id") else {
             continue;
         };
         let ids = cast(ids, &DataType::Utf8)?;
-        let mask = range.mask(ids.as_string::<i32>())?;
+        let mask = wanted.mask(ids.as_string::<i32>())?;
         if mask.true_count() == 0 {
             continue;
         }

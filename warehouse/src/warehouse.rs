@@ -686,15 +686,16 @@ impl Warehouse {
 
     /// For each of `files` (paths and sizes as in the tenant's Delta log): whether it may
     /// hold the string `value` in one of the columns `leaves`, by its bloom filters.
-    /// The spans of `snapshot` (of `tenant`) with trace ids in `range`, `columns` only: of each
-    /// data file the pages that may hold the range, and the live spans. Returns the batches
-    /// and the bytes of data files read.
+    /// The spans of `snapshot` (of `tenant`) with trace ids in `range` (and among `traces`,
+    /// sorted, when given), `columns` only: of each data file the pages that may hold them, and
+    /// the live spans. Returns the batches and the bytes of data files read.
     pub async fn read_id_range(
         &self,
         tenant: &str,
         snapshot: &SnapshotSpans,
         range: &IdRange,
         columns: &[String],
+        traces: Option<&[String]>,
     ) -> Result<(Vec<RecordBatch>, u64)> {
         validate_tenant(tenant)?;
         let table_files = self.table_files(tenant)?;
@@ -703,7 +704,7 @@ impl Warehouse {
             .into_iter()
             .map(|file| {
                 let table_files = table_files.clone();
-                async move { table_files.read_id_range(&file, range, columns).await }
+                async move { table_files.read_id_range(&file, range, traces, columns).await }
             })
             .collect();
         let read: Vec<(Vec<RecordBatch>, u64)> = futures::stream::iter(reads)
@@ -712,7 +713,7 @@ impl Warehouse {
             .await?;
         let bytes = read.iter().map(|(_, b)| b).sum();
         let mut batches: Vec<RecordBatch> = read.into_iter().flat_map(|(b, _)| b).collect();
-        batches.extend(id_range::live_id_range(snapshot.live(), range, columns)?);
+        batches.extend(id_range::live_id_range(snapshot.live(), range, traces, columns)?);
         Ok((batches, bytes))
     }
 

@@ -14,6 +14,7 @@
 //! as it has `limit` traces: a query that matches often reads a small slice of the data, one
 //! that matches nothing reads it all once, unless bloom filters rule out a value it needs.
 
+mod candidates;
 mod hits;
 mod prepared;
 mod ranges;
@@ -100,11 +101,9 @@ pub async fn search(
     found.metrics.total_blocks = files.len() as u64;
     found.metrics.total_block_bytes = files.iter().map(|(_, size)| size).sum();
     let snapshot = prune(warehouse, tenant, &query, snapshot, &files).await?;
-    let t0 = std::time::Instant::now();
     let prepared = plans
         .get(ctx, &request.query, &query, request.limit, request.spss)
         .await?;
-    eprintln!("PROF {} plan {:?} cols {}", request.query, t0.elapsed(), prepared.columns.len());
     let search = Search {
         ctx,
         warehouse,
@@ -114,9 +113,7 @@ pub async fn search(
         prepared,
         snapshot,
     };
-    let t0 = std::time::Instant::now();
     let ranges: Vec<IdRange> = search.ranges().await?;
-    eprintln!("PROF ranges {} {:?}", ranges.len(), t0.elapsed());
     found.metrics.total_jobs = u32::try_from(ranges.len()).unwrap_or(u32::MAX);
     let most_recent = wants_most_recent(&query);
     for range in &ranges {
@@ -277,37 +274,72 @@ impl Search<'_> {
         Ok(ranges::Ranges::new(pages).collect())
     }
 
-    /// The `limit` most recent hits with trace ids in `range`, with their service stats.
+    /// The `limit` most recent hits with trace ids in `range`, with their service stats. With
+    /// a candidate step, the range is first read with its columns only, and then whole only
+    /// for the traces that pass it.
     async fn hits(&self, range: &IdRange, metrics: &mut SearchMetrics) -> Result<Vec<TraceHit>> {
-        let columns = &self.prepared.columns;
-        let t0 = std::time::Instant::now();
-        let (whole, bytes) = self
-            .warehouse
-            .read_id_range(self.tenant, &self.snapshot, range, columns)
-            .await?;
-        let rows: u64 = whole.iter().map(|b| b.num_rows() as u64).sum();
-        metrics.inspected_spans += rows;
-        metrics.inspected_bytes += bytes;
-        if rows == 0 {
+        let traces = match &self.prepared.candidates {
+            Some(step) => {
+                let Some(rows) = self.read(range, &step.columns, None, metrics).await? else {
+                    return Ok(Vec::new());
+                };
+                let found = step.run(self.ctx, rows).await?;
+                let mut ids: Vec<String> = found
+                    .iter()
+                    .filter_map(|b| b.column_by_name("trace_id").and_then(|c| c.as_string_opt::<i32>()))
+                    .flat_map(|ids| ids.iter().flatten().map(str::to_string).collect::<Vec<_>>())
+                    .collect();
+                if ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                ids.sort_unstable();
+                Some(ids)
+            }
+            None => None,
+        };
+        let counted = traces.is_none();
+        let columns = &self.prepared.search.columns;
+        let Some(whole) = self.read(range, columns, traces.as_deref(), metrics).await? else {
+            return Ok(Vec::new());
+        };
+        if !counted {
+            // The whole rows of the candidates were counted by the candidate step.
+            metrics.inspected_spans -= whole.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+        }
+        let spans = self.windowed(&whole)?;
+        if spans.is_empty() {
             return Ok(Vec::new());
         }
+        let batches = self.prepared.search.run(self.ctx, spans).await?;
+        let mut hits = hits::hits_from(&batches, &self.fields);
+        metrics.inspected_traces += hits.len() as u64;
+        hits::add_service_stats(&mut hits, &whole);
+        Ok(hits)
+    }
+
+    /// The rows of `range` (of `traces` only, when given: sorted ids), `columns` only; `None`
+    /// when there are none.
+    async fn read(
+        &self,
+        range: &IdRange,
+        columns: &[String],
+        traces: Option<&[String]>,
+        metrics: &mut SearchMetrics,
+    ) -> Result<Option<Vec<RecordBatch>>> {
+        let (batches, bytes) = self
+            .warehouse
+            .read_id_range(self.tenant, &self.snapshot, range, columns, traces)
+            .await?;
+        let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+        metrics.inspected_spans += rows;
+        metrics.inspected_bytes += bytes;
         if rows > MAX_RANGE_ROWS {
             return Err(DataFusionError::ResourcesExhausted(format!(
                 "search read {rows} spans for one range of trace ids, more than {MAX_RANGE_ROWS}"
             ))
             .into());
         }
-        let spans = self.windowed(&whole)?;
-        if spans.is_empty() {
-            return Ok(Vec::new());
-        }
-        let t1 = std::time::Instant::now();
-        let batches = self.prepared.run(self.ctx, spans).await?;
-        let mut hits = hits::hits_from(&batches, &self.fields);
-        eprintln!("PROF range rows {rows} read {:?} run {:?} hits {}", t1 - t0, t1.elapsed(), hits.len());
-        metrics.inspected_traces += hits.len() as u64;
-        hits::add_service_stats(&mut hits, &whole);
-        Ok(hits)
+        Ok((rows > 0).then_some(batches))
     }
 
     /// The rows of `batches` that overlap the request's window.

@@ -7,7 +7,8 @@
 //! [`SearchPlans`] for the next search with the same query, limit and spss (a dashboard
 //! refresh). Each run starts from a copy with fresh state (`reset_plan_states`). The plans run
 //! on one partition (the inputs are small) and without dynamic filters (a reused plan must not
-//! carry state between runs).
+//! carry state between runs). A query with a necessary span condition gets a second plan, the
+//! candidate step, that finds the traces of a range worth reading whole.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -22,17 +23,19 @@ use datafusion::common::{ScalarValue, internal_err};
 use datafusion::datasource::provider_as_source;
 use datafusion::error::Result as DfResult;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::logical_expr::{Expr, LogicalPlanBuilder, TableType, col, lit};
+use datafusion::execution::session_state::SessionState;
+use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, TableType, col, lit};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType, reset_plan_states};
 use datafusion::physical_plan::memory::MemoryStream;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
 use datafusion::prelude::SessionContext;
 use tracehouse_traceql::PlanOptions;
-use tracehouse_traceql::ast::{AttrScope, FieldExpr, Query};
-use tracehouse_traceql::plan_search;
+use tracehouse_traceql::ast::{AttrScope, FieldExpr, Query, Root, SpansetExpr};
+use tracehouse_traceql::{plan_query, plan_search};
 use tracehouse_warehouse::schema::spans_schema;
 
+use super::candidates::necessary_filter;
 use super::hits::{HIT_COLUMNS, dedicated_name};
 use super::returned_fields;
 use crate::Result;
@@ -54,8 +57,17 @@ const ALWAYS_READ: [&str; 5] = [
 /// A search plan ready to run over any range.
 #[derive(Debug)]
 pub struct Prepared {
+    /// The search over a range's whole traces.
+    pub search: Step,
+    /// The trace ids of a range that pass the query's necessary span condition
+    /// ([`super::candidates`]), when it has one.
+    pub candidates: Option<Step>,
+}
+
+/// One plan over a range's rows, and the columns of `spans` to read the range with.
+#[derive(Debug)]
+pub struct Step {
     plan: Arc<dyn ExecutionPlan>,
-    /// Columns of `spans` a range is read with: what the plan's scans read and [`ALWAYS_READ`].
     pub columns: Vec<String>,
 }
 
@@ -110,13 +122,36 @@ async fn prepare(ctx: &SessionContext, query: &Query, limit: usize, spss: usize)
     let state = datafusion::execution::session_state::SessionStateBuilder::new_from_existing(ctx.state())
         .with_config(config)
         .build();
-    let plan = state.create_physical_plan(&plan).await?;
-    let mut columns: Vec<String> = ALWAYS_READ.iter().map(|c| c.to_string()).collect();
+    let search = step(&state, &plan, &ALWAYS_READ).await?;
+    let candidates = match necessary_filter(query) {
+        Some(condition) => {
+            let filter = Query {
+                root: Root::Spanset(SpansetExpr::Filter(condition)),
+                hints: Vec::new(),
+                field_positions: Vec::new(),
+            };
+            let scan = LogicalPlanBuilder::scan("spans", provider_as_source(Arc::new(RangeTable)), None)?.build()?;
+            let plan = plan_query(&filter, scan, &options).map_err(to_df)?;
+            let plan = LogicalPlanBuilder::from(plan)
+                .project(vec![col("trace_id")])?
+                .distinct()?
+                .build()?;
+            Some(step(&state, &plan, &["trace_id"]).await?)
+        }
+        None => None,
+    };
+    Ok(Prepared { search, candidates })
+}
+
+/// `plan` made physical, with the columns its scans read and `always`.
+async fn step(state: &SessionState, plan: &LogicalPlan, always: &[&str]) -> Result<Step> {
+    let plan = state.create_physical_plan(plan).await?;
+    let mut columns: Vec<String> = always.iter().map(|c| c.to_string()).collect();
     collect_scanned(&plan, &mut columns);
     // In the order of the `spans` schema.
     let schema = spans_schema();
     columns.sort_by_key(|c| schema.index_of(c).unwrap_or(usize::MAX));
-    Ok(Prepared { plan, columns })
+    Ok(Step { plan, columns })
 }
 
 /// The output columns that carry returned attributes from their dedicated columns, and whether
@@ -165,8 +200,8 @@ fn collect_scanned(plan: &Arc<dyn ExecutionPlan>, out: &mut Vec<String>) {
     }
 }
 
-impl Prepared {
-    /// Runs the plan over `spans` (batches with [`Prepared::columns`]), in `ctx`'s runtime.
+impl Step {
+    /// Runs the plan over `spans` (batches with [`Step::columns`]), in `ctx`'s runtime.
     pub async fn run(&self, ctx: &SessionContext, spans: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
         let plan = reset_plan_states(self.plan.clone())?;
         let task = ctx.task_ctx();
