@@ -6,7 +6,9 @@
 //! non-negated structural operators) that of either side; from `A || B` the disjunction of
 //! both sides'; from a pipeline that of its first spanset. Only conditions on the span's own
 //! columns count (no trace-level intrinsics, parent, events, links or nested-set values), and
-//! a condition that holds for every span (`{ }`) is no help.
+//! a condition that holds for every span (`{ }`) is no help. A search skips the step when the
+//! condition reads the attribute maps (they cost about what the whole rows do), and for the
+//! ranges left once one range finds candidates on most of its pages.
 
 use tracehouse_traceql::ast::{AttrScope, BinOp, FieldExpr, Intrinsic, Query, Root, SpansetExpr, SpansetOp, Stage, Static};
 

@@ -20,6 +20,8 @@ mod prepared;
 mod ranges;
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::Relaxed;
 
 use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
 use arrow::compute::kernels::cmp::{gt_eq, lt_eq};
@@ -112,6 +114,7 @@ pub async fn search(
         fields: returned_fields(&query),
         prepared,
         snapshot,
+        candidates: AtomicBool::new(true),
     };
     let ranges: Vec<IdRange> = search.ranges().await?;
     found.metrics.total_jobs = u32::try_from(ranges.len()).unwrap_or(u32::MAX);
@@ -241,6 +244,9 @@ struct Search<'a> {
     fields: Vec<FieldExpr>,
     prepared: Arc<prepared::Prepared>,
     snapshot: SnapshotSpans,
+    /// Whether ranges start with the candidate step: until one finds candidates on most of
+    /// its pages.
+    candidates: AtomicBool,
 }
 
 impl Search<'_> {
@@ -278,11 +284,13 @@ impl Search<'_> {
     /// a candidate step, the range is first read with its columns only, and then whole only
     /// for the traces that pass it.
     async fn hits(&self, range: &IdRange, metrics: &mut SearchMetrics) -> Result<Vec<TraceHit>> {
-        let traces = match &self.prepared.candidates {
+        let candidates = self.prepared.candidates.as_ref().filter(|_| self.candidates.load(Relaxed));
+        let traces = match candidates {
             Some(step) => {
                 let Some(rows) = self.read(range, &step.columns, None, metrics).await? else {
                     return Ok(Vec::new());
                 };
+                let read: usize = rows.iter().map(RecordBatch::num_rows).sum();
                 let found = step.run(self.ctx, rows).await?;
                 let mut ids: Vec<String> = found
                     .iter()
@@ -291,6 +299,10 @@ impl Search<'_> {
                     .collect();
                 if ids.is_empty() {
                     return Ok(Vec::new());
+                }
+                if ids.len() > read.div_ceil(tracehouse_warehouse::table::PAGE_ROWS) {
+                    // Candidates on most pages: reading the ranges left whole at once is cheaper.
+                    self.candidates.store(false, Relaxed);
                 }
                 ids.sort_unstable();
                 Some(ids)

@@ -136,7 +136,10 @@ async fn prepare(ctx: &SessionContext, query: &Query, limit: usize, spss: usize)
                 .project(vec![col("trace_id")])?
                 .distinct()?
                 .build()?;
-            Some(step(&state, &plan, &["trace_id"]).await?)
+            let candidates = step(&state, &plan, &["trace_id"]).await?;
+            // Reading the attribute maps costs about what reading the whole rows does.
+            let maps = ["span_attributes", "resource_attributes"];
+            (!candidates.columns.iter().any(|c| maps.contains(&c.as_str()))).then_some(candidates)
         }
         None => None,
     };
