@@ -163,7 +163,10 @@ async fn many_copies(copies: usize) -> (tempfile::TempDir, tracehouse_sql::Query
         let mut text = body.clone();
         for (t, digit) in ["1", "2", "3"].iter().enumerate() {
             let n = (copy * 3 + t) as u64;
-            text = text.replace(&digit.repeat(32), &format!("{:016x}{:016x}", mix(n), mix(n + (1 << 40))));
+            text = text.replace(
+                &digit.repeat(32),
+                &format!("{:016x}{:016x}", mix(n), mix(n + (1 << 40))),
+            );
         }
         batches.push(request_to_batch(&parse_request(text.as_bytes(), BodyFormat::Json).unwrap()).unwrap());
         // Two files, then the rest live.
@@ -210,13 +213,27 @@ async fn search_over_many_ranges_finds_what_sql_finds() {
             })
             .collect();
         let recent = format!("{} with(most_recent=true)", case.query);
-        let all = engine.traceql_search(TENANT, &request(&recent, 10_000, 3)).await.unwrap();
-        let first = engine.traceql_search(TENANT, &request(&case.query, 10_000, 3)).await.unwrap();
-        let few = engine.traceql_search(TENANT, &request(&case.query, 5, 3)).await.unwrap();
+        let all = engine
+            .traceql_search(TENANT, &request(&recent, 10_000, 3))
+            .await
+            .unwrap();
+        let first = engine
+            .traceql_search(TENANT, &request(&case.query, 10_000, 3))
+            .await
+            .unwrap();
+        let few = engine
+            .traceql_search(TENANT, &request(&case.query, 5, 3))
+            .await
+            .unwrap();
         for (mode, found) in [("most recent", &all), ("first found", &first)] {
             let got: std::collections::BTreeSet<String> = found.hits.iter().map(|h| h.trace_id.clone()).collect();
             if !got.is_subset(&want) || got.len() != want.len().min(10_000) {
-                failures.push(format!("{} ({mode}): {} traces, sql {}", case.query, got.len(), want.len()));
+                failures.push(format!(
+                    "{} ({mode}): {} traces, sql {}",
+                    case.query,
+                    got.len(),
+                    want.len()
+                ));
             }
         }
         if few.hits.len() != want.len().min(5) {
@@ -227,9 +244,19 @@ async fn search_over_many_ranges_finds_what_sql_finds() {
                 failures.push(format!("{} (limit 5): {} differs", case.query, hit.trace_id));
             }
         }
-        assert!(all.metrics.total_jobs >= 4, "{}: {} ranges", case.query, all.metrics.total_jobs);
+        assert!(
+            all.metrics.total_jobs >= 4,
+            "{}: {} ranges",
+            case.query,
+            all.metrics.total_jobs
+        );
         checked += 1;
     }
     assert!(checked > 15, "only {checked} cases checked");
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

@@ -470,7 +470,10 @@ impl AsyncFileReader for StoreReader {
 
     /// All at once: the store coalesces nearby ranges (one open and read on local disk, one
     /// request per coalesced range on S3).
-    fn get_byte_ranges(&mut self, ranges: Vec<std::ops::Range<u64>>) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<std::ops::Range<u64>>,
+    ) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
         Box::pin(async move {
             self.store
                 .get_ranges(&self.path, &ranges)

@@ -8,9 +8,11 @@
 //! columns count (no trace-level intrinsics, parent, events, links or nested-set values), and
 //! a condition that holds for every span (`{ }`) is no help. A search skips the step when the
 //! condition reads the attribute maps (they cost about what the whole rows do), and for the
-//! ranges left once one range finds candidates on most of its pages.
+//! ranges left once one range finds candidates dense (more than one per 256 spans).
 
-use tracehouse_traceql::ast::{AttrScope, BinOp, FieldExpr, Intrinsic, Query, Root, SpansetExpr, SpansetOp, Stage, Static};
+use tracehouse_traceql::ast::{
+    AttrScope, BinOp, FieldExpr, Intrinsic, Query, Root, SpansetExpr, SpansetOp, Stage, Static,
+};
 
 /// The span condition every trace that matches `query` has a span for, when there is a useful
 /// one.

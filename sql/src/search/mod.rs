@@ -231,6 +231,10 @@ fn sort_newest_first(hits: &mut [TraceHit]) {
 /// that many spans is refused).
 const MAX_RANGE_ROWS: u64 = 8 * MAX_RANGE_SPANS;
 
+/// A search stops using the candidate step once a range has a candidate trace per this many
+/// spans read (about one trace in ten): the whole rows of most pages are read anyway.
+const DENSE_CANDIDATE_SPANS: usize = 256;
+
 /// Live rows counted as one in the histogram of trace ids (a sample).
 const LIVE_SAMPLE_ROWS: usize = 64;
 
@@ -244,8 +248,7 @@ struct Search<'a> {
     fields: Vec<FieldExpr>,
     prepared: Arc<prepared::Prepared>,
     snapshot: SnapshotSpans,
-    /// Whether ranges start with the candidate step: until one finds candidates on most of
-    /// its pages.
+    /// Whether ranges start with the candidate step: until one finds candidates dense.
     candidates: AtomicBool,
 }
 
@@ -284,7 +287,11 @@ impl Search<'_> {
     /// a candidate step, the range is first read with its columns only, and then whole only
     /// for the traces that pass it.
     async fn hits(&self, range: &IdRange, metrics: &mut SearchMetrics) -> Result<Vec<TraceHit>> {
-        let candidates = self.prepared.candidates.as_ref().filter(|_| self.candidates.load(Relaxed));
+        let candidates = self
+            .prepared
+            .candidates
+            .as_ref()
+            .filter(|_| self.candidates.load(Relaxed));
         let traces = match candidates {
             Some(step) => {
                 let Some(rows) = self.read(range, &step.columns, None, metrics).await? else {
@@ -300,8 +307,8 @@ impl Search<'_> {
                 if ids.is_empty() {
                     return Ok(Vec::new());
                 }
-                if ids.len() > read.div_ceil(tracehouse_warehouse::table::PAGE_ROWS) {
-                    // Candidates on most pages: reading the ranges left whole at once is cheaper.
+                if ids.len() > read.div_ceil(DENSE_CANDIDATE_SPANS) {
+                    // Candidates are common: reading the ranges left whole at once is cheaper.
                     self.candidates.store(false, Relaxed);
                 }
                 ids.sort_unstable();
