@@ -235,8 +235,10 @@ const MAX_RANGE_ROWS: u64 = 8 * MAX_RANGE_SPANS;
 /// spans read (about one trace in ten): the whole rows of most pages are read anyway.
 const DENSE_CANDIDATE_SPANS: usize = 256;
 
-/// Live rows counted as one in the histogram of trace ids (a sample).
+/// Live rows counted as one in the histogram of trace ids (a sample), at least; and the
+/// samples taken at most (a larger live buffer is sampled more sparsely).
 const LIVE_SAMPLE_ROWS: usize = 64;
+const MAX_LIVE_SAMPLES: usize = 4_096;
 
 /// One search request over one tenant's snapshot.
 struct Search<'a> {
@@ -267,16 +269,18 @@ impl Search<'_> {
                 rows: rows as f64,
             })
             .collect();
+        let live: usize = self.snapshot.live().iter().map(RecordBatch::num_rows).sum();
+        let step = LIVE_SAMPLE_ROWS.max(live.div_ceil(MAX_LIVE_SAMPLES));
         for b in self.snapshot.live() {
             let Some(ids) = b.column_by_name("trace_id").and_then(|c| c.as_string_opt::<i32>()) else {
                 continue;
             };
-            for i in (0..ids.len()).step_by(LIVE_SAMPLE_ROWS) {
+            for i in (0..ids.len()).step_by(step) {
                 let at = ranges::position(ids.value(i).as_bytes());
                 pages.push(ranges::Page {
                     min: at,
                     max: at,
-                    rows: LIVE_SAMPLE_ROWS as f64,
+                    rows: step as f64,
                 });
             }
         }

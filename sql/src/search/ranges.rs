@@ -49,36 +49,107 @@ const CUT_STEPS: usize = 140;
 /// The ranges of a search, cut one at a time as the search asks for them.
 #[derive(Debug)]
 pub struct Ranges {
-    pages: Vec<Page>,
+    spread: Spread,
     /// Where the next range starts (`None`: all ranges given).
     next: Option<f64>,
     target: f64,
 }
 
+/// The pages as distributions: rows below any position (each page's rows spread evenly over
+/// its ids, a page of one id a point), and rows of the pages that reach any interval. Built
+/// once, each question answered in O(log pages).
+#[derive(Debug, Default)]
+struct Spread {
+    /// Breakpoints: position, rows strictly below it, rows exactly at it, rows per unit of
+    /// position just after it.
+    points: Vec<(f64, f64, f64, f64)>,
+    /// Page minimums and maximums, ascending, with the rows of the pages up to each.
+    mins: Vec<(f64, f64)>,
+    maxs: Vec<(f64, f64)>,
+}
+
+impl Spread {
+    fn new(pages: &[Page]) -> Self {
+        // (position, rows at it, change of density)
+        let mut events: Vec<(f64, f64, f64)> = Vec::with_capacity(pages.len() * 2);
+        for p in pages {
+            let width = p.max - p.min;
+            if width > 0.0 {
+                events.push((p.min, 0.0, p.rows / width));
+                events.push((p.max, 0.0, -p.rows / width));
+            } else {
+                events.push((p.min, p.rows, 0.0));
+            }
+        }
+        events.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let mut points: Vec<(f64, f64, f64, f64)> = Vec::with_capacity(events.len());
+        for (x, jump, delta) in events {
+            if let Some(last) = points.last_mut()
+                && last.0 == x
+            {
+                last.2 += jump;
+                last.3 = (last.3 + delta).max(0.0);
+                continue;
+            }
+            let (below, density) = match points.last() {
+                Some(&(at, below, at_jump, density)) => (below + at_jump + density * (x - at), density),
+                None => (0.0, 0.0),
+            };
+            points.push((x, below, jump, (density + delta).max(0.0)));
+        }
+        let prefix = |mut v: Vec<(f64, f64)>| {
+            v.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let mut sum = 0.0;
+            v.into_iter()
+                .map(|(x, rows)| {
+                    sum += rows;
+                    (x, sum)
+                })
+                .collect::<Vec<_>>()
+        };
+        Self {
+            points,
+            mins: prefix(pages.iter().map(|p| (p.min, p.rows)).collect()),
+            maxs: prefix(pages.iter().map(|p| (p.max, p.rows)).collect()),
+        }
+    }
+
+    /// Rows with ids strictly below `x`.
+    fn below(&self, x: f64) -> f64 {
+        let i = self.points.partition_point(|p| p.0 < x);
+        let Some(&(at, below, jump, density)) = i.checked_sub(1).and_then(|i| self.points.get(i)) else {
+            return 0.0;
+        };
+        // Past the last page the density is zero (up to rounding).
+        let spread = if x.is_finite() { density * (x - at) } else { 0.0 };
+        below + jump + spread
+    }
+
+    /// Rows of the pages whose ids reach `[low, high)`.
+    fn read(&self, low: f64, high: f64) -> f64 {
+        let upto = |v: &[(f64, f64)], x: f64| {
+            let i = v.partition_point(|p| p.0 < x);
+            i.checked_sub(1).map_or(0.0, |i| v[i].1)
+        };
+        (upto(&self.mins, high) - upto(&self.maxs, low)).max(0.0)
+    }
+}
+
 impl Ranges {
     pub fn new(pages: Vec<Page>) -> Self {
         Self {
-            pages,
+            spread: Spread::new(&pages),
             next: Some(0.0),
             target: FIRST_RANGE_SPANS as f64,
         }
     }
 
-    /// Estimated rows with ids in `[low, high)`, and rows of the pages that overlap it.
+    /// Estimated rows with ids in `[low, high)` (`high` 1.0: to the end), and rows of the
+    /// pages that reach it.
     fn rows(&self, low: f64, high: f64) -> (f64, f64) {
-        let (mut inside, mut read) = (0.0, 0.0);
-        for p in &self.pages {
-            if p.max < low || p.min >= high {
-                continue;
-            }
-            read += p.rows;
-            let width = p.max - p.min;
-            inside += match width > 0.0 {
-                true => p.rows * ((p.max.min(high) - p.min.max(low)) / width).clamp(0.0, 1.0),
-                false => p.rows,
-            };
-        }
-        (inside, read)
+        let end = if high >= 1.0 { f64::INFINITY } else { high };
+        let inside = self.spread.below(end) - self.spread.below(low);
+        (inside.max(0.0), self.spread.read(low, end))
     }
 
     /// The end of the range from `low` that holds about `target` rows (1.0: the rest).
@@ -194,6 +265,49 @@ mod tests {
         let ranges: Vec<IdRange> = Ranges::new(pages).collect();
         check_cover(&ranges);
         assert!(ranges.len() >= 5, "{}", ranges.len());
+    }
+
+    #[test]
+    fn spread_answers_as_summing_every_page() {
+        // Pages of varied widths, overlapping, some of a single id.
+        let mut seed = 7u64;
+        let mut next = || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (seed >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let pages: Vec<Page> = (0..300)
+            .map(|i| {
+                let (a, b) = (next(), next());
+                let (min, max) = if i % 7 == 0 { (a, a) } else { (a.min(b), a.max(b)) };
+                Page {
+                    min,
+                    max,
+                    rows: 1.0 + (next() * 4096.0).floor(),
+                }
+            })
+            .collect();
+        let ranges = Ranges::new(pages.clone());
+        for _ in 0..200 {
+            let (a, b) = (next(), next());
+            let (low, high) = (a.min(b), a.max(b));
+            let (mut inside, mut read) = (0.0, 0.0);
+            for p in &pages {
+                if p.max < low || p.min >= high {
+                    continue;
+                }
+                read += p.rows;
+                inside += match p.max > p.min {
+                    true => p.rows * ((p.max.min(high) - p.min.max(low)) / (p.max - p.min)).clamp(0.0, 1.0),
+                    false => p.rows,
+                };
+            }
+            let (i, r) = ranges.rows(low, high);
+            assert!(
+                (i - inside).abs() < 1e-6 * inside.max(1.0) + 1e-6,
+                "inside {i} vs {inside}"
+            );
+            assert!((r - read).abs() < 1e-9, "read {r} vs {read}");
+        }
     }
 
     #[test]
