@@ -13,7 +13,7 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray};
 use arrow::compute::kernels::cmp::{gt_eq, lt};
 use arrow::compute::{and, cast, filter_record_batch};
-use arrow::datatypes::{DataType, Schema};
+use arrow::datatypes::DataType;
 use futures::TryStreamExt;
 use parquet::arrow::arrow_reader::{ArrowReaderOptions, RowSelection, RowSelector};
 use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
@@ -229,7 +229,7 @@ impl TableFiles {
 
 /// The rows of live `batches` (in the `spans` schema) with trace ids in `range` (and among
 /// `traces`, sorted, when given), `columns` only.
-pub fn live_id_range(
+pub(crate) fn live_id_range(
     batches: &[RecordBatch],
     range: &IdRange,
     traces: Option<&[String]>,
@@ -254,25 +254,23 @@ pub fn live_id_range(
 
 /// `columns` of `batch`, typed as in the `spans` schema; the partition column is `date` when
 /// the batch lacks it.
-fn project_spans(batch: &RecordBatch, columns: &[String], date: &str) -> Result<RecordBatch> {
+pub(crate) fn project_spans(batch: &RecordBatch, columns: &[String], date: &str) -> Result<RecordBatch> {
     let full = spans_schema();
-    let mut fields = Vec::with_capacity(columns.len());
+    let indices = columns
+        .iter()
+        .map(|c| full.index_of(c))
+        .collect::<Result<Vec<_>, _>>()?;
+    let schema = Arc::new(full.project(&indices)?);
     let mut arrays: Vec<ArrayRef> = Vec::with_capacity(columns.len());
-    for name in columns {
-        let field = full.field_with_name(name)?;
-        let array = match batch.column_by_name(name) {
+    for field in schema.fields() {
+        let name = field.name();
+        arrays.push(match batch.column_by_name(name) {
             Some(c) if c.data_type() == field.data_type() => c.clone(),
             Some(c) => cast(c, field.data_type())?,
             None if name == PARTITION_COLUMN => Arc::new(StringArray::from(vec![date; batch.num_rows()])),
             None => return Err(Error::InvalidSpan(format!("data file has no {name} column"))),
-        };
-        fields.push(field.clone());
-        arrays.push(array);
+        });
     }
     let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
-    Ok(RecordBatch::try_new_with_options(
-        Arc::new(Schema::new(fields)),
-        arrays,
-        &options,
-    )?)
+    Ok(RecordBatch::try_new_with_options(schema, arrays, &options)?)
 }

@@ -178,66 +178,26 @@ impl SnapshotSpans {
         }
     }
 
-    /// The committed data files of the snapshot: paths as in the Delta log, and sizes.
-    pub fn data_files(&self) -> Vec<(String, u64)> {
-        let Some(snapshot) = self.table.as_ref().and_then(|t| t.snapshot().ok()) else {
-            return Vec::new();
-        };
-        snapshot
-            .log_data()
-            .iter()
-            .map(|f| (f.path().into_owned(), u64::try_from(f.size()).unwrap_or_default()))
-            .collect()
+    /// Every committed data file of the snapshot (paths as in the Delta log), with its size
+    /// and partition value.
+    pub fn all_files(&self) -> crate::Result<Vec<DataFile>> {
+        self.table
+            .as_deref()
+            .map_or(Ok(Vec::new()), crate::warehouse::data_files)
     }
 
-    /// The committed data files read, with their partition values.
-    pub fn files(&self) -> Vec<DataFile> {
-        let Some(snapshot) = self.table.as_ref().and_then(|t| t.snapshot().ok()) else {
-            return Vec::new();
-        };
-        snapshot
-            .log_data()
-            .iter()
-            .filter(|f| {
-                self.files
-                    .as_ref()
-                    .is_none_or(|files| files.iter().any(|p| *p == f.path()))
-            })
-            .map(|f| DataFile {
-                path: f.path().into_owned(),
-                size: u64::try_from(f.size()).unwrap_or_default(),
-                date: f
-                    .partition_values_map()
-                    .get(crate::schema::PARTITION_COLUMN)
-                    .cloned()
-                    .flatten()
-                    .unwrap_or_default(),
-            })
-            .collect()
+    /// The committed data files read: all of them, or those [`Self::with_files`] chose.
+    pub fn files(&self) -> crate::Result<Vec<DataFile>> {
+        let mut files = self.all_files()?;
+        if let Some(chosen) = &self.files {
+            files.retain(|f| chosen.contains(&f.path));
+        }
+        Ok(files)
     }
 
     /// The live (not yet committed) batches of the snapshot.
     pub fn live(&self) -> &[RecordBatch] {
         &self.live
-    }
-
-    /// Spans in the snapshot's files read (by the Delta statistics; a file without them
-    /// counts as `u64::MAX / 2`) and live.
-    pub fn span_count(&self) -> u64 {
-        let live: u64 = self.live.iter().map(|b| b.num_rows() as u64).sum();
-        let Some(snapshot) = self.table.as_ref().and_then(|t| t.snapshot().ok()) else {
-            return live;
-        };
-        snapshot
-            .log_data()
-            .iter()
-            .filter(|f| {
-                self.files
-                    .as_ref()
-                    .is_none_or(|files| files.iter().any(|p| *p == f.path()))
-            })
-            .map(|f| f.num_records().map_or(u64::MAX / 2, |n| n as u64))
-            .fold(live, u64::saturating_add)
     }
 }
 

@@ -12,7 +12,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, StringArray};
+use arrow::array::{ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, StringArray};
 use arrow::compute::{cast, filter_record_batch};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use bytes::Bytes;
@@ -507,23 +507,8 @@ impl AsyncFileReader for StoreReader {
 /// A batch read from a data file, in the `spans` schema: columns by name, cast where the file's
 /// physical types differ, the partition column restored.
 fn to_spans_batch(batch: &RecordBatch, date: &str) -> Result<RecordBatch> {
-    let schema = spans_schema();
-    let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
-    for field in schema.fields() {
-        if field.name() == PARTITION_COLUMN {
-            columns.push(Arc::new(StringArray::from(vec![date; batch.num_rows()])));
-            continue;
-        }
-        let col = batch
-            .column_by_name(field.name())
-            .ok_or_else(|| Error::InvalidSpan(format!("data file has no {} column", field.name())))?;
-        columns.push(if col.data_type() == field.data_type() {
-            col.clone()
-        } else {
-            cast(col, field.data_type())?
-        });
-    }
-    Ok(RecordBatch::try_new(schema, columns)?)
+    let names: Vec<String> = spans_schema().fields().iter().map(|f| f.name().clone()).collect();
+    crate::id_range::project_spans(batch, &names, date)
 }
 
 /// Rows of `batch` whose trace id is one of `wanted` (hex).

@@ -697,19 +697,10 @@ impl Warehouse {
         columns: &[String],
         traces: Option<&[String]>,
     ) -> Result<(Vec<RecordBatch>, u64)> {
-        validate_tenant(tenant)?;
-        let table_files = self.table_files(tenant)?;
-        let reads: Vec<_> = snapshot
-            .files()
-            .into_iter()
-            .map(|file| {
-                let table_files = table_files.clone();
-                async move { table_files.read_id_range(&file, range, traces, columns).await }
+        let read = self
+            .each_file(tenant, snapshot.files()?, |files, file| async move {
+                files.read_id_range(&file, range, traces, columns).await
             })
-            .collect();
-        let read: Vec<(Vec<RecordBatch>, u64)> = futures::stream::iter(reads)
-            .buffered(trace_index::LOOKUP_FILES_PARALLEL)
-            .try_collect()
             .await?;
         let bytes = read.iter().map(|(_, b)| b).sum();
         let mut batches: Vec<RecordBatch> = read.into_iter().flat_map(|(b, _)| b).collect();
@@ -720,50 +711,38 @@ impl Warehouse {
     /// The trace-id pages of `snapshot`'s data files (smallest and largest id and rows of
     /// each): a histogram of the table's trace ids. Live spans are not in it.
     pub async fn id_pages(&self, tenant: &str, snapshot: &SnapshotSpans) -> Result<Vec<IdPage>> {
-        validate_tenant(tenant)?;
-        let table_files = self.table_files(tenant)?;
-        let reads: Vec<_> = snapshot
-            .files()
-            .into_iter()
-            .map(|file| {
-                let table_files = table_files.clone();
-                async move { table_files.id_pages(&file).await }
+        let pages = self
+            .each_file(tenant, snapshot.files()?, |files, file| async move {
+                files.id_pages(&file).await
             })
-            .collect();
-        let pages: Vec<Vec<IdPage>> = futures::stream::iter(reads)
-            .buffered(trace_index::LOOKUP_FILES_PARALLEL)
-            .try_collect()
             .await?;
         Ok(pages.into_iter().flatten().collect())
     }
 
+    /// For each of `files`, whether a string attribute value in `leaves` may be `value`: false
+    /// only when every row group's bloom filter on each leaf rules it out.
     pub async fn files_may_contain(
         &self,
         tenant: &str,
-        files: &[(String, u64)],
+        files: &[DataFile],
         leaves: &[&str],
         value: &str,
     ) -> Result<Vec<bool>> {
+        self.each_file(tenant, files.to_vec(), |files, file| async move {
+            files.may_contain(&file, leaves, value).await
+        })
+        .await
+    }
+
+    /// `read` of each of `tenant`'s `files`, in order, at most `LOOKUP_FILES_PARALLEL` at once.
+    async fn each_file<T, F, Fut>(&self, tenant: &str, files: Vec<DataFile>, read: F) -> Result<Vec<T>>
+    where
+        F: Fn(TableFiles, DataFile) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
         validate_tenant(tenant)?;
         let table_files = self.table_files(tenant)?;
-        let leaves: Arc<Vec<String>> = Arc::new(leaves.iter().map(|l| l.to_string()).collect());
-        let value: Arc<str> = Arc::from(value);
-        let checks: Vec<_> = files
-            .iter()
-            .map(|(path, size)| {
-                let (table_files, leaves, value) = (table_files.clone(), leaves.clone(), value.clone());
-                let file = DataFile {
-                    path: path.clone(),
-                    size: *size,
-                    date: String::new(),
-                };
-                async move {
-                    let leaves: Vec<&str> = leaves.iter().map(String::as_str).collect();
-                    table_files.may_contain(&file, &leaves, &value).await
-                }
-            })
-            .collect();
-        futures::stream::iter(checks)
+        futures::stream::iter(files.into_iter().map(|f| read(table_files.clone(), f)))
             .buffered(trace_index::LOOKUP_FILES_PARALLEL)
             .try_collect()
             .await
@@ -843,7 +822,7 @@ impl Warehouse {
 }
 
 /// The committed data files of `table` (none before its first commit).
-fn data_files(table: &DeltaTable) -> Result<Vec<DataFile>> {
+pub(crate) fn data_files(table: &DeltaTable) -> Result<Vec<DataFile>> {
     if !table::is_created(table) {
         return Ok(Vec::new());
     }

@@ -34,9 +34,9 @@ use tracehouse_traceql::compile;
 use tracehouse_warehouse::Warehouse;
 use tracehouse_warehouse::id_range::IdRange;
 use tracehouse_warehouse::provider::SnapshotSpans;
+use tracehouse_warehouse::trace_index::DataFile;
 
 pub use prepared::{SEARCH_PLANS_ENTRIES, SearchPlans};
-pub use ranges::{FIRST_RANGE_SPANS, MAX_RANGE_SPANS};
 
 use crate::Result;
 use crate::traceql::to_df;
@@ -98,10 +98,10 @@ pub async fn search(
     let query = compile(&request.query).map_err(to_df)?;
     let (table, live) = warehouse.snapshot(tenant).await?;
     let snapshot = SnapshotSpans::new(table, live);
-    let files = snapshot.data_files();
+    let files = snapshot.all_files()?;
     let mut found = SearchOutcome::default();
     found.metrics.total_blocks = files.len() as u64;
-    found.metrics.total_block_bytes = files.iter().map(|(_, size)| size).sum();
+    found.metrics.total_block_bytes = files.iter().map(|f| f.size).sum();
     let snapshot = prune(warehouse, tenant, &query, snapshot, &files).await?;
     let prepared = plans
         .get(ctx, &request.query, &query, request.limit, request.spss)
@@ -150,7 +150,7 @@ async fn prune(
     tenant: &str,
     query: &Query,
     snapshot: SnapshotSpans,
-    files: &[(String, u64)],
+    files: &[DataFile],
 ) -> Result<SnapshotSpans> {
     let mut keep: Vec<bool> = vec![true; files.len()];
     for (leaves, value) in required_values(query) {
@@ -163,7 +163,7 @@ async fn prune(
     if keep.iter().all(|k| *k) {
         return Ok(snapshot);
     }
-    let kept = files.iter().zip(keep).filter(|(_, k)| *k).map(|((p, _), _)| p.clone());
+    let kept = files.iter().zip(keep).filter(|(_, k)| *k).map(|(f, _)| f.path.clone());
     Ok(snapshot.with_files(kept.collect()))
 }
 
@@ -229,7 +229,7 @@ fn sort_newest_first(hits: &mut [TraceHit]) {
 
 /// Rows a range may hold at most when read: far more than it was cut for (a single trace of
 /// that many spans is refused).
-const MAX_RANGE_ROWS: u64 = 8 * MAX_RANGE_SPANS;
+const MAX_RANGE_ROWS: u64 = 8 * ranges::MAX_RANGE_SPANS;
 
 /// A search stops using the candidate step once a range has a candidate trace per this many
 /// spans read (about one trace in ten): the whole rows of most pages are read anyway.
@@ -298,37 +298,20 @@ impl Search<'_> {
             .filter(|_| self.candidates.load(Relaxed));
         let traces = match candidates {
             Some(step) => {
-                let Some(rows) = self.read(range, &step.columns, None, metrics).await? else {
-                    return Ok(Vec::new());
-                };
-                let read: usize = rows.iter().map(RecordBatch::num_rows).sum();
-                let found = step.run(self.ctx, rows).await?;
-                let mut ids: Vec<String> = found
-                    .iter()
-                    .filter_map(|b| b.column_by_name("trace_id").and_then(|c| c.as_string_opt::<i32>()))
-                    .flat_map(|ids| ids.iter().flatten().map(str::to_string).collect::<Vec<_>>())
-                    .collect();
+                let ids = self.candidate_traces(step, range, metrics).await?;
                 if ids.is_empty() {
                     return Ok(Vec::new());
                 }
-                if ids.len() > read.div_ceil(DENSE_CANDIDATE_SPANS) {
-                    // Candidates are common: reading the ranges left whole at once is cheaper.
-                    self.candidates.store(false, Relaxed);
-                }
-                ids.sort_unstable();
                 Some(ids)
             }
             None => None,
         };
-        let counted = traces.is_none();
         let columns = &self.prepared.search.columns;
-        let Some(whole) = self.read(range, columns, traces.as_deref(), metrics).await? else {
+        // With a candidate step, its read counted the range's spans.
+        let count = traces.is_none();
+        let Some(whole) = self.read(range, columns, traces.as_deref(), count, metrics).await? else {
             return Ok(Vec::new());
         };
-        if !counted {
-            // The whole rows of the candidates were counted by the candidate step.
-            metrics.inspected_spans -= whole.iter().map(|b| b.num_rows() as u64).sum::<u64>();
-        }
         let spans = self.windowed(&whole)?;
         if spans.is_empty() {
             return Ok(Vec::new());
@@ -340,13 +323,40 @@ impl Search<'_> {
         Ok(hits)
     }
 
+    /// The trace ids of `range` that pass the candidate `step`, sorted. Turns the step off for
+    /// the ranges left when they are dense.
+    async fn candidate_traces(
+        &self,
+        step: &prepared::Step,
+        range: &IdRange,
+        metrics: &mut SearchMetrics,
+    ) -> Result<Vec<String>> {
+        let Some(rows) = self.read(range, &step.columns, None, true, metrics).await? else {
+            return Ok(Vec::new());
+        };
+        let read: usize = rows.iter().map(RecordBatch::num_rows).sum();
+        let found = step.run(self.ctx, rows).await?;
+        let mut ids: Vec<String> = found
+            .iter()
+            .filter_map(|b| b.column_by_name("trace_id").and_then(|c| c.as_string_opt::<i32>()))
+            .flat_map(|ids| ids.iter().flatten().map(str::to_string).collect::<Vec<_>>())
+            .collect();
+        if ids.len() > read.div_ceil(DENSE_CANDIDATE_SPANS) {
+            // Candidates are common: reading the ranges left whole at once is cheaper.
+            self.candidates.store(false, Relaxed);
+        }
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
     /// The rows of `range` (of `traces` only, when given: sorted ids), `columns` only; `None`
-    /// when there are none.
+    /// when there are none. `count` adds the rows to the inspected spans.
     async fn read(
         &self,
         range: &IdRange,
         columns: &[String],
         traces: Option<&[String]>,
+        count: bool,
         metrics: &mut SearchMetrics,
     ) -> Result<Option<Vec<RecordBatch>>> {
         let (batches, bytes) = self
@@ -354,7 +364,7 @@ impl Search<'_> {
             .read_id_range(self.tenant, &self.snapshot, range, columns, traces)
             .await?;
         let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
-        metrics.inspected_spans += rows;
+        metrics.inspected_spans += if count { rows } else { 0 };
         metrics.inspected_bytes += bytes;
         if rows > MAX_RANGE_ROWS {
             return Err(DataFusionError::ResourcesExhausted(format!(
