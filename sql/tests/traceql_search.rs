@@ -86,8 +86,9 @@ async fn search_follows_tempo_semantics() {
 }
 
 /// Search looks at the table part by part and stops early; whatever it returns must be what
-/// the whole-table evaluation (`with(most_recent=true)`) says of the same traces, and it must
-/// return as many traces as there are, up to `limit`.
+/// the whole-table evaluation (a limit above the number of traces) says of the same traces,
+/// and it must return as many traces as there are, up to `limit`; the most recent search
+/// (walking traces newest first) returns exactly the newest of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn search_by_parts_answers_as_the_whole_table() {
     let fx = &Fixture::load().await;
@@ -99,11 +100,25 @@ async fn search_by_parts_answers_as_the_whole_table() {
         .filter(|c| c.expect.is_some() && !c.query.contains("with("));
     for (i, case) in cases.enumerate() {
         let tenant = case.tenant.as_deref().unwrap_or(TENANT);
-        let whole = format!("{} with(most_recent=true)", case.query);
-        let Ok(exact) = fx.engine.traceql_search(tenant, &request(&whole, 1000, 1000)).await else {
-            failures.push(format!("{whole}: the whole-table search failed"));
+        let Ok(exact) = fx
+            .engine
+            .traceql_search(tenant, &request(&case.query, 1000, 1000))
+            .await
+        else {
+            failures.push(format!("{}: the whole-table search failed", case.query));
             continue;
         };
+        let recent = format!("{} with(most_recent=true)", case.query);
+        for limit in [1, 2, 1000] {
+            let newest = fx.engine.traceql_search(tenant, &request(&recent, limit, 1000)).await;
+            let newest = newest.map(|o| o.hits).unwrap_or_default();
+            if newest[..] != exact.hits[..exact.hits.len().min(limit)] {
+                failures.push(format!(
+                    "{recent} (limit {limit}): {newest:?}\n  not the newest of {:?}",
+                    exact.hits
+                ));
+            }
+        }
         // Every case whole; every eighth also stopping after its first trace.
         let limits: &[usize] = if i % 8 == 0 { &[1, 1000] } else { &[1000] };
         for &limit in limits {
@@ -160,7 +175,8 @@ async fn many_copies(copies: usize) -> (tempfile::TempDir, tracehouse_sql::Query
     };
     let mut batches = Vec::new();
     for copy in 0..copies {
-        let mut text = body.clone();
+        // Each copy a second later than the one before.
+        let mut text = shift_times(&body, copy as i64 * 1_000_000_000);
         for (t, digit) in ["1", "2", "3"].iter().enumerate() {
             let n = (copy * 3 + t) as u64;
             text = text.replace(
@@ -182,6 +198,23 @@ async fn many_copies(copies: usize) -> (tempfile::TempDir, tracehouse_sql::Query
     }
     let engine = tracehouse_sql::QueryEngine::new(warehouse, Default::default()).unwrap();
     (dir, engine)
+}
+
+/// `json` with every `...TimeUnixNano` value `by_ns` later.
+fn shift_times(json: &str, by_ns: i64) -> String {
+    let key = "TimeUnixNano\": \"";
+    let mut out = String::with_capacity(json.len());
+    let mut rest = json;
+    while let Some(at) = rest.find(key) {
+        let (head, tail) = rest.split_at(at + key.len());
+        let end = tail.find('"').unwrap();
+        let ns: i64 = tail[..end].parse().unwrap();
+        out.push_str(head);
+        out.push_str(&(ns + by_ns).to_string());
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Over many trace-id ranges (files and live spans), every search returns the traces the SQL
@@ -225,6 +258,16 @@ async fn search_over_many_ranges_finds_what_sql_finds() {
             .traceql_search(TENANT, &request(&case.query, 5, 3))
             .await
             .unwrap();
+        let newest = engine.traceql_search(TENANT, &request(&recent, 5, 3)).await.unwrap();
+        if newest.hits[..] != first.hits[..first.hits.len().min(5)] {
+            failures.push(format!("{recent} (limit 5): not the newest five"));
+        }
+        if case.query.trim() == "{ }" && newest.metrics.inspected_spans * 10 > all.metrics.inspected_spans {
+            failures.push(format!(
+                "{recent} (limit 5): read {} spans of {}",
+                newest.metrics.inspected_spans, all.metrics.inspected_spans
+            ));
+        }
         for (mode, found) in [("most recent", &all), ("first found", &first)] {
             let got: std::collections::BTreeSet<String> = found.hits.iter().map(|h| h.trace_id.clone()).collect();
             if !got.is_subset(&want) || got.len() != want.len().min(10_000) {
@@ -245,10 +288,10 @@ async fn search_over_many_ranges_finds_what_sql_finds() {
             }
         }
         assert!(
-            all.metrics.total_jobs >= 4,
+            first.metrics.total_jobs >= 4,
             "{}: {} ranges",
             case.query,
-            all.metrics.total_jobs
+            first.metrics.total_jobs
         );
         checked += 1;
     }
@@ -259,4 +302,52 @@ async fn search_over_many_ranges_finds_what_sql_finds() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// One span of trace `aa…a` as an OTLP/JSON request: `span` (hex digit repeated), its parent,
+/// status code and string attribute `tag`.
+fn one_span(span: char, parent: Option<char>, status: u8, tag: &str) -> arrow::array::RecordBatch {
+    use tracehouse_ingest::otlp::{BodyFormat, parse_request, request_to_batch};
+    let parent = parent.map_or(String::new(), |p| p.to_string().repeat(16));
+    let json = format!(
+        r#"{{"resourceSpans":[{{"resource":{{"attributes":[{{"key":"service.name","value":{{"stringValue":"svc"}}}}]}},
+        "scopeSpans":[{{"spans":[{{"traceId":"{trace}","spanId":"{id}","parentSpanId":"{parent}","name":"op",
+        "kind":2,"startTimeUnixNano":"{BASE_NS}","endTimeUnixNano":"{end}","status":{{"code":{status}}},
+        "attributes":[{{"key":"tag","value":{{"stringValue":"{tag}"}}}}]}}]}}]}}]}}"#,
+        trace = "a".repeat(32),
+        id = span.to_string().repeat(16),
+        end = BASE_NS + 10 * MS,
+    );
+    request_to_batch(&parse_request(json.as_bytes(), BodyFormat::Json).unwrap()).unwrap()
+}
+
+/// A trace split across two data files, where only one file holds the value a query needs
+/// (its bloom filters rule the other out): the trace is still evaluated whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trace_split_across_files_is_searched_whole() {
+    use tracehouse_warehouse::{Warehouse, WarehouseConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let warehouse = Warehouse::open(WarehouseConfig::local(dir.path())).await.unwrap();
+    for batch in [
+        one_span('1', None, 0, "only-here"),
+        one_span('2', Some('1'), 2, "elsewhere"),
+    ] {
+        warehouse.append(TENANT, batch).await.unwrap();
+        let tenant = warehouse.tenant(TENANT).unwrap();
+        assert!(warehouse.flush_tenant(&tenant).await.unwrap() > 0);
+    }
+    let engine = tracehouse_sql::QueryEngine::new(warehouse, Default::default()).unwrap();
+    for hint in ["", " with(most_recent=true)"] {
+        let q = format!("{{ span.tag = \"only-here\" }} > {{ status = error }}{hint}");
+        let found = engine.traceql_search(TENANT, &request(&q, 20, 3)).await.unwrap();
+        assert_eq!(found.hits.len(), 1, "{q}");
+        let q = format!("{{ span.tag = \"only-here\" }}{hint}");
+        let found = engine.traceql_search(TENANT, &request(&q, 20, 3)).await.unwrap();
+        let stats = &found.hits[0].service_stats;
+        assert_eq!((stats[0].span_count, stats[0].error_count), (2, 1), "{q}");
+        let q = format!("{{ span.tag = \"nowhere\" }}{hint}");
+        let found = engine.traceql_search(TENANT, &request(&q, 20, 3)).await.unwrap();
+        assert!(found.hits.is_empty(), "{q}");
+        assert_eq!(found.metrics.inspected_bytes, 0, "{q}: no file can hold it");
+    }
 }

@@ -195,6 +195,11 @@ impl SnapshotSpans {
         Ok(files)
     }
 
+    /// The committed table of the snapshot, when there is one.
+    pub fn table(&self) -> Option<Arc<DeltaTable>> {
+        self.table.clone()
+    }
+
     /// The live (not yet committed) batches of the snapshot.
     pub fn live(&self) -> &[RecordBatch] {
         &self.live

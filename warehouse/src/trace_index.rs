@@ -106,6 +106,54 @@ impl TraceIndex {
         }
     }
 
+    /// The ids of `files` (paths), or `None` when one of them is not indexed.
+    fn ids_of(&self, files: &[DataFile]) -> Option<Vec<bool>> {
+        let mut chosen = vec![false; self.files.len()];
+        for f in files {
+            chosen[*self.file_ids.get(&f.path)? as usize] = true;
+        }
+        Some(chosen)
+    }
+
+    /// Every trace with rows in `files`: its id, and the first start and last end of its rows
+    /// in those files. `None` when one of `files` is not indexed.
+    pub fn times_in(&self, files: &[DataFile]) -> Option<Vec<TraceSpan>> {
+        let chosen = self.ids_of(files)?;
+        let mut out = Vec::with_capacity(self.traces.len());
+        for (&trace, locations) in &self.traces {
+            let mut held = locations.iter().filter(|l| chosen[l.file as usize]);
+            let Some(first) = held.next() else { continue };
+            let (start, end) = held.fold((first.start_ns, first.end_ns), |(s, e), l| {
+                (s.min(l.start_ns), e.max(l.end_ns))
+            });
+            out.push((trace, start, end));
+        }
+        Some(out)
+    }
+
+    /// Of `files`, those that hold some of `traces`, each with the ids (hex, sorted) of those
+    /// it holds. `None` when one of `files` is not indexed.
+    pub fn holders(&self, traces: &[u128], files: &[DataFile]) -> Option<Vec<(DataFile, Vec<String>)>> {
+        let chosen = self.ids_of(files)?;
+        let mut held: HashMap<u32, Vec<String>> = HashMap::new();
+        for trace in traces {
+            for l in self.traces.get(trace).into_iter().flatten() {
+                if chosen[l.file as usize] {
+                    held.entry(l.file).or_default().push(trace_id_hex(*trace));
+                }
+            }
+        }
+        let mut out: Vec<(DataFile, Vec<String>)> = held
+            .into_iter()
+            .map(|(file, mut ids)| {
+                ids.sort_unstable();
+                (self.files[file as usize].clone(), ids)
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.path.cmp(&b.0.path));
+        Some(out)
+    }
+
     /// The files holding spans of `trace` that overlap `range` (unix ns, inclusive), if given.
     pub fn files_of(&self, trace: u128, range: Option<(i64, i64)>) -> Vec<DataFile> {
         let Some(locations) = self.traces.get(&trace) else {

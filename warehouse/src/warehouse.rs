@@ -19,7 +19,7 @@ use tokio::sync::Mutex as AsyncMutex;
 use crate::id_range::{self, IdPage, IdRange};
 use crate::provider::SnapshotSpans;
 use crate::storage::{Storage, StorageConfigKind, validate_tenant};
-use crate::trace_index::{self, DataFile, TableFiles, TraceIndex};
+use crate::trace_index::{self, DataFile, TableFiles, TraceIndex, TraceSpan};
 use crate::wal::{Wal, WalConfig, WalRecord};
 use crate::{Error, Result, table};
 
@@ -633,22 +633,7 @@ impl Warehouse {
             (self.load_table(&tenant).await?, None)
         };
         let files = self.table_files(&tenant.name)?;
-        let loaded = tenant.trace_index.lock().expect("trace index lock").is_some();
-        if !loaded && table::is_created(&table) {
-            let _guard = tenant.flush_lock.lock().await;
-            if tenant.trace_index.lock().expect("trace index lock").is_none() {
-                let current = tenant
-                    .state
-                    .lock()
-                    .expect("tenant state lock")
-                    .table
-                    .clone()
-                    .unwrap_or(table);
-                let index = files.load(&data_files(&current)?).await?;
-                tracing::info!(tenant = %tenant.name, files = index.file_count(), traces = index.trace_count(), "trace index loaded");
-                *tenant.trace_index.lock().expect("trace index lock") = Some(index);
-            }
-        }
+        self.ensure_index(&tenant, table).await?;
         // Live chunks and index under the state lock: a flush changes both in one step.
         let (live, to_open) = {
             let st = tenant.state.lock().expect("tenant state lock");
@@ -682,6 +667,102 @@ impl Warehouse {
             files_read: to_open.len(),
             bytes_inspected,
         })
+    }
+
+    /// Loads the tenant's trace-id index unless it is loaded, from the tenant's table (or
+    /// `table` when the tenant has none yet).
+    async fn ensure_index(&self, tenant: &Tenant, table: Arc<DeltaTable>) -> Result<()> {
+        let loaded = tenant.trace_index.lock().expect("trace index lock").is_some();
+        if loaded || !table::is_created(&table) {
+            return Ok(());
+        }
+        let _guard = tenant.flush_lock.lock().await;
+        if tenant.trace_index.lock().expect("trace index lock").is_none() {
+            let current = tenant
+                .state
+                .lock()
+                .expect("tenant state lock")
+                .table
+                .clone()
+                .unwrap_or(table);
+            let index = self.table_files(&tenant.name)?.load(&data_files(&current)?).await?;
+            tracing::info!(tenant = %tenant.name, files = index.file_count(), traces = index.trace_count(), "trace index loaded");
+            *tenant.trace_index.lock().expect("trace index lock") = Some(index);
+        }
+        Ok(())
+    }
+
+    /// `answer` from the trace-id index of `tenant`, which holds every data file of `snapshot`;
+    /// `None` when it does not (yet) hold one of them.
+    async fn with_index<T>(
+        &self,
+        tenant: &str,
+        snapshot: &SnapshotSpans,
+        answer: impl FnOnce(&TraceIndex, &[DataFile]) -> Option<T>,
+    ) -> Result<Option<T>> {
+        let files = snapshot.files()?;
+        let Reading::Known(tenant) = self.reading(tenant).await? else {
+            return Ok(None);
+        };
+        if let Some(table) = snapshot.table() {
+            self.ensure_index(&tenant, table).await?;
+        }
+        let index = tenant.trace_index.lock().expect("trace index lock");
+        Ok(match index.as_ref() {
+            Some(index) => answer(index, &files),
+            None => None,
+        })
+    }
+
+    /// Every trace of `snapshot`'s data files, with the first start and last end of its rows
+    /// in them (live spans are not in it); `None` when the trace-id index does not cover the
+    /// snapshot.
+    pub async fn trace_times(&self, tenant: &str, snapshot: &SnapshotSpans) -> Result<Option<Vec<TraceSpan>>> {
+        if snapshot.files()?.is_empty() {
+            return Ok(Some(Vec::new()));
+        }
+        self.with_index(tenant, snapshot, |index, files| index.times_in(files))
+            .await
+    }
+
+    /// The rows of `traces` in `snapshot`, `columns` only: of each data file that holds some
+    /// (by the trace-id index) the pages that hold them, and the live rows. Returns the
+    /// batches and the bytes read; `None` when the index does not cover the snapshot.
+    pub async fn read_traces_of(
+        &self,
+        tenant: &str,
+        snapshot: &SnapshotSpans,
+        traces: &[u128],
+        columns: &[String],
+    ) -> Result<Option<(Vec<RecordBatch>, u64)>> {
+        let holders = match snapshot.files()?.is_empty() {
+            true => Vec::new(),
+            false => match self
+                .with_index(tenant, snapshot, |i, files| i.holders(traces, files))
+                .await?
+            {
+                Some(h) => h,
+                None => return Ok(None),
+            },
+        };
+        let all = IdRange::default();
+        let (files, held): (Vec<DataFile>, HashMap<String, Vec<String>>) = holders
+            .into_iter()
+            .map(|(file, ids)| (file.clone(), (file.path, ids)))
+            .unzip();
+        let (all, held) = (&all, &held);
+        let read = self
+            .each_file(tenant, files, |files, file| async move {
+                let ids = held.get(&file.path).map_or(&[][..], Vec::as_slice);
+                files.read_id_range(&file, all, Some(ids), columns).await
+            })
+            .await?;
+        let bytes = read.iter().map(|(_, b)| b).sum();
+        let mut batches: Vec<RecordBatch> = read.into_iter().flat_map(|(b, _)| b).collect();
+        let mut ids: Vec<String> = traces.iter().map(|t| trace_index::trace_id_hex(*t)).collect();
+        ids.sort_unstable();
+        batches.extend(id_range::live_id_range(snapshot.live(), all, Some(&ids), columns)?);
+        Ok(Some((batches, bytes)))
     }
 
     /// For each of `files` (paths and sizes as in the tenant's Delta log): whether it may

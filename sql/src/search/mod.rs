@@ -16,6 +16,7 @@
 
 mod candidates;
 mod hits;
+mod newest;
 mod prepared;
 mod ranges;
 
@@ -116,9 +117,15 @@ pub async fn search(
         snapshot,
         candidates: AtomicBool::new(true),
     };
+    let most_recent = wants_most_recent(&query);
+    if most_recent {
+        let mut newest = found.clone();
+        if search.newest(&mut newest, progress).await?.is_some() {
+            return Ok(newest);
+        }
+    }
     let ranges: Vec<IdRange> = search.ranges().await?;
     found.metrics.total_jobs = u32::try_from(ranges.len()).unwrap_or(u32::MAX);
-    let most_recent = wants_most_recent(&query);
     for range in &ranges {
         let mut hits = search.hits(range, &mut found.metrics).await?;
         found.metrics.completed_jobs += 1;
@@ -143,8 +150,9 @@ pub async fn search(
     Ok(found)
 }
 
-/// `snapshot` without the data files that cannot hold a match: those whose bloom filters rule
-/// out a string attribute value every match needs.
+/// `snapshot` without its data files when none can hold a match: when their bloom filters
+/// rule out a string attribute value every match needs. When only some can, all stay: a trace
+/// of those that can may have spans in the others too, and is evaluated whole.
 async fn prune(
     warehouse: &Warehouse,
     tenant: &str,
@@ -160,11 +168,10 @@ async fn prune(
         let may = warehouse.files_may_contain(tenant, files, &leaves, &value).await?;
         keep.iter_mut().zip(may).for_each(|(k, m)| *k &= m);
     }
-    if keep.iter().all(|k| *k) {
+    if keep.contains(&true) {
         return Ok(snapshot);
     }
-    let kept = files.iter().zip(keep).filter(|(_, k)| *k).map(|(f, _)| f.path.clone());
-    Ok(snapshot.with_files(kept.collect()))
+    Ok(snapshot.with_files(Vec::new()))
 }
 
 /// String values every match needs as an attribute value, with the Parquet leaves that hold
@@ -312,14 +319,20 @@ impl Search<'_> {
         let Some(whole) = self.read(range, columns, traces.as_deref(), count, metrics).await? else {
             return Ok(Vec::new());
         };
-        let spans = self.windowed(&whole)?;
+        self.evaluate(&whole, metrics).await
+    }
+
+    /// The `limit` most recent hits among whole traces (`whole`, read with the search's
+    /// columns), with their service stats.
+    async fn evaluate(&self, whole: &[RecordBatch], metrics: &mut SearchMetrics) -> Result<Vec<TraceHit>> {
+        let spans = self.windowed(whole)?;
         if spans.is_empty() {
             return Ok(Vec::new());
         }
         let batches = self.prepared.search.run(self.ctx, spans).await?;
         let mut hits = hits::hits_from(&batches, &self.fields);
         metrics.inspected_traces += hits.len() as u64;
-        hits::add_service_stats(&mut hits, &whole);
+        hits::add_service_stats(&mut hits, whole);
         Ok(hits)
     }
 
@@ -363,15 +376,7 @@ impl Search<'_> {
             .warehouse
             .read_id_range(self.tenant, &self.snapshot, range, columns, traces)
             .await?;
-        let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
-        metrics.inspected_spans += if count { rows } else { 0 };
-        metrics.inspected_bytes += bytes;
-        if rows > MAX_RANGE_ROWS {
-            return Err(DataFusionError::ResourcesExhausted(format!(
-                "search read {rows} spans for one range of trace ids, more than {MAX_RANGE_ROWS}"
-            ))
-            .into());
-        }
+        let rows = account(&batches, bytes, count, metrics)?;
         Ok((rows > 0).then_some(batches))
     }
 
@@ -402,6 +407,21 @@ impl Search<'_> {
         }
         Ok(out)
     }
+}
+
+/// Adds the rows of `batches` (when `count`) and `bytes` to `metrics`; refuses more rows
+/// than one read may hold. Returns the rows.
+fn account(batches: &[RecordBatch], bytes: u64, count: bool, metrics: &mut SearchMetrics) -> Result<u64> {
+    let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+    metrics.inspected_spans += if count { rows } else { 0 };
+    metrics.inspected_bytes += bytes;
+    if rows > MAX_RANGE_ROWS {
+        return Err(DataFusionError::ResourcesExhausted(format!(
+            "search read {rows} spans at once, more than {MAX_RANGE_ROWS}"
+        ))
+        .into());
+    }
+    Ok(rows)
 }
 
 /// A TraceQL search, as Tempo's `/api/search` takes it.

@@ -1,0 +1,188 @@
+//! The most recent traces first: search with `with(most_recent=true)`.
+//!
+//! The trace-id index knows, for every trace of every data file, when its rows there start
+//! and end; the live spans are at hand. So a search for the `limit` most recent matches walks
+//! traces newest first, evaluating whole traces a batch at a time (only the pages that hold
+//! them), and stops as soon as its `limit`th hit started later than any trace left can. Each
+//! trace is walked at the latest its start in the window can be ([`latest_start`]), so the
+//! answer is the one of a walk over everything. A query that matches rarely would read most
+//! traces one by one: past a share of the traces the walk gives up and the search reads the
+//! snapshot range by range instead.
+
+use std::collections::{HashMap, HashSet};
+
+use arrow::array::{AsArray, RecordBatch};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Int64Type};
+use datafusion::error::DataFusionError;
+use tracehouse_warehouse::trace_index::{TraceSpan, parse_trace_id};
+
+use super::{Progress, Search, SearchOutcome, TraceHit, account, sort_newest_first};
+use crate::Result;
+
+/// Traces in the first batch, per trace asked for (at least [`MIN_BATCH_TRACES`]); each later
+/// batch doubles, up to [`MAX_BATCH_TRACES`].
+const BATCH_TRACES_PER_LIMIT: usize = 2;
+const MIN_BATCH_TRACES: usize = 64;
+const MAX_BATCH_TRACES: usize = 8_192;
+
+/// The walk gives up once it has evaluated this share of the traces (one in this many)
+/// without filling the result.
+const GIVE_UP_SHARE: usize = 8;
+
+/// A trace to walk: the latest its start in the window can be, and its id.
+type Entry = (i64, u128);
+
+impl Search<'_> {
+    /// The `limit` most recent hits, walking traces newest first; `None` when the walk cannot
+    /// be done (the trace-id index does not cover the snapshot) or gives up.
+    pub(super) async fn newest(&self, found: &mut SearchOutcome, progress: Progress<'_>) -> Result<Option<()>> {
+        let Some(mut entries) = self.entries().await? else {
+            return Ok(None);
+        };
+        let (all, limit) = (entries.len(), self.request.limit);
+        let give_up = all.div_ceil(GIVE_UP_SHARE).max(MAX_BATCH_TRACES);
+        let mut batch = (limit * BATCH_TRACES_PER_LIMIT).clamp(MIN_BATCH_TRACES, MAX_BATCH_TRACES);
+        let (mut walked, mut done) = (0usize, HashSet::new());
+        found.metrics.total_jobs = 1;
+        while let Some(latest) = entries.iter().map(|e| e.0).max() {
+            if can_stop(&found.hits, limit, latest) {
+                break;
+            }
+            if walked >= give_up && found.hits.len() < limit {
+                return Ok(None);
+            }
+            let taken = take_newest(&mut entries, batch);
+            let mut traces: Vec<u128> = taken.into_iter().map(|(_, t)| t).filter(|t| done.insert(*t)).collect();
+            traces.sort_unstable();
+            walked += traces.len();
+            let hits = self.hits_of(&traces, found).await?;
+            found.hits.extend(hits);
+            sort_newest_first(&mut found.hits);
+            found.hits.truncate(limit);
+            found.metrics.completed_jobs += 1;
+            found.metrics.total_jobs = found.metrics.completed_jobs + 1;
+            progress(found);
+            batch = (batch * 2).min(MAX_BATCH_TRACES);
+        }
+        found.metrics.total_jobs = found.metrics.completed_jobs;
+        Ok(Some(()))
+    }
+
+    /// One entry per trace of the snapshot's data files and one per trace of its live spans
+    /// (a trace in both has two), for those with rows in the window; `None` when the trace-id
+    /// index does not cover the snapshot.
+    async fn entries(&self) -> Result<Option<Vec<Entry>>> {
+        let Some(times) = self.warehouse.trace_times(self.tenant, &self.snapshot).await? else {
+            return Ok(None);
+        };
+        let window = (self.request.start_unix_nano, self.request.end_unix_nano);
+        let mut entries: Vec<Entry> = times
+            .into_iter()
+            .chain(live_times(self.snapshot.live())?)
+            .filter_map(|(trace, start, end)| latest_start(start, end, window).map(|at| (at, trace)))
+            .collect();
+        entries.shrink_to_fit();
+        Ok(Some(entries))
+    }
+
+    /// The hits among whole `traces` (sorted), with their service stats.
+    async fn hits_of(&self, traces: &[u128], found: &mut SearchOutcome) -> Result<Vec<TraceHit>> {
+        let columns = &self.prepared.search.columns;
+        let read = self
+            .warehouse
+            .read_traces_of(self.tenant, &self.snapshot, traces, columns)
+            .await?;
+        let Some((whole, bytes)) = read else {
+            return Err(DataFusionError::Internal("the trace-id index no longer covers the search".into()).into());
+        };
+        account(&whole, bytes, true, &mut found.metrics)?;
+        self.evaluate(&whole, &mut found.metrics).await
+    }
+}
+
+/// Whether `hits` (newest first) are final when no trace left can start after `latest`.
+fn can_stop(hits: &[TraceHit], limit: usize, latest: i64) -> bool {
+    // A trace starting at the same time as the last hit may still precede it by id.
+    hits.len() >= limit && hits.last().is_some_and(|h| h.start_unix_nano > latest)
+}
+
+/// The (at most) `n` entries with the latest starts, taken out of `entries`.
+fn take_newest(entries: &mut Vec<Entry>, n: usize) -> Vec<Entry> {
+    if n < entries.len() {
+        entries.select_nth_unstable_by(n - 1, |a, b| b.cmp(a));
+        let rest = entries.split_off(n);
+        return std::mem::replace(entries, rest);
+    }
+    std::mem::take(entries)
+}
+
+/// The latest a trace's first start among its spans that overlap the window `[from, to]` can
+/// be, given some of its rows: those starting at `start` at the earliest and ending at `end`
+/// at the latest. `None` when none of those rows overlaps the window.
+///
+/// When their earliest row starts in the window it is the trace's first there or later ones
+/// are not; otherwise the one ending last, if it overlaps, starts before its end and the
+/// window's.
+fn latest_start(start: i64, end: i64, (from, to): (Option<i64>, Option<i64>)) -> Option<i64> {
+    let (from, to) = (from.unwrap_or(i64::MIN), to.unwrap_or(i64::MAX));
+    if start > to || end < from {
+        return None;
+    }
+    Some(if start >= from { start } else { end.min(to) })
+}
+
+/// Per trace of the live `batches`: its id, first start and last end.
+fn live_times(batches: &[RecordBatch]) -> Result<Vec<TraceSpan>> {
+    let mut times: HashMap<u128, (i64, i64)> = HashMap::new();
+    for b in batches {
+        let column = |name: &str| {
+            b.column_by_name(name)
+                .ok_or_else(|| DataFusionError::Internal(format!("live spans without {name}")))
+        };
+        let ids = cast(column("trace_id")?, &DataType::Utf8).map_err(DataFusionError::from)?;
+        let (ids, starts, ends) = (
+            ids.as_string::<i32>(),
+            column("start_time_unix_nano")?.as_primitive::<Int64Type>(),
+            column("end_time_unix_nano")?.as_primitive::<Int64Type>(),
+        );
+        for i in 0..b.num_rows() {
+            let Some(trace) = parse_trace_id(ids.value(i)) else {
+                continue;
+            };
+            let (s, e) = (starts.value(i), ends.value(i));
+            let t = times.entry(trace).or_insert((s, e));
+            *t = (t.0.min(s), t.1.max(e));
+        }
+    }
+    Ok(times.into_iter().map(|(t, (s, e))| (t, s, e)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latest_start_bounds_the_first_start_in_the_window() {
+        let w = (Some(100), Some(200));
+        assert_eq!(latest_start(120, 300, w), Some(120));
+        assert_eq!(latest_start(50, 150, w), Some(150));
+        assert_eq!(latest_start(50, 250, w), Some(200));
+        assert_eq!(latest_start(50, 90, w), None);
+        assert_eq!(latest_start(210, 250, w), None);
+        assert_eq!(latest_start(-5, 7, (None, None)), Some(-5));
+    }
+
+    #[test]
+    fn newest_entries_come_first() {
+        let mut entries: Vec<Entry> = (0..10).map(|i| ((i * 7) % 10, i as u128)).collect();
+        let taken = take_newest(&mut entries, 3);
+        let mut starts: Vec<i64> = taken.iter().map(|e| e.0).collect();
+        starts.sort_unstable();
+        assert_eq!(starts, vec![7, 8, 9]);
+        assert_eq!(entries.len(), 7);
+        assert!(entries.iter().all(|e| e.0 < 7));
+        assert_eq!(take_newest(&mut entries, 100).len(), 7);
+        assert!(entries.is_empty());
+    }
+}
