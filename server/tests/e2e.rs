@@ -25,7 +25,11 @@ for uri in dt.file_uris():
     for rg in range(md.num_row_groups):
         col = md.row_group(rg).column(0)
         assert col.path_in_schema == "trace_id"
-        assert col.compression == "ZSTD", col.compression
+        codecs = {md.row_group(rg).column(c).path_in_schema: md.row_group(rg).column(c).compression
+                  for c in range(md.num_columns)}
+        assert codecs["trace_id"] == "UNCOMPRESSED", codecs
+        assert codecs["span_id"] == "ZSTD", codecs
+        assert codecs["start_time_unix_nano"] == "LZ4", codecs  # pyarrow names LZ4_RAW so
         assert col.is_stats_set, "statistics on trace_id"
         assert col.bloom_filter_offset is not None, "bloom filter on trace_id"
         assert md.row_group(rg).num_rows <= 65536

@@ -296,6 +296,22 @@ async fn search_over_many_ranges_finds_what_sql_finds() {
         checked += 1;
     }
     assert!(checked > 15, "only {checked} cases checked");
+    // A condition on a cheap column: the walk reads a batch of traces with it, then few whole.
+    let first = engine
+        .traceql_search(TENANT, &request("{ status = error }", 10_000, 3))
+        .await
+        .unwrap();
+    let newest = engine
+        .traceql_search(TENANT, &request("{ status = error } with(most_recent=true)", 5, 3))
+        .await
+        .unwrap();
+    assert_eq!(newest.hits[..], first.hits[..5]);
+    assert!(
+        newest.metrics.inspected_spans * 2 < first.metrics.inspected_spans,
+        "{} spans read of {}",
+        newest.metrics.inspected_spans,
+        first.metrics.inspected_spans
+    );
     assert!(
         failures.is_empty(),
         "{} failures:\n{}",

@@ -15,7 +15,7 @@ use arrow::compute::kernels::cmp::{gt_eq, lt};
 use arrow::compute::{and, cast, filter_record_batch};
 use arrow::datatypes::DataType;
 use futures::TryStreamExt;
-use parquet::arrow::arrow_reader::{ArrowReaderOptions, RowSelection, RowSelector};
+use parquet::arrow::arrow_reader::{ArrowPredicateFn, ArrowReaderOptions, RowFilter, RowSelection, RowSelector};
 use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
 use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData};
 use parquet::file::page_index::column_index::ColumnIndexMetaData;
@@ -71,12 +71,28 @@ impl Wanted<'_> {
         let Some(traces) = self.traces else {
             return Ok(mask);
         };
-        let listed: BooleanArray = ids
-            .iter()
-            .map(|id| Some(id.is_some_and(|id| traces.binary_search_by(|t| t.as_str().cmp(id)).is_ok())))
-            .collect();
-        Ok(and(&mask, &listed)?)
+        Ok(and(&mask, &listed(ids, traces))?)
     }
+}
+
+/// Which of `ids` are among `traces` (sorted). Rows of data files come sorted by trace id, so
+/// the two lists are walked side by side; a row smaller than the one before (live spans) looks
+/// its id up afresh.
+fn listed(ids: &StringArray, traces: &[String]) -> BooleanArray {
+    let (mut at, mut previous) = (0usize, None);
+    ids.iter()
+        .map(|id| {
+            let Some(id) = id else { return Some(false) };
+            if previous.is_none_or(|p| id < p) {
+                at = traces.partition_point(|t| t.as_str() < id);
+            }
+            while traces.get(at).is_some_and(|t| t.as_str() < id) {
+                at += 1;
+            }
+            previous = Some(id);
+            Some(traces.get(at).is_some_and(|t| t == id))
+        })
+        .collect()
 }
 
 /// One page of trace ids: the smallest and largest id on it and how many rows it holds.
@@ -201,12 +217,28 @@ impl TableFiles {
             })
             .sum();
         let projection = ProjectionMask::roots(schema, roots);
-        let stream = builder
+        let ids = ProjectionMask::leaves(schema, [leaf]);
+        let mut builder = builder
             .with_projection(projection)
             .with_row_groups(groups)
             .with_row_selection(RowSelection::from(selectors))
-            .with_batch_size(8192)
-            .build()?;
+            .with_batch_size(8192);
+        if let Some(traces) = traces {
+            // A few traces of each page: the other columns are decoded for their rows only.
+            let (range, traces) = (range.clone(), traces.to_vec());
+            let predicate = ArrowPredicateFn::new(ids, move |batch: RecordBatch| {
+                let ids = cast(batch.column(0), &DataType::Utf8)?;
+                let wanted = Wanted {
+                    range: &range,
+                    traces: Some(&traces),
+                };
+                wanted
+                    .mask(ids.as_string::<i32>())
+                    .map_err(|e| arrow::error::ArrowError::ExternalError(Box::new(e)))
+            });
+            builder = builder.with_row_filter(RowFilter::new(vec![Box::new(predicate)]));
+        }
+        let stream = builder.build()?;
         let batches: Vec<RecordBatch> = stream.try_collect().await?;
         // The pages read may hold ids on either side of the range.
         let mut kept = Vec::with_capacity(batches.len());
@@ -273,4 +305,27 @@ pub(crate) fn project_spans(batch: &RecordBatch, columns: &[String], date: &str)
     }
     let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
     Ok(RecordBatch::try_new_with_options(schema, arrays, &options)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listed_finds_ids_sorted_or_not() {
+        let traces: Vec<String> = ["b", "d", "f"].map(String::from).to_vec();
+        let ids = StringArray::from(vec![
+            Some("a"),
+            Some("b"),
+            Some("b"),
+            None,
+            Some("e"),
+            Some("f"),
+            Some("d"),
+            Some("g"),
+        ]);
+        let got: Vec<bool> = listed(&ids, &traces).iter().map(|b| b.unwrap()).collect();
+        assert_eq!(got, [false, true, true, false, false, true, true, false]);
+        assert!(listed(&ids, &[]).iter().all(|b| b == Some(false)));
+    }
 }

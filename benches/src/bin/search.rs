@@ -23,7 +23,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const TENANT: &str = "bench";
 
-/// The shapes of issue 15's table, in its order.
+/// The shapes of issue 15's table, in its order, then the same in most-recent mode.
 const SHAPES: &[(&str, &str)] = &[
     ("all", "{ }"),
     ("intrinsic", "{ status = error }"),
@@ -49,6 +49,12 @@ const SHAPES: &[(&str, &str)] = &[
         "{ kind = server } | by(resource.service.name) | avg(duration) > 100ms",
     ),
     ("no match", r#"{ span.user.id = "nobody" }"#),
+    ("most recent: all", "{ } with(most_recent=true)"),
+    ("most recent: intrinsic", "{ status = error } with(most_recent=true)"),
+    (
+        "most recent: trace-level",
+        r#"{ trace:rootService = "frontend" && status = error } with(most_recent=true)"#,
+    ),
 ];
 
 fn arg(name: &str) -> Option<String> {
@@ -149,6 +155,8 @@ async fn main() {
     let files: usize = arg("--files").map_or(2, |s| s.parse().expect("--files F"));
     let runs: usize = arg("--runs").map_or(5, |s| s.parse().expect("--runs R"));
     let tempo = arg("--tempo");
+    // Only the shapes whose name contains this.
+    let only = arg("--only").unwrap_or_default();
     let tempo_otlp = arg("--tempo-otlp");
     let wait_s: u64 = arg("--tempo-wait-s").map_or(45, |s| s.parse().expect("--tempo-wait-s S"));
     let tmp = tempfile::tempdir().expect("temp dir");
@@ -168,7 +176,7 @@ async fn main() {
     println!("spans {spans}, tracehouse data files {files}, median of {runs}\n");
     println!("| shape | query | Tempo ms | tracehouse ms | Tempo ÷ tracehouse | traces (Tempo / tracehouse) |");
     println!("|---|---|---|---|---|---|");
-    for (name, q) in SHAPES {
+    for (name, q) in SHAPES.iter().filter(|(name, _)| name.contains(only.as_str())) {
         // One warm-up each, as a dashboard refresh finds caches warm.
         time_search(&client, &ours, q, 1, window).await;
         let (ms, n) = time_search(&client, &ours, q, runs, window).await;

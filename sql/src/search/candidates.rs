@@ -2,7 +2,8 @@
 //! span for, read first over only the columns it needs, so the whole rows are read only for the
 //! traces that pass it.
 //!
-//! From a filter `{ c }` it is `c`; from `A && B`, `A > B`, `A >> B` (and the other
+//! From a filter `{ c }` it is `c`, or the part of it that reads the span's own row alone (its
+//! conjuncts that do); from `A && B`, `A > B`, `A >> B` (and the other
 //! non-negated structural operators) that of either side; from `A || B` the disjunction of
 //! both sides'; from a pipeline that of its first spanset. Only conditions on the span's own
 //! columns count (no trace-level intrinsics, parent, events, links or nested-set values), and
@@ -28,7 +29,7 @@ const ALWAYS: FieldExpr = FieldExpr::Static(Static::Bool(true));
 fn of(e: &SpansetExpr) -> Option<FieldExpr> {
     use SpansetOp as Op;
     match e {
-        SpansetExpr::Filter(c) => span_local(c).then(|| c.clone()),
+        SpansetExpr::Filter(c) => local_part(c),
         SpansetExpr::Op(Op::And | Op::Child | Op::Descendant | Op::Parent | Op::Ancestor | Op::Sibling, a, b) => {
             let sides: Vec<FieldExpr> = [of(b), of(a)].into_iter().flatten().collect();
             let useful = sides.iter().find(|c| **c != ALWAYS);
@@ -46,6 +47,26 @@ fn of(e: &SpansetExpr) -> Option<FieldExpr> {
             Some(Stage::Spanset(first)) => of(first),
             _ => None,
         },
+    }
+}
+
+/// What a span that passes `c` must pass on its own row: `c` itself when it reads only that,
+/// else its conjuncts and disjunctions of such.
+fn local_part(c: &FieldExpr) -> Option<FieldExpr> {
+    if span_local(c) {
+        return Some(c.clone());
+    }
+    match c {
+        FieldExpr::Binary(BinOp::And, a, b) => match (local_part(a), local_part(b)) {
+            (Some(a), Some(b)) => Some(FieldExpr::Binary(BinOp::And, Box::new(a), Box::new(b))),
+            (one, other) => one.or(other),
+        },
+        FieldExpr::Binary(BinOp::Or, a, b) => Some(FieldExpr::Binary(
+            BinOp::Or,
+            Box::new(local_part(a)?),
+            Box::new(local_part(b)?),
+        )),
+        _ => None,
     }
 }
 
@@ -92,6 +113,9 @@ mod tests {
         assert!(filter("{ status = error } || { kind = client }").is_some_and(|c| c.contains("||")));
         assert_eq!(filter("{ status = error } !> { kind = client }"), None);
         assert_eq!(filter(r#"{ trace:rootService = "a" }"#), None);
+        let part = filter(r#"{ trace:rootService = "a" && status = error }"#);
+        assert!(part.is_some_and(|c| c.contains("error") && !c.contains("root")));
+        assert_eq!(filter(r#"{ trace:rootService = "a" || status = error }"#), None);
         assert_eq!(filter(r#"{ parent.x = "a" }"#), None);
         assert_eq!(filter("{ status = error } || { }"), None);
     }

@@ -348,16 +348,23 @@ impl Search<'_> {
             return Ok(Vec::new());
         };
         let read: usize = rows.iter().map(RecordBatch::num_rows).sum();
+        let ids = self.passing(step, rows).await?;
+        if ids.len() > read.div_ceil(DENSE_CANDIDATE_SPANS) {
+            // Candidates are common: reading the ranges left whole at once is cheaper.
+            self.candidates.store(false, Relaxed);
+        }
+        Ok(ids)
+    }
+
+    /// The trace ids (sorted) of `rows` (read with the columns of the candidate `step`) that
+    /// pass it.
+    async fn passing(&self, step: &prepared::Step, rows: Vec<RecordBatch>) -> Result<Vec<String>> {
         let found = step.run(self.ctx, rows).await?;
         let mut ids: Vec<String> = found
             .iter()
             .filter_map(|b| b.column_by_name("trace_id").and_then(|c| c.as_string_opt::<i32>()))
             .flat_map(|ids| ids.iter().flatten().map(str::to_string).collect::<Vec<_>>())
             .collect();
-        if ids.len() > read.div_ceil(DENSE_CANDIDATE_SPANS) {
-            // Candidates are common: reading the ranges left whole at once is cheaper.
-            self.candidates.store(false, Relaxed);
-        }
         ids.sort_unstable();
         Ok(ids)
     }

@@ -2,12 +2,16 @@
 //!
 //! The trace-id index knows, for every trace of every data file, when its rows there start
 //! and end; the live spans are at hand. So a search for the `limit` most recent matches walks
-//! traces newest first, evaluating whole traces a batch at a time (only the pages that hold
-//! them), and stops as soon as its `limit`th hit started later than any trace left can. Each
-//! trace is walked at the latest its start in the window can be ([`latest_start`]), so the
-//! answer is the one of a walk over everything. A query that matches rarely would read most
-//! traces one by one: past a share of the traces the walk gives up and the search reads the
-//! snapshot range by range instead.
+//! traces newest first and stops as soon as its `limit`th hit started later than any trace
+//! left can. Each trace is walked at the latest its start in the window can be
+//! ([`latest_start`]), so the answer is the one of a walk over everything.
+//!
+//! Reading a few traces costs a page of each column per trace, so the walk takes them in two
+//! steps: with a candidate step, large batches of the newest traces are read with its
+//! (cheap) columns only; the traces that pass, newest first, are then read whole and evaluated
+//! in small chunks that grow. A query that matches rarely would read most traces that way:
+//! past a share of the traces the walk gives up and the search reads the snapshot range by
+//! range instead.
 
 use std::collections::{HashMap, HashSet};
 
@@ -20,53 +24,120 @@ use tracehouse_warehouse::trace_index::{TraceSpan, parse_trace_id};
 use super::{Progress, Search, SearchOutcome, TraceHit, account, sort_newest_first};
 use crate::Result;
 
-/// Traces in the first batch, per trace asked for (at least [`MIN_BATCH_TRACES`]); each later
-/// batch doubles, up to [`MAX_BATCH_TRACES`].
-const BATCH_TRACES_PER_LIMIT: usize = 2;
-const MIN_BATCH_TRACES: usize = 64;
-const MAX_BATCH_TRACES: usize = 8_192;
+/// Traces evaluated whole at most at once; the first chunk is `limit` traces, each next one
+/// twice the last.
+const MAX_CHUNK_TRACES: usize = 8_192;
 
-/// The walk gives up once it has evaluated this share of the traces (one in this many)
-/// without filling the result.
+/// Traces read with the candidate step's columns at once: the first batch, and at most.
+const MIN_FILTER_TRACES: usize = 4_096;
+const MAX_FILTER_TRACES: usize = 16_384;
+
+/// The walk gives up once it has taken this share of the traces (one in this many), and at
+/// least [`MIN_FILTER_TRACES`], without filling the result.
 const GIVE_UP_SHARE: usize = 8;
 
 /// A trace to walk: the latest its start in the window can be, and its id.
 type Entry = (i64, u128);
 
+/// Where a walk stands.
+struct Walk {
+    /// Traces not taken yet.
+    left: Vec<Entry>,
+    /// Traces taken that passed the candidate step, not evaluated yet, newest last.
+    ready: Vec<Entry>,
+    /// Traces taken (a trace has an entry for its files and one for its live spans).
+    taken: HashSet<u128>,
+    filter: usize,
+    chunk: usize,
+}
+
 impl Search<'_> {
     /// The `limit` most recent hits, walking traces newest first; `None` when the walk cannot
     /// be done (the trace-id index does not cover the snapshot) or gives up.
     pub(super) async fn newest(&self, found: &mut SearchOutcome, progress: Progress<'_>) -> Result<Option<()>> {
-        let Some(mut entries) = self.entries().await? else {
+        let Some(left) = self.entries().await? else {
             return Ok(None);
         };
-        let (all, limit) = (entries.len(), self.request.limit);
-        let give_up = all.div_ceil(GIVE_UP_SHARE).max(MAX_BATCH_TRACES);
-        let mut batch = (limit * BATCH_TRACES_PER_LIMIT).clamp(MIN_BATCH_TRACES, MAX_BATCH_TRACES);
-        let (mut walked, mut done) = (0usize, HashSet::new());
+        let limit = self.request.limit;
+        let give_up = left.len().div_ceil(GIVE_UP_SHARE).max(MIN_FILTER_TRACES);
+        let mut walk = Walk {
+            filter: MIN_FILTER_TRACES.max(left.len() / 32).min(MAX_FILTER_TRACES),
+            chunk: limit.min(MAX_CHUNK_TRACES),
+            left,
+            ready: Vec::new(),
+            taken: HashSet::new(),
+        };
         found.metrics.total_jobs = 1;
-        while let Some(latest) = entries.iter().map(|e| e.0).max() {
+        loop {
+            let latest_left = walk.left.iter().map(|e| e.0).max();
+            let latest_ready = walk.ready.last().map(|e| e.0);
+            let Some(latest) = latest_left.max(latest_ready) else {
+                break;
+            };
             if can_stop(&found.hits, limit, latest) {
                 break;
             }
-            if walked >= give_up && found.hits.len() < limit {
+            if latest_ready.is_some_and(|r| latest_left.is_none_or(|l| r >= l)) {
+                self.evaluate_chunk(&mut walk, found).await?;
+                found.metrics.completed_jobs += 1;
+                found.metrics.total_jobs = found.metrics.completed_jobs + 1;
+                progress(found);
+            } else if walk.taken.len() >= give_up && found.hits.len() < limit {
                 return Ok(None);
+            } else {
+                self.take_batch(&mut walk, found).await?;
             }
-            let taken = take_newest(&mut entries, batch);
-            let mut traces: Vec<u128> = taken.into_iter().map(|(_, t)| t).filter(|t| done.insert(*t)).collect();
-            traces.sort_unstable();
-            walked += traces.len();
-            let hits = self.hits_of(&traces, found).await?;
-            found.hits.extend(hits);
-            sort_newest_first(&mut found.hits);
-            found.hits.truncate(limit);
-            found.metrics.completed_jobs += 1;
-            found.metrics.total_jobs = found.metrics.completed_jobs + 1;
-            progress(found);
-            batch = (batch * 2).min(MAX_BATCH_TRACES);
         }
         found.metrics.total_jobs = found.metrics.completed_jobs;
         Ok(Some(()))
+    }
+
+    /// Takes the newest traces left into `walk.ready`: with a candidate step a large batch,
+    /// those that pass it; without one, the next chunk.
+    async fn take_batch(&self, walk: &mut Walk, found: &mut SearchOutcome) -> Result<()> {
+        let step = self.prepared.candidates.as_ref();
+        let n = if step.is_some() { walk.filter } else { walk.chunk };
+        let batch: Vec<Entry> = take_newest(&mut walk.left, n)
+            .into_iter()
+            .filter(|e| walk.taken.insert(e.1))
+            .collect();
+        let passed: Vec<Entry> = match step {
+            Some(step) => {
+                walk.filter = (walk.filter * 2).min(MAX_FILTER_TRACES);
+                let mut traces: Vec<u128> = batch.iter().map(|e| e.1).collect();
+                traces.sort_unstable();
+                let rows = self.read_traces(&traces, &step.columns, true, found).await?;
+                let ids: HashSet<u128> = self
+                    .passing(step, rows)
+                    .await?
+                    .iter()
+                    .filter_map(|t| parse_trace_id(t))
+                    .collect();
+                batch.into_iter().filter(|e| ids.contains(&e.1)).collect()
+            }
+            None => batch,
+        };
+        walk.ready.extend(passed);
+        walk.ready.sort_unstable();
+        Ok(())
+    }
+
+    /// Evaluates the next chunk of `walk.ready`, newest first, into `found`.
+    async fn evaluate_chunk(&self, walk: &mut Walk, found: &mut SearchOutcome) -> Result<()> {
+        let at = walk.ready.len().saturating_sub(walk.chunk);
+        let mut traces: Vec<u128> = walk.ready.split_off(at).into_iter().map(|e| e.1).collect();
+        traces.sort_unstable();
+        walk.chunk = (walk.chunk * 2).min(MAX_CHUNK_TRACES);
+        // With a candidate step, its read counted the spans.
+        let count = self.prepared.candidates.is_none();
+        let whole = self
+            .read_traces(&traces, &self.prepared.search.columns, count, found)
+            .await?;
+        let hits = self.evaluate(&whole, &mut found.metrics).await?;
+        found.hits.extend(hits);
+        sort_newest_first(&mut found.hits);
+        found.hits.truncate(self.request.limit);
+        Ok(())
     }
 
     /// One entry per trace of the snapshot's data files and one per trace of its live spans
@@ -86,18 +157,23 @@ impl Search<'_> {
         Ok(Some(entries))
     }
 
-    /// The hits among whole `traces` (sorted), with their service stats.
-    async fn hits_of(&self, traces: &[u128], found: &mut SearchOutcome) -> Result<Vec<TraceHit>> {
-        let columns = &self.prepared.search.columns;
+    /// The rows of `traces` (sorted), `columns` only; `count` adds them to the inspected spans.
+    async fn read_traces(
+        &self,
+        traces: &[u128],
+        columns: &[String],
+        count: bool,
+        found: &mut SearchOutcome,
+    ) -> Result<Vec<RecordBatch>> {
         let read = self
             .warehouse
             .read_traces_of(self.tenant, &self.snapshot, traces, columns)
             .await?;
-        let Some((whole, bytes)) = read else {
+        let Some((rows, bytes)) = read else {
             return Err(DataFusionError::Internal("the trace-id index no longer covers the search".into()).into());
         };
-        account(&whole, bytes, true, &mut found.metrics)?;
-        self.evaluate(&whole, &mut found.metrics).await
+        account(&rows, bytes, count, &mut found.metrics)?;
+        Ok(rows)
     }
 }
 
