@@ -61,6 +61,8 @@ pub struct TraceIndex {
     files: Vec<DataFile>,
     file_ids: HashMap<String, u32>,
     traces: HashMap<u128, Vec<Location>>,
+    /// The traces of each file (by file id), sorted.
+    by_file: Vec<Vec<u128>>,
 }
 
 impl TraceIndex {
@@ -87,6 +89,7 @@ impl TraceIndex {
                 let id = u32::try_from(self.files.len()).expect("fewer than 2^32 files");
                 self.files.push(file.clone());
                 self.file_ids.insert(file.path.clone(), id);
+                self.by_file.push(Vec::new());
                 id
             }
         };
@@ -97,17 +100,42 @@ impl TraceIndex {
                     l.start_ns = l.start_ns.min(start_ns);
                     l.end_ns = l.end_ns.max(end_ns);
                 }
-                None => locations.push(Location {
-                    file: id,
-                    start_ns,
-                    end_ns,
-                }),
+                None => {
+                    locations.push(Location {
+                        file: id,
+                        start_ns,
+                        end_ns,
+                    });
+                    self.by_file[id as usize].push(trace);
+                }
             }
         }
+        self.by_file[id as usize].sort_unstable();
     }
 
-    /// The ids of `files` (paths), or `None` when one of them is not indexed.
-    fn ids_of(&self, files: &[DataFile]) -> Option<Vec<bool>> {
+    /// `files`, newest (last indexed) first; `None` when one of them is not indexed.
+    pub fn newest_first(&self, files: &[DataFile]) -> Option<Vec<DataFile>> {
+        let mut ids: Vec<u32> = files
+            .iter()
+            .map(|f| self.file_ids.get(&f.path).copied())
+            .collect::<Option<_>>()?;
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+        Some(ids.into_iter().map(|id| self.files[id as usize].clone()).collect())
+    }
+
+    /// The traces of `file`, sorted, each with the first start and last end of its rows
+    /// there; `None` when it is not indexed.
+    pub fn traces_of(&self, file: &DataFile) -> Option<Vec<TraceSpan>> {
+        let id = *self.file_ids.get(&file.path)?;
+        let spans = self.by_file[id as usize].iter().filter_map(|t| {
+            let l = self.traces.get(t)?.iter().find(|l| l.file == id)?;
+            Some((*t, l.start_ns, l.end_ns))
+        });
+        Some(spans.collect())
+    }
+
+    /// Which indexed files (by id) are among `files`; `None` when one of them is not indexed.
+    pub fn ids_of(&self, files: &[DataFile]) -> Option<Vec<bool>> {
         let mut chosen = vec![false; self.files.len()];
         for f in files {
             chosen[*self.file_ids.get(&f.path)? as usize] = true;

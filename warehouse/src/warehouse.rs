@@ -725,6 +725,31 @@ impl Warehouse {
             .await
     }
 
+    /// The data files of `snapshot`, newest first; `None` when the trace-id index does not
+    /// cover the snapshot.
+    pub async fn files_newest_first(&self, tenant: &str, snapshot: &SnapshotSpans) -> Result<Option<Vec<DataFile>>> {
+        if snapshot.files()?.is_empty() {
+            return Ok(Some(Vec::new()));
+        }
+        self.with_index(tenant, snapshot, |index, files| index.newest_first(files))
+            .await
+    }
+
+    /// The traces of `file` (one of `snapshot`'s), sorted, with the time span of their rows
+    /// there, by the trace-id index; `None` when it does not cover the snapshot.
+    pub async fn traces_in_file(
+        &self,
+        tenant: &str,
+        snapshot: &SnapshotSpans,
+        file: &DataFile,
+    ) -> Result<Option<Vec<TraceSpan>>> {
+        self.with_index(tenant, snapshot, |index, files| {
+            index.ids_of(files)?;
+            index.traces_of(file)
+        })
+        .await
+    }
+
     /// The rows of `traces` in `snapshot`, `columns` only: of each data file that holds some
     /// (by the trace-id index) the pages that hold them, and the live rows. Returns the
     /// batches and the bytes read; `None` when the index does not cover the snapshot.

@@ -5,20 +5,24 @@
 //! Which traces: as in Tempo, the first `limit` found, unless the query says
 //! `with(most_recent=true)`, which asks for the `limit` most recent ones.
 //!
-//! How: spans are stored sorted by trace id, with page indexes, so a search reads one range of
-//! trace ids at a time ([`ranges`]: small first, then growing), of every data file only the
-//! pages of that range and only the columns the query needs, plus the live spans of the same
-//! range, all from one snapshot. Each range holds whole traces, so the plan ([`prepared`],
-//! planned once per query and reused) run over it alone gives its traces exactly the answer of
-//! the whole table, and their service stats come from the same rows. The search stops as soon
-//! as it has `limit` traces: a query that matches often reads a small slice of the data, one
-//! that matches nothing reads it all once, unless bloom filters rule out a value it needs.
+//! How: traces are walked with the trace-id index ([`walk`]): first found takes the live
+//! traces, then each data file's in trace-id order, newest file first; most recent takes them
+//! newest first and stops when no trace left can beat its `limit`th hit. Either way traces are
+//! read whole (of each file that holds them, only their pages and the columns the query needs),
+//! a chunk at a time, first through a candidate step over cheap columns when the query has one,
+//! so the plan ([`prepared`], planned once per query and reused) run over a chunk alone gives
+//! its traces exactly the answer of the whole table, and their service stats come from the
+//! same rows. When the index does not cover the snapshot (a flush in between) or a most-recent
+//! walk finds matches rare, the search reads one range of trace ids at a time instead
+//! ([`ranges`]: small first, then growing), of every data file only the pages of that range,
+//! plus the live spans of the same range, all from one snapshot. Bloom filters drop every file
+//! when none can hold a value the query needs.
 
 mod candidates;
 mod hits;
-mod newest;
 mod prepared;
 mod ranges;
+mod walk;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -103,7 +107,7 @@ pub async fn search(
     let mut found = SearchOutcome::default();
     found.metrics.total_blocks = files.len() as u64;
     found.metrics.total_block_bytes = files.iter().map(|f| f.size).sum();
-    let snapshot = prune(warehouse, tenant, &query, snapshot, &files).await?;
+    let (snapshot, walked_snapshot) = prune(warehouse, tenant, &query, snapshot, &files).await?;
     let prepared = plans
         .get(ctx, &request.query, &query, request.limit, request.spss)
         .await?;
@@ -115,14 +119,17 @@ pub async fn search(
         fields: returned_fields(&query),
         prepared,
         snapshot,
+        walked: walked_snapshot,
         candidates: AtomicBool::new(true),
     };
     let most_recent = wants_most_recent(&query);
-    if most_recent {
-        let mut newest = found.clone();
-        if search.newest(&mut newest, progress).await?.is_some() {
-            return Ok(newest);
-        }
+    let mut walked = found.clone();
+    let done = match most_recent {
+        true => search.newest(&mut walked, progress).await?,
+        false => search.first_found(&mut walked, progress).await?,
+    };
+    if done.is_some() {
+        return Ok(walked);
     }
     let ranges: Vec<IdRange> = search.ranges().await?;
     found.metrics.total_jobs = u32::try_from(ranges.len()).unwrap_or(u32::MAX);
@@ -150,16 +157,18 @@ pub async fn search(
     Ok(found)
 }
 
-/// `snapshot` without its data files when none can hold a match: when their bloom filters
-/// rule out a string attribute value every match needs. When only some can, all stay: a trace
-/// of those that can may have spans in the others too, and is evaluated whole.
+/// The snapshot to read from and the one to walk: both without the data files that cannot hold
+/// a match, those whose bloom filters rule out a string attribute value every match needs. A
+/// trace of the files that can may have spans in the others too, and is read whole: the files
+/// to read are all of them unless none can (the walk reads a trace from every file that holds
+/// it; the ranges read what the snapshot has).
 async fn prune(
     warehouse: &Warehouse,
     tenant: &str,
     query: &Query,
     snapshot: SnapshotSpans,
     files: &[DataFile],
-) -> Result<SnapshotSpans> {
+) -> Result<(SnapshotSpans, SnapshotSpans)> {
     let mut keep: Vec<bool> = vec![true; files.len()];
     for (leaves, value) in required_values(query) {
         if !keep.contains(&true) {
@@ -168,10 +177,19 @@ async fn prune(
         let may = warehouse.files_may_contain(tenant, files, &leaves, &value).await?;
         keep.iter_mut().zip(may).for_each(|(k, m)| *k &= m);
     }
-    if keep.contains(&true) {
-        return Ok(snapshot);
+    if keep.iter().all(|k| *k) {
+        return Ok((snapshot.clone(), snapshot));
     }
-    Ok(snapshot.with_files(Vec::new()))
+    let kept = files
+        .iter()
+        .zip(&keep)
+        .filter(|(_, k)| **k)
+        .map(|(f, _)| f.path.clone());
+    let walk = snapshot.with_files(kept.collect());
+    if keep.contains(&true) {
+        return Ok((snapshot, walk));
+    }
+    Ok((walk.clone(), walk))
 }
 
 /// String values every match needs as an attribute value, with the Parquet leaves that hold
@@ -257,6 +275,9 @@ struct Search<'a> {
     fields: Vec<FieldExpr>,
     prepared: Arc<prepared::Prepared>,
     snapshot: SnapshotSpans,
+    /// The same snapshot with only the data files that may hold a match: those a walk takes
+    /// traces from.
+    walked: SnapshotSpans,
     /// Whether ranges start with the candidate step: until one finds candidates dense.
     candidates: AtomicBool,
 }

@@ -1,17 +1,20 @@
-//! The most recent traces first: search with `with(most_recent=true)`.
+//! Searches that walk traces with the trace-id index, instead of reading trace-id ranges.
 //!
-//! The trace-id index knows, for every trace of every data file, when its rows there start
-//! and end; the live spans are at hand. So a search for the `limit` most recent matches walks
-//! traces newest first and stops as soon as its `limit`th hit started later than any trace
-//! left can. Each trace is walked at the latest its start in the window can be
-//! ([`latest_start`]), so the answer is the one of a walk over everything.
+//! The index knows, for every data file, its traces and when their rows there start and end;
+//! the live spans are at hand. Reading a few traces costs a page of each column per trace and
+//! file, so a walk takes them in two steps: with a candidate step, large batches are read with
+//! its (cheap) columns only; the traces that pass are then read whole (only the pages of the
+//! files that hold them) and evaluated in small chunks that grow.
 //!
-//! Reading a few traces costs a page of each column per trace, so the walk takes them in two
-//! steps: with a candidate step, large batches of the newest traces are read with its
-//! (cheap) columns only; the traces that pass, newest first, are then read whole and evaluated
-//! in small chunks that grow. A query that matches rarely would read most traces that way:
-//! past a share of the traces the walk gives up and the search reads the snapshot range by
-//! range instead.
+//! First found ([`Search::first_found`]): the live traces, then each file's, newest file
+//! first, in trace-id order, so a chunk's traces share a few pages of one file; the walk stops
+//! when it has `limit` hits. Many small files cost no more than one.
+//!
+//! Most recent (`with(most_recent=true)`, [`Search::newest`]): traces newest first, each at the
+//! latest its start in the window can be ([`latest_start`]); the walk stops as soon as its
+//! `limit`th hit started later than any trace left can, so the answer is the one of a walk over
+//! everything. A query that matches rarely would read most traces one by one: past a share of
+//! the traces the walk gives up and the search reads the snapshot range by range instead.
 
 use std::collections::{HashMap, HashSet};
 
@@ -28,15 +31,21 @@ use crate::Result;
 /// twice the last.
 const MAX_CHUNK_TRACES: usize = 8_192;
 
-/// Traces read with the candidate step's columns at once: the first batch, and at most.
+/// Traces read with the candidate step's columns at once: the first batch of a most-recent
+/// walk (whose traces are spread over every page), and at most.
 const MIN_FILTER_TRACES: usize = 4_096;
 const MAX_FILTER_TRACES: usize = 16_384;
+
+/// The first batch of a first-found walk: traces per trace asked for, and at least.
+const FIRST_FOUND_FILTER_PER_LIMIT: usize = 16;
+const MIN_FIRST_FOUND_FILTER: usize = 256;
 
 /// The walk gives up once it has taken this share of the traces (one in this many), and at
 /// least [`MIN_FILTER_TRACES`], without filling the result.
 const GIVE_UP_SHARE: usize = 8;
 
-/// A trace to walk: the latest its start in the window can be, and its id.
+/// A trace to walk: its key (highest taken first: the latest its start in the window can be,
+/// or its source's rank) and its id.
 type Entry = (i64, u128);
 
 /// Where a walk stands.
@@ -87,6 +96,68 @@ impl Search<'_> {
             } else {
                 self.take_batch(&mut walk, found).await?;
             }
+        }
+        found.metrics.total_jobs = found.metrics.completed_jobs;
+        Ok(Some(()))
+    }
+
+    /// The first `limit` hits found walking the live traces, then each file's, newest file
+    /// first; `None` when the trace-id index does not cover the snapshot.
+    pub(super) async fn first_found(&self, found: &mut SearchOutcome, progress: Progress<'_>) -> Result<Option<()>> {
+        let Some(files) = self.warehouse.files_newest_first(self.tenant, &self.walked).await? else {
+            return Ok(None);
+        };
+        let limit = self.request.limit;
+        let mut walk = Walk {
+            // Traces here are taken in order of their pages: a small batch reads few of them.
+            filter: (limit * FIRST_FOUND_FILTER_PER_LIMIT).clamp(MIN_FIRST_FOUND_FILTER, MAX_FILTER_TRACES),
+            chunk: limit.min(MAX_CHUNK_TRACES),
+            left: Vec::new(),
+            ready: Vec::new(),
+            taken: HashSet::new(),
+        };
+        found.metrics.total_jobs = 1;
+        let window = (self.request.start_unix_nano, self.request.end_unix_nano);
+        let mut sources = std::iter::once(None).chain(files.into_iter().map(Some));
+        // Live traces first, then each file's: a key per source, decreasing, so a batch takes
+        // them in that order, and in trace-id order within one.
+        let mut key = 0i64;
+        loop {
+            if found.hits.len() >= limit {
+                break;
+            }
+            if walk.ready.is_empty() {
+                let wanted = match self.prepared.candidates {
+                    Some(_) => walk.filter,
+                    None => walk.chunk,
+                };
+                while walk.left.len() < wanted {
+                    let traces = match sources.next() {
+                        None => break,
+                        Some(None) => live_times(self.snapshot.live())?,
+                        Some(Some(file)) => {
+                            match self.warehouse.traces_in_file(self.tenant, &self.walked, &file).await? {
+                                Some(traces) => traces,
+                                None => return Ok(None),
+                            }
+                        }
+                    };
+                    let in_window = traces
+                        .into_iter()
+                        .filter(|(_, s, e)| latest_start(*s, *e, window).is_some());
+                    walk.left.extend(in_window.map(|(trace, _, _)| (key, trace)));
+                    key -= 1;
+                }
+                if walk.left.is_empty() {
+                    break;
+                }
+                self.take_batch(&mut walk, found).await?;
+                continue;
+            }
+            self.evaluate_chunk(&mut walk, found).await?;
+            found.metrics.completed_jobs += 1;
+            found.metrics.total_jobs = found.metrics.completed_jobs + 1;
+            progress(found);
         }
         found.metrics.total_jobs = found.metrics.completed_jobs;
         Ok(Some(()))
@@ -144,7 +215,7 @@ impl Search<'_> {
     /// (a trace in both has two), for those with rows in the window; `None` when the trace-id
     /// index does not cover the snapshot.
     async fn entries(&self) -> Result<Option<Vec<Entry>>> {
-        let Some(times) = self.warehouse.trace_times(self.tenant, &self.snapshot).await? else {
+        let Some(times) = self.warehouse.trace_times(self.tenant, &self.walked).await? else {
             return Ok(None);
         };
         let window = (self.request.start_unix_nano, self.request.end_unix_nano);
