@@ -27,9 +27,11 @@ use tracehouse_warehouse::trace_index::{TraceSpan, parse_trace_id};
 use super::{Progress, Search, SearchOutcome, TraceHit, account, sort_newest_first};
 use crate::Result;
 
-/// Traces evaluated whole at most at once; the first chunk is `limit` traces, each next one
+/// Traces evaluated whole at most at once; the first chunk is `limit` traces (at most
+/// [`MAX_FIRST_CHUNK_TRACES`], so a large limit streams its first hits early), each next one
 /// twice the last.
 const MAX_CHUNK_TRACES: usize = 8_192;
+const MAX_FIRST_CHUNK_TRACES: usize = 256;
 
 /// Traces read with the candidate step's columns at once: the first batch of a most-recent
 /// walk (whose traces are spread over every page), and at most.
@@ -71,7 +73,7 @@ impl Search<'_> {
         let give_up = left.len().div_ceil(GIVE_UP_SHARE).max(MIN_FILTER_TRACES);
         let mut walk = Walk {
             filter: MIN_FILTER_TRACES.max(left.len() / 32).min(MAX_FILTER_TRACES),
-            chunk: limit.min(MAX_CHUNK_TRACES),
+            chunk: limit.min(MAX_FIRST_CHUNK_TRACES),
             left,
             ready: Vec::new(),
             taken: HashSet::new(),
@@ -87,10 +89,7 @@ impl Search<'_> {
                 break;
             }
             if latest_ready.is_some_and(|r| latest_left.is_none_or(|l| r >= l)) {
-                self.evaluate_chunk(&mut walk, found).await?;
-                found.metrics.completed_jobs += 1;
-                found.metrics.total_jobs = found.metrics.completed_jobs + 1;
-                progress(found);
+                self.evaluate_chunk(&mut walk, found, &mut *progress).await?;
             } else if walk.taken.len() >= give_up && found.hits.len() < limit {
                 return Ok(None);
             } else {
@@ -111,7 +110,7 @@ impl Search<'_> {
         let mut walk = Walk {
             // Traces here are taken in order of their pages: a small batch reads few of them.
             filter: (limit * FIRST_FOUND_FILTER_PER_LIMIT).clamp(MIN_FIRST_FOUND_FILTER, MAX_FILTER_TRACES),
-            chunk: limit.min(MAX_CHUNK_TRACES),
+            chunk: limit.min(MAX_FIRST_CHUNK_TRACES),
             left: Vec::new(),
             ready: Vec::new(),
             taken: HashSet::new(),
@@ -154,10 +153,7 @@ impl Search<'_> {
                 self.take_batch(&mut walk, found).await?;
                 continue;
             }
-            self.evaluate_chunk(&mut walk, found).await?;
-            found.metrics.completed_jobs += 1;
-            found.metrics.total_jobs = found.metrics.completed_jobs + 1;
-            progress(found);
+            self.evaluate_chunk(&mut walk, found, &mut *progress).await?;
         }
         found.metrics.total_jobs = found.metrics.completed_jobs;
         Ok(Some(()))
@@ -193,8 +189,12 @@ impl Search<'_> {
         Ok(())
     }
 
-    /// Evaluates the next chunk of `walk.ready`, newest first, into `found`.
-    async fn evaluate_chunk(&self, walk: &mut Walk, found: &mut SearchOutcome) -> Result<()> {
+    /// Evaluates the next chunk of `walk.ready`, newest first, into `found`; reports what
+    /// was found so far first, unless this is the first chunk.
+    async fn evaluate_chunk(&self, walk: &mut Walk, found: &mut SearchOutcome, progress: Progress<'_>) -> Result<()> {
+        if found.metrics.completed_jobs > 0 {
+            progress(found);
+        }
         let at = walk.ready.len().saturating_sub(walk.chunk);
         let mut traces: Vec<u128> = walk.ready.split_off(at).into_iter().map(|e| e.1).collect();
         traces.sort_unstable();
@@ -208,6 +208,8 @@ impl Search<'_> {
         found.hits.extend(hits);
         sort_newest_first(&mut found.hits);
         found.hits.truncate(self.request.limit);
+        found.metrics.completed_jobs += 1;
+        found.metrics.total_jobs = found.metrics.completed_jobs + 1;
         Ok(())
     }
 
