@@ -24,7 +24,8 @@ use arrow::datatypes::{DataType, Int64Type};
 use datafusion::error::DataFusionError;
 use tracehouse_warehouse::trace_index::{TraceSpan, parse_trace_id};
 
-use super::{Progress, Search, SearchOutcome, TraceHit, account, sort_newest_first};
+use super::ranges::MAX_RANGE_SPANS;
+use super::{MAX_RANGE_ROWS, Progress, Search, SearchOutcome, TraceHit, account, sort_newest_first};
 use crate::Result;
 
 /// Traces evaluated whole at most at once; the first chunk is `limit` traces (at most
@@ -60,6 +61,34 @@ struct Walk {
     taken: HashSet<u128>,
     filter: usize,
     chunk: usize,
+    /// The most spans per trace seen in a read ([`GUESSED_SPANS_PER_TRACE`] before the
+    /// first): reads are cut to about [`MAX_RANGE_SPANS`] spans.
+    spans_per_trace: Option<usize>,
+    /// A read held more than a search may hold at once: the walk gives up.
+    overflow: bool,
+}
+
+/// Spans per trace assumed before the first read.
+const GUESSED_SPANS_PER_TRACE: usize = 64;
+
+impl Walk {
+    fn new(left: Vec<Entry>, filter: usize, chunk: usize) -> Self {
+        Self {
+            left,
+            ready: Vec::new(),
+            taken: HashSet::new(),
+            filter,
+            chunk,
+            spans_per_trace: None,
+            overflow: false,
+        }
+    }
+
+    /// `n` traces, or fewer when that many would read more than [`MAX_RANGE_SPANS`] spans.
+    fn cap(&self, n: usize) -> usize {
+        let per_trace = self.spans_per_trace.unwrap_or(GUESSED_SPANS_PER_TRACE).max(1);
+        n.min((MAX_RANGE_SPANS as usize / per_trace).max(1))
+    }
 }
 
 impl Search<'_> {
@@ -71,13 +100,8 @@ impl Search<'_> {
         };
         let limit = self.request.limit;
         let give_up = left.len().div_ceil(GIVE_UP_SHARE).max(MIN_FILTER_TRACES);
-        let mut walk = Walk {
-            filter: MIN_FILTER_TRACES.max(left.len() / 32).min(MAX_FILTER_TRACES),
-            chunk: limit.min(MAX_FIRST_CHUNK_TRACES),
-            left,
-            ready: Vec::new(),
-            taken: HashSet::new(),
-        };
+        let filter = MIN_FILTER_TRACES.max(left.len() / 32).min(MAX_FILTER_TRACES);
+        let mut walk = Walk::new(left, filter, limit.min(MAX_FIRST_CHUNK_TRACES));
         found.metrics.total_jobs = 1;
         loop {
             let latest_left = walk.left.iter().map(|e| e.0).max();
@@ -90,10 +114,16 @@ impl Search<'_> {
             }
             if latest_ready.is_some_and(|r| latest_left.is_none_or(|l| r >= l)) {
                 self.evaluate_chunk(&mut walk, found, &mut *progress).await?;
+                if walk.overflow {
+                    return Ok(None);
+                }
             } else if walk.taken.len() >= give_up && found.hits.len() < limit {
                 return Ok(None);
             } else {
                 self.take_batch(&mut walk, found).await?;
+                if walk.overflow {
+                    return Ok(None);
+                }
             }
         }
         found.metrics.total_jobs = found.metrics.completed_jobs;
@@ -107,14 +137,9 @@ impl Search<'_> {
             return Ok(None);
         };
         let limit = self.request.limit;
-        let mut walk = Walk {
-            // Traces here are taken in order of their pages: a small batch reads few of them.
-            filter: (limit * FIRST_FOUND_FILTER_PER_LIMIT).clamp(MIN_FIRST_FOUND_FILTER, MAX_FILTER_TRACES),
-            chunk: limit.min(MAX_FIRST_CHUNK_TRACES),
-            left: Vec::new(),
-            ready: Vec::new(),
-            taken: HashSet::new(),
-        };
+        // Traces here are taken in order of their pages: a small batch reads few of them.
+        let filter = (limit * FIRST_FOUND_FILTER_PER_LIMIT).clamp(MIN_FIRST_FOUND_FILTER, MAX_FILTER_TRACES);
+        let mut walk = Walk::new(Vec::new(), filter, limit.min(MAX_FIRST_CHUNK_TRACES));
         found.metrics.total_jobs = 1;
         let window = (self.request.start_unix_nano, self.request.end_unix_nano);
         let mut sources = std::iter::once(None).chain(files.into_iter().map(Some));
@@ -151,9 +176,12 @@ impl Search<'_> {
                     break;
                 }
                 self.take_batch(&mut walk, found).await?;
-                continue;
+            } else {
+                self.evaluate_chunk(&mut walk, found, &mut *progress).await?;
             }
-            self.evaluate_chunk(&mut walk, found, &mut *progress).await?;
+            if walk.overflow {
+                return Ok(None);
+            }
         }
         found.metrics.total_jobs = found.metrics.completed_jobs;
         Ok(Some(()))
@@ -163,7 +191,7 @@ impl Search<'_> {
     /// those that pass it; without one, the next chunk.
     async fn take_batch(&self, walk: &mut Walk, found: &mut SearchOutcome) -> Result<()> {
         let step = self.prepared.candidates.as_ref();
-        let n = if step.is_some() { walk.filter } else { walk.chunk };
+        let n = walk.cap(if step.is_some() { walk.filter } else { walk.chunk });
         let batch: Vec<Entry> = take_newest(&mut walk.left, n)
             .into_iter()
             .filter(|e| walk.taken.insert(e.1))
@@ -173,7 +201,7 @@ impl Search<'_> {
                 walk.filter = (walk.filter * 2).min(MAX_FILTER_TRACES);
                 let mut traces: Vec<u128> = batch.iter().map(|e| e.1).collect();
                 traces.sort_unstable();
-                let rows = self.read_traces(&traces, &step.columns, true, found).await?;
+                let rows = self.read_traces(walk, &traces, &step.columns, true, found).await?;
                 let ids: HashSet<u128> = self
                     .passing(step, rows)
                     .await?
@@ -195,14 +223,14 @@ impl Search<'_> {
         if found.metrics.completed_jobs > 0 {
             progress(found);
         }
-        let at = walk.ready.len().saturating_sub(walk.chunk);
+        let at = walk.ready.len().saturating_sub(walk.cap(walk.chunk));
         let mut traces: Vec<u128> = walk.ready.split_off(at).into_iter().map(|e| e.1).collect();
         traces.sort_unstable();
         walk.chunk = (walk.chunk * 2).min(MAX_CHUNK_TRACES);
         // With a candidate step, its read counted the spans.
         let count = self.prepared.candidates.is_none();
         let whole = self
-            .read_traces(&traces, &self.prepared.search.columns, count, found)
+            .read_traces(walk, &traces, &self.prepared.search.columns, count, found)
             .await?;
         let hits = self.evaluate(&whole, &mut found.metrics).await?;
         found.hits.extend(hits);
@@ -231,8 +259,11 @@ impl Search<'_> {
     }
 
     /// The rows of `traces` (sorted), `columns` only; `count` adds them to the inspected spans.
+    /// Learns the spans per trace of `walk` from the read; none when it read more than one
+    /// read may hold (`walk.overflow`).
     async fn read_traces(
         &self,
+        walk: &mut Walk,
         traces: &[u128],
         columns: &[String],
         count: bool,
@@ -245,6 +276,13 @@ impl Search<'_> {
         let Some((rows, bytes)) = read else {
             return Err(DataFusionError::Internal("the trace-id index no longer covers the search".into()).into());
         };
+        let spans: usize = rows.iter().map(RecordBatch::num_rows).sum();
+        let seen = spans.div_ceil(traces.len().max(1));
+        walk.spans_per_trace = Some(walk.spans_per_trace.map_or(seen, |s| s.max(seen)));
+        if spans as u64 > MAX_RANGE_ROWS {
+            walk.overflow = true;
+            return Ok(Vec::new());
+        }
         account(&rows, bytes, count, &mut found.metrics)?;
         Ok(rows)
     }
@@ -320,6 +358,16 @@ mod tests {
         assert_eq!(latest_start(50, 90, w), None);
         assert_eq!(latest_start(210, 250, w), None);
         assert_eq!(latest_start(-5, 7, (None, None)), Some(-5));
+    }
+
+    #[test]
+    fn reads_are_cut_by_the_spans_per_trace_seen() {
+        let mut walk = Walk::new(Vec::new(), 4_096, 20);
+        assert_eq!(walk.cap(4_096), MAX_RANGE_SPANS as usize / GUESSED_SPANS_PER_TRACE);
+        walk.spans_per_trace = Some(10);
+        assert_eq!(walk.cap(4_096), 4_096);
+        walk.spans_per_trace = Some(1_000_000);
+        assert_eq!(walk.cap(4_096), 1, "one trace at least");
     }
 
     #[test]
