@@ -109,7 +109,7 @@ pub async fn search(
     found.metrics.total_block_bytes = files.iter().map(|f| f.size).sum();
     let (snapshot, walked_snapshot) = prune(warehouse, tenant, &query, snapshot, &files).await?;
     let prepared = plans
-        .get(ctx, &request.query, &query, request.limit, request.spss)
+        .get(ctx, tenant, &request.query, &query, request.limit, request.spss)
         .await?;
     let search = Search {
         ctx,

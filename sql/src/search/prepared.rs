@@ -71,23 +71,29 @@ pub struct Step {
     pub columns: Vec<String>,
 }
 
-/// Prepared search plans by (query text, limit, spss): plans do not depend on the tenant.
+/// Prepared search plans by (tenant, query text, limit, spss). Plans do not depend on the
+/// tenant, but a shared entry would tell one tenant, by its speed, what another searched.
 #[derive(Debug, Default)]
 pub struct SearchPlans {
-    entries: Mutex<HashMap<(String, usize, usize), Arc<Prepared>>>,
+    entries: Mutex<HashMap<PlanKey, Arc<Prepared>>>,
 }
 
+/// (tenant, query text, limit, spss).
+type PlanKey = (String, String, usize, usize);
+
 impl SearchPlans {
-    /// The plan of `query` (whose text is `text`), prepared now unless it was before.
+    /// The plan of `query` (whose text is `text`) for `tenant`, prepared now unless it was
+    /// before.
     pub async fn get(
         &self,
         ctx: &SessionContext,
+        tenant: &str,
         text: &str,
         query: &Query,
         limit: usize,
         spss: usize,
     ) -> Result<Arc<Prepared>> {
-        let key = (text.to_string(), limit, spss);
+        let key = (tenant.to_string(), text.to_string(), limit, spss);
         if let Some(p) = self.entries.lock().expect("search plans lock").get(&key) {
             return Ok(p.clone());
         }
