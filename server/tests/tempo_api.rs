@@ -581,7 +581,7 @@ async fn grafana_explore_over_http_and_streaming_grpc() {
     let server = TestServer::start_in(dir.path(), "").await;
     let mut generator = common::generator(23);
     let mut sender = server.sender(Protocol::Grpc, false).await;
-    // Enough spans (a file and live ones) for a search to read several trace-id ranges.
+    // Enough spans (a file and live ones) for a search to read several chunks of traces.
     for i in 0..15 {
         let (req, _) = generator.request(400);
         assert_eq!(sender.send(&req, Some("shop")).await.unwrap().status, 200);

@@ -110,8 +110,13 @@ async fn search_by_parts_answers_as_the_whole_table() {
         };
         let recent = format!("{} with(most_recent=true)", case.query);
         for limit in [1, 2, 1000] {
-            let newest = fx.engine.traceql_search(tenant, &request(&recent, limit, 1000)).await;
-            let newest = newest.map(|o| o.hits).unwrap_or_default();
+            let newest = match fx.engine.traceql_search(tenant, &request(&recent, limit, 1000)).await {
+                Ok(found) => found.hits,
+                Err(e) => {
+                    failures.push(format!("{recent} (limit {limit}): {e}"));
+                    continue;
+                }
+            };
             if newest[..] != exact.hits[..exact.hits.len().min(limit)] {
                 failures.push(format!(
                     "{recent} (limit {limit}): {newest:?}\n  not the newest of {:?}",

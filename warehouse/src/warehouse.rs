@@ -701,6 +701,10 @@ impl Warehouse {
         answer: impl FnOnce(&TraceIndex, &[DataFile]) -> Option<T>,
     ) -> Result<Option<T>> {
         let files = snapshot.files()?;
+        if files.is_empty() {
+            // Nothing to index: the answer over an empty index.
+            return Ok(answer(&TraceIndex::default(), &files));
+        }
         let Reading::Known(tenant) = self.reading(tenant).await? else {
             return Ok(None);
         };
@@ -718,9 +722,6 @@ impl Warehouse {
     /// in them (live spans are not in it); `None` when the trace-id index does not cover the
     /// snapshot.
     pub async fn trace_times(&self, tenant: &str, snapshot: &SnapshotSpans) -> Result<Option<Vec<TraceSpan>>> {
-        if snapshot.files()?.is_empty() {
-            return Ok(Some(Vec::new()));
-        }
         self.with_index(tenant, snapshot, |index, files| index.times_in(files))
             .await
     }
@@ -728,9 +729,6 @@ impl Warehouse {
     /// The data files of `snapshot`, newest first; `None` when the trace-id index does not
     /// cover the snapshot.
     pub async fn files_newest_first(&self, tenant: &str, snapshot: &SnapshotSpans) -> Result<Option<Vec<DataFile>>> {
-        if snapshot.files()?.is_empty() {
-            return Ok(Some(Vec::new()));
-        }
         self.with_index(tenant, snapshot, |index, files| index.newest_first(files))
             .await
     }
@@ -760,15 +758,9 @@ impl Warehouse {
         traces: &[u128],
         columns: &[String],
     ) -> Result<Option<(Vec<RecordBatch>, u64)>> {
-        let holders = match snapshot.files()?.is_empty() {
-            true => Vec::new(),
-            false => match self
-                .with_index(tenant, snapshot, |i, files| i.holders(traces, files))
-                .await?
-            {
-                Some(h) => h,
-                None => return Ok(None),
-            },
+        let holders = self.with_index(tenant, snapshot, |i, files| i.holders(traces, files));
+        let Some(holders) = holders.await? else {
+            return Ok(None);
         };
         let all = IdRange::default();
         let (files, held): (Vec<DataFile>, HashMap<String, Vec<String>>) = holders
@@ -790,8 +782,6 @@ impl Warehouse {
         Ok(Some((batches, bytes)))
     }
 
-    /// For each of `files` (paths and sizes as in the tenant's Delta log): whether it may
-    /// hold the string `value` in one of the columns `leaves`, by its bloom filters.
     /// The spans of `snapshot` (of `tenant`) with trace ids in `range` (and among `traces`,
     /// sorted, when given), `columns` only: of each data file the pages that may hold them, and
     /// the live spans. Returns the batches and the bytes of data files read.

@@ -16,13 +16,11 @@
 //! everything. A query that matches rarely would read most traces one by one: past a share of
 //! the traces the walk gives up and the search reads the snapshot range by range instead.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
-use arrow::array::{AsArray, RecordBatch};
-use arrow::compute::cast;
-use arrow::datatypes::{DataType, Int64Type};
+use arrow::array::RecordBatch;
 use datafusion::error::DataFusionError;
-use tracehouse_warehouse::trace_index::{TraceSpan, parse_trace_id};
+use tracehouse_warehouse::trace_index::{parse_trace_id, trace_spans};
 
 use super::ranges::MAX_RANGE_SPANS;
 use super::{MAX_RANGE_ROWS, Progress, Search, SearchOutcome, TraceHit, account, sort_newest_first};
@@ -114,16 +112,13 @@ impl Search<'_> {
             }
             if latest_ready.is_some_and(|r| latest_left.is_none_or(|l| r >= l)) {
                 self.evaluate_chunk(&mut walk, found, &mut *progress).await?;
-                if walk.overflow {
-                    return Ok(None);
-                }
             } else if walk.taken.len() >= give_up && found.hits.len() < limit {
                 return Ok(None);
             } else {
                 self.take_batch(&mut walk, found).await?;
-                if walk.overflow {
-                    return Ok(None);
-                }
+            }
+            if walk.overflow {
+                return Ok(None);
             }
         }
         found.metrics.total_jobs = found.metrics.completed_jobs;
@@ -158,7 +153,7 @@ impl Search<'_> {
                 while walk.left.len() < wanted {
                     let traces = match sources.next() {
                         None => break,
-                        Some(None) => live_times(self.snapshot.live())?,
+                        Some(None) => trace_spans(self.snapshot.live(), None)?,
                         Some(Some(file)) => {
                             match self.warehouse.traces_in_file(self.tenant, &self.walked, &file).await? {
                                 Some(traces) => traces,
@@ -251,7 +246,7 @@ impl Search<'_> {
         let window = (self.request.start_unix_nano, self.request.end_unix_nano);
         let mut entries: Vec<Entry> = times
             .into_iter()
-            .chain(live_times(self.snapshot.live())?)
+            .chain(trace_spans(self.snapshot.live(), None)?)
             .filter_map(|(trace, start, end)| latest_start(start, end, window).map(|at| (at, trace)))
             .collect();
         entries.shrink_to_fit();
@@ -317,32 +312,6 @@ fn latest_start(start: i64, end: i64, (from, to): (Option<i64>, Option<i64>)) ->
         return None;
     }
     Some(if start >= from { start } else { end.min(to) })
-}
-
-/// Per trace of the live `batches`: its id, first start and last end.
-fn live_times(batches: &[RecordBatch]) -> Result<Vec<TraceSpan>> {
-    let mut times: HashMap<u128, (i64, i64)> = HashMap::new();
-    for b in batches {
-        let column = |name: &str| {
-            b.column_by_name(name)
-                .ok_or_else(|| DataFusionError::Internal(format!("live spans without {name}")))
-        };
-        let ids = cast(column("trace_id")?, &DataType::Utf8).map_err(DataFusionError::from)?;
-        let (ids, starts, ends) = (
-            ids.as_string::<i32>(),
-            column("start_time_unix_nano")?.as_primitive::<Int64Type>(),
-            column("end_time_unix_nano")?.as_primitive::<Int64Type>(),
-        );
-        for i in 0..b.num_rows() {
-            let Some(trace) = parse_trace_id(ids.value(i)) else {
-                continue;
-            };
-            let (s, e) = (starts.value(i), ends.value(i));
-            let t = times.entry(trace).or_insert((s, e));
-            *t = (t.0.min(s), t.1.max(e));
-        }
-    }
-    Ok(times.into_iter().map(|(t, (s, e))| (t, s, e)).collect())
 }
 
 #[cfg(test)]
