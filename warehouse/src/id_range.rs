@@ -10,16 +10,23 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, BooleanBufferBuilder, RecordBatch, StringArray};
 use arrow::compute::kernels::cmp::{gt_eq, lt};
-use arrow::compute::{and, cast, filter_record_batch};
-use arrow::datatypes::DataType;
+use arrow::compute::{and, cast, filter_record_batch, prep_null_mask_filter};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::datasource::physical_plan::parquet::{ParquetFileMetrics, build_row_filter};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::utils::{collect_columns, reassign_expr_columns};
+use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 use futures::TryStreamExt;
-use parquet::arrow::arrow_reader::{ArrowPredicateFn, ArrowReaderOptions, RowFilter, RowSelection, RowSelector};
+use parquet::arrow::arrow_reader::{
+    ArrowPredicate, ArrowPredicateFn, ArrowReaderMetadata, ArrowReaderOptions, RowFilter, RowSelection, RowSelector,
+};
 use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
 use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData};
 use parquet::file::page_index::column_index::ColumnIndexMetaData;
 use parquet::file::statistics::Statistics;
+use parquet::schema::types::SchemaDescriptor;
 
 use crate::schema::{PARTITION_COLUMN, spans_schema};
 use crate::trace_index::{DataFile, StoreReader, TableFiles};
@@ -39,22 +46,55 @@ impl IdRange {
 
     /// Which rows of `ids` fall in the range.
     pub fn mask(&self, ids: &StringArray) -> Result<BooleanArray> {
-        let mut mask = BooleanArray::from(vec![true; ids.len()]);
-        if let Some(low) = &self.low {
-            mask = and(&mask, &gt_eq(ids, &StringArray::new_scalar(low.as_str()))?)?;
-        }
-        if let Some(high) = &self.high {
-            mask = and(&mask, &lt(ids, &StringArray::new_scalar(high.as_str()))?)?;
-        }
-        Ok(mask)
+        let low = self
+            .low
+            .as_ref()
+            .map(|l| gt_eq(ids, &StringArray::new_scalar(l.as_str())));
+        let high = self
+            .high
+            .as_ref()
+            .map(|h| lt(ids, &StringArray::new_scalar(h.as_str())));
+        Ok(match (low.transpose()?, high.transpose()?) {
+            (Some(low), Some(high)) => and(&low, &high)?,
+            (Some(one), None) | (None, Some(one)) => one,
+            (None, None) => BooleanArray::from(vec![true; ids.len()]),
+        })
+    }
+
+    fn is_all(&self) -> bool {
+        self.low.is_none() && self.high.is_none()
     }
 }
 
-/// The rows a range read keeps: trace ids in a range and, when given, among `traces` (sorted).
+/// A condition on single spans (a DataFusion expression over columns of the `spans` schema, by
+/// name): a read that has one keeps only the rows that pass it, decoding the columns it reads
+/// first and the others only for those rows.
+pub type SpanCondition = Arc<dyn PhysicalExpr>;
+
+/// The rows a read keeps: trace ids in `range`, among `traces` (sorted) when given, that pass
+/// `condition` when given.
 #[derive(Debug, Clone, Copy)]
-struct Wanted<'a> {
-    range: &'a IdRange,
-    traces: Option<&'a [String]>,
+pub struct Wanted<'a> {
+    pub range: &'a IdRange,
+    pub traces: Option<&'a [String]>,
+    pub condition: Option<&'a SpanCondition>,
+}
+
+/// What a read returned: the rows kept (with the columns asked for), the compressed bytes of
+/// the column chunks read in the share of their rows selected, and the rows of the pages read.
+#[derive(Debug, Default)]
+pub struct Read {
+    pub batches: Vec<RecordBatch>,
+    pub bytes: u64,
+    pub scanned: u64,
+}
+
+impl Read {
+    pub fn extend(&mut self, other: Read) {
+        self.batches.extend(other.batches);
+        self.bytes += other.bytes;
+        self.scanned += other.scanned;
+    }
 }
 
 impl Wanted<'_> {
@@ -66,12 +106,147 @@ impl Wanted<'_> {
         self.range.admits(min, max) && self.traces.is_none_or(listed)
     }
 
-    fn mask(&self, ids: &StringArray) -> Result<BooleanArray> {
-        let mask = self.range.mask(ids)?;
-        let Some(traces) = self.traces else {
-            return Ok(mask);
+    /// Which of `ids` are wanted, by trace id alone.
+    fn ids_mask(&self, ids: &StringArray) -> Result<BooleanArray> {
+        match self.traces.map(|t| listed(ids, t)) {
+            None => self.range.mask(ids),
+            Some(listed) if self.range.is_all() => Ok(listed),
+            Some(listed) => Ok(and(&self.range.mask(ids)?, &listed)?),
+        }
+    }
+
+    /// The wanted rows of `batch` (typed as the `spans` schema, with `trace_id` and the
+    /// condition's columns), `columns` only; `None` when there are none.
+    fn keep(&self, batch: &RecordBatch, columns: &[String]) -> Result<Option<RecordBatch>> {
+        let ids = batch
+            .column_by_name("trace_id")
+            .and_then(|c| c.as_string_opt::<i32>())
+            .ok_or_else(|| Error::InvalidSpan("spans were read without trace_id".into()))?;
+        let mask = self.ids_mask(ids)?;
+        let Some(mut kept) = filtered(batch, &mask)? else {
+            return Ok(None);
         };
-        Ok(and(&mask, &listed(ids, traces))?)
+        if let Some(condition) = self.condition {
+            let Some(passed) = filtered(&kept, &passes(condition, &kept)?)? else {
+                return Ok(None);
+            };
+            kept = passed;
+        }
+        let indices = columns
+            .iter()
+            .map(|c| kept.schema().index_of(c))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(Some(kept.project(&indices)?))
+    }
+}
+
+/// The rows of `batch` that `mask` selects; `None` when none.
+fn filtered(batch: &RecordBatch, mask: &BooleanArray) -> Result<Option<RecordBatch>> {
+    Ok(match mask.true_count() {
+        0 => None,
+        n if n == batch.num_rows() => Some(batch.clone()),
+        _ => Some(filter_record_batch(batch, mask)?),
+    })
+}
+
+/// Which rows of `batch` pass `condition` (a null is a no).
+fn passes(condition: &SpanCondition, batch: &RecordBatch) -> Result<BooleanArray> {
+    let condition = reassign_expr_columns(condition.clone(), batch.schema_ref())?;
+    let value = condition.evaluate(batch)?.into_array(batch.num_rows())?;
+    let passed = value
+        .as_boolean_opt()
+        .ok_or_else(|| Error::InvalidSpan("a span condition that is not a boolean".into()))?;
+    Ok(match passed.null_count() {
+        0 => passed.clone(),
+        _ => prep_null_mask_filter(passed),
+    })
+}
+
+/// `columns`, `trace_id` and the columns `condition` reads, in the order of the `spans` schema.
+fn read_columns(columns: &[String], condition: Option<&SpanCondition>) -> Vec<String> {
+    let mut all: Vec<String> = columns.to_vec();
+    let more = condition.map(collect_columns).unwrap_or_default();
+    for name in std::iter::once("trace_id".to_string()).chain(more.iter().map(|c| c.name().to_string())) {
+        if !all.contains(&name) {
+            all.push(name);
+        }
+    }
+    let schema = spans_schema();
+    all.sort_by_key(|c| schema.index_of(c).unwrap_or(usize::MAX));
+    all
+}
+
+/// `file_schema` with the string columns `condition` reads typed as dictionaries, when it
+/// reads some: the condition is then decided once per distinct value of a dictionary page
+/// instead of once per row, and the strings are not copied out.
+fn dictionary_hint(file_schema: &Schema, condition: Option<&SpanCondition>) -> Option<SchemaRef> {
+    let read: Vec<String> = collect_columns(condition?)
+        .iter()
+        .map(|c| c.name().to_string())
+        .collect();
+    let mut hinted = false;
+    let fields: Vec<Field> = file_schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Utf8 if read.contains(f.name()) => {
+                hinted = true;
+                let typed = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+                f.as_ref().clone().with_data_type(typed)
+            }
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    hinted.then(|| Arc::new(Schema::new_with_metadata(fields, file_schema.metadata().clone())))
+}
+
+/// `condition` as parquet row filters over a file of `file_schema`: none unless the file stores
+/// every column it reads as the `spans` schema types it (or as a dictionary of that type).
+/// The rows read are checked again, so a filter lets every row of a batch it fails on through.
+fn condition_filters(
+    condition: Option<&SpanCondition>,
+    file_schema: &SchemaRef,
+    metadata: &ParquetMetaData,
+) -> Result<Vec<Box<dyn ArrowPredicate>>> {
+    let Some(condition) = condition else {
+        return Ok(Vec::new());
+    };
+    let spans = spans_schema();
+    let typed = |name: &str| spans.field_with_name(name).ok().map(|f| f.data_type().clone());
+    let stored = |name: &str| match file_schema.field_with_name(name).map(|f| f.data_type()) {
+        Ok(DataType::Dictionary(_, values)) => Some(values.as_ref().clone()),
+        Ok(t) => Some(t.clone()),
+        Err(_) => None,
+    };
+    let same = collect_columns(condition)
+        .iter()
+        .all(|c| typed(c.name()).is_some() && typed(c.name()) == stored(c.name()));
+    if !same {
+        return Ok(Vec::new());
+    }
+    let metrics = ParquetFileMetrics::new(0, "", &ExecutionPlanMetricsSet::new());
+    let filter = build_row_filter(condition, file_schema, metadata, true, &metrics)?;
+    let filters = filter.map(RowFilter::into_predicates).unwrap_or_default();
+    Ok(filters
+        .into_iter()
+        .map(|f| Box::new(Lenient(f)) as Box<dyn ArrowPredicate>)
+        .collect())
+}
+
+/// A row filter that lets every row through where it fails (a type it cannot compare).
+struct Lenient(Box<dyn ArrowPredicate>);
+
+impl ArrowPredicate for Lenient {
+    fn projection(&self) -> &ProjectionMask {
+        self.0.projection()
+    }
+
+    fn evaluate(&mut self, batch: RecordBatch) -> std::result::Result<BooleanArray, arrow::error::ArrowError> {
+        let rows = batch.num_rows();
+        Ok(self
+            .0
+            .evaluate(batch)
+            .unwrap_or_else(|_| BooleanArray::from(vec![true; rows])))
     }
 }
 
@@ -79,20 +254,32 @@ impl Wanted<'_> {
 /// the two lists are walked side by side; a row smaller than the one before (live spans) looks
 /// its id up afresh.
 fn listed(ids: &StringArray, traces: &[String]) -> BooleanArray {
-    let (mut at, mut previous) = (0usize, None);
-    ids.iter()
-        .map(|id| {
-            let Some(id) = id else { return Some(false) };
-            if previous.is_none_or(|p| id < p) {
-                at = traces.partition_point(|t| t.as_str() < id);
-            }
-            while traces.get(at).is_some_and(|t| t.as_str() < id) {
-                at += 1;
-            }
-            previous = Some(id);
-            Some(traces.get(at).is_some_and(|t| t == id))
-        })
-        .collect()
+    let (mut at, mut previous) = (0usize, None::<(&str, bool)>);
+    let mut out = BooleanBufferBuilder::new(ids.len());
+    for i in 0..ids.len() {
+        if ids.is_null(i) {
+            out.append(false);
+            continue;
+        }
+        let id = ids.value(i);
+        // A trace's rows are side by side.
+        if let Some((p, was)) = previous
+            && p == id
+        {
+            out.append(was);
+            continue;
+        }
+        if previous.is_none_or(|(p, _)| id < p) {
+            at = traces.partition_point(|t| t.as_str() < id);
+        }
+        while traces.get(at).is_some_and(|t| t.as_str() < id) {
+            at += 1;
+        }
+        let is = traces.get(at).is_some_and(|t| t == id);
+        previous = Some((id, is));
+        out.append(is);
+    }
+    BooleanArray::new(out.finish(), None)
 }
 
 /// One page of trace ids: the smallest and largest id on it and how many rows it holds.
@@ -141,8 +328,7 @@ fn id_pages_of(metadata: &ParquetMetaData, rg: usize, leaf: usize) -> Vec<(u64, 
 impl TableFiles {
     /// A reader of `file` over its cached footer (with page indexes).
     async fn builder(&self, file: &DataFile) -> Result<ParquetRecordBatchStreamBuilder<StoreReader>> {
-        let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
-        Ok(ParquetRecordBatchStreamBuilder::new_with_options(self.reader(file), options).await?)
+        Ok(ParquetRecordBatchStreamBuilder::new_with_options(self.reader(file), reader_options()).await?)
     }
 
     /// The pages of `file`'s trace ids: each page's smallest and largest id and its rows.
@@ -161,54 +347,116 @@ impl TableFiles {
         Ok(out)
     }
 
-    /// The rows of `file` with trace ids in `range` (and among `traces`, sorted, when given):
-    /// `columns` of the `spans` schema (in that order), reading only the pages whose trace-id
-    /// statistics admit such ids. Returns the batches and the compressed bytes of the column
-    /// chunks read, in the share of their rows selected.
-    pub async fn read_id_range(
-        &self,
-        file: &DataFile,
-        range: &IdRange,
-        traces: Option<&[String]>,
-        columns: &[String],
-    ) -> Result<(Vec<RecordBatch>, u64)> {
-        let wanted = Wanted { range, traces };
-        let builder = self.builder(file).await?;
+    /// The rows of `file` that are `wanted`, `columns` of the `spans` schema (in that order),
+    /// reading only the pages whose trace-id statistics admit such ids.
+    pub async fn read_id_range(&self, file: &DataFile, wanted: Wanted<'_>, columns: &[String]) -> Result<Read> {
+        let mut builder = self.builder(file).await?;
         let metadata = builder.metadata().clone();
         let leaf = trace_id_leaf(&metadata, file)?;
-        let (mut groups, mut selectors, mut fractions) = (Vec::new(), Vec::new(), Vec::new());
+        let Some(pages) = Pages::of(&metadata, leaf, &wanted) else {
+            return Ok(Read::default());
+        };
+        if let Some(hint) = dictionary_hint(builder.schema(), wanted.condition) {
+            let options = reader_options().with_schema(hint);
+            let hinted = ArrowReaderMetadata::try_new(metadata.clone(), options)?;
+            builder = ParquetRecordBatchStreamBuilder::new_with_metadata(self.reader(file), hinted);
+        }
+        let read = read_columns(columns, wanted.condition);
+        let schema = metadata.file_metadata().schema_descr();
+        let roots: Vec<usize> = read
+            .iter()
+            .filter_map(|c| schema.root_schema().get_fields().iter().position(|f| f.name() == c))
+            .collect();
+        let bytes = pages.bytes(&metadata, schema, &roots);
+        let mut filters = condition_filters(wanted.condition, builder.schema(), &metadata)?;
+        if let Some(traces) = wanted.traces {
+            // A few traces of each page: the other columns are decoded for their rows only.
+            let (range, traces) = (wanted.range.clone(), traces.to_vec());
+            let ids = ProjectionMask::leaves(schema, [leaf]);
+            filters.push(Box::new(ArrowPredicateFn::new(ids, move |batch: RecordBatch| {
+                let ids = cast(batch.column(0), &DataType::Utf8)?;
+                let wanted = Wanted {
+                    range: &range,
+                    traces: Some(&traces),
+                    condition: None,
+                };
+                wanted
+                    .ids_mask(ids.as_string::<i32>())
+                    .map_err(|e| arrow::error::ArrowError::ExternalError(Box::new(e)))
+            })));
+        }
+        let mut builder = builder
+            .with_projection(ProjectionMask::roots(schema, roots))
+            .with_row_groups(pages.groups)
+            .with_row_selection(RowSelection::from(pages.selectors))
+            .with_batch_size(8192);
+        if !filters.is_empty() {
+            builder = builder.with_row_filter(RowFilter::new(filters));
+        }
+        let stream = builder.build()?;
+        let batches: Vec<RecordBatch> = stream.try_collect().await?;
+        // The pages read may hold other ids; a condition pushed in part is checked whole.
+        let mut kept = Vec::with_capacity(batches.len());
+        for b in &batches {
+            kept.extend(wanted.keep(&project_spans(b, &read, &file.date)?, columns)?);
+        }
+        Ok(Read {
+            batches: kept,
+            bytes,
+            scanned: pages.rows,
+        })
+    }
+}
+
+fn reader_options() -> ArrowReaderOptions {
+    ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional)
+}
+
+/// The pages of a file a read selects by their trace-id statistics.
+struct Pages {
+    groups: Vec<usize>,
+    selectors: Vec<RowSelector>,
+    /// Per row group read, the share of its rows selected.
+    shares: Vec<(usize, f64)>,
+    rows: u64,
+}
+
+impl Pages {
+    /// The pages of the file of `metadata` that may hold `wanted` ids; `None` when none may.
+    fn of(metadata: &ParquetMetaData, leaf: usize, wanted: &Wanted<'_>) -> Option<Self> {
+        let mut pages = Pages {
+            groups: Vec::new(),
+            selectors: Vec::new(),
+            shares: Vec::new(),
+            rows: 0,
+        };
         for rg in 0..metadata.num_row_groups() {
-            let pages = id_pages_of(&metadata, rg, leaf);
-            if !pages.iter().any(|(_, _, min, max)| wanted.admits(min, max)) {
+            let id_pages = id_pages_of(metadata, rg, leaf);
+            if !id_pages.iter().any(|(_, _, min, max)| wanted.admits(min, max)) {
                 continue;
             }
-            groups.push(rg);
+            pages.groups.push(rg);
             let (mut chosen, mut all) = (0u64, 0u64);
-            for (_, rows, min, max) in &pages {
+            for (_, rows, min, max) in &id_pages {
                 all += rows;
                 let admitted = wanted.admits(min, max);
                 chosen += if admitted { *rows } else { 0 };
                 let rows = usize::try_from(*rows).unwrap_or_default();
-                selectors.push(if admitted {
-                    RowSelector::select(rows)
-                } else {
-                    RowSelector::skip(rows)
+                pages.selectors.push(match admitted {
+                    true => RowSelector::select(rows),
+                    false => RowSelector::skip(rows),
                 });
             }
-            fractions.push((rg, chosen as f64 / all.max(1) as f64));
+            pages.rows += chosen;
+            pages.shares.push((rg, chosen as f64 / all.max(1) as f64));
         }
-        if groups.is_empty() {
-            return Ok((Vec::new(), 0));
-        }
-        let schema = builder.parquet_schema();
-        let roots: Vec<usize> = columns
-            .iter()
-            .map(String::as_str)
-            .chain(["trace_id"])
-            .filter_map(|c| schema.root_schema().get_fields().iter().position(|f| f.name() == c))
-            .collect();
-        // Bytes of the projected column chunks, in the share of their rows selected.
-        let bytes: f64 = fractions
+        (!pages.groups.is_empty()).then_some(pages)
+    }
+
+    /// Bytes of the column chunks under `roots`, in the share of their rows selected.
+    fn bytes(&self, metadata: &ParquetMetaData, schema: &SchemaDescriptor, roots: &[usize]) -> u64 {
+        let bytes: f64 = self
+            .shares
             .iter()
             .map(|&(rg, share)| {
                 let group = metadata.row_group(rg);
@@ -216,70 +464,16 @@ impl TableFiles {
                 chunks.map(|c| group.column(c).compressed_size() as f64).sum::<f64>() * share
             })
             .sum();
-        let projection = ProjectionMask::roots(schema, roots);
-        let ids = ProjectionMask::leaves(schema, [leaf]);
-        let mut builder = builder
-            .with_projection(projection)
-            .with_row_groups(groups)
-            .with_row_selection(RowSelection::from(selectors))
-            .with_batch_size(8192);
-        if let Some(traces) = traces {
-            // A few traces of each page: the other columns are decoded for their rows only.
-            let (range, traces) = (range.clone(), traces.to_vec());
-            let predicate = ArrowPredicateFn::new(ids, move |batch: RecordBatch| {
-                let ids = cast(batch.column(0), &DataType::Utf8)?;
-                let wanted = Wanted {
-                    range: &range,
-                    traces: Some(&traces),
-                };
-                wanted
-                    .mask(ids.as_string::<i32>())
-                    .map_err(|e| arrow::error::ArrowError::ExternalError(Box::new(e)))
-            });
-            builder = builder.with_row_filter(RowFilter::new(vec![Box::new(predicate)]));
-        }
-        let stream = builder.build()?;
-        let batches: Vec<RecordBatch> = stream.try_collect().await?;
-        // The pages read may hold ids on either side of the range.
-        let mut kept = Vec::with_capacity(batches.len());
-        for b in &batches {
-            let ids = b
-                .column_by_name("trace_id")
-                .ok_or_else(|| Error::InvalidSpan("a range was read without trace_id".into()))?;
-            let ids = cast(ids, &DataType::Utf8)?;
-            let mask = wanted.mask(ids.as_string::<i32>())?;
-            match mask.true_count() {
-                0 => continue,
-                n if n == b.num_rows() => kept.push(project_spans(b, columns, &file.date)?),
-                _ => kept.push(project_spans(&filter_record_batch(b, &mask)?, columns, &file.date)?),
-            }
-        }
-        let batches = kept;
-        Ok((batches, bytes as u64))
+        bytes as u64
     }
 }
 
-/// The rows of live `batches` (in the `spans` schema) with trace ids in `range` (and among
-/// `traces`, sorted, when given), `columns` only.
-pub(crate) fn live_id_range(
-    batches: &[RecordBatch],
-    range: &IdRange,
-    traces: Option<&[String]>,
-    columns: &[String],
-) -> Result<Vec<RecordBatch>> {
-    let wanted = Wanted { range, traces };
-    let mut out = Vec::new();
+/// The rows of live `batches` (in the `spans` schema) that are `wanted`, `columns` only.
+pub(crate) fn live_id_range(batches: &[RecordBatch], wanted: Wanted<'_>, columns: &[String]) -> Result<Read> {
+    let mut out = Read::default();
     for b in batches {
-        let Some(ids) = b.column_by_name("trace_id") else {
-            continue;
-        };
-        let ids = cast(ids, &DataType::Utf8)?;
-        let mask = wanted.mask(ids.as_string::<i32>())?;
-        if mask.true_count() == 0 {
-            continue;
-        }
-        let kept = filter_record_batch(b, &mask)?;
-        out.push(project_spans(&kept, columns, "")?);
+        out.scanned += b.num_rows() as u64;
+        out.batches.extend(wanted.keep(b, columns)?);
     }
     Ok(out)
 }

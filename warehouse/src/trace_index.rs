@@ -10,6 +10,8 @@
 //! files no longer in the table are dropped on load.
 
 use std::collections::{HashMap, HashSet};
+
+use datafusion::common::HashMap as FastMap;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, StringArray};
@@ -60,9 +62,11 @@ pub type TraceSpan = (u128, i64, i64);
 pub struct TraceIndex {
     files: Vec<DataFile>,
     file_ids: HashMap<String, u32>,
-    traces: HashMap<u128, Vec<Location>>,
-    /// The traces of each file (by file id), sorted.
-    by_file: Vec<Vec<u128>>,
+    /// (A fast hash: every search looks up thousands of traces.)
+    traces: FastMap<u128, Vec<Location>>,
+    /// The traces of each file (by file id), sorted, with the first start and last end of
+    /// their rows there.
+    by_file: Vec<Vec<TraceSpan>>,
 }
 
 impl TraceIndex {
@@ -93,6 +97,7 @@ impl TraceIndex {
                 id
             }
         };
+        let mut held: Vec<u128> = self.by_file[id as usize].iter().map(|t| t.0).collect();
         for &(trace, start_ns, end_ns) in traces {
             let locations = self.traces.entry(trace).or_default();
             match locations.iter_mut().find(|l| l.file == id) {
@@ -106,11 +111,18 @@ impl TraceIndex {
                         start_ns,
                         end_ns,
                     });
-                    self.by_file[id as usize].push(trace);
+                    held.push(trace);
                 }
             }
         }
-        self.by_file[id as usize].sort_unstable();
+        held.sort_unstable();
+        self.by_file[id as usize] = held
+            .into_iter()
+            .filter_map(|t| {
+                let l = self.traces.get(&t)?.iter().find(|l| l.file == id)?;
+                Some((t, l.start_ns, l.end_ns))
+            })
+            .collect();
     }
 
     /// `files`, newest (last indexed) first; `None` when one of them is not indexed.
@@ -127,11 +139,7 @@ impl TraceIndex {
     /// there; `None` when it is not indexed.
     pub fn traces_of(&self, file: &DataFile) -> Option<Vec<TraceSpan>> {
         let id = *self.file_ids.get(&file.path)?;
-        let spans = self.by_file[id as usize].iter().filter_map(|t| {
-            let l = self.traces.get(t)?.iter().find(|l| l.file == id)?;
-            Some((*t, l.start_ns, l.end_ns))
-        });
-        Some(spans.collect())
+        Some(self.by_file[id as usize].clone())
     }
 
     /// Which indexed files (by id) are among `files`; `None` when one of them is not indexed.
@@ -163,19 +171,21 @@ impl TraceIndex {
     /// it holds. `None` when one of `files` is not indexed.
     pub fn holders(&self, traces: &[u128], files: &[DataFile]) -> Option<Vec<(DataFile, Vec<String>)>> {
         let chosen = self.ids_of(files)?;
-        let mut held: HashMap<u32, Vec<String>> = HashMap::new();
+        let mut held: Vec<Vec<String>> = vec![Vec::new(); self.files.len()];
         for trace in traces {
             for l in self.traces.get(trace).into_iter().flatten() {
                 if chosen[l.file as usize] {
-                    held.entry(l.file).or_default().push(trace_id_hex(*trace));
+                    held[l.file as usize].push(trace_id_hex(*trace));
                 }
             }
         }
         let mut out: Vec<(DataFile, Vec<String>)> = held
             .into_iter()
+            .enumerate()
+            .filter(|(_, ids)| !ids.is_empty())
             .map(|(file, mut ids)| {
                 ids.sort_unstable();
-                (self.files[file as usize].clone(), ids)
+                (self.files[file].clone(), ids)
             })
             .collect();
         out.sort_by(|a, b| a.0.path.cmp(&b.0.path));
@@ -205,13 +215,20 @@ pub fn parse_trace_id(hex: &str) -> Option<u128> {
 
 /// The stored spelling of a trace id: 32 lowercase hex digits.
 pub fn trace_id_hex(trace: u128) -> String {
-    format!("{trace:032x}")
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let bytes = trace.to_be_bytes();
+    let mut hex = String::with_capacity(32);
+    for b in bytes {
+        hex.push(char::from(DIGITS[usize::from(b >> 4)]));
+        hex.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    hex
 }
 
 /// Per trace, the first start and last end in `batches` (`spans` batches), for rows whose
 /// partition value is `date` (all rows when `None`).
 pub fn trace_spans(batches: &[RecordBatch], date: Option<&str>) -> Result<Vec<TraceSpan>> {
-    let mut acc: HashMap<u128, (i64, i64)> = HashMap::new();
+    let mut acc: FastMap<u128, (i64, i64)> = FastMap::default();
     for batch in batches {
         let ids = string_column(batch, "trace_id")?;
         let starts = int_column(batch, "start_time_unix_nano")?;

@@ -16,7 +16,7 @@ use deltalake::DeltaTable;
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::Mutex as AsyncMutex;
 
-use crate::id_range::{self, IdPage, IdRange};
+use crate::id_range::{self, IdPage, IdRange, Read, SpanCondition, Wanted};
 use crate::provider::SnapshotSpans;
 use crate::storage::{Storage, StorageConfigKind, validate_tenant};
 use crate::trace_index::{self, DataFile, TableFiles, TraceIndex, TraceSpan};
@@ -748,16 +748,17 @@ impl Warehouse {
         .await
     }
 
-    /// The rows of `traces` in `snapshot`, `columns` only: of each data file that holds some
-    /// (by the trace-id index) the pages that hold them, and the live rows. Returns the
-    /// batches and the bytes read; `None` when the index does not cover the snapshot.
+    /// The rows of `traces` in `snapshot` (that pass `condition`, when given), `columns` only:
+    /// of each data file that holds some (by the trace-id index) the pages that hold them, and
+    /// the live rows; `None` when the index does not cover the snapshot.
     pub async fn read_traces_of(
         &self,
         tenant: &str,
         snapshot: &SnapshotSpans,
         traces: &[u128],
         columns: &[String],
-    ) -> Result<Option<(Vec<RecordBatch>, u64)>> {
+        condition: Option<&SpanCondition>,
+    ) -> Result<Option<Read>> {
         let holders = self.with_index(tenant, snapshot, |i, files| i.holders(traces, files));
         let Some(holders) = holders.await? else {
             return Ok(None);
@@ -768,40 +769,45 @@ impl Warehouse {
             .map(|(file, ids)| (file.clone(), (file.path, ids)))
             .unzip();
         let (all, held) = (&all, &held);
-        let read = self
+        let reads = self
             .each_file(tenant, files, |files, file| async move {
-                let ids = held.get(&file.path).map_or(&[][..], Vec::as_slice);
-                files.read_id_range(&file, all, Some(ids), columns).await
+                let wanted = Wanted {
+                    range: all,
+                    traces: Some(held.get(&file.path).map_or(&[][..], Vec::as_slice)),
+                    condition,
+                };
+                files.read_id_range(&file, wanted, columns).await
             })
             .await?;
-        let bytes = read.iter().map(|(_, b)| b).sum();
-        let mut batches: Vec<RecordBatch> = read.into_iter().flat_map(|(b, _)| b).collect();
         let mut ids: Vec<String> = traces.iter().map(|t| trace_index::trace_id_hex(*t)).collect();
         ids.sort_unstable();
-        batches.extend(id_range::live_id_range(snapshot.live(), all, Some(&ids), columns)?);
-        Ok(Some((batches, bytes)))
+        let wanted = Wanted {
+            range: all,
+            traces: Some(&ids),
+            condition,
+        };
+        let mut read = id_range::live_id_range(snapshot.live(), wanted, columns)?;
+        reads.into_iter().for_each(|r| read.extend(r));
+        Ok(Some(read))
     }
 
-    /// The spans of `snapshot` (of `tenant`) with trace ids in `range` (and among `traces`,
-    /// sorted, when given), `columns` only: of each data file the pages that may hold them, and
-    /// the live spans. Returns the batches and the bytes of data files read.
+    /// The spans of `snapshot` (of `tenant`) that are `wanted`, `columns` only: of each data
+    /// file the pages that may hold them, and the live spans.
     pub async fn read_id_range(
         &self,
         tenant: &str,
         snapshot: &SnapshotSpans,
-        range: &IdRange,
+        wanted: Wanted<'_>,
         columns: &[String],
-        traces: Option<&[String]>,
-    ) -> Result<(Vec<RecordBatch>, u64)> {
-        let read = self
+    ) -> Result<Read> {
+        let reads = self
             .each_file(tenant, snapshot.files()?, |files, file| async move {
-                files.read_id_range(&file, range, traces, columns).await
+                files.read_id_range(&file, wanted, columns).await
             })
             .await?;
-        let bytes = read.iter().map(|(_, b)| b).sum();
-        let mut batches: Vec<RecordBatch> = read.into_iter().flat_map(|(b, _)| b).collect();
-        batches.extend(id_range::live_id_range(snapshot.live(), range, traces, columns)?);
-        Ok((batches, bytes))
+        let mut read = id_range::live_id_range(snapshot.live(), wanted, columns)?;
+        reads.into_iter().for_each(|r| read.extend(r));
+        Ok(read)
     }
 
     /// The trace-id pages of `snapshot`'s data files (smallest and largest id and rows of

@@ -4,8 +4,10 @@
 //! (`limit=20&spss=3`, the last hour), median of `--runs`, and a markdown table with the ratio
 //! Tempo ms ÷ tracehouse ms is printed (above 1: tracehouse is faster).
 //!
-//! Usage: search [--spans N] [--files F] [--runs R]
+//! Usage: search [--spans N] [--files F] [--runs R] [--only NAME] [--metrics]
 //!               [--tempo http://127.0.0.1:3300 --tempo-otlp http://127.0.0.1:4418] [--tempo-wait-s S]
+//! `--only` times the shapes whose name contains NAME; `--metrics` prints each search's
+//! response metrics (inspected traces, spans, bytes, jobs) to stderr.
 //! `benches/search.sh` starts Tempo (a binary built by shared/tempo-oracle) and runs this.
 
 use std::sync::Arc;
@@ -144,6 +146,9 @@ async fn time_search(client: &reqwest::Client, base: &str, q: &str, runs: usize,
         );
         let parsed: SearchResponse = serde_json::from_slice(&body).expect("search json");
         traces = parsed.traces.len();
+        if std::env::args().any(|a| a == "--metrics") && times.len() == runs {
+            eprintln!("{q}: {:?}", parsed.metrics);
+        }
     }
     times.sort();
     ((times[times.len() / 2].as_secs_f64() * 1e4).round() / 10.0, traces)

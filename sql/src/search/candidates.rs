@@ -5,14 +5,17 @@
 //! From a filter `{ c }` it is `c`, or the part of it that reads the span's own row alone (its
 //! conjuncts that do); from `A && B`, `A > B`, `A >> B` (and the other
 //! non-negated structural operators) that of either side; from `A || B` the disjunction of
-//! both sides'; from a pipeline that of its first spanset. Only conditions on the span's own
+//! both sides'; from a pipeline that of its first spanset, and when that is a plain filter
+//! also of its first scalar filter that bounds durations (`| by(x) | avg(duration) > 1s`: some
+//! span of the filter has a duration over 1s). Only conditions on the span's own
 //! columns count (no trace-level intrinsics, parent, events, links or nested-set values), and
 //! a condition that holds for every span (`{ }`) is no help. A search skips the step when the
 //! condition reads the attribute maps (they cost about what the whole rows do), and for the
 //! ranges left once one range finds candidates dense (more than one per 256 spans).
 
 use tracehouse_traceql::ast::{
-    AttrScope, BinOp, FieldExpr, Intrinsic, Query, Root, SpansetExpr, SpansetOp, Stage, Static,
+    AggFunc, AttrScope, BinOp, CmpOp, FieldExpr, Intrinsic, Query, Root, ScalarExpr, ScalarFilter, SpansetExpr,
+    SpansetOp, Stage, Static,
 };
 
 /// The span condition every trace that matches `query` has a span for, when there is a useful
@@ -44,10 +47,48 @@ fn of(e: &SpansetExpr) -> Option<FieldExpr> {
         }
         SpansetExpr::Op(..) => None,
         SpansetExpr::Pipeline(stages) => match stages.first() {
-            Some(Stage::Spanset(first)) => of(first),
+            Some(Stage::Spanset(first)) => of_pipeline(first, &stages[1..]),
             _ => None,
         },
     }
+}
+
+/// A pipeline's condition: its first spanset's, and, when that is a filter on the span's own
+/// row, also of the first scalar filter that needs a span of its input past a bound (every
+/// stage's spans are some of the first's).
+fn of_pipeline(first: &SpansetExpr, rest: &[Stage]) -> Option<FieldExpr> {
+    let head = of(first);
+    let bound = rest.iter().find_map(|s| match s {
+        Stage::ScalarFilter(f) => needed_span(f),
+        _ => None,
+    });
+    let whole = matches!(first, SpansetExpr::Filter(c) if span_local(c));
+    match (head, bound) {
+        (Some(h), Some(b)) if whole && h == ALWAYS => Some(b),
+        (Some(h), Some(b)) if whole => Some(FieldExpr::Binary(BinOp::And, Box::new(h), Box::new(b))),
+        (None, Some(b)) if whole => Some(b),
+        (head, _) => head,
+    }
+}
+
+/// The condition a span of a spanset must pass for `f` to hold: `avg`, `min` or `max` of
+/// durations above (below) a duration has a duration above (below) it.
+fn needed_span(f: &ScalarFilter) -> Option<FieldExpr> {
+    let (ScalarExpr::Aggregate(agg), ScalarExpr::Static(bound @ Static::Duration(_))) = (&f.lhs, &f.rhs) else {
+        return None;
+    };
+    let op = f.op;
+    let duration = FieldExpr::Intrinsic(Intrinsic::Duration);
+    let bounded = matches!(agg.func, AggFunc::Avg | AggFunc::Min | AggFunc::Max)
+        && agg.arg.as_ref() == Some(&duration)
+        && matches!(op, CmpOp::Gt | CmpOp::Gte | CmpOp::Lt | CmpOp::Lte);
+    bounded.then(|| {
+        FieldExpr::Binary(
+            BinOp::Cmp(op),
+            Box::new(duration),
+            Box::new(FieldExpr::Static(bound.clone())),
+        )
+    })
 }
 
 /// What a span that passes `c` must pass on its own row: `c` itself when it reads only that,
@@ -118,5 +159,13 @@ mod tests {
         assert_eq!(filter(r#"{ trace:rootService = "a" || status = error }"#), None);
         assert_eq!(filter(r#"{ parent.x = "a" }"#), None);
         assert_eq!(filter("{ status = error } || { }"), None);
+        let by = filter("{ kind = server } | by(resource.service.name) | avg(duration) > 100ms");
+        assert!(by.is_some_and(|c| c.contains("server") && c.contains("duration")));
+        assert!(filter("{ } | max(duration) > 1s").is_some_and(|c| c.contains("duration")));
+        assert!(filter("{ } | min(duration) <= 1s").is_some_and(|c| c.contains("duration <=")));
+        assert_eq!(filter("{ } | sum(duration) > 1s"), None);
+        assert_eq!(filter("{ } | avg(duration) = 1s"), None);
+        let structural = filter("{ kind = server } > { status = error } | avg(duration) > 1s");
+        assert!(structural.is_some_and(|c| !c.contains("duration")));
     }
 }

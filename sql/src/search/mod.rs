@@ -37,7 +37,7 @@ use datafusion::prelude::SessionContext;
 use tracehouse_traceql::ast::{AttrScope, FieldExpr, Intrinsic, Query, Root, SpansetExpr, Stage, Static};
 use tracehouse_traceql::compile;
 use tracehouse_warehouse::Warehouse;
-use tracehouse_warehouse::id_range::IdRange;
+use tracehouse_warehouse::id_range::{IdRange, Read, Wanted};
 use tracehouse_warehouse::provider::SnapshotSpans;
 use tracehouse_warehouse::trace_index::DataFile;
 
@@ -335,12 +335,14 @@ impl Search<'_> {
             None => None,
         };
         let columns = &self.prepared.search.columns;
-        // With a candidate step, its read counted the range's spans.
-        let count = traces.is_none();
-        let Some(whole) = self.read(range, columns, traces.as_deref(), count, metrics).await? else {
-            return Ok(Vec::new());
+        let wanted = Wanted {
+            range,
+            traces: traces.as_deref(),
+            condition: None,
         };
-        self.evaluate(&whole, metrics).await
+        // With a candidate step, its read counted the range's spans.
+        let whole = self.read(wanted, columns, traces.is_none(), metrics).await?;
+        self.evaluate(&whole.batches, metrics).await
     }
 
     /// The `limit` most recent hits among whole traces (`whole`, read with the search's
@@ -365,12 +367,22 @@ impl Search<'_> {
         range: &IdRange,
         metrics: &mut SearchMetrics,
     ) -> Result<Vec<String>> {
-        let Some(rows) = self.read(range, &step.columns, None, true, metrics).await? else {
-            return Ok(Vec::new());
+        let wanted = Wanted {
+            range,
+            traces: None,
+            condition: step.condition.as_ref(),
         };
-        let read: usize = rows.iter().map(RecordBatch::num_rows).sum();
-        let ids = self.passing(step, rows).await?;
-        if ids.len() > read.div_ceil(DENSE_CANDIDATE_SPANS) {
+        let (ids, read) = match step.condition {
+            Some(_) => {
+                let read = self.read(wanted, &["trace_id".to_string()], true, metrics).await?;
+                (trace_ids(&read.batches), read.scanned)
+            }
+            None => {
+                let read = self.read(wanted, &step.columns, true, metrics).await?;
+                (self.passing(step, read.batches).await?, read.scanned)
+            }
+        };
+        if ids.len() as u64 > read.div_ceil(DENSE_CANDIDATE_SPANS as u64) {
             // Candidates are common: reading the ranges left whole at once is cheaper.
             self.candidates.store(false, Relaxed);
         }
@@ -380,32 +392,31 @@ impl Search<'_> {
     /// The trace ids (sorted) of `rows` (read with the columns of the candidate `step`) that
     /// pass it.
     async fn passing(&self, step: &prepared::Step, rows: Vec<RecordBatch>) -> Result<Vec<String>> {
-        let found = step.run(self.ctx, rows).await?;
-        let mut ids: Vec<String> = found
-            .iter()
-            .filter_map(|b| b.column_by_name("trace_id").and_then(|c| c.as_string_opt::<i32>()))
-            .flat_map(|ids| ids.iter().flatten().map(str::to_string).collect::<Vec<_>>())
-            .collect();
-        ids.sort_unstable();
-        Ok(ids)
+        Ok(trace_ids(&step.run(self.ctx, rows).await?))
     }
 
-    /// The rows of `range` (of `traces` only, when given: sorted ids), `columns` only; `None`
-    /// when there are none. `count` adds the rows to the inspected spans.
+    /// The `wanted` rows, `columns` only (with a condition, only its columns are read for the
+    /// rows that fail it, and they count as inspected); `count` adds the rows to the
+    /// inspected spans.
     async fn read(
         &self,
-        range: &IdRange,
+        wanted: Wanted<'_>,
         columns: &[String],
-        traces: Option<&[String]>,
         count: bool,
         metrics: &mut SearchMetrics,
-    ) -> Result<Option<Vec<RecordBatch>>> {
-        let (batches, bytes) = self
+    ) -> Result<Read> {
+        let read = self
             .warehouse
-            .read_id_range(self.tenant, &self.snapshot, range, columns, traces)
+            .read_id_range(self.tenant, &self.snapshot, wanted, columns)
             .await?;
-        let rows = account(&batches, bytes, count, metrics)?;
-        Ok((rows > 0).then_some(batches))
+        let rows: u64 = read.batches.iter().map(|b| b.num_rows() as u64).sum();
+        let inspected = match (count, wanted.condition) {
+            (false, _) => 0,
+            (true, Some(_)) => read.scanned,
+            (true, None) => rows,
+        };
+        account(&read, inspected, metrics)?;
+        Ok(read)
     }
 
     /// The rows of `batches` that overlap the request's window.
@@ -437,12 +448,12 @@ impl Search<'_> {
     }
 }
 
-/// Adds the rows of `batches` (when `count`) and `bytes` to `metrics`; refuses more rows
-/// than one read may hold. Returns the rows.
-fn account(batches: &[RecordBatch], bytes: u64, count: bool, metrics: &mut SearchMetrics) -> Result<u64> {
-    let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
-    metrics.inspected_spans += if count { rows } else { 0 };
-    metrics.inspected_bytes += bytes;
+/// Adds `inspected` spans and the bytes of `read` to `metrics`; refuses more rows than one read
+/// may hold. Returns the rows read.
+fn account(read: &Read, inspected: u64, metrics: &mut SearchMetrics) -> Result<u64> {
+    let rows: u64 = read.batches.iter().map(|b| b.num_rows() as u64).sum();
+    metrics.inspected_spans += inspected;
+    metrics.inspected_bytes += read.bytes;
     if rows > MAX_RANGE_ROWS {
         return Err(DataFusionError::ResourcesExhausted(format!(
             "search read {rows} spans at once, more than {MAX_RANGE_ROWS}"
@@ -450,6 +461,18 @@ fn account(batches: &[RecordBatch], bytes: u64, count: bool, metrics: &mut Searc
         .into());
     }
     Ok(rows)
+}
+
+/// The distinct trace ids of `batches` (sorted).
+fn trace_ids(batches: &[RecordBatch]) -> Vec<String> {
+    let mut ids: Vec<String> = batches
+        .iter()
+        .filter_map(|b| b.column_by_name("trace_id").and_then(|c| c.as_string_opt::<i32>()))
+        .flat_map(|ids| ids.iter().flatten().map(str::to_string).collect::<Vec<_>>())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
 }
 
 /// A TraceQL search, as Tempo's `/api/search` takes it.

@@ -26,13 +26,16 @@ use datafusion::execution::session_state::SessionState;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, TableType, col, lit};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType, reset_plan_states};
+use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::memory::MemoryStream;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
 use datafusion::prelude::SessionContext;
 use tracehouse_traceql::PlanOptions;
 use tracehouse_traceql::ast::{AttrScope, FieldExpr, Query, Root, SpansetExpr};
 use tracehouse_traceql::{plan_query, plan_search};
+use tracehouse_warehouse::id_range::SpanCondition;
 use tracehouse_warehouse::schema::spans_schema;
 
 use super::candidates::necessary_filter;
@@ -69,6 +72,9 @@ pub struct Prepared {
 pub struct Step {
     plan: Arc<dyn ExecutionPlan>,
     pub columns: Vec<String>,
+    /// Of a candidate step, its condition as an expression over the `spans` columns: a trace
+    /// passes when one of its rows does, so reads can filter rows as they decode them.
+    pub condition: Option<SpanCondition>,
 }
 
 /// Prepared search plans by (tenant, query text, limit, spss). Plans do not depend on the
@@ -142,7 +148,8 @@ async fn prepare(ctx: &SessionContext, query: &Query, limit: usize, spss: usize)
                 .project(vec![col("trace_id")])?
                 .distinct()?
                 .build()?;
-            let candidates = step(&state, &plan, &["trace_id"]).await?;
+            let mut candidates = step(&state, &plan, &["trace_id"]).await?;
+            candidates.condition = scan_condition(&candidates.plan);
             // Reading the attribute maps costs about what reading the whole rows does.
             let maps = ["span_attributes", "resource_attributes"];
             (!candidates.columns.iter().any(|c| maps.contains(&c.as_str()))).then_some(candidates)
@@ -160,7 +167,34 @@ async fn step(state: &SessionState, plan: &LogicalPlan, always: &[&str]) -> Resu
     // In the order of the `spans` schema.
     let schema = spans_schema();
     columns.sort_by_key(|c| schema.index_of(c).unwrap_or(usize::MAX));
-    Ok(Step { plan, columns })
+    Ok(Step {
+        plan,
+        columns,
+        condition: None,
+    })
+}
+
+/// The condition a candidate step's plan filters its scans' rows with: the predicate of the
+/// filters right over its scans, when there are some and all have the same.
+fn scan_condition(plan: &Arc<dyn ExecutionPlan>) -> Option<SpanCondition> {
+    fn collect(plan: &Arc<dyn ExecutionPlan>, out: &mut Vec<SpanCondition>) {
+        if let Some(filter) = plan.downcast_ref::<FilterExec>() {
+            let mut input = filter.input();
+            while input.downcast_ref::<CooperativeExec>().is_some() {
+                input = input.children()[0];
+            }
+            if input.downcast_ref::<RangeScanExec>().is_some() {
+                out.push(filter.predicate().clone());
+            }
+        }
+        for child in plan.children() {
+            collect(child, out);
+        }
+    }
+    let mut found = Vec::new();
+    collect(plan, &mut found);
+    let first = found.first()?.clone();
+    found.iter().all(|p| p.as_ref() == first.as_ref()).then_some(first)
 }
 
 /// The output columns that carry returned attributes from their dedicated columns, and whether

@@ -16,14 +16,15 @@
 //! everything. A query that matches rarely would read most traces one by one: past a share of
 //! the traces the walk gives up and the search reads the snapshot range by range instead.
 
-use std::collections::HashSet;
-
 use arrow::array::RecordBatch;
+use datafusion::common::HashSet;
 use datafusion::error::DataFusionError;
+use tracehouse_warehouse::id_range::SpanCondition;
 use tracehouse_warehouse::trace_index::{parse_trace_id, trace_spans};
 
+use super::prepared::Step;
 use super::ranges::MAX_RANGE_SPANS;
-use super::{MAX_RANGE_ROWS, Progress, Search, SearchOutcome, TraceHit, account, sort_newest_first};
+use super::{MAX_RANGE_ROWS, Progress, Search, SearchOutcome, TraceHit, account, sort_newest_first, trace_ids};
 use crate::Result;
 
 /// Traces evaluated whole at most at once; the first chunk is `limit` traces (at most
@@ -38,7 +39,7 @@ const MIN_FILTER_TRACES: usize = 4_096;
 const MAX_FILTER_TRACES: usize = 16_384;
 
 /// The first batch of a first-found walk: traces per trace asked for, and at least.
-const FIRST_FOUND_FILTER_PER_LIMIT: usize = 16;
+const FIRST_FOUND_FILTER_PER_LIMIT: usize = 32;
 const MIN_FIRST_FOUND_FILTER: usize = 256;
 
 /// The walk gives up once it has taken this share of the traces (one in this many), and at
@@ -64,6 +65,9 @@ struct Walk {
     spans_per_trace: Option<usize>,
     /// A read held more than a search may hold at once: the walk gives up.
     overflow: bool,
+    /// Traces put through the candidate step, and those that passed.
+    tried: usize,
+    passed: usize,
 }
 
 /// Spans per trace assumed before the first read.
@@ -79,7 +83,20 @@ impl Walk {
             chunk,
             spans_per_trace: None,
             overflow: false,
+            tried: 0,
+            passed: 0,
         }
+    }
+
+    /// Sizes the next candidate batch to find the `needed` candidates still missing at the
+    /// rate seen so far (with a margin), growing at least twofold, at most to
+    /// [`MAX_FILTER_TRACES`].
+    fn grow_filter(&mut self, needed: usize) {
+        let at_rate = match self.passed {
+            0 => self.filter * 4,
+            passed => (needed.saturating_mul(self.tried) / passed).saturating_mul(5) / 4,
+        };
+        self.filter = at_rate.max(self.filter * 2).min(MAX_FILTER_TRACES);
     }
 
     /// `n` traces, or fewer when that many would read more than [`MAX_RANGE_SPANS`] spans.
@@ -142,10 +159,17 @@ impl Search<'_> {
         // them in that order, and in trace-id order within one.
         let mut key = 0i64;
         loop {
-            if found.hits.len() >= limit {
+            let needed = limit.saturating_sub(found.hits.len());
+            if needed == 0 {
                 break;
             }
-            if walk.ready.is_empty() {
+            // With a candidate step, candidates are gathered until they may fill the result:
+            // each read costs about the same for a few traces as for many.
+            let more = match self.prepared.candidates {
+                Some(_) => walk.ready.len() < needed,
+                None => walk.ready.is_empty(),
+            };
+            if more {
                 let wanted = match self.prepared.candidates {
                     Some(_) => walk.filter,
                     None => walk.chunk,
@@ -167,12 +191,13 @@ impl Search<'_> {
                     walk.left.extend(in_window.map(|(trace, _, _)| (key, trace)));
                     key -= 1;
                 }
-                if walk.left.is_empty() {
-                    break;
-                }
+            }
+            if more && !walk.left.is_empty() {
                 self.take_batch(&mut walk, found).await?;
-            } else {
+            } else if !walk.ready.is_empty() {
                 self.evaluate_chunk(&mut walk, found, &mut *progress).await?;
+            } else {
+                break;
             }
             if walk.overflow {
                 return Ok(None);
@@ -186,29 +211,32 @@ impl Search<'_> {
     /// those that pass it; without one, the next chunk.
     async fn take_batch(&self, walk: &mut Walk, found: &mut SearchOutcome) -> Result<()> {
         let step = self.prepared.candidates.as_ref();
-        let n = walk.cap(if step.is_some() { walk.filter } else { walk.chunk });
+        // A read with the candidate condition holds only the rows that pass it.
+        let n = match step {
+            Some(step) if step.condition.is_some() => walk.filter,
+            Some(_) => walk.cap(walk.filter),
+            None => walk.cap(walk.chunk),
+        };
         let batch: Vec<Entry> = take_newest(&mut walk.left, n)
             .into_iter()
             .filter(|e| walk.taken.insert(e.1))
             .collect();
         let passed: Vec<Entry> = match step {
             Some(step) => {
-                walk.filter = (walk.filter * 2).min(MAX_FILTER_TRACES);
                 let mut traces: Vec<u128> = batch.iter().map(|e| e.1).collect();
                 traces.sort_unstable();
-                let rows = self.read_traces(walk, &traces, &step.columns, true, found).await?;
-                let ids: HashSet<u128> = self
-                    .passing(step, rows)
-                    .await?
-                    .iter()
-                    .filter_map(|t| parse_trace_id(t))
-                    .collect();
+                let ids = self.candidates_of(walk, &traces, step, found).await?;
+                walk.tried += batch.len();
                 batch.into_iter().filter(|e| ids.contains(&e.1)).collect()
             }
             None => batch,
         };
+        walk.passed += passed.len();
         walk.ready.extend(passed);
         walk.ready.sort_unstable();
+        if step.is_some() {
+            walk.grow_filter(self.request.limit.saturating_sub(found.hits.len() + walk.ready.len()));
+        }
         Ok(())
     }
 
@@ -225,7 +253,7 @@ impl Search<'_> {
         // With a candidate step, its read counted the spans.
         let count = self.prepared.candidates.is_none();
         let whole = self
-            .read_traces(walk, &traces, &self.prepared.search.columns, count, found)
+            .read_traces(walk, &traces, &self.prepared.search.columns, None, count, found)
             .await?;
         let hits = self.evaluate(&whole, &mut found.metrics).await?;
         found.hits.extend(hits);
@@ -253,33 +281,67 @@ impl Search<'_> {
         Ok(Some(entries))
     }
 
-    /// The rows of `traces` (sorted), `columns` only; `count` adds them to the inspected spans.
-    /// Learns the spans per trace of `walk` from the read; none when it read more than one
-    /// read may hold (`walk.overflow`).
+    /// Those of `traces` (sorted) that pass the candidate `step`.
+    async fn candidates_of(
+        &self,
+        walk: &mut Walk,
+        traces: &[u128],
+        step: &Step,
+        found: &mut SearchOutcome,
+    ) -> Result<HashSet<u128>> {
+        let ids = match &step.condition {
+            Some(condition) => {
+                let ids = ["trace_id".to_string()];
+                trace_ids(
+                    &self
+                        .read_traces(walk, traces, &ids, Some(condition), true, found)
+                        .await?,
+                )
+            }
+            None => {
+                let rows = self.read_traces(walk, traces, &step.columns, None, true, found).await?;
+                self.passing(step, rows).await?
+            }
+        };
+        Ok(ids.iter().filter_map(|t| parse_trace_id(t)).collect())
+    }
+
+    /// The rows of `traces` (sorted) that pass `condition` when given, `columns` only;
+    /// `count` adds the spans read to the inspected spans. Learns the spans per trace of
+    /// `walk` from a read without a condition; none when it read more than one read may hold
+    /// (`walk.overflow`).
     async fn read_traces(
         &self,
         walk: &mut Walk,
         traces: &[u128],
         columns: &[String],
+        condition: Option<&SpanCondition>,
         count: bool,
         found: &mut SearchOutcome,
     ) -> Result<Vec<RecordBatch>> {
         let read = self
             .warehouse
-            .read_traces_of(self.tenant, &self.snapshot, traces, columns)
+            .read_traces_of(self.tenant, &self.snapshot, traces, columns, condition)
             .await?;
-        let Some((rows, bytes)) = read else {
+        let Some(read) = read else {
             return Err(DataFusionError::Internal("the trace-id index no longer covers the search".into()).into());
         };
-        let spans: usize = rows.iter().map(RecordBatch::num_rows).sum();
-        let seen = spans.div_ceil(traces.len().max(1));
-        walk.spans_per_trace = Some(walk.spans_per_trace.map_or(seen, |s| s.max(seen)));
+        let spans: usize = read.batches.iter().map(RecordBatch::num_rows).sum();
+        if condition.is_none() {
+            let seen = spans.div_ceil(traces.len().max(1));
+            walk.spans_per_trace = Some(walk.spans_per_trace.map_or(seen, |s| s.max(seen)));
+        }
         if spans as u64 > MAX_RANGE_ROWS {
             walk.overflow = true;
             return Ok(Vec::new());
         }
-        account(&rows, bytes, count, &mut found.metrics)?;
-        Ok(rows)
+        let inspected = match (count, condition) {
+            (false, _) => 0,
+            (true, Some(_)) => read.scanned,
+            (true, None) => spans as u64,
+        };
+        account(&read, inspected, &mut found.metrics)?;
+        Ok(read.batches)
     }
 }
 
@@ -337,6 +399,19 @@ mod tests {
         assert_eq!(walk.cap(4_096), 4_096);
         walk.spans_per_trace = Some(1_000_000);
         assert_eq!(walk.cap(4_096), 1, "one trace at least");
+    }
+
+    #[test]
+    fn candidate_batches_grow_to_the_rate_seen() {
+        let mut walk = Walk::new(Vec::new(), 320, 20);
+        (walk.tried, walk.passed) = (320, 2);
+        walk.grow_filter(18);
+        assert_eq!(walk.filter, 3_600, "18 more at 1 in 160, and a quarter");
+        walk.grow_filter(0);
+        assert_eq!(walk.filter, 7_200, "twofold at least");
+        walk.passed = 0;
+        walk.grow_filter(18);
+        assert_eq!(walk.filter, MAX_FILTER_TRACES);
     }
 
     #[test]
