@@ -3,8 +3,10 @@
 //! The index knows, for every data file, its traces and when their rows there start and end;
 //! the live spans are at hand. Reading a few traces costs a page of each column per trace and
 //! file, so a walk takes them in two steps: with a candidate step, large batches are read with
-//! its (cheap) columns only; the traces that pass are then read whole (only the pages of the
-//! files that hold them) and evaluated in small chunks that grow.
+//! its condition as the reader's row filter (its cheap columns decoded for every row, the trace
+//! id for the rows that pass); the traces that pass are then read whole (only the pages of the
+//! files that hold them) and evaluated in small chunks that grow. A first-found walk gathers
+//! candidates until they may fill the result, each batch sized by the pass rate seen.
 //!
 //! First found ([`Search::first_found`]): the live traces, then each file's, newest file
 //! first, in trace-id order, so a chunk's traces share a few pages of one file; the walk stops
