@@ -29,7 +29,7 @@ use parquet::file::statistics::Statistics;
 use parquet::schema::types::SchemaDescriptor;
 
 use crate::schema::{PARTITION_COLUMN, spans_schema};
-use crate::trace_index::{DataFile, StoreReader, TableFiles};
+use crate::trace_index::{DataFile, TableFiles};
 use crate::{Error, Result};
 
 /// Trace ids `[low, high)` in stored spelling (32 lowercase hex digits); `None` is unbounded.
@@ -326,11 +326,6 @@ fn id_pages_of(metadata: &ParquetMetaData, rg: usize, leaf: usize) -> Vec<(u64, 
 }
 
 impl TableFiles {
-    /// A reader of `file` over its cached footer (with page indexes).
-    async fn builder(&self, file: &DataFile) -> Result<ParquetRecordBatchStreamBuilder<StoreReader>> {
-        Ok(ParquetRecordBatchStreamBuilder::new_with_options(self.reader(file), reader_options()).await?)
-    }
-
     /// The pages of `file`'s trace ids: each page's smallest and largest id and its rows.
     pub async fn id_pages(&self, file: &DataFile) -> Result<Vec<IdPage>> {
         let builder = self.builder(file).await?;

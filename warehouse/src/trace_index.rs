@@ -23,9 +23,12 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStore;
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
-use parquet::arrow::arrow_reader::{ArrowPredicateFn, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowFilter};
+use parquet::arrow::arrow_reader::{
+    ArrowPredicateFn, ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowFilter,
+};
 use parquet::arrow::async_reader::AsyncFileReader;
 use parquet::arrow::{ArrowWriter, ParquetRecordBatchStreamBuilder, ProjectionMask};
+use parquet::bloom_filter::Sbbf;
 use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
 use parquet::file::statistics::Statistics;
 
@@ -304,6 +307,24 @@ impl TableFiles {
         path
     }
 
+    /// A reader of `file` over its cached footer (with page indexes) and Arrow schema.
+    pub(crate) async fn builder(&self, file: &DataFile) -> Result<ParquetRecordBatchStreamBuilder<StoreReader>> {
+        let path = self.child(&file.path);
+        let metadata = match self.footers.arrow(&path) {
+            Some(m) => m,
+            None => {
+                let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
+                let m = ArrowReaderMetadata::load_async(&mut self.reader(file), options).await?;
+                self.footers.put_arrow(path, m.clone());
+                m
+            }
+        };
+        Ok(ParquetRecordBatchStreamBuilder::new_with_metadata(
+            self.reader(file),
+            metadata,
+        ))
+    }
+
     pub(crate) fn reader(&self, file: &DataFile) -> StoreReader {
         StoreReader {
             store: self.store.clone(),
@@ -418,8 +439,7 @@ impl TableFiles {
 
     /// Reads a data file's trace ids and times to index it.
     pub async fn index_file(&self, file: &DataFile) -> Result<Vec<TraceSpan>> {
-        let reader = self.reader(file);
-        let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
+        let builder = self.builder(file).await?;
         let mask = ProjectionMask::columns(
             builder.parquet_schema(),
             ["trace_id", "start_time_unix_nano", "end_time_unix_nano"],
@@ -432,7 +452,7 @@ impl TableFiles {
     /// `span_attributes.key_value.value.str`): `false` only when every row group has a bloom
     /// filter on each of them and none may hold it.
     pub async fn may_contain(&self, file: &DataFile, leaves: &[&str], value: &str) -> Result<bool> {
-        let mut builder = ParquetRecordBatchStreamBuilder::new(self.reader(file)).await?;
+        let mut builder = self.builder(file).await?;
         let schema = builder.parquet_schema();
         let columns: Vec<usize> = (0..schema.num_columns())
             .filter(|&i| leaves.contains(&schema.column(i).path().string().as_str()))
@@ -442,7 +462,17 @@ impl TableFiles {
         }
         for row_group in 0..builder.metadata().num_row_groups() {
             for &column in &columns {
-                match builder.get_row_group_column_bloom_filter(row_group, column).await? {
+                let key = (self.child(&file.path), row_group, column);
+                let filter = match self.footers.bloom(&key) {
+                    Some(filter) => filter,
+                    None => {
+                        let filter = builder.get_row_group_column_bloom_filter(row_group, column).await?;
+                        let filter = filter.map(Arc::new);
+                        self.footers.put_bloom(key, filter.clone());
+                        filter
+                    }
+                };
+                match filter {
                     Some(filter) if !filter.check(value) => {}
                     _ => return Ok(true),
                 }
@@ -466,8 +496,7 @@ impl TableFiles {
     }
 
     async fn read_trace_file(&self, file: &DataFile, ids: &[String]) -> Result<Vec<RecordBatch>> {
-        let reader = self.reader(file);
-        let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
+        let builder = self.builder(file).await?;
         let schema = builder.parquet_schema();
         let leaf = (0..schema.num_columns())
             .find(|&i| schema.column(i).path().string() == "trace_id")
@@ -509,18 +538,62 @@ fn in_set(ids: &StringArray, wanted: &HashSet<String>) -> BooleanArray {
         .collect()
 }
 
-/// Parquet footers of data files with their page indexes, kept because files never change once
-/// written. Bounded: when full it starts over.
+/// Parquet footers of data files with their page indexes, and the bloom filters read, kept
+/// because files never change once written. Bounded: each map starts over when full.
 #[derive(Debug, Default)]
 pub struct FooterCache {
     entries: std::sync::Mutex<(HashMap<Path, Arc<ParquetMetaData>>, usize)>,
+    /// By (file, row group, column); `None` for a column chunk without one.
+    blooms: std::sync::Mutex<(Blooms, usize)>,
+    /// The footers as Arrow readers see them (their Arrow schema): converting the schema is
+    /// most of opening a file. At most [`FOOTER_CACHE_ENTRIES`].
+    arrow: std::sync::Mutex<HashMap<Path, ArrowReaderMetadata>>,
 }
+
+/// A column chunk: (file, row group, leaf column).
+type BloomKey = (Path, usize, usize);
+
+type Blooms = HashMap<BloomKey, Option<Arc<Sbbf>>>;
 
 /// Footers a [`FooterCache`] holds at most, and their bytes in memory at most.
 pub const FOOTER_CACHE_ENTRIES: usize = 4096;
 pub const FOOTER_CACHE_BYTES: usize = 256 << 20;
 
+/// Bloom filters a [`FooterCache`] holds at most, and their bytes at most.
+pub const BLOOM_CACHE_ENTRIES: usize = 65_536;
+pub const BLOOM_CACHE_BYTES: usize = 64 << 20;
+
 impl FooterCache {
+    fn arrow(&self, path: &Path) -> Option<ArrowReaderMetadata> {
+        self.arrow.lock().expect("footer cache lock").get(path).cloned()
+    }
+
+    fn put_arrow(&self, path: Path, metadata: ArrowReaderMetadata) {
+        let mut entries = self.arrow.lock().expect("footer cache lock");
+        if entries.len() >= FOOTER_CACHE_ENTRIES {
+            entries.clear();
+        }
+        entries.insert(path, metadata);
+    }
+
+    fn bloom(&self, key: &BloomKey) -> Option<Option<Arc<Sbbf>>> {
+        self.blooms.lock().expect("bloom cache lock").0.get(key).cloned()
+    }
+
+    fn put_bloom(&self, key: BloomKey, filter: Option<Arc<Sbbf>>) {
+        // A block is 32 bytes.
+        let size = filter.as_ref().map_or(0, |f| f.num_blocks() * 32) + 64;
+        let mut guard = self.blooms.lock().expect("bloom cache lock");
+        let (entries, bytes) = &mut *guard;
+        if entries.len() >= BLOOM_CACHE_ENTRIES || *bytes + size > BLOOM_CACHE_BYTES {
+            entries.clear();
+            *bytes = 0;
+        }
+        if entries.insert(key, filter).is_none() {
+            *bytes += size;
+        }
+    }
+
     fn get(&self, path: &Path) -> Option<Arc<ParquetMetaData>> {
         self.entries.lock().expect("footer cache lock").0.get(path).cloned()
     }
@@ -617,6 +690,17 @@ pub fn filter_traces(batch: &RecordBatch, wanted: &HashSet<String>) -> Result<Op
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bloom_cache_is_bounded() {
+        let cache = FooterCache::default();
+        let key = |i: usize| (Path::from(format!("f{i}")), 0, 0);
+        for i in 0..=BLOOM_CACHE_ENTRIES {
+            cache.put_bloom(key(i), None);
+        }
+        assert!(cache.bloom(&key(0)).is_none(), "started over when full");
+        assert!(cache.bloom(&key(BLOOM_CACHE_ENTRIES)).is_some_and(|f| f.is_none()));
+    }
 
     #[test]
     fn trace_ids_parse_as_tempo_accepts_them() {
