@@ -5,7 +5,7 @@
 //! [`MAX_INDEXED_TRACES`] ids) reads those traces through the trace-id index instead: only the
 //! files that hold them, whatever else the query says, so SQL by trace id needs no time range.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
@@ -158,6 +158,8 @@ pub struct SnapshotSpans {
     live: Vec<RecordBatch>,
     /// The data files read (paths as in the Delta log); `None` reads all.
     files: Option<Vec<String>>,
+    /// The table's data files, listed from the Delta log once for the snapshot and its copies.
+    listed: Arc<OnceLock<Vec<DataFile>>>,
 }
 
 impl SnapshotSpans {
@@ -167,6 +169,7 @@ impl SnapshotSpans {
             table: table.filter(|t| is_created(t)),
             live,
             files: None,
+            listed: Arc::default(),
         }
     }
 
@@ -181,9 +184,14 @@ impl SnapshotSpans {
     /// Every committed data file of the snapshot (paths as in the Delta log), with its size
     /// and partition value.
     pub fn all_files(&self) -> crate::Result<Vec<DataFile>> {
-        self.table
+        if let Some(files) = self.listed.get() {
+            return Ok(files.clone());
+        }
+        let files = self
+            .table
             .as_deref()
-            .map_or(Ok(Vec::new()), crate::warehouse::data_files)
+            .map_or(Ok(Vec::new()), crate::warehouse::data_files)?;
+        Ok(self.listed.get_or_init(|| files).clone())
     }
 
     /// The committed data files read: all of them, or those [`Self::with_files`] chose.
