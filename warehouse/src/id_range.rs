@@ -20,16 +20,16 @@ use datafusion::physical_expr::utils::{collect_columns, reassign_expr_columns};
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 use futures::TryStreamExt;
 use parquet::arrow::arrow_reader::{
-    ArrowPredicate, ArrowPredicateFn, ArrowReaderMetadata, ArrowReaderOptions, RowFilter, RowSelection, RowSelector,
+    ArrowPredicate, ArrowPredicateFn, ArrowReaderMetadata, RowFilter, RowSelection, RowSelector,
 };
 use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
-use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData};
+use parquet::file::metadata::ParquetMetaData;
 use parquet::file::page_index::column_index::ColumnIndexMetaData;
 use parquet::file::statistics::Statistics;
 use parquet::schema::types::SchemaDescriptor;
 
 use crate::schema::{PARTITION_COLUMN, spans_schema};
-use crate::trace_index::{DataFile, TableFiles};
+use crate::trace_index::{DataFile, TableFiles, reader_options};
 use crate::{Error, Result};
 
 /// Trace ids `[low, high)` in stored spelling (32 lowercase hex digits); `None` is unbounded.
@@ -401,10 +401,6 @@ impl TableFiles {
             scanned: pages.rows,
         })
     }
-}
-
-fn reader_options() -> ArrowReaderOptions {
-    ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional)
 }
 
 /// The pages of a file a read selects by their trace-id statistics.

@@ -313,8 +313,7 @@ impl TableFiles {
         let metadata = match self.footers.arrow(&path) {
             Some(m) => m,
             None => {
-                let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
-                let m = ArrowReaderMetadata::load_async(&mut self.reader(file), options).await?;
+                let m = ArrowReaderMetadata::load_async(&mut self.reader(file), reader_options()).await?;
                 self.footers.put_arrow(path, m.clone());
                 m
             }
@@ -536,6 +535,11 @@ fn in_set(ids: &StringArray, wanted: &HashSet<String>) -> BooleanArray {
     ids.iter()
         .map(|id| Some(id.is_some_and(|id| wanted.contains(id))))
         .collect()
+}
+
+/// How data files are opened: with their page indexes, when they have them.
+pub(crate) fn reader_options() -> ArrowReaderOptions {
+    ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional)
 }
 
 /// Parquet footers of data files with their page indexes, and the bloom filters read, kept

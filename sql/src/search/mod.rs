@@ -372,27 +372,24 @@ impl Search<'_> {
             traces: None,
             condition: step.condition.as_ref(),
         };
-        let (ids, read) = match step.condition {
-            Some(_) => {
-                let read = self.read(wanted, &["trace_id".to_string()], true, metrics).await?;
-                (trace_ids(&read.batches), read.scanned)
-            }
-            None => {
-                let read = self.read(wanted, &step.columns, true, metrics).await?;
-                (self.passing(step, read.batches).await?, read.scanned)
-            }
-        };
-        if ids.len() as u64 > read.div_ceil(DENSE_CANDIDATE_SPANS as u64) {
+        let read = self.read(wanted, &step.read_columns(), true, metrics).await?;
+        let scanned = read.scanned;
+        let ids = self.passing(step, read.batches).await?;
+        if ids.len() as u64 > scanned.div_ceil(DENSE_CANDIDATE_SPANS as u64) {
             // Candidates are common: reading the ranges left whole at once is cheaper.
             self.candidates.store(false, Relaxed);
         }
         Ok(ids)
     }
 
-    /// The trace ids (sorted) of `rows` (read with the columns of the candidate `step`) that
-    /// pass it.
+    /// The trace ids (sorted) of `rows` (read with [`prepared::Step::read_columns`] of the
+    /// candidate `step`, and its condition) that pass it.
     async fn passing(&self, step: &prepared::Step, rows: Vec<RecordBatch>) -> Result<Vec<String>> {
-        Ok(trace_ids(&step.run(self.ctx, rows).await?))
+        match step.condition {
+            // The reader kept only the rows that pass.
+            Some(_) => Ok(trace_ids(&rows)),
+            None => Ok(trace_ids(&step.run(self.ctx, rows).await?)),
+        }
     }
 
     /// The `wanted` rows, `columns` only (with a condition, only its columns are read for the
@@ -409,13 +406,7 @@ impl Search<'_> {
             .warehouse
             .read_id_range(self.tenant, &self.snapshot, wanted, columns)
             .await?;
-        let rows: u64 = read.batches.iter().map(|b| b.num_rows() as u64).sum();
-        let inspected = match (count, wanted.condition) {
-            (false, _) => 0,
-            (true, Some(_)) => read.scanned,
-            (true, None) => rows,
-        };
-        account(&read, inspected, metrics)?;
+        account(&read, count, wanted.condition.is_some(), metrics)?;
         Ok(read)
     }
 
@@ -448,11 +439,16 @@ impl Search<'_> {
     }
 }
 
-/// Adds `inspected` spans and the bytes of `read` to `metrics`; refuses more rows than one read
-/// may hold. Returns the rows read.
-fn account(read: &Read, inspected: u64, metrics: &mut SearchMetrics) -> Result<u64> {
+/// Adds the bytes of `read` to `metrics` and, when `count`, its spans: the rows kept, or with
+/// a condition (`conditioned`) every row of the pages it was decided on. Refuses more rows than
+/// one read may hold. Returns the rows kept.
+fn account(read: &Read, count: bool, conditioned: bool, metrics: &mut SearchMetrics) -> Result<u64> {
     let rows: u64 = read.batches.iter().map(|b| b.num_rows() as u64).sum();
-    metrics.inspected_spans += inspected;
+    metrics.inspected_spans += match (count, conditioned) {
+        (false, _) => 0,
+        (true, true) => read.scanned,
+        (true, false) => rows,
+    };
     metrics.inspected_bytes += read.bytes;
     if rows > MAX_RANGE_ROWS {
         return Err(DataFusionError::ResourcesExhausted(format!(

@@ -174,6 +174,17 @@ async fn step(state: &SessionState, plan: &LogicalPlan, always: &[&str]) -> Resu
     })
 }
 
+impl Step {
+    /// The columns to read rows for this step with: of a step with a condition, which reads
+    /// keep only the rows that pass, just the trace ids.
+    pub fn read_columns(&self) -> Vec<String> {
+        match self.condition {
+            Some(_) => vec!["trace_id".to_string()],
+            None => self.columns.clone(),
+        }
+    }
+}
+
 /// The condition a candidate step's plan filters its scans' rows with: the predicate of the
 /// filters right over its scans, when there are some and all have the same.
 fn scan_condition(plan: &Arc<dyn ExecutionPlan>) -> Option<SpanCondition> {

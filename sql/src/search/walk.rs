@@ -26,7 +26,7 @@ use tracehouse_warehouse::trace_index::{parse_trace_id, trace_spans};
 
 use super::prepared::Step;
 use super::ranges::MAX_RANGE_SPANS;
-use super::{MAX_RANGE_ROWS, Progress, Search, SearchOutcome, TraceHit, account, sort_newest_first, trace_ids};
+use super::{MAX_RANGE_ROWS, Progress, Search, SearchOutcome, TraceHit, account, sort_newest_first};
 use crate::Result;
 
 /// Traces evaluated whole at most at once; the first chunk is `limit` traces (at most
@@ -291,20 +291,11 @@ impl Search<'_> {
         step: &Step,
         found: &mut SearchOutcome,
     ) -> Result<HashSet<u128>> {
-        let ids = match &step.condition {
-            Some(condition) => {
-                let ids = ["trace_id".to_string()];
-                trace_ids(
-                    &self
-                        .read_traces(walk, traces, &ids, Some(condition), true, found)
-                        .await?,
-                )
-            }
-            None => {
-                let rows = self.read_traces(walk, traces, &step.columns, None, true, found).await?;
-                self.passing(step, rows).await?
-            }
-        };
+        let condition = step.condition.as_ref();
+        let rows = self
+            .read_traces(walk, traces, &step.read_columns(), condition, true, found)
+            .await?;
+        let ids = self.passing(step, rows).await?;
         Ok(ids.iter().filter_map(|t| parse_trace_id(t)).collect())
     }
 
@@ -337,12 +328,7 @@ impl Search<'_> {
             walk.overflow = true;
             return Ok(Vec::new());
         }
-        let inspected = match (count, condition) {
-            (false, _) => 0,
-            (true, Some(_)) => read.scanned,
-            (true, None) => spans as u64,
-        };
-        account(&read, inspected, &mut found.metrics)?;
+        account(&read, count, condition.is_some(), &mut found.metrics)?;
         Ok(read.batches)
     }
 }
