@@ -314,7 +314,7 @@ impl TableFiles {
             Some(m) => m,
             None => {
                 let m = ArrowReaderMetadata::load_async(&mut self.reader(file), reader_options()).await?;
-                self.footers.put_arrow(path, m.clone());
+                self.footers.put_arrow(&path, m.clone());
                 m
             }
         };
@@ -546,12 +546,19 @@ pub(crate) fn reader_options() -> ArrowReaderOptions {
 /// because files never change once written. Bounded: each map starts over when full.
 #[derive(Debug, Default)]
 pub struct FooterCache {
-    entries: std::sync::Mutex<(HashMap<Path, Arc<ParquetMetaData>>, usize)>,
+    /// Footers by file, and their bytes in memory.
+    entries: std::sync::Mutex<(HashMap<Path, Footer>, usize)>,
     /// By (file, row group, column); `None` for a column chunk without one.
     blooms: std::sync::Mutex<(Blooms, usize)>,
-    /// The footers as Arrow readers see them (their Arrow schema): converting the schema is
-    /// most of opening a file. At most [`FOOTER_CACHE_ENTRIES`].
-    arrow: std::sync::Mutex<HashMap<Path, ArrowReaderMetadata>>,
+}
+
+/// One file's footer, and the same footer as Arrow readers see it (with its Arrow schema:
+/// converting the schema is most of opening a file) once a reader asked for it. Both share the
+/// footer, so the cache's byte bound covers them.
+#[derive(Debug, Clone)]
+struct Footer {
+    parquet: Arc<ParquetMetaData>,
+    arrow: Option<ArrowReaderMetadata>,
 }
 
 /// A column chunk: (file, row group, leaf column).
@@ -569,15 +576,16 @@ pub const BLOOM_CACHE_BYTES: usize = 64 << 20;
 
 impl FooterCache {
     fn arrow(&self, path: &Path) -> Option<ArrowReaderMetadata> {
-        self.arrow.lock().expect("footer cache lock").get(path).cloned()
+        let guard = self.entries.lock().expect("footer cache lock");
+        guard.0.get(path).and_then(|f| f.arrow.clone())
     }
 
-    fn put_arrow(&self, path: Path, metadata: ArrowReaderMetadata) {
-        let mut entries = self.arrow.lock().expect("footer cache lock");
-        if entries.len() >= FOOTER_CACHE_ENTRIES {
-            entries.clear();
-        }
-        entries.insert(path, metadata);
+    fn put_arrow(&self, path: &Path, metadata: ArrowReaderMetadata) {
+        let footer = Footer {
+            parquet: metadata.metadata().clone(),
+            arrow: Some(metadata),
+        };
+        self.insert(path, footer);
     }
 
     fn bloom(&self, key: &BloomKey) -> Option<Option<Arc<Sbbf>>> {
@@ -599,19 +607,29 @@ impl FooterCache {
     }
 
     fn get(&self, path: &Path) -> Option<Arc<ParquetMetaData>> {
-        self.entries.lock().expect("footer cache lock").0.get(path).cloned()
+        let guard = self.entries.lock().expect("footer cache lock");
+        guard.0.get(path).map(|f| f.parquet.clone())
     }
 
     fn put(&self, path: &Path, metadata: Arc<ParquetMetaData>) {
-        let size = metadata.memory_size();
+        let footer = Footer {
+            parquet: metadata,
+            arrow: None,
+        };
+        self.insert(path, footer);
+    }
+
+    /// Keeps `footer` for `path`, starting over when full.
+    fn insert(&self, path: &Path, footer: Footer) {
+        let size = footer.parquet.memory_size();
         let mut guard = self.entries.lock().expect("footer cache lock");
         let (entries, bytes) = &mut *guard;
         if entries.len() >= FOOTER_CACHE_ENTRIES || *bytes + size > FOOTER_CACHE_BYTES {
             entries.clear();
             *bytes = 0;
         }
-        if let Some(old) = entries.insert(path.clone(), metadata) {
-            *bytes -= old.memory_size();
+        if let Some(old) = entries.insert(path.clone(), footer) {
+            *bytes -= old.parquet.memory_size();
         }
         *bytes += size;
     }
@@ -694,6 +712,31 @@ pub fn filter_traces(batch: &RecordBatch, wanted: &HashSet<String>) -> Result<Op
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn arrow_footers_count_against_the_footer_bound() {
+        use arrow::array::Int64Array;
+        let batch = RecordBatch::try_from_iter([("x", Arc::new(Int64Array::from(vec![1])) as _)]).expect("batch");
+        let mut file = Vec::new();
+        let mut writer = ArrowWriter::try_new(&mut file, batch.schema(), None).expect("writer");
+        writer.write(&batch).expect("write");
+        writer.close().expect("close");
+        let metadata = ArrowReaderMetadata::load(&bytes::Bytes::from(file), reader_options()).expect("footer");
+        let cache = FooterCache::default();
+        let path = |i: usize| Path::from(format!("f{i}"));
+        for i in 0..=FOOTER_CACHE_ENTRIES {
+            cache.put_arrow(&path(i), metadata.clone());
+        }
+        assert!(
+            cache.arrow(&path(0)).is_none() && cache.get(&path(0)).is_none(),
+            "started over when full"
+        );
+        assert!(cache.arrow(&path(FOOTER_CACHE_ENTRIES)).is_some());
+        assert!(
+            cache.get(&path(FOOTER_CACHE_ENTRIES)).is_some(),
+            "one footer serves both readers"
+        );
+    }
 
     #[test]
     fn bloom_cache_is_bounded() {
