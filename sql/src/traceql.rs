@@ -25,7 +25,10 @@ pub fn plan_options() -> PlanOptions {
             dedicated.push((scope, c.keys[0].to_string(), c.column.to_string()));
         }
     }
-    PlanOptions { dedicated }
+    PlanOptions {
+        dedicated,
+        whole_traces: false,
+    }
 }
 
 pub(crate) fn to_df(e: tracehouse_traceql::Error) -> DataFusionError {

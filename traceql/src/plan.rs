@@ -49,6 +49,10 @@ pub struct PlanOptions {
     /// Text columns that hold one attribute exactly: `(scope, key, column)`, used for string
     /// comparisons so they push down into the Parquet scan.
     pub dedicated: Vec<(AttrScope, String, String)>,
+    /// The spans are a few whole traces (a search's chunk): trace facts and nested-set
+    /// numbers are computed over all of them, instead of only over the traces that can match
+    /// (which evaluates the match a second time: plans do not share subplans).
+    pub whole_traces: bool,
 }
 
 /// Column names of the plan's output beyond the spans table's own columns.
@@ -172,29 +176,14 @@ pub fn checked_size(plan: LogicalPlan) -> Result<LogicalPlan> {
     Ok(plan)
 }
 
-/// Plans a search as Tempo runs it: matching traces, most recent first, at most `limit`
-/// traces and `spss` spans per spanset (the earliest), each row carrying how many spans its
-/// spanset matched in [`out::MATCHED`].
-pub fn plan_search(
-    query: &Query,
-    spans: LogicalPlan,
-    options: &PlanOptions,
-    limit: usize,
-    spss: usize,
-) -> Result<LogicalPlan> {
+/// Plans a search as Tempo runs it: matching traces, most recent first, with `spss` spans per
+/// spanset (the earliest), each row carrying how many spans its spanset matched in
+/// [`out::MATCHED`]. The caller keeps the traces it wants (a search evaluates small inputs and
+/// merges their hits: a top-K here would evaluate the match a second time).
+pub fn plan_search(query: &Query, spans: LogicalPlan, options: &PlanOptions, spss: usize) -> Result<LogicalPlan> {
     check_cost(&query.root)?;
     let mut p = Planner::new(spans, options);
     let keys = p.root(&query.root)?;
-    // The `limit` most recent matching traces, chosen from the keys before any span row is read.
-    let recent = p
-        .trace_info(Some(keys.clone()))?
-        .sort(vec![
-            col(out::TRACE_START).sort(false, true),
-            col(TRACE_ID).sort(true, true),
-        ])?
-        .limit(0, Some(limit))?
-        .build()?;
-    let keys = p.semi_on_trace(keys, recent, JoinType::LeftSemi)?;
     let rows = LogicalPlanBuilder::from(p.output(keys)?);
     let partition = vec![col(TRACE_ID), col(GRP)];
     let rank = row_number()
@@ -410,7 +399,9 @@ impl<'a> Planner<'a> {
 
     /// The span rows of the traces in `only` (keys), or every span row.
     fn spans_of(&mut self, only: Option<LogicalPlan>) -> Result<LogicalPlanBuilder> {
-        let Some(keys) = only else { return Ok(self.scan()) };
+        let Some(keys) = only.filter(|_| !self.options.whole_traces) else {
+            return Ok(self.scan());
+        };
         let (a, sp) = (self.alias("k"), self.alias("s"));
         let ids = LogicalPlanBuilder::from(keys)
             .project(vec![col(TRACE_ID)])?

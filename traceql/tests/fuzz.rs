@@ -73,7 +73,7 @@ fn check(query: &str) {
     };
     for planned in [
         plan_query(&parsed, spans(), &PlanOptions::default()),
-        plan_search(&parsed, spans(), &PlanOptions::default(), 20, 3),
+        plan_search(&parsed, spans(), &PlanOptions::default(), 3),
     ] {
         match planned {
             Ok(plan) => {

@@ -13,6 +13,7 @@ fn options() -> PlanOptions {
             (AttrScope::Resource, "service.name".into(), "service_name".into()),
             (AttrScope::Span, "http.route".into(), "http_route".into()),
         ],
+        whole_traces: false,
     }
 }
 
@@ -71,8 +72,19 @@ fn wrapped_scalar_pipelines() {
 }
 
 #[test]
-fn search_plan_limits_traces_and_spans_per_spanset() {
+fn search_plan_keeps_spss_spans_per_spanset() {
     let query = compile("{ status = error }").unwrap();
-    let plan = plan_search(&query, spans(), &options(), 20, 3).unwrap();
+    let plan = plan_search(&query, spans(), &options(), 3).unwrap();
+    insta::assert_snapshot!(plan.display_indent().to_string());
+}
+
+#[test]
+fn search_plan_over_whole_traces_evaluates_the_match_once() {
+    let query = compile("{ kind = server } > { status = error }").unwrap();
+    let options = PlanOptions {
+        whole_traces: true,
+        ..options()
+    };
+    let plan = plan_search(&query, spans(), &options, 3).unwrap();
     insta::assert_snapshot!(plan.display_indent().to_string());
 }

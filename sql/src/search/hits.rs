@@ -36,33 +36,39 @@ pub(crate) const HIT_COLUMNS: [&str; 17] = [
 /// whole): spans and error spans per service, by service name.
 pub(crate) fn add_service_stats(hits: &mut [TraceHit], spans: &[RecordBatch]) {
     let position: HashMap<&str, usize> = hits.iter().enumerate().map(|(i, h)| (h.trace_id.as_str(), i)).collect();
-    let mut stats: Vec<BTreeMap<Option<String>, (u64, u64)>> = vec![BTreeMap::new(); hits.len()];
+    let mut stats: Vec<BTreeMap<Option<&str>, (u64, u64)>> = vec![BTreeMap::new(); hits.len()];
     for b in spans {
-        let (Some(ids), Some(services), Some(status)) = (
-            b.column_by_name("trace_id"),
-            b.column_by_name("service_name"),
-            b.column_by_name("status_code"),
-        ) else {
+        let text = |name: &str| b.column_by_name(name).and_then(|c| c.as_string_opt::<i32>());
+        let (Some(ids), Some(services), Some(status)) = (text("trace_id"), text("service_name"), text("status_code"))
+        else {
             continue;
         };
         for row in 0..b.num_rows() {
-            let Some(&i) = opt_str(ids.as_ref(), row).and_then(|t| position.get(t.as_str())) else {
+            let id = ids.is_valid(row).then(|| ids.value(row));
+            let Some(&i) = id.and_then(|t| position.get(t)) else {
                 continue;
             };
-            let entry = stats[i].entry(opt_str(services.as_ref(), row)).or_default();
+            let service = services.is_valid(row).then(|| services.value(row));
+            let entry = stats[i].entry(service).or_default();
             entry.0 += 1;
-            entry.1 += u64::from(opt_str(status.as_ref(), row).as_deref() == Some("error"));
+            entry.1 += u64::from(status.is_valid(row) && status.value(row) == "error");
         }
     }
+    let stats: Vec<Vec<ServiceStat>> = stats
+        .into_iter()
+        .map(|stats| {
+            stats
+                .into_iter()
+                .map(|(name, (spans, errors))| ServiceStat {
+                    service_name: name.unwrap_or_default().to_string(),
+                    span_count: spans,
+                    error_count: errors,
+                })
+                .collect()
+        })
+        .collect();
     for (hit, stats) in hits.iter_mut().zip(stats) {
-        hit.service_stats = stats
-            .into_iter()
-            .map(|(name, (spans, errors))| ServiceStat {
-                service_name: name.unwrap_or_default(),
-                span_count: spans,
-                error_count: errors,
-            })
-            .collect();
+        hit.service_stats = stats;
     }
 }
 
@@ -153,13 +159,17 @@ fn returned_values(b: &RecordBatch, row: usize, fields: &[FieldExpr]) -> Vec<(St
     out
 }
 
-/// Rows (sorted by trace, spanset, start) into traces.
-pub(crate) fn hits_from(batches: &[RecordBatch], fields: &[FieldExpr]) -> Vec<TraceHit> {
+/// Rows (sorted by trace, spanset, start) into traces: the first `limit`.
+pub(crate) fn hits_from(batches: &[RecordBatch], fields: &[FieldExpr], limit: usize) -> Vec<TraceHit> {
     let mut traces: Vec<TraceHit> = Vec::new();
     for b in batches {
         let c = |i: usize| b.column(i).as_ref();
         for row in 0..b.num_rows() {
             let trace_id = opt_str(c(0), row).unwrap_or_default();
+            let new_trace = traces.last().is_none_or(|t| t.trace_id != trace_id);
+            if new_trace && traces.len() == limit {
+                return traces;
+            }
             let label = opt_str(c(10), row).unwrap_or_default();
             let span = SpanHit {
                 span_id: opt_str(c(1), row).unwrap_or_default(),
@@ -170,7 +180,7 @@ pub(crate) fn hits_from(batches: &[RecordBatch], fields: &[FieldExpr]) -> Vec<Tr
                 attributes: returned_values(b, row, fields),
             };
             let matched = c(11).as_primitive::<Int64Type>().value(row).max(0) as u64;
-            if traces.last().is_none_or(|t| t.trace_id != trace_id) {
+            if new_trace {
                 traces.push(TraceHit {
                     trace_id: trace_id.clone(),
                     root_service_name: opt_str(c(6), row),

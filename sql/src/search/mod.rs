@@ -108,9 +108,7 @@ pub async fn search(
     found.metrics.total_blocks = files.len() as u64;
     found.metrics.total_block_bytes = files.iter().map(|f| f.size).sum();
     let (snapshot, walked_snapshot) = prune(warehouse, tenant, &query, snapshot, &files).await?;
-    let prepared = plans
-        .get(ctx, tenant, &request.query, &query, request.limit, request.spss)
-        .await?;
+    let prepared = plans.get(ctx, tenant, &request.query, &query, request.spss).await?;
     let search = Search {
         ctx,
         warehouse,
@@ -315,7 +313,7 @@ impl Search<'_> {
         Ok(ranges::Ranges::new(pages).collect())
     }
 
-    /// The `limit` most recent hits with trace ids in `range`, with their service stats. With
+    /// The hits with trace ids in `range`, newest first, with their service stats. With
     /// a candidate step, the range is first read with its columns only, and then whole only
     /// for the traces that pass it.
     async fn hits(&self, range: &IdRange, metrics: &mut SearchMetrics) -> Result<Vec<TraceHit>> {
@@ -345,7 +343,7 @@ impl Search<'_> {
         self.evaluate(&whole.batches, metrics).await
     }
 
-    /// The `limit` most recent hits among whole traces (`whole`, read with the search's
+    /// The hits, newest first, among whole traces (`whole`, read with the search's
     /// columns), with their service stats.
     async fn evaluate(&self, whole: &[RecordBatch], metrics: &mut SearchMetrics) -> Result<Vec<TraceHit>> {
         let spans = self.windowed(whole)?;
@@ -353,7 +351,7 @@ impl Search<'_> {
             return Ok(Vec::new());
         }
         let batches = self.prepared.search.run(self.ctx, spans).await?;
-        let mut hits = hits::hits_from(&batches, &self.fields);
+        let mut hits = hits::hits_from(&batches, &self.fields, self.request.limit);
         metrics.inspected_traces += hits.len() as u64;
         hits::add_service_stats(&mut hits, whole);
         Ok(hits)

@@ -77,15 +77,15 @@ pub struct Step {
     pub condition: Option<SpanCondition>,
 }
 
-/// Prepared search plans by (tenant, query text, limit, spss). Plans do not depend on the
+/// Prepared search plans by (tenant, query text, spss). Plans do not depend on the
 /// tenant, but a shared entry would tell one tenant, by its speed, what another searched.
 #[derive(Debug, Default)]
 pub struct SearchPlans {
     entries: Mutex<HashMap<PlanKey, Arc<Prepared>>>,
 }
 
-/// (tenant, query text, limit, spss).
-type PlanKey = (String, String, usize, usize);
+/// (tenant, query text, spss).
+type PlanKey = (String, String, usize);
 
 impl SearchPlans {
     /// The plan of `query` (whose text is `text`) for `tenant`, prepared now unless it was
@@ -96,14 +96,13 @@ impl SearchPlans {
         tenant: &str,
         text: &str,
         query: &Query,
-        limit: usize,
         spss: usize,
     ) -> Result<Arc<Prepared>> {
-        let key = (tenant.to_string(), text.to_string(), limit, spss);
+        let key = (tenant.to_string(), text.to_string(), spss);
         if let Some(p) = self.entries.lock().expect("search plans lock").get(&key) {
             return Ok(p.clone());
         }
-        let prepared = Arc::new(prepare(ctx, query, limit, spss).await?);
+        let prepared = Arc::new(prepare(ctx, query, spss).await?);
         let mut entries = self.entries.lock().expect("search plans lock");
         if entries.len() >= SEARCH_PLANS_ENTRIES {
             entries.clear();
@@ -115,10 +114,13 @@ impl SearchPlans {
 
 /// Plans `query` over [`RangeTable`], projected to the columns hits are built from (the
 /// attribute maps only when the query returns attributes).
-async fn prepare(ctx: &SessionContext, query: &Query, limit: usize, spss: usize) -> Result<Prepared> {
+async fn prepare(ctx: &SessionContext, query: &Query, spss: usize) -> Result<Prepared> {
     let scan = LogicalPlanBuilder::scan("spans", provider_as_source(Arc::new(RangeTable)), None)?.build()?;
-    let options = plan_options();
-    let plan = plan_search(query, scan, &options, limit, spss).map_err(to_df)?;
+    let options = PlanOptions {
+        whole_traces: true,
+        ..plan_options()
+    };
+    let plan = plan_search(query, scan, &options, spss).map_err(to_df)?;
     let (dedicated, maps) = returned_columns(query, &options);
     let mut columns: Vec<Expr> = HIT_COLUMNS
         .iter()
