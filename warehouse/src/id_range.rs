@@ -115,6 +115,22 @@ impl Wanted<'_> {
         }
     }
 
+    /// Which of `ids` (text, or a dictionary of text: then each distinct id is looked at
+    /// once) are wanted, by trace id alone.
+    fn ids_mask_of(&self, ids: &ArrayRef) -> Result<BooleanArray> {
+        let Some(dictionary) = ids.as_any_dictionary_opt() else {
+            return self.ids_mask(cast(ids, &DataType::Utf8)?.as_string::<i32>());
+        };
+        let values = cast(dictionary.values(), &DataType::Utf8)?;
+        let of_values = self.ids_mask(values.as_string::<i32>())?;
+        let mask = arrow::compute::take(&of_values, dictionary.keys(), None)?;
+        let mask = mask.as_boolean();
+        Ok(match mask.null_count() {
+            0 => mask.clone(),
+            _ => prep_null_mask_filter(mask),
+        })
+    }
+
     /// The wanted rows of `batch` (typed as the `spans` schema, with `trace_id` and the
     /// condition's columns), `columns` only; `None` when there are none.
     fn keep(&self, batch: &RecordBatch, columns: &[String]) -> Result<Option<RecordBatch>> {
@@ -176,14 +192,21 @@ fn read_columns(columns: &[String], condition: Option<&SpanCondition>) -> Vec<St
     all
 }
 
-/// `file_schema` with the string columns `condition` reads typed as dictionaries, when it
-/// reads some: the condition is then decided once per distinct value of a dictionary page
-/// instead of once per row, and the strings are not copied out.
-fn dictionary_hint(file_schema: &Schema, condition: Option<&SpanCondition>) -> Option<SchemaRef> {
-    let read: Vec<String> = collect_columns(condition?)
+/// `file_schema` with the string columns `wanted` is decided by typed as dictionaries (those
+/// its condition reads, and `trace_id` when it lists traces), when there are some: they are
+/// then decided once per distinct value of a dictionary page instead of once per row, and
+/// the strings are not copied out.
+fn dictionary_hint(file_schema: &Schema, wanted: &Wanted<'_>) -> Option<SchemaRef> {
+    let mut read: Vec<String> = wanted
+        .condition
+        .map(collect_columns)
+        .unwrap_or_default()
         .iter()
         .map(|c| c.name().to_string())
         .collect();
+    if wanted.traces.is_some() && wanted.condition.is_none() {
+        read.push("trace_id".to_string());
+    }
     let mut hinted = false;
     let fields: Vec<Field> = file_schema
         .fields()
@@ -351,7 +374,7 @@ impl TableFiles {
         let Some(pages) = Pages::of(&metadata, leaf, &wanted) else {
             return Ok(Read::default());
         };
-        if let Some(hint) = dictionary_hint(builder.schema(), wanted.condition) {
+        if let Some(hint) = dictionary_hint(builder.schema(), &wanted) {
             let options = reader_options().with_schema(hint);
             let hinted = ArrowReaderMetadata::try_new(metadata.clone(), options)?;
             builder = ParquetRecordBatchStreamBuilder::new_with_metadata(self.reader(file), hinted);
@@ -364,19 +387,21 @@ impl TableFiles {
             .collect();
         let bytes = pages.bytes(&metadata, schema, &roots);
         let mut filters = condition_filters(wanted.condition, builder.schema(), &metadata)?;
-        if let Some(traces) = wanted.traces {
+        if let Some(traces) = wanted.traces
+            && wanted.condition.is_none()
+        {
             // A few traces of each page: the other columns are decoded for their rows only.
+            // (With a condition, the few rows that pass it are checked after the read.)
             let (range, traces) = (wanted.range.clone(), traces.to_vec());
             let ids = ProjectionMask::leaves(schema, [leaf]);
             filters.push(Box::new(ArrowPredicateFn::new(ids, move |batch: RecordBatch| {
-                let ids = cast(batch.column(0), &DataType::Utf8)?;
                 let wanted = Wanted {
                     range: &range,
                     traces: Some(&traces),
                     condition: None,
                 };
                 wanted
-                    .ids_mask(ids.as_string::<i32>())
+                    .ids_mask_of(batch.column(0))
                     .map_err(|e| arrow::error::ArrowError::ExternalError(Box::new(e)))
             })));
         }
@@ -495,6 +520,32 @@ pub(crate) fn project_spans(batch: &RecordBatch, columns: &[String], date: &str)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_of_a_dictionary_are_decided_per_value() {
+        use arrow::array::{DictionaryArray, Int32Array};
+        let traces: Vec<String> = ["b", "d"].map(String::from).to_vec();
+        let all = IdRange::default();
+        let wanted = Wanted {
+            range: &all,
+            traces: Some(&traces),
+            condition: None,
+        };
+        let values = StringArray::from(vec!["a", "b", "d"]);
+        let keys = Int32Array::from(vec![Some(1), Some(0), None, Some(2), Some(1)]);
+        let ids: ArrayRef = Arc::new(DictionaryArray::new(keys, Arc::new(values)));
+        let got: Vec<bool> = wanted.ids_mask_of(&ids).unwrap().iter().map(|b| b.unwrap()).collect();
+        assert_eq!(got, [true, false, false, true, true]);
+        let plain: ArrayRef = Arc::new(StringArray::from(vec![
+            Some("b"),
+            Some("a"),
+            None,
+            Some("d"),
+            Some("b"),
+        ]));
+        let got: Vec<bool> = wanted.ids_mask_of(&plain).unwrap().iter().map(|b| b.unwrap()).collect();
+        assert_eq!(got, [true, false, false, true, true]);
+    }
 
     #[test]
     fn listed_finds_ids_sorted_or_not() {

@@ -170,15 +170,25 @@ impl TraceIndex {
         Some(out)
     }
 
-    /// Of `files`, those that hold some of `traces`, each with the ids (hex, sorted) of those
-    /// it holds. `None` when one of `files` is not indexed.
+    /// Of `files`, those that hold some of `traces` (sorted), each with the ids (hex, sorted)
+    /// of those it holds. `None` when one of `files` is not indexed.
     pub fn holders(&self, traces: &[u128], files: &[DataFile]) -> Option<Vec<(DataFile, Vec<String>)>> {
+        debug_assert!(traces.is_sorted(), "holders of unsorted traces");
         let chosen = self.ids_of(files)?;
-        let mut held: Vec<Vec<String>> = vec![Vec::new(); self.files.len()];
-        for trace in traces {
-            for l in self.traces.get(trace).into_iter().flatten() {
-                if chosen[l.file as usize] {
-                    held[l.file as usize].push(trace_id_hex(*trace));
+        let listed: usize = self.chosen_lists(&chosen).map(|(_, list)| list.len()).sum();
+        let mut held: Vec<Vec<u128>> = vec![Vec::new(); self.files.len()];
+        if listed <= traces.len().saturating_mul(MERGE_PER_LOOKUP) {
+            // Few traces listed: walking the sorted lists beside `traces` is cheaper than a
+            // hash lookup (a cache miss) per trace.
+            for (file, list) in self.chosen_lists(&chosen) {
+                held[file] = intersect_sorted(list, traces);
+            }
+        } else {
+            for trace in traces {
+                for l in self.traces.get(trace).into_iter().flatten() {
+                    if chosen[l.file as usize] {
+                        held[l.file as usize].push(*trace);
+                    }
                 }
             }
         }
@@ -186,13 +196,19 @@ impl TraceIndex {
             .into_iter()
             .enumerate()
             .filter(|(_, ids)| !ids.is_empty())
-            .map(|(file, mut ids)| {
-                ids.sort_unstable();
-                (self.files[file].clone(), ids)
-            })
+            .map(|(file, ids)| (self.files[file].clone(), ids.into_iter().map(trace_id_hex).collect()))
             .collect();
         out.sort_by(|a, b| a.0.path.cmp(&b.0.path));
         Some(out)
+    }
+
+    /// The trace lists of the files `chosen` (by id).
+    fn chosen_lists<'a>(&'a self, chosen: &'a [bool]) -> impl Iterator<Item = (usize, &'a [TraceSpan])> + 'a {
+        self.by_file
+            .iter()
+            .enumerate()
+            .filter(|(file, _)| chosen[*file])
+            .map(|(file, list)| (file, list.as_slice()))
     }
 
     /// The files holding spans of `trace` that overlap `range` (unix ns, inclusive), if given.
@@ -206,6 +222,27 @@ impl TraceIndex {
             .map(|l| self.files[l.file as usize].clone())
             .collect()
     }
+}
+
+/// Traces of the files' lists walked per trace looked up: a hash lookup costs about as much
+/// as stepping this many entries of a sorted list.
+const MERGE_PER_LOOKUP: usize = 64;
+
+/// The traces of `list` (sorted) that are among `traces` (sorted).
+fn intersect_sorted(list: &[TraceSpan], traces: &[u128]) -> Vec<u128> {
+    let (mut i, mut j, mut out) = (0, 0, Vec::new());
+    while i < list.len() && j < traces.len() {
+        match list[i].0.cmp(&traces[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                out.push(traces[j]);
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out
 }
 
 /// A trace id in lowercase hex as its number; `None` unless 1 to 32 hex digits.
@@ -736,6 +773,51 @@ mod tests {
             cache.get(&path(FOOTER_CACHE_ENTRIES)).is_some(),
             "one footer serves both readers"
         );
+    }
+
+    #[test]
+    fn holders_by_walking_lists_or_by_lookups_agree() {
+        let file = |i: u32| DataFile {
+            path: format!("f{i}"),
+            size: 1,
+            date: "2026-12-01".into(),
+        };
+        let mut index = TraceIndex::default();
+        // Trace t is in file t % 3, and traces divisible by 5 also in file 3.
+        for f in 0..4u32 {
+            let traces: Vec<TraceSpan> = (0..2_000u128)
+                .filter(|t| (f < 3 && *t % 3 == u128::from(f)) || (f == 3 && *t % 5 == 0))
+                .map(|t| (t, 0, 1))
+                .collect();
+            index.insert(&file(f), &traces);
+        }
+        let files: Vec<DataFile> = (0..4).map(file).collect();
+        let expect = |traces: &[u128]| -> Vec<(String, Vec<String>)> {
+            let mut out = Vec::new();
+            for f in 0..4u128 {
+                let held: Vec<String> = traces
+                    .iter()
+                    .filter(|t| (f < 3 && **t % 3 == f) || (f == 3 && **t % 5 == 0))
+                    .map(|t| trace_id_hex(*t))
+                    .collect();
+                if !held.is_empty() {
+                    out.push((format!("f{f}"), held));
+                }
+            }
+            out
+        };
+        let got = |traces: &[u128]| -> Vec<(String, Vec<String>)> {
+            let holders = index.holders(traces, &files).expect("indexed");
+            holders.into_iter().map(|(f, ids)| (f.path, ids)).collect()
+        };
+        // Many traces asked for: the lists are walked; two: each is looked up.
+        let many: Vec<u128> = (0..2_000).step_by(7).collect();
+        assert!(many.len() * MERGE_PER_LOOKUP >= 2_000 + 400);
+        assert_eq!(got(&many), expect(&many));
+        let few = [10u128, 11];
+        assert!(few.len() * MERGE_PER_LOOKUP < 2_000 + 400);
+        assert_eq!(got(&few), expect(&few));
+        assert!(got(&[5_000]).is_empty());
     }
 
     #[test]
