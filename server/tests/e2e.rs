@@ -29,7 +29,10 @@ for uri in dt.file_uris():
                   for c in range(md.num_columns)}
         assert codecs["trace_id"] == "UNCOMPRESSED", codecs
         assert codecs["span_id"] == "ZSTD", codecs
-        assert codecs["start_time_unix_nano"] == "LZ4", codecs  # pyarrow names LZ4_RAW so
+        assert codecs["start_time_unix_nano"] == "UNCOMPRESSED", codecs
+        encodings = {md.row_group(rg).column(c).path_in_schema: md.row_group(rg).column(c).encodings
+                     for c in range(md.num_columns)}
+        assert "DELTA_BINARY_PACKED" in encodings["duration_ns"], encodings
         assert col.is_stats_set, "statistics on trace_id"
         assert col.bloom_filter_offset is not None, "bloom filter on trace_id"
         assert md.row_group(rg).num_rows <= 65536

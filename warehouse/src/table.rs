@@ -10,7 +10,7 @@ use deltalake::kernel::Transaction;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
@@ -108,15 +108,20 @@ pub fn writer_properties() -> WriterProperties {
     for column in UNCOMPRESSED_COLUMNS.iter().chain(dedicated_uncompressed()) {
         builder = builder.set_column_compression(ColumnPath::from(*column), Compression::UNCOMPRESSED);
     }
-    for column in LZ4_COLUMNS {
-        builder = builder.set_column_compression(ColumnPath::from(column), Compression::LZ4_RAW);
+    for column in DELTA_COLUMNS {
+        let path = ColumnPath::from(column);
+        builder = builder
+            .set_column_dictionary_enabled(path.clone(), false)
+            .set_column_encoding(path.clone(), Encoding::DELTA_BINARY_PACKED)
+            .set_column_compression(path, Compression::UNCOMPRESSED);
     }
     builder.build()
 }
 
-/// Columns compressed with LZ4 instead of zstd: the times every search reads, whose zstd
-/// decompression was a tenth of a search's time (about 6 more bytes per span).
-pub const LZ4_COLUMNS: [&str; 3] = ["start_time_unix_nano", "end_time_unix_nano", "duration_ns"];
+/// Columns stored delta-encoded (DELTA_BINARY_PACKED) and not compressed: the times every
+/// search reads. Smaller than LZ4 over plain values (52.9 instead of 58.7 bytes per span in
+/// all at 500k tracegen spans) and faster to decode (searches 10-25% faster).
+pub const DELTA_COLUMNS: [&str; 3] = ["start_time_unix_nano", "end_time_unix_nano", "duration_ns"];
 
 /// Columns stored without compression: dictionary-encoded or small, so compression saves
 /// little (under 1.5 bytes per span in all) and costs a decompression on every read.
