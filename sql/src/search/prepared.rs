@@ -33,7 +33,7 @@ use datafusion::physical_plan::memory::MemoryStream;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
 use datafusion::prelude::SessionContext;
 use tracehouse_traceql::PlanOptions;
-use tracehouse_traceql::ast::{AttrScope, FieldExpr, Query, Root, SpansetExpr};
+use tracehouse_traceql::ast::{AttrScope, FieldExpr, Intrinsic, Query, Root, SpansetExpr};
 use tracehouse_traceql::{plan_query, plan_search};
 use tracehouse_warehouse::id_range::SpanCondition;
 use tracehouse_warehouse::schema::spans_schema;
@@ -122,10 +122,15 @@ async fn prepare(ctx: &SessionContext, query: &Query, spss: usize) -> Result<Pre
     };
     let plan = plan_search(query, scan, &options, spss).map_err(to_df)?;
     let (dedicated, maps) = returned_columns(query, &options);
+    let fields = returned_fields(query);
+    let returned = |i: Intrinsic| fields.contains(&FieldExpr::Intrinsic(i));
+    // Columns hits carry only when returned are not read otherwise.
     let mut columns: Vec<Expr> = HIT_COLUMNS
         .iter()
-        .map(|c| match (*c, maps) {
-            ("span_attributes" | "resource_attributes", false) => lit(ScalarValue::Null).alias(*c),
+        .map(|c| match *c {
+            "span_attributes" | "resource_attributes" if !maps => lit(ScalarValue::Null).alias(*c),
+            "kind" if !returned(Intrinsic::Kind) => lit(ScalarValue::Null).alias(*c),
+            "status_message" if !returned(Intrinsic::StatusMessage) => lit(ScalarValue::Null).alias(*c),
             _ => col(*c),
         })
         .collect();
