@@ -72,6 +72,11 @@ struct Walk {
     passed: usize,
 }
 
+/// How many times the traces the pass rate seen says are needed a candidate batch takes: a
+/// read costs about a millisecond more than its rows, so a batch that falls short (and needs
+/// another read) costs more than one that reads too many.
+const FILTER_MARGIN: usize = 2;
+
 /// Spans per trace assumed before the first read.
 const GUESSED_SPANS_PER_TRACE: usize = 64;
 
@@ -91,12 +96,12 @@ impl Walk {
     }
 
     /// Sizes the next candidate batch to find the `needed` candidates still missing at the
-    /// rate seen so far (with a margin), growing at least twofold, at most to
+    /// rate seen so far (times [`FILTER_MARGIN`]), growing at least twofold, at most to
     /// [`MAX_FILTER_TRACES`].
     fn grow_filter(&mut self, needed: usize) {
         let at_rate = match self.passed {
             0 => self.filter * 4,
-            passed => (needed.saturating_mul(self.tried) / passed).saturating_mul(5) / 4,
+            passed => (needed.saturating_mul(self.tried) / passed).saturating_mul(FILTER_MARGIN),
         };
         self.filter = at_rate.max(self.filter * 2).min(MAX_FILTER_TRACES);
     }
@@ -394,9 +399,9 @@ mod tests {
         let mut walk = Walk::new(Vec::new(), 320, 20);
         (walk.tried, walk.passed) = (320, 2);
         walk.grow_filter(18);
-        assert_eq!(walk.filter, 3_600, "18 more at 1 in 160, and a quarter");
+        assert_eq!(walk.filter, 5_760, "18 more at 1 in 160, twice");
         walk.grow_filter(0);
-        assert_eq!(walk.filter, 7_200, "twofold at least");
+        assert_eq!(walk.filter, 11_520, "twofold at least");
         walk.passed = 0;
         walk.grow_filter(18);
         assert_eq!(walk.filter, MAX_FILTER_TRACES);
