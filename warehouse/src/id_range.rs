@@ -115,6 +115,13 @@ impl Wanted<'_> {
         }
     }
 
+    /// Whether the reader decides the listed traces itself (a row filter on `trace_id`, read
+    /// as a dictionary), so the other columns are decoded for their rows only. Not with a
+    /// condition: the few rows that pass it are checked after the read.
+    fn ids_in_reader(&self) -> bool {
+        self.traces.is_some() && self.condition.is_none()
+    }
+
     /// Which of `ids` (text, or a dictionary of text: then each distinct id is looked at
     /// once) are wanted, by trace id alone.
     fn ids_mask_of(&self, ids: &ArrayRef) -> Result<BooleanArray> {
@@ -204,7 +211,7 @@ fn dictionary_hint(file_schema: &Schema, wanted: &Wanted<'_>) -> Option<SchemaRe
         .iter()
         .map(|c| c.name().to_string())
         .collect();
-    if wanted.traces.is_some() && wanted.condition.is_none() {
+    if wanted.ids_in_reader() {
         read.push("trace_id".to_string());
     }
     let mut hinted = false;
@@ -387,11 +394,7 @@ impl TableFiles {
             .collect();
         let bytes = pages.bytes(&metadata, schema, &roots);
         let mut filters = condition_filters(wanted.condition, builder.schema(), &metadata)?;
-        if let Some(traces) = wanted.traces
-            && wanted.condition.is_none()
-        {
-            // A few traces of each page: the other columns are decoded for their rows only.
-            // (With a condition, the few rows that pass it are checked after the read.)
+        if let Some(traces) = wanted.traces.filter(|_| wanted.ids_in_reader()) {
             let (range, traces) = (wanted.range.clone(), traces.to_vec());
             let ids = ProjectionMask::leaves(schema, [leaf]);
             filters.push(Box::new(ArrowPredicateFn::new(ids, move |batch: RecordBatch| {

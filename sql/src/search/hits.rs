@@ -54,21 +54,15 @@ pub(crate) fn add_service_stats(hits: &mut [TraceHit], spans: &[RecordBatch]) {
             entry.1 += u64::from(status.is_valid(row) && status.value(row) == "error");
         }
     }
-    let stats: Vec<Vec<ServiceStat>> = stats
-        .into_iter()
-        .map(|stats| {
-            stats
-                .into_iter()
-                .map(|(name, (spans, errors))| ServiceStat {
-                    service_name: name.unwrap_or_default().to_string(),
-                    span_count: spans,
-                    error_count: errors,
-                })
-                .collect()
-        })
-        .collect();
     for (hit, stats) in hits.iter_mut().zip(stats) {
-        hit.service_stats = stats;
+        hit.service_stats = stats
+            .into_iter()
+            .map(|(name, (spans, errors))| ServiceStat {
+                service_name: name.unwrap_or_default().to_string(),
+                span_count: spans,
+                error_count: errors,
+            })
+            .collect();
     }
 }
 

@@ -121,8 +121,8 @@ async fn prepare(ctx: &SessionContext, query: &Query, spss: usize) -> Result<Pre
         ..plan_options()
     };
     let plan = plan_search(query, scan, &options, spss).map_err(to_df)?;
-    let (dedicated, maps) = returned_columns(query, &options);
     let fields = returned_fields(query);
+    let (dedicated, maps) = returned_columns(&fields, &options);
     let returned = |i: Intrinsic| fields.contains(&FieldExpr::Intrinsic(i));
     // Columns hits carry only when returned are not read otherwise.
     let mut columns: Vec<Expr> = HIT_COLUMNS
@@ -217,9 +217,9 @@ fn scan_condition(plan: &Arc<dyn ExecutionPlan>) -> Option<SpanCondition> {
 
 /// The output columns that carry returned attributes from their dedicated columns, and whether
 /// some returned attribute needs the attribute maps (one without a dedicated column).
-fn returned_columns(query: &Query, options: &PlanOptions) -> (Vec<Expr>, bool) {
+fn returned_columns(fields: &[FieldExpr], options: &PlanOptions) -> (Vec<Expr>, bool) {
     let (mut columns, mut maps) = (Vec::new(), false);
-    for f in returned_fields(query) {
+    for f in fields {
         let FieldExpr::Attribute(a) = f else {
             continue;
         };
