@@ -13,7 +13,7 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, BooleanBufferBuilder, RecordBatch, StringArray};
 use arrow::compute::kernels::cmp::{gt_eq, lt};
 use arrow::compute::{and, cast, filter_record_batch, prep_null_mask_filter};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 use datafusion::datasource::physical_plan::parquet::{ParquetFileMetrics, build_row_filter};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::utils::{collect_columns, reassign_expr_columns};
@@ -28,6 +28,7 @@ use parquet::file::page_index::column_index::ColumnIndexMetaData;
 use parquet::file::statistics::Statistics;
 use parquet::schema::types::SchemaDescriptor;
 
+use crate::map_filter::{self, MapFilter};
 use crate::schema::{PARTITION_COLUMN, spans_schema};
 use crate::trace_index::{DataFile, TableFiles, reader_options};
 use crate::{Error, Result};
@@ -173,7 +174,7 @@ fn filtered(batch: &RecordBatch, mask: &BooleanArray) -> Result<Option<RecordBat
 }
 
 /// Which rows of `batch` pass `condition` (a null is a no).
-fn passes(condition: &SpanCondition, batch: &RecordBatch) -> Result<BooleanArray> {
+pub(crate) fn passes(condition: &SpanCondition, batch: &RecordBatch) -> Result<BooleanArray> {
     let condition = reassign_expr_columns(condition.clone(), batch.schema_ref())?;
     let value = condition.evaluate(batch)?.into_array(batch.num_rows())?;
     let passed = value
@@ -203,7 +204,18 @@ fn read_columns(columns: &[String], condition: Option<&SpanCondition>) -> Vec<St
 /// its condition reads, and `trace_id` when it lists traces), when there are some: they are
 /// then decided once per distinct value of a dictionary page instead of once per row, and
 /// the strings are not copied out.
-fn dictionary_hint(file_schema: &Schema, wanted: &Wanted<'_>) -> Option<SchemaRef> {
+fn dictionary_hint(
+    file_schema: &Schema,
+    wanted: &Wanted<'_>,
+    ids_in_reader: bool,
+    maps: Option<&SpanCondition>,
+) -> Option<SchemaRef> {
+    let map_columns: Vec<String> = maps
+        .map(collect_columns)
+        .unwrap_or_default()
+        .iter()
+        .map(|c| c.name().to_string())
+        .collect();
     let mut read: Vec<String> = wanted
         .condition
         .map(collect_columns)
@@ -211,7 +223,7 @@ fn dictionary_hint(file_schema: &Schema, wanted: &Wanted<'_>) -> Option<SchemaRe
         .iter()
         .map(|c| c.name().to_string())
         .collect();
-    if wanted.ids_in_reader() {
+    if ids_in_reader {
         read.push("trace_id".to_string());
     }
     let mut hinted = false;
@@ -224,10 +236,34 @@ fn dictionary_hint(file_schema: &Schema, wanted: &Wanted<'_>) -> Option<SchemaRe
                 let typed = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
                 f.as_ref().clone().with_data_type(typed)
             }
+            DataType::Map(entries, sorted) if map_columns.contains(f.name()) => {
+                hinted = true;
+                let typed = DataType::Map(dictionary_keys(entries), *sorted);
+                f.as_ref().clone().with_data_type(typed)
+            }
             _ => f.as_ref().clone(),
         })
         .collect();
     hinted.then(|| Arc::new(Schema::new_with_metadata(fields, file_schema.metadata().clone())))
+}
+
+/// A map's entries with their (text) keys typed as a dictionary: a key is then compared once
+/// per distinct key of a page, and the keys are not copied out.
+fn dictionary_keys(entries: &FieldRef) -> FieldRef {
+    let DataType::Struct(fields) = entries.data_type() else {
+        return entries.clone();
+    };
+    let typed: Vec<FieldRef> = fields
+        .iter()
+        .map(|f| match (f.name().as_str(), f.data_type()) {
+            ("key", DataType::Utf8) => {
+                let dictionary = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+                Arc::new(f.as_ref().clone().with_data_type(dictionary))
+            }
+            _ => f.clone(),
+        })
+        .collect();
+    Arc::new(entries.as_ref().clone().with_data_type(DataType::Struct(typed.into())))
 }
 
 /// `condition` as parquet row filters over a file of `file_schema`: none unless the file stores
@@ -238,22 +274,9 @@ fn condition_filters(
     file_schema: &SchemaRef,
     metadata: &ParquetMetaData,
 ) -> Result<Vec<Box<dyn ArrowPredicate>>> {
-    let Some(condition) = condition else {
+    let Some(condition) = condition.filter(|c| stored_as_spans(c, file_schema)) else {
         return Ok(Vec::new());
     };
-    let spans = spans_schema();
-    let typed = |name: &str| spans.field_with_name(name).ok().map(|f| f.data_type().clone());
-    let stored = |name: &str| match file_schema.field_with_name(name).map(|f| f.data_type()) {
-        Ok(DataType::Dictionary(_, values)) => Some(values.as_ref().clone()),
-        Ok(t) => Some(t.clone()),
-        Err(_) => None,
-    };
-    let same = collect_columns(condition)
-        .iter()
-        .all(|c| typed(c.name()).is_some() && typed(c.name()) == stored(c.name()));
-    if !same {
-        return Ok(Vec::new());
-    }
     let metrics = ParquetFileMetrics::new(0, "", &ExecutionPlanMetricsSet::new());
     let filter = build_row_filter(condition, file_schema, metadata, true, &metrics)?;
     let filters = filter.map(RowFilter::into_predicates).unwrap_or_default();
@@ -261,6 +284,31 @@ fn condition_filters(
         .into_iter()
         .map(|f| Box::new(Lenient(f)) as Box<dyn ArrowPredicate>)
         .collect())
+}
+
+/// Whether a file of `file_schema` stores every column `condition` reads as the `spans` schema
+/// types it (or as a dictionary of that type).
+fn stored_as_spans(condition: &SpanCondition, file_schema: &Schema) -> bool {
+    let spans = spans_schema();
+    let typed = |name: &str| spans.field_with_name(name).ok().map(|f| f.data_type().clone());
+    let stored = |name: &str| match file_schema.field_with_name(name).map(|f| f.data_type()) {
+        Ok(DataType::Dictionary(_, values)) => Some(values.as_ref().clone()),
+        Ok(t) => Some(t.clone()),
+        Err(_) => None,
+    };
+    collect_columns(condition)
+        .iter()
+        .all(|c| typed(c.name()).is_some() && typed(c.name()) == stored(c.name()))
+}
+
+/// `wanted`'s condition as (what the read checks on the rows it returns, what a row filter
+/// decides from the attribute-map leaves alone): the conjuncts that read maps go to the
+/// filter when the file stores what they read as the `spans` schema types it.
+fn split_condition(wanted: &Wanted<'_>, file_schema: &Schema) -> (Option<SpanCondition>, Option<SpanCondition>) {
+    match wanted.condition {
+        Some(c) if stored_as_spans(c, file_schema) => map_filter::split(c),
+        other => (other.cloned(), None),
+    }
 }
 
 /// A row filter that lets every row through where it fails (a type it cannot compare).
@@ -381,19 +429,29 @@ impl TableFiles {
         let Some(pages) = Pages::of(&metadata, leaf, &wanted) else {
             return Ok(Read::default());
         };
-        if let Some(hint) = dictionary_hint(builder.schema(), &wanted) {
+        let (checked, maps) = split_condition(&wanted, builder.schema());
+        let checked = Wanted {
+            condition: checked.as_ref(),
+            ..wanted
+        };
+        if let Some(hint) = dictionary_hint(builder.schema(), &checked, wanted.ids_in_reader(), maps.as_ref()) {
             let options = reader_options().with_schema(hint);
             let hinted = ArrowReaderMetadata::try_new(metadata.clone(), options)?;
             builder = ParquetRecordBatchStreamBuilder::new_with_metadata(self.reader(file), hinted);
         }
-        let read = read_columns(columns, wanted.condition);
+        let read = read_columns(columns, checked.condition);
         let schema = metadata.file_metadata().schema_descr();
         let roots: Vec<usize> = read
             .iter()
             .filter_map(|c| schema.root_schema().get_fields().iter().position(|f| f.name() == c))
             .collect();
-        let bytes = pages.bytes(&metadata, schema, &roots);
-        let mut filters = condition_filters(wanted.condition, builder.schema(), &metadata)?;
+        let mut bytes = pages.bytes(&metadata, schema, &roots);
+        let mut filters = condition_filters(checked.condition, builder.schema(), &metadata)?;
+        if let Some(maps) = maps {
+            let filter = MapFilter::new(maps, schema);
+            bytes += pages.leaf_bytes(&metadata, filter.leaves());
+            filters.push(Box::new(filter));
+        }
         if let Some(traces) = wanted.traces.filter(|_| wanted.ids_in_reader()) {
             let (range, traces) = (wanted.range.clone(), traces.to_vec());
             let ids = ProjectionMask::leaves(schema, [leaf]);
@@ -421,7 +479,7 @@ impl TableFiles {
         // The pages read may hold other ids; a condition pushed in part is checked whole.
         let mut kept = Vec::with_capacity(batches.len());
         for b in &batches {
-            kept.extend(wanted.keep(&project_spans(b, &read, &file.date)?, columns)?);
+            kept.extend(checked.keep(&project_spans(b, &read, &file.date)?, columns)?);
         }
         Ok(Read {
             batches: kept,
@@ -474,13 +532,24 @@ impl Pages {
 
     /// Bytes of the column chunks under `roots`, in the share of their rows selected.
     fn bytes(&self, metadata: &ParquetMetaData, schema: &SchemaDescriptor, roots: &[usize]) -> u64 {
+        let leaves: Vec<usize> = (0..schema.num_columns())
+            .filter(|&c| roots.contains(&schema.get_column_root_idx(c)))
+            .collect();
+        self.leaf_bytes(metadata, &leaves)
+    }
+
+    /// Bytes of the column chunks of `leaves`, in the share of their rows selected.
+    fn leaf_bytes(&self, metadata: &ParquetMetaData, leaves: &[usize]) -> u64 {
         let bytes: f64 = self
             .shares
             .iter()
             .map(|&(rg, share)| {
                 let group = metadata.row_group(rg);
-                let chunks = (0..schema.num_columns()).filter(|&c| roots.contains(&schema.get_column_root_idx(c)));
-                chunks.map(|c| group.column(c).compressed_size() as f64).sum::<f64>() * share
+                leaves
+                    .iter()
+                    .map(|&c| group.column(c).compressed_size() as f64)
+                    .sum::<f64>()
+                    * share
             })
             .sum();
         bytes as u64

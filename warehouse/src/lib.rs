@@ -6,6 +6,7 @@
 //! Tempo's API); receivers hand it [`span::SpanRecord`]s or finished `spans` batches.
 
 pub mod id_range;
+pub mod map_filter;
 pub mod provider;
 pub mod schema;
 pub mod span;

@@ -4,7 +4,7 @@
 //! (`limit=20&spss=3`, the last hour), median of `--runs`, and a markdown table with the ratio
 //! Tempo ms ÷ tracehouse ms is printed (above 1: tracehouse is faster).
 //!
-//! Usage: search [--spans N] [--files F] [--runs R] [--only NAME] [--metrics]
+//! Usage: search [--spans N] [--files F] [--runs R] [--only NAME | --query Q] [--metrics]
 //!               [--tempo http://127.0.0.1:3300 --tempo-otlp http://127.0.0.1:4418] [--tempo-wait-s S]
 //! `--only` times the shapes whose name contains NAME; `--metrics` prints each search's
 //! response metrics (inspected traces, spans, bytes, jobs) to stderr.
@@ -181,7 +181,13 @@ async fn main() {
     println!("spans {spans}, tracehouse data files {files}, median of {runs}\n");
     println!("| shape | query | Tempo ms | tracehouse ms | Tempo ÷ tracehouse | traces (Tempo / tracehouse) |");
     println!("|---|---|---|---|---|---|");
-    for (name, q) in SHAPES.iter().filter(|(name, _)| name.contains(only.as_str())) {
+    // `--query Q` times Q instead of the shapes.
+    let asked = arg("--query").map(|q| vec![("query", q)]);
+    let shapes: Vec<(&str, String)> = asked.unwrap_or_else(|| {
+        let chosen = SHAPES.iter().filter(|(name, _)| name.contains(only.as_str()));
+        chosen.map(|(name, q)| (*name, q.to_string())).collect()
+    });
+    for (name, q) in &shapes {
         // One warm-up each, as a dashboard refresh finds caches warm.
         time_search(&client, &ours, q, 1, window).await;
         let (ms, n) = time_search(&client, &ours, q, runs, window).await;

@@ -9,9 +9,10 @@
 //! also of its first scalar filter that bounds durations (`| by(x) | avg(duration) > 1s`: some
 //! span of the filter has a duration over 1s). Only conditions on the span's own
 //! columns count (no trace-level intrinsics, parent, events, links or nested-set values), and
-//! a condition that holds for every span (`{ }`) is no help. A search skips the step when the
-//! condition reads the attribute maps (they cost about what the whole rows do), and for the
-//! ranges left once one range finds candidates dense (more than one per 256 spans).
+//! a condition that holds for every span (`{ }`) is no help. Conditions on attributes are
+//! decided from the maps' key and value leaves alone (`tracehouse_warehouse::map_filter`). A
+//! search skips the step for the ranges left once one range finds candidates dense (more than
+//! one per 256 spans).
 
 use tracehouse_traceql::ast::{
     AggFunc, AttrScope, BinOp, CmpOp, FieldExpr, Intrinsic, Query, Root, ScalarExpr, ScalarFilter, SpansetExpr,

@@ -30,12 +30,14 @@ use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType, reset_plan_states};
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::memory::MemoryStream;
+use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
 use datafusion::prelude::SessionContext;
 use tracehouse_traceql::PlanOptions;
 use tracehouse_traceql::ast::{AttrScope, FieldExpr, Intrinsic, Query, Root, SpansetExpr};
 use tracehouse_traceql::{plan_query, plan_search};
 use tracehouse_warehouse::id_range::SpanCondition;
+use tracehouse_warehouse::map_filter::reads_map_text;
 use tracehouse_warehouse::schema::spans_schema;
 
 use super::candidates::necessary_filter;
@@ -75,6 +77,8 @@ pub struct Step {
     /// Of a candidate step, its condition as an expression over the `spans` columns: a trace
     /// passes when one of its rows does, so reads can filter rows as they decode them.
     pub condition: Option<SpanCondition>,
+    /// Whether the step's condition reads text out of attribute maps (their largest leaves).
+    pub reads_map_text: bool,
 }
 
 /// Prepared search plans by (tenant, query text, spss). Plans do not depend on the
@@ -157,9 +161,12 @@ async fn prepare(ctx: &SessionContext, query: &Query, spss: usize) -> Result<Pre
                 .build()?;
             let mut candidates = step(&state, &plan, &["trace_id"]).await?;
             candidates.condition = scan_condition(&candidates.plan);
-            // Reading the attribute maps costs about what reading the whole rows does.
+            // Reading whole attribute maps costs about what reading the whole rows does; a
+            // condition decides them from their key and value leaves alone.
             let maps = ["span_attributes", "resource_attributes"];
-            (!candidates.columns.iter().any(|c| maps.contains(&c.as_str()))).then_some(candidates)
+            let reads_maps = candidates.columns.iter().any(|c| maps.contains(&c.as_str()));
+            candidates.reads_map_text = candidates.condition.as_ref().is_some_and(reads_map_text);
+            (candidates.condition.is_some() || !reads_maps).then_some(candidates)
         }
         None => None,
     };
@@ -178,6 +185,7 @@ async fn step(state: &SessionState, plan: &LogicalPlan, always: &[&str]) -> Resu
         plan,
         columns,
         condition: None,
+        reads_map_text: false,
     })
 }
 
@@ -196,14 +204,10 @@ impl Step {
 /// filters right over its scans, when there are some and all have the same.
 fn scan_condition(plan: &Arc<dyn ExecutionPlan>) -> Option<SpanCondition> {
     fn collect(plan: &Arc<dyn ExecutionPlan>, out: &mut Vec<SpanCondition>) {
-        if let Some(filter) = plan.downcast_ref::<FilterExec>() {
-            let mut input = filter.input();
-            while input.downcast_ref::<CooperativeExec>().is_some() {
-                input = input.children()[0];
-            }
-            if input.downcast_ref::<RangeScanExec>().is_some() {
-                out.push(filter.predicate().clone());
-            }
+        if let Some(filter) = plan.downcast_ref::<FilterExec>()
+            && let Some(predicate) = over_scan(filter.predicate().clone(), filter.input())
+        {
+            out.push(predicate);
         }
         for child in plan.children() {
             collect(child, out);
@@ -213,6 +217,22 @@ fn scan_condition(plan: &Arc<dyn ExecutionPlan>) -> Option<SpanCondition> {
     collect(plan, &mut found);
     let first = found.first()?.clone();
     found.iter().all(|p| p.as_ref() == first.as_ref()).then_some(first)
+}
+
+/// `predicate` over the output of `input` as an expression over the columns of the
+/// [`RangeScanExec`] under it, when only projections lie in between.
+fn over_scan(mut predicate: SpanCondition, mut input: &Arc<dyn ExecutionPlan>) -> Option<SpanCondition> {
+    loop {
+        if input.downcast_ref::<RangeScanExec>().is_some() {
+            return Some(predicate);
+        }
+        if let Some(projection) = input.downcast_ref::<ProjectionExec>() {
+            predicate = projection.projection_expr().unproject_expr(&predicate).ok()?;
+        } else if input.downcast_ref::<CooperativeExec>().is_none() {
+            return None;
+        }
+        input = input.children()[0];
+    }
 }
 
 /// The output columns that carry returned attributes from their dedicated columns, and whether

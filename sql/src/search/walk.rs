@@ -70,7 +70,14 @@ struct Walk {
     /// Traces put through the candidate step, and those that passed.
     tried: usize,
     passed: usize,
+    /// The candidate step is held back: one that reads text out of attribute maps costs about
+    /// a whole read, more than it saves unless matches are rare, so a walk first evaluates a
+    /// chunk whole and uses the step only once that chunk shows matches rare.
+    candidates_held: bool,
 }
+
+/// A chunk with fewer hits than one per this many traces shows matches rare.
+const RARE_HITS_PER_TRACE: usize = 16;
 
 /// How many times the traces the pass rate seen says are needed a candidate batch takes: a
 /// read costs about a millisecond more than its rows, so a batch that falls short (and needs
@@ -92,6 +99,7 @@ impl Walk {
             overflow: false,
             tried: 0,
             passed: 0,
+            candidates_held: false,
         }
     }
 
@@ -124,6 +132,7 @@ impl Search<'_> {
         let give_up = left.len().div_ceil(GIVE_UP_SHARE).max(MIN_FILTER_TRACES);
         let filter = MIN_FILTER_TRACES.max(left.len() / 32).min(MAX_FILTER_TRACES);
         let mut walk = Walk::new(left, filter, limit.min(MAX_FIRST_CHUNK_TRACES));
+        walk.candidates_held = self.prepared.candidates.as_ref().is_some_and(|c| c.reads_map_text);
         found.metrics.total_jobs = 1;
         loop {
             let latest_left = walk.left.iter().map(|e| e.0).max();
@@ -159,6 +168,7 @@ impl Search<'_> {
         // Traces here are taken in order of their pages: a small batch reads few of them.
         let filter = (limit * FIRST_FOUND_FILTER_PER_LIMIT).clamp(MIN_FIRST_FOUND_FILTER, MAX_FILTER_TRACES);
         let mut walk = Walk::new(Vec::new(), filter, limit.min(MAX_FIRST_CHUNK_TRACES));
+        walk.candidates_held = self.prepared.candidates.as_ref().is_some_and(|c| c.reads_map_text);
         found.metrics.total_jobs = 1;
         let window = (self.request.start_unix_nano, self.request.end_unix_nano);
         let mut sources = std::iter::once(None).chain(files.into_iter().map(Some));
@@ -172,12 +182,12 @@ impl Search<'_> {
             }
             // With a candidate step, candidates are gathered until they may fill the result:
             // each read costs about the same for a few traces as for many.
-            let more = match self.prepared.candidates {
+            let more = match self.candidates(&walk) {
                 Some(_) => walk.ready.len() < needed,
                 None => walk.ready.is_empty(),
             };
             if more {
-                let wanted = match self.prepared.candidates {
+                let wanted = match self.candidates(&walk) {
                     Some(_) => walk.filter,
                     None => walk.chunk,
                 };
@@ -217,7 +227,7 @@ impl Search<'_> {
     /// Takes the newest traces left into `walk.ready`: with a candidate step a large batch,
     /// those that pass it; without one, the next chunk.
     async fn take_batch(&self, walk: &mut Walk, found: &mut SearchOutcome) -> Result<()> {
-        let step = self.prepared.candidates.as_ref();
+        let step = self.candidates(walk);
         // A read with the candidate condition holds only the rows that pass it.
         let n = match step {
             Some(step) if step.condition.is_some() => walk.filter,
@@ -258,11 +268,17 @@ impl Search<'_> {
         traces.sort_unstable();
         walk.chunk = (walk.chunk * 2).min(MAX_CHUNK_TRACES);
         // With a candidate step, its read counted the spans.
-        let count = self.prepared.candidates.is_none();
+        let count = self.candidates(walk).is_none();
         let whole = self
             .read_traces(walk, &traces, &self.prepared.search.columns, None, count, found)
             .await?;
         let hits = self.evaluate(&whole, &mut found.metrics).await?;
+        if walk.candidates_held && hits.len() * RARE_HITS_PER_TRACE < traces.len() {
+            walk.candidates_held = false;
+            walk.tried += traces.len();
+            walk.passed += hits.len();
+            walk.grow_filter(self.request.limit.saturating_sub(found.hits.len() + hits.len()));
+        }
         found.hits.extend(hits);
         sort_newest_first(&mut found.hits);
         found.hits.truncate(self.request.limit);
@@ -286,6 +302,11 @@ impl Search<'_> {
             .collect();
         entries.shrink_to_fit();
         Ok(Some(entries))
+    }
+
+    /// The candidate step of `walk` now, unless it has none or holds it back.
+    fn candidates(&self, walk: &Walk) -> Option<&Step> {
+        self.prepared.candidates.as_ref().filter(|_| !walk.candidates_held)
     }
 
     /// Those of `traces` (sorted) that pass the candidate `step`.
