@@ -25,7 +25,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const TENANT: &str = "bench";
 
-/// The shapes of issue 15's table, in its order, then the same in most-recent mode.
+/// The shapes of issue 15's table, in its order, two rare attribute matches, then three in
+/// most-recent mode.
 const SHAPES: &[(&str, &str)] = &[
     ("all", "{ }"),
     ("intrinsic", "{ status = error }"),
@@ -51,6 +52,11 @@ const SHAPES: &[(&str, &str)] = &[
         "{ kind = server } | by(resource.service.name) | avg(duration) > 100ms",
     ),
     ("no match", r#"{ span.user.id = "nobody" }"#),
+    ("rare attribute", r#"{ span.user.id = "user-4242" }"#),
+    (
+        "rare attribute + duration",
+        "{ span.http.response.status_code = 404 && duration > 20ms }",
+    ),
     ("most recent: all", "{ } with(most_recent=true)"),
     ("most recent: intrinsic", "{ status = error } with(most_recent=true)"),
     (
