@@ -26,7 +26,6 @@ use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
 use parquet::file::metadata::ParquetMetaData;
 use parquet::file::page_index::column_index::ColumnIndexMetaData;
 use parquet::file::statistics::Statistics;
-use parquet::schema::types::SchemaDescriptor;
 
 use crate::map_filter::{self, MapFilter};
 use crate::schema::{PARTITION_COLUMN, spans_schema};
@@ -186,11 +185,16 @@ pub(crate) fn passes(condition: &SpanCondition, batch: &RecordBatch) -> Result<B
     })
 }
 
+/// The names of the columns `condition` reads (none without one).
+fn column_names(condition: Option<&SpanCondition>) -> Vec<String> {
+    let columns = condition.map(collect_columns).unwrap_or_default();
+    columns.iter().map(|c| c.name().to_string()).collect()
+}
+
 /// `columns`, `trace_id` and the columns `condition` reads, in the order of the `spans` schema.
 fn read_columns(columns: &[String], condition: Option<&SpanCondition>) -> Vec<String> {
     let mut all: Vec<String> = columns.to_vec();
-    let more = condition.map(collect_columns).unwrap_or_default();
-    for name in std::iter::once("trace_id".to_string()).chain(more.iter().map(|c| c.name().to_string())) {
+    for name in std::iter::once("trace_id".to_string()).chain(column_names(condition)) {
         if !all.contains(&name) {
             all.push(name);
         }
@@ -210,19 +214,8 @@ fn dictionary_hint(
     ids_in_reader: bool,
     maps: Option<&SpanCondition>,
 ) -> Option<SchemaRef> {
-    let map_columns: Vec<String> = maps
-        .map(collect_columns)
-        .unwrap_or_default()
-        .iter()
-        .map(|c| c.name().to_string())
-        .collect();
-    let mut read: Vec<String> = wanted
-        .condition
-        .map(collect_columns)
-        .unwrap_or_default()
-        .iter()
-        .map(|c| c.name().to_string())
-        .collect();
+    let map_columns = column_names(maps);
+    let mut read = column_names(wanted.condition);
     if ids_in_reader {
         read.push("trace_id".to_string());
     }
@@ -445,13 +438,20 @@ impl TableFiles {
             .iter()
             .filter_map(|c| schema.root_schema().get_fields().iter().position(|f| f.name() == c))
             .collect();
-        let mut bytes = pages.bytes(&metadata, schema, &roots);
+        let mut leaves: Vec<usize> = (0..schema.num_columns())
+            .filter(|&c| roots.contains(&schema.get_column_root_idx(c)))
+            .collect();
         let mut filters = condition_filters(checked.condition, builder.schema(), &metadata)?;
         if let Some(maps) = maps {
             let filter = MapFilter::new(maps, schema);
-            bytes += pages.leaf_bytes(&metadata, filter.leaves());
+            for &leaf in filter.leaves() {
+                if !leaves.contains(&leaf) {
+                    leaves.push(leaf);
+                }
+            }
             filters.push(Box::new(filter));
         }
+        let bytes = pages.bytes(&metadata, &leaves);
         if let Some(traces) = wanted.traces.filter(|_| wanted.ids_in_reader()) {
             let (range, traces) = (wanted.range.clone(), traces.to_vec());
             let ids = ProjectionMask::leaves(schema, [leaf]);
@@ -530,16 +530,8 @@ impl Pages {
         (!pages.groups.is_empty()).then_some(pages)
     }
 
-    /// Bytes of the column chunks under `roots`, in the share of their rows selected.
-    fn bytes(&self, metadata: &ParquetMetaData, schema: &SchemaDescriptor, roots: &[usize]) -> u64 {
-        let leaves: Vec<usize> = (0..schema.num_columns())
-            .filter(|&c| roots.contains(&schema.get_column_root_idx(c)))
-            .collect();
-        self.leaf_bytes(metadata, &leaves)
-    }
-
     /// Bytes of the column chunks of `leaves`, in the share of their rows selected.
-    fn leaf_bytes(&self, metadata: &ParquetMetaData, leaves: &[usize]) -> u64 {
+    fn bytes(&self, metadata: &ParquetMetaData, leaves: &[usize]) -> u64 {
         let bytes: f64 = self
             .shares
             .iter()

@@ -131,8 +131,7 @@ impl Search<'_> {
         let limit = self.request.limit;
         let give_up = left.len().div_ceil(GIVE_UP_SHARE).max(MIN_FILTER_TRACES);
         let filter = MIN_FILTER_TRACES.max(left.len() / 32).min(MAX_FILTER_TRACES);
-        let mut walk = Walk::new(left, filter, limit.min(MAX_FIRST_CHUNK_TRACES));
-        walk.candidates_held = self.prepared.candidates.as_ref().is_some_and(|c| c.reads_map_text);
+        let mut walk = self.walk(left, filter);
         found.metrics.total_jobs = 1;
         loop {
             let latest_left = walk.left.iter().map(|e| e.0).max();
@@ -167,8 +166,7 @@ impl Search<'_> {
         let limit = self.request.limit;
         // Traces here are taken in order of their pages: a small batch reads few of them.
         let filter = (limit * FIRST_FOUND_FILTER_PER_LIMIT).clamp(MIN_FIRST_FOUND_FILTER, MAX_FILTER_TRACES);
-        let mut walk = Walk::new(Vec::new(), filter, limit.min(MAX_FIRST_CHUNK_TRACES));
-        walk.candidates_held = self.prepared.candidates.as_ref().is_some_and(|c| c.reads_map_text);
+        let mut walk = self.walk(Vec::new(), filter);
         found.metrics.total_jobs = 1;
         let window = (self.request.start_unix_nano, self.request.end_unix_nano);
         let mut sources = std::iter::once(None).chain(files.into_iter().map(Some));
@@ -302,6 +300,15 @@ impl Search<'_> {
             .collect();
         entries.shrink_to_fit();
         Ok(Some(entries))
+    }
+
+    /// A walk over `left` whose first candidate batch is `filter` traces and first chunk
+    /// `limit` (at most [`MAX_FIRST_CHUNK_TRACES`]), holding back a candidate step that reads
+    /// text out of attribute maps.
+    fn walk(&self, left: Vec<Entry>, filter: usize) -> Walk {
+        let mut walk = Walk::new(left, filter, self.request.limit.min(MAX_FIRST_CHUNK_TRACES));
+        walk.candidates_held = self.prepared.candidates.as_ref().is_some_and(|c| c.reads_map_text);
+        walk
     }
 
     /// The candidate step of `walk` now, unless it has none or holds it back.
