@@ -381,3 +381,40 @@ async fn a_trace_split_across_files_is_searched_whole() {
         assert_eq!(found.metrics.inspected_bytes, 0, "{q}: no file can hold it");
     }
 }
+
+/// A query whose attributes are all compared reads of the attribute maps only the value
+/// fields it compares (`span.items >= 3` the keys and the ints); its hits, with the attributes
+/// they return, are those of the same query read whole (`&& true` makes a query read maps
+/// whole), in both modes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn narrowed_map_reads_return_what_whole_reads_do() {
+    let (_dir, engine) = many_copies(200).await;
+    let queries = [
+        "{ span.items >= 3 }",
+        "{ .items > 1 && span.ratio > 0.5 }",
+        r#"{ .db.system = "postgres" && span.items = 7 }"#,
+        r#"{ .db.system =~ "post.*" && duration > 1ms }"#,
+        r#"{ resource.service.name = "cart" && .items > 0 }"#,
+    ];
+    for query in queries {
+        for hint in ["", " with(most_recent=true)"] {
+            let narrowed = format!("{query}{hint}");
+            let whole = format!("{} && true }}{hint}", query.trim_end_matches('}').trim_end());
+            let a = engine
+                .traceql_search(TENANT, &request(&narrowed, 50, 100))
+                .await
+                .unwrap();
+            let b = engine.traceql_search(TENANT, &request(&whole, 50, 100)).await.unwrap();
+            assert!(!a.hits.is_empty(), "{narrowed} finds nothing");
+            assert_eq!(a.hits, b.hits, "{narrowed} and {whole}");
+            let returned = a.hits.iter().flat_map(|h| &h.spansets).flat_map(|s| &s.spans);
+            assert!(returned.clone().all(|s| !s.attributes.is_empty()), "{narrowed}: values");
+            assert!(
+                a.metrics.inspected_bytes < b.metrics.inspected_bytes,
+                "{narrowed} read {} bytes, {whole} {}",
+                a.metrics.inspected_bytes,
+                b.metrics.inspected_bytes
+            );
+        }
+    }
+}

@@ -10,7 +10,10 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, BooleanBufferBuilder, RecordBatch, StringArray};
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, BooleanBufferBuilder, MapArray, RecordBatch, StringArray, StructArray,
+    new_null_array,
+};
 use arrow::compute::kernels::cmp::{gt_eq, lt};
 use arrow::compute::{and, cast, filter_record_batch, prep_null_mask_filter};
 use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
@@ -26,8 +29,9 @@ use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
 use parquet::file::metadata::ParquetMetaData;
 use parquet::file::page_index::column_index::ColumnIndexMetaData;
 use parquet::file::statistics::Statistics;
+use parquet::schema::types::SchemaDescriptor;
 
-use crate::map_filter::{self, MapFilter};
+use crate::map_filter::{self, MapFields, MapFilter};
 use crate::schema::{PARTITION_COLUMN, spans_schema};
 use crate::trace_index::{DataFile, TableFiles, reader_options};
 use crate::{Error, Result};
@@ -415,7 +419,14 @@ impl TableFiles {
 
     /// The rows of `file` that are `wanted`, `columns` of the `spans` schema (in that order),
     /// reading only the pages whose trace-id statistics admit such ids.
-    pub async fn read_id_range(&self, file: &DataFile, wanted: Wanted<'_>, columns: &[String]) -> Result<Read> {
+    /// Of the maps `narrowed` names, only the key and the value fields it lists are read.
+    pub async fn read_id_range(
+        &self,
+        file: &DataFile,
+        wanted: Wanted<'_>,
+        columns: &[String],
+        narrowed: Option<&MapFields>,
+    ) -> Result<Read> {
         let mut builder = self.builder(file).await?;
         let metadata = builder.metadata().clone();
         let leaf = trace_id_leaf(&metadata, file)?;
@@ -438,9 +449,8 @@ impl TableFiles {
             .iter()
             .filter_map(|c| schema.root_schema().get_fields().iter().position(|f| f.name() == c))
             .collect();
-        let mut leaves: Vec<usize> = (0..schema.num_columns())
-            .filter(|&c| roots.contains(&schema.get_column_root_idx(c)))
-            .collect();
+        let mut leaves = projected_leaves(schema, &roots, narrowed);
+        let projection = ProjectionMask::leaves(schema, leaves.iter().copied());
         let mut filters = condition_filters(checked.condition, builder.schema(), &metadata)?;
         if let Some(maps) = maps {
             let filter = MapFilter::new(maps, schema);
@@ -467,7 +477,7 @@ impl TableFiles {
             })));
         }
         let mut builder = builder
-            .with_projection(ProjectionMask::roots(schema, roots))
+            .with_projection(projection)
             .with_row_groups(pages.groups)
             .with_row_selection(RowSelection::from(pages.selectors))
             .with_batch_size(8192);
@@ -479,7 +489,7 @@ impl TableFiles {
         // The pages read may hold other ids; a condition pushed in part is checked whole.
         let mut kept = Vec::with_capacity(batches.len());
         for b in &batches {
-            kept.extend(checked.keep(&project_spans(b, &read, &file.date)?, columns)?);
+            kept.extend(checked.keep(&project_spans(b, &read, &file.date, narrowed)?, columns)?);
         }
         Ok(Read {
             batches: kept,
@@ -487,6 +497,26 @@ impl TableFiles {
             scanned: pages.rows,
         })
     }
+}
+
+/// The leaves of the columns `roots` of a file of `schema`: of the maps `narrowed` names only
+/// the key and the value fields it lists.
+fn projected_leaves(schema: &SchemaDescriptor, roots: &[usize], narrowed: Option<&MapFields>) -> Vec<usize> {
+    (0..schema.num_columns())
+        .filter(|&c| {
+            let root = schema.get_column_root_idx(c);
+            if !roots.contains(&root) {
+                return false;
+            }
+            let column = schema.column(c);
+            let path = column.path().parts();
+            // A map of no fields is not read (parquet reads no map without its values).
+            match narrowed.and_then(|n| n.get(&path[0])) {
+                Some(fields) => !fields.is_empty() && map_filter::is_key_or_field(path, fields),
+                None => true,
+            }
+        })
+        .collect()
 }
 
 /// The pages of a file a read selects by their trace-id statistics.
@@ -548,6 +578,44 @@ impl Pages {
     }
 }
 
+/// `array` typed as `to`: cast, except that a map or struct read with fewer fields (a narrowed
+/// map) gets the missing ones as nulls.
+fn conform(array: &ArrayRef, to: &DataType) -> Result<ArrayRef> {
+    if array.data_type() == to {
+        return Ok(array.clone());
+    }
+    match (array.data_type(), to) {
+        (DataType::Map(..), DataType::Map(entries, sorted)) => {
+            let map = array.as_map();
+            let conformed = conform(&(Arc::new(map.entries().clone()) as ArrayRef), entries.data_type())?;
+            let map = MapArray::try_new(
+                entries.clone(),
+                map.offsets().clone(),
+                conformed.as_struct().clone(),
+                map.nulls().cloned(),
+                *sorted,
+            )?;
+            Ok(Arc::new(map))
+        }
+        (DataType::Struct(_), DataType::Struct(fields)) => {
+            let from = array.as_struct();
+            let columns = fields
+                .iter()
+                .map(|f| match from.column_by_name(f.name()) {
+                    Some(c) => conform(c, f.data_type()),
+                    None => Ok(new_null_array(f.data_type(), from.len())),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(Arc::new(StructArray::try_new(
+                fields.clone(),
+                columns,
+                from.nulls().cloned(),
+            )?))
+        }
+        _ => Ok(cast(array, to)?),
+    }
+}
+
 /// The rows of live `batches` (in the `spans` schema) that are `wanted`, `columns` only.
 pub(crate) fn live_id_range(batches: &[RecordBatch], wanted: Wanted<'_>, columns: &[String]) -> Result<Read> {
     let mut out = Read::default();
@@ -559,8 +627,14 @@ pub(crate) fn live_id_range(batches: &[RecordBatch], wanted: Wanted<'_>, columns
 }
 
 /// `columns` of `batch`, typed as in the `spans` schema; the partition column is `date` when
-/// the batch lacks it.
-pub(crate) fn project_spans(batch: &RecordBatch, columns: &[String], date: &str) -> Result<RecordBatch> {
+/// the batch lacks it, and a map `narrowed` to no fields (not read) is null.
+pub(crate) fn project_spans(
+    batch: &RecordBatch,
+    columns: &[String],
+    date: &str,
+    narrowed: Option<&MapFields>,
+) -> Result<RecordBatch> {
+    let unread = |name: &str| narrowed.and_then(|n| n.get(name)).is_some_and(|f| f.is_empty());
     let full = spans_schema();
     let indices = columns
         .iter()
@@ -571,9 +645,9 @@ pub(crate) fn project_spans(batch: &RecordBatch, columns: &[String], date: &str)
     for field in schema.fields() {
         let name = field.name();
         arrays.push(match batch.column_by_name(name) {
-            Some(c) if c.data_type() == field.data_type() => c.clone(),
-            Some(c) => cast(c, field.data_type())?,
+            Some(c) => conform(c, field.data_type())?,
             None if name == PARTITION_COLUMN => Arc::new(StringArray::from(vec![date; batch.num_rows()])),
+            None if unread(name) => new_null_array(field.data_type(), batch.num_rows()),
             None => return Err(Error::InvalidSpan(format!("data file has no {name} column"))),
         });
     }

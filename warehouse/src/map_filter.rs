@@ -7,12 +7,15 @@
 //! just those Parquet leaves (the key leaf and the value leaves named) and decides the rows
 //! there; the map itself is then not read at all.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use arrow::array::{BooleanArray, RecordBatch};
-use arrow::datatypes::DataType;
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray, UInt32Array, new_null_array};
+use arrow::buffer::BooleanBuffer;
+use arrow::compute::kernels::cmp::eq;
+use arrow::datatypes::{DataType, Field, FieldRef, Schema};
 use arrow::error::ArrowError;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::ScalarFunctionExpr;
 use datafusion::physical_expr::expressions::{Column, Literal};
@@ -27,6 +30,23 @@ use crate::schema::spans_schema;
 /// Leaves of a map a condition reads: `None` for all of them, else the key leaf and the
 /// value fields named.
 type MapUses = HashMap<String, Option<BTreeSet<String>>>;
+
+/// Of attribute maps, by column, the value fields a read decodes besides the key: the other
+/// value leaves are not read, and come back as nulls.
+pub type MapFields = BTreeMap<String, BTreeSet<String>>;
+
+/// The value fields of each map that `exprs` read, when they read maps only one value field
+/// of a named key at a time (a bare map column, as an expression of its own, is passed through,
+/// not read); `None` when one reads a map in another way.
+pub fn map_fields<'a>(exprs: impl IntoIterator<Item = &'a Arc<dyn PhysicalExpr>>) -> Option<MapFields> {
+    let mut uses = MapUses::new();
+    for e in exprs {
+        if e.downcast_ref::<Column>().is_none() {
+            visit(e, &mut uses);
+        }
+    }
+    uses.into_iter().map(|(map, fields)| Some((map, fields?))).collect()
+}
 
 /// `condition` as (the conjuncts on flat columns, the conjuncts that read a nested column).
 pub fn split(condition: &SpanCondition) -> (Option<SpanCondition>, Option<SpanCondition>) {
@@ -86,6 +106,11 @@ fn visit(expr: &Arc<dyn PhysicalExpr>, uses: &mut MapUses) {
 /// `(map, field)` when `expr` is one value field of one key of a map column:
 /// `get_field(get_field(map, 'key'), 'field')` or `get_field(map, 'key', 'field')`.
 fn map_value_field(expr: &Arc<dyn PhysicalExpr>) -> Option<(String, String)> {
+    map_value_key_field(expr).map(|(map, _, field)| (map, field))
+}
+
+/// `(map, key, field)` when `expr` is one value field of one key of a map column.
+fn map_value_key_field(expr: &Arc<dyn PhysicalExpr>) -> Option<(String, String, String)> {
     let args = get_field_args(expr)?;
     let text = |e: &Arc<dyn PhysicalExpr>| {
         let value = e.downcast_ref::<Literal>()?.value();
@@ -101,13 +126,9 @@ fn map_value_field(expr: &Arc<dyn PhysicalExpr>) -> Option<(String, String)> {
             let [map, key] = get_field_args(inner)? else {
                 return None;
             };
-            text(key)?;
-            Some((column(map)?, text(field)?))
+            Some((column(map)?, text(key)?, text(field)?))
         }
-        [map, key, field] => {
-            text(key)?;
-            Some((column(map)?, text(field)?))
-        }
+        [map, key, field] => Some((column(map)?, text(key)?, text(field)?)),
         _ => None,
     }
 }
@@ -139,14 +160,19 @@ pub fn leaves(condition: &SpanCondition, schema: &SchemaDescriptor) -> Vec<usize
             match uses.get(root) {
                 None => false,
                 Some(None) => true,
-                Some(Some(fields)) => match path.get(2).map(String::as_str) {
-                    Some("key") => path.len() == 3,
-                    Some("value") => path.get(3).is_some_and(|f| fields.contains(f)),
-                    _ => false,
-                },
+                Some(Some(fields)) => is_key_or_field(&path, fields),
             }
         })
         .collect()
+}
+
+/// Whether the leaf at `path` (of a map column) is the map's key or one of its value `fields`.
+pub(crate) fn is_key_or_field(path: &[String], fields: &BTreeSet<String>) -> bool {
+    match path.get(2).map(String::as_str) {
+        Some("key") => path.len() == 3,
+        Some("value") => path.get(3).is_some_and(|f| fields.contains(f)),
+        _ => false,
+    }
 }
 
 /// A parquet row filter that decides `condition` (conjuncts that read maps) from only the
@@ -155,16 +181,30 @@ pub struct MapFilter {
     projection: ProjectionMask,
     leaves: Vec<usize>,
     condition: SpanCondition,
+    /// The values `condition` reads out of maps, each as the column it reads instead.
+    lookups: Vec<Lookup>,
+}
+
+/// One value field of one key of a map, looked up in every row as a column of its own.
+struct Lookup {
+    column: String,
+    map: String,
+    key: String,
+    field: String,
+    /// The type `get_field` gives the value.
+    data_type: DataType,
 }
 
 impl MapFilter {
     pub fn new(condition: SpanCondition, schema: &SchemaDescriptor) -> Self {
         let leaves = leaves(&condition, schema);
         let projection = ProjectionMask::leaves(schema, leaves.iter().copied());
+        let (condition, lookups) = with_lookups(condition);
         Self {
             projection,
             leaves,
             condition,
+            lookups,
         }
     }
 
@@ -180,7 +220,118 @@ impl ArrowPredicate for MapFilter {
     }
 
     fn evaluate(&mut self, batch: RecordBatch) -> Result<BooleanArray, ArrowError> {
+        let batch = match self.lookups.is_empty() {
+            true => batch,
+            false => with_looked_up(batch, &self.lookups)?,
+        };
         passes(&self.condition, &batch).map_err(|e| ArrowError::ExternalError(Box::new(e)))
+    }
+}
+
+/// `condition` with each value it reads out of a map (`get_field(map, 'k', 'f')`) read from
+/// a column of its own instead, and those columns; unchanged, with none, when it also reads a
+/// map in another way. `get_field` builds each row's whole value struct before taking the
+/// field; a lookup takes the one field of the first entry with the key.
+fn with_lookups(condition: SpanCondition) -> (SpanCondition, Vec<Lookup>) {
+    let mut lookups: Vec<Lookup> = Vec::new();
+    let rewritten = condition.clone().transform_down(|e| {
+        let (Some((map, key, field)), Some(f)) = (map_value_key_field(&e), e.downcast_ref::<ScalarFunctionExpr>())
+        else {
+            return Ok(Transformed::no(e));
+        };
+        let data_type = f.return_type().clone();
+        let at = lookups
+            .iter()
+            .position(|l| (&l.map, &l.key, &l.field) == (&map, &key, &field))
+            .unwrap_or_else(|| {
+                let column = format!("lookup:{}", lookups.len());
+                lookups.push(Lookup {
+                    column,
+                    map,
+                    key,
+                    field,
+                    data_type,
+                });
+                lookups.len() - 1
+            });
+        let column: Arc<dyn PhysicalExpr> = Arc::new(Column::new(&lookups[at].column, 0));
+        Ok(Transformed::new(column, true, TreeNodeRecursion::Jump))
+    });
+    let Ok(rewritten) = rewritten else {
+        return (condition, Vec::new());
+    };
+    let mut uses = MapUses::new();
+    visit(&rewritten.data, &mut uses);
+    match uses.is_empty() {
+        true => (rewritten.data, lookups),
+        false => (condition, Vec::new()),
+    }
+}
+
+/// `batch` with a column per lookup.
+fn with_looked_up(batch: RecordBatch, lookups: &[Lookup]) -> Result<RecordBatch, ArrowError> {
+    let mut fields: Vec<FieldRef> = batch.schema().fields().iter().cloned().collect();
+    let mut columns = batch.columns().to_vec();
+    for l in lookups {
+        let map = batch
+            .column_by_name(&l.map)
+            .ok_or_else(|| ArrowError::SchemaError(format!("a map filter read without {}", l.map)))?;
+        let values = look_up(map, &l.key, &l.field, &l.data_type)?;
+        fields.push(Arc::new(Field::new(&l.column, l.data_type.clone(), true)));
+        columns.push(values);
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+}
+
+/// Per row of `map`, value field `field` of its first entry with key `key` (null without one),
+/// typed `data_type`.
+fn look_up(map: &ArrayRef, key: &str, field: &str, data_type: &DataType) -> Result<ArrayRef, ArrowError> {
+    let map = map
+        .as_map_opt()
+        .ok_or_else(|| ArrowError::SchemaError("a map lookup on a column that is not a map".into()))?;
+    let entries = map.entries();
+    let values = entries.column(1).as_struct();
+    let Some(values) = values.column_by_name(field) else {
+        return Ok(new_null_array(data_type, map.len()));
+    };
+    let matched = key_matches(entries.column(0), key)?;
+    let offsets = map.value_offsets();
+    let mut indices: Vec<Option<u32>> = vec![None; map.len()];
+    let mut row = 0usize;
+    for entry in matched.set_indices() {
+        while offsets[row + 1] as usize <= entry {
+            row += 1;
+        }
+        if indices[row].is_none() {
+            indices[row] = Some(u32::try_from(entry).map_err(|e| ArrowError::ExternalError(Box::new(e)))?);
+        }
+    }
+    let taken = arrow::compute::take(values.as_ref(), &UInt32Array::from(indices), None)?;
+    match taken.data_type() == data_type {
+        true => Ok(taken),
+        false => arrow::compute::cast(&taken, data_type),
+    }
+}
+
+/// Which of a map's `keys` (text, or a dictionary of text: each distinct key compared once)
+/// are `key`.
+fn key_matches(keys: &ArrayRef, key: &str) -> Result<BooleanBuffer, ArrowError> {
+    let scalar = StringArray::new_scalar(key);
+    let Some(dictionary) = keys.as_any_dictionary_opt() else {
+        let text = arrow::compute::cast(keys, &DataType::Utf8)?;
+        return Ok(true_and_valid(&eq(&text, &scalar)?));
+    };
+    let values = arrow::compute::cast(dictionary.values(), &DataType::Utf8)?;
+    let of_values = BooleanArray::new(true_and_valid(&eq(&values, &scalar)?), None);
+    let of_keys = arrow::compute::take(&of_values, dictionary.keys(), None)?;
+    Ok(true_and_valid(of_keys.as_boolean()))
+}
+
+/// The rows of `b` that are true (not null).
+fn true_and_valid(b: &BooleanArray) -> BooleanBuffer {
+    match b.nulls() {
+        Some(nulls) => b.values() & nulls.inner(),
+        None => b.values().clone(),
     }
 }
 
@@ -234,5 +385,59 @@ mod tests {
             split(&physical(col("status_code").eq(lit("error")))).1.map(|_| ()),
             None
         );
+    }
+
+    #[test]
+    fn lookups_decide_as_get_field_does() {
+        use crate::span::{AttrMapBuilder, AttrValue};
+        let mut maps = AttrMapBuilder::new();
+        maps.append(&[("a", AttrValue::Int(7)), ("code", AttrValue::Int(503))]);
+        maps.append(&[("code", AttrValue::Str("503"))]);
+        maps.append(&[]);
+        maps.append(&[("code", AttrValue::Int(200)), ("code", AttrValue::Int(500))]);
+        maps.append(&[("b", AttrValue::Int(1)), ("code", AttrValue::Int(500))]);
+        let map = maps.finish().expect("map");
+        let dictionary = dictionary_keys(&map);
+        let typed = attr("span_attributes", "code", "int").gt_eq(lit(500i64));
+        let either = typed.clone().or(attr("span_attributes", "a", "int").eq(lit(7i64)));
+        for e in [typed, either] {
+            let condition = physical(e);
+            let (rewritten, lookups) = with_lookups(condition.clone());
+            assert!(!lookups.is_empty() && !reads_nested(&rewritten));
+            for column in [map.clone(), dictionary.clone()] {
+                let field = Field::new("span_attributes", column.data_type().clone(), true);
+                let batch = RecordBatch::try_new(Arc::new(Schema::new(vec![field])), vec![column]).expect("batch");
+                let fast = passes(&rewritten, &with_looked_up(batch.clone(), &lookups).expect("looked up"));
+                let got: Vec<bool> = fast.expect("passes").iter().map(|b| b == Some(true)).collect();
+                if batch.column(0).data_type() == map.data_type() {
+                    let slow = passes(&condition, &batch).expect("get_field");
+                    assert_eq!(got, slow.iter().map(|b| b == Some(true)).collect::<Vec<_>>());
+                }
+                assert_eq!(
+                    got[1..],
+                    [false, false, false, true],
+                    "first key wins; text is not an int"
+                );
+            }
+        }
+    }
+
+    /// `map` with its keys as a dictionary, as a read hints them.
+    fn dictionary_keys(map: &ArrayRef) -> ArrayRef {
+        let map = map.as_map();
+        let keys = arrow::compute::cast(
+            map.keys(),
+            &DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
+        )
+        .expect("dictionary");
+        let DataType::Struct(fields) = map.entries().data_type() else {
+            unreachable!("entries are a struct")
+        };
+        let key = Arc::new(fields[0].as_ref().clone().with_data_type(keys.data_type().clone()));
+        let fields: arrow::datatypes::Fields = vec![key, fields[1].clone()].into();
+        let entries = arrow::array::StructArray::try_new(fields.clone(), vec![keys, map.values().clone()], None)
+            .expect("entries");
+        let entry = Arc::new(Field::new("key_value", DataType::Struct(fields), false));
+        Arc::new(arrow::array::MapArray::try_new(entry, map.offsets().clone(), entries, None, false).expect("map"))
     }
 }

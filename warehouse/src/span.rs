@@ -187,7 +187,7 @@ pub fn validate_ids(span: &SpanRecord<'_>) -> Result<()> {
 }
 
 /// Builds one attribute map column.
-struct AttrMapBuilder {
+pub(crate) struct AttrMapBuilder {
     keys: StringBuilder,
     str_values: StringBuilder,
     int_values: Int64Builder,
@@ -200,7 +200,7 @@ struct AttrMapBuilder {
 }
 
 impl AttrMapBuilder {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             keys: StringBuilder::new(),
             str_values: StringBuilder::new(),
@@ -214,7 +214,7 @@ impl AttrMapBuilder {
         }
     }
 
-    fn append(&mut self, attrs: &[Attr<'_>]) {
+    pub(crate) fn append(&mut self, attrs: &[Attr<'_>]) {
         for (key, value) in attrs {
             self.keys.append_value(key);
             match value {
@@ -247,7 +247,7 @@ impl AttrMapBuilder {
         self.offsets.push(len);
     }
 
-    fn finish(&mut self) -> Result<ArrayRef> {
+    pub(crate) fn finish(&mut self) -> Result<ArrayRef> {
         let value_fields = match schema::attr_value_type() {
             DataType::Struct(fields) => fields,
             _ => unreachable!("attribute value type is a struct"),

@@ -733,7 +733,7 @@ impl AsyncFileReader for StoreReader {
 /// physical types differ, the partition column restored.
 fn to_spans_batch(batch: &RecordBatch, date: &str) -> Result<RecordBatch> {
     let names: Vec<String> = spans_schema().fields().iter().map(|f| f.name().clone()).collect();
-    crate::id_range::project_spans(batch, &names, date)
+    crate::id_range::project_spans(batch, &names, date, None)
 }
 
 /// Rows of `batch` whose trace id is one of `wanted` (hex).

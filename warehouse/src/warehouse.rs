@@ -17,6 +17,7 @@ use futures::{StreamExt, TryStreamExt};
 use tokio::sync::Mutex as AsyncMutex;
 
 use crate::id_range::{self, IdPage, IdRange, Read, SpanCondition, Wanted};
+use crate::map_filter::MapFields;
 use crate::provider::SnapshotSpans;
 use crate::storage::{Storage, StorageConfigKind, validate_tenant};
 use crate::trace_index::{self, DataFile, TableFiles, TraceIndex, TraceSpan};
@@ -748,7 +749,8 @@ impl Warehouse {
         .await
     }
 
-    /// The rows of `traces` in `snapshot` (that pass `condition`, when given), `columns` only:
+    /// The rows of `traces` in `snapshot` (that pass `condition`, when given), `columns` only
+    /// (of the maps `narrowed` names, the fields it lists):
     /// of each data file that holds some (by the trace-id index) the pages that hold them, and
     /// the live rows; `None` when the index does not cover the snapshot.
     pub async fn read_traces_of(
@@ -758,6 +760,7 @@ impl Warehouse {
         traces: &[u128],
         columns: &[String],
         condition: Option<&SpanCondition>,
+        narrowed: Option<&MapFields>,
     ) -> Result<Option<Read>> {
         let holders = self.with_index(tenant, snapshot, |i, files| i.holders(traces, files));
         let Some(holders) = holders.await? else {
@@ -776,7 +779,7 @@ impl Warehouse {
                     traces: Some(held.get(&file.path).map_or(&[][..], Vec::as_slice)),
                     condition,
                 };
-                files.read_id_range(&file, wanted, columns).await
+                files.read_id_range(&file, wanted, columns, narrowed).await
             })
             .await?;
         let mut ids: Vec<String> = traces.iter().map(|t| trace_index::trace_id_hex(*t)).collect();
@@ -799,10 +802,11 @@ impl Warehouse {
         snapshot: &SnapshotSpans,
         wanted: Wanted<'_>,
         columns: &[String],
+        narrowed: Option<&MapFields>,
     ) -> Result<Read> {
         let reads = self
             .each_file(tenant, snapshot.files()?, |files, file| async move {
-                files.read_id_range(&file, wanted, columns).await
+                files.read_id_range(&file, wanted, columns, narrowed).await
             })
             .await?;
         let mut read = id_range::live_id_range(snapshot.live(), wanted, columns)?;

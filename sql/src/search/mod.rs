@@ -332,14 +332,15 @@ impl Search<'_> {
             }
             None => None,
         };
-        let columns = &self.prepared.search.columns;
         let wanted = Wanted {
             range,
             traces: traces.as_deref(),
             condition: None,
         };
         // With a candidate step, its read counted the range's spans.
-        let whole = self.read(wanted, columns, traces.is_none(), metrics).await?;
+        let whole = self
+            .read(wanted, &self.prepared.search, traces.is_none(), metrics)
+            .await?;
         self.evaluate(&whole.batches, metrics).await
     }
 
@@ -370,7 +371,7 @@ impl Search<'_> {
             traces: None,
             condition: step.condition.as_ref(),
         };
-        let read = self.read(wanted, &step.read_columns(), true, metrics).await?;
+        let read = self.read(wanted, step, true, metrics).await?;
         let scanned = read.scanned;
         let ids = self.passing(step, read.batches).await?;
         if ids.len() as u64 > scanned.div_ceil(DENSE_CANDIDATE_SPANS as u64) {
@@ -390,19 +391,20 @@ impl Search<'_> {
         }
     }
 
-    /// The `wanted` rows, `columns` only (with a condition, only its columns are read for the
-    /// rows that fail it, and they count as inspected); `count` adds the rows to the
-    /// inspected spans.
+    /// The `wanted` rows, with the columns `step` reads ([`prepared::Step::read_columns`]; with
+    /// a condition, only its columns are read for the rows that fail it, and they count as
+    /// inspected); `count` adds the rows to the inspected spans.
     async fn read(
         &self,
         wanted: Wanted<'_>,
-        columns: &[String],
+        step: &prepared::Step,
         count: bool,
         metrics: &mut SearchMetrics,
     ) -> Result<Read> {
+        let (columns, narrowed) = (step.read_columns(), step.narrowed.as_ref());
         let read = self
             .warehouse
-            .read_id_range(self.tenant, &self.snapshot, wanted, columns)
+            .read_id_range(self.tenant, &self.snapshot, wanted, &columns, narrowed)
             .await?;
         account(&read, count, wanted.condition.is_some(), metrics)?;
         Ok(read)

@@ -34,10 +34,10 @@ use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
 use datafusion::prelude::SessionContext;
 use tracehouse_traceql::PlanOptions;
-use tracehouse_traceql::ast::{AttrScope, FieldExpr, Intrinsic, Query, Root, SpansetExpr};
+use tracehouse_traceql::ast::{AttrScope, BinOp, CmpOp, FieldExpr, Intrinsic, Query, Root, SpansetExpr, Static};
 use tracehouse_traceql::{plan_query, plan_search};
 use tracehouse_warehouse::id_range::SpanCondition;
-use tracehouse_warehouse::map_filter::reads_map_text;
+use tracehouse_warehouse::map_filter::{MapFields, map_fields, reads_map_text};
 use tracehouse_warehouse::schema::spans_schema;
 
 use super::candidates::necessary_filter;
@@ -79,6 +79,9 @@ pub struct Step {
     pub condition: Option<SpanCondition>,
     /// Whether the step's condition reads text out of attribute maps (their largest leaves).
     pub reads_map_text: bool,
+    /// Of the attribute maps the step reads, the value fields it needs, when it needs no other
+    /// ([`narrowed`]): reads decode only those leaves of them.
+    pub narrowed: Option<MapFields>,
 }
 
 /// Prepared search plans by (tenant, query text, spss). Plans do not depend on the
@@ -145,7 +148,8 @@ async fn prepare(ctx: &SessionContext, query: &Query, spss: usize) -> Result<Pre
     let state = datafusion::execution::session_state::SessionStateBuilder::new_from_existing(ctx.state())
         .with_config(config)
         .build();
-    let search = step(&state, &plan, &ALWAYS_READ).await?;
+    let mut search = step(&state, &plan, &ALWAYS_READ).await?;
+    search.narrowed = narrowed(query, &search);
     let candidates = match necessary_filter(query) {
         Some(condition) => {
             let filter = Query {
@@ -186,7 +190,59 @@ async fn step(state: &SessionState, plan: &LogicalPlan, always: &[&str]) -> Resu
         columns,
         condition: None,
         reads_map_text: false,
+        narrowed: None,
     })
+}
+
+/// Of the maps `step` (the search over whole traces) reads, the value fields its plan reads,
+/// when it needs no others: the query is one filter whose attributes are all compared with a
+/// value (`{ span.x >= 500 && .y = "a" }`, no `!=`, `!~` or nil), so each span it returns has
+/// every attribute it returns in a field the plan compares. A map read but not compared (the
+/// other scope's) is read with its keys alone.
+fn narrowed(query: &Query, step: &Step) -> Option<MapFields> {
+    let Root::Spanset(SpansetExpr::Filter(c)) = &query.root else {
+        return None;
+    };
+    if !compared_conjunction(c) {
+        return None;
+    }
+    let mut exprs = Vec::new();
+    let mut stack = vec![&step.plan];
+    while let Some(node) = stack.pop() {
+        node.apply_expressions(&mut |e| {
+            exprs.push(e.clone());
+            Ok(TreeNodeRecursion::Continue)
+        })
+        .ok()?;
+        stack.extend(node.children());
+    }
+    let mut fields = map_fields(exprs.iter())?;
+    for map in ["span_attributes", "resource_attributes"] {
+        if step.columns.iter().any(|c| c == map) {
+            fields.entry(map.to_string()).or_default();
+        }
+    }
+    Some(fields)
+}
+
+/// Whether `c` is a conjunction of comparisons of a span's own attribute or intrinsic with a
+/// value, none of them `!=`, `!~` or with nil.
+fn compared_conjunction(c: &FieldExpr) -> bool {
+    let field = |f: &FieldExpr| match f {
+        FieldExpr::Attribute(a) => {
+            !a.parent && matches!(a.scope, AttrScope::Span | AttrScope::Resource | AttrScope::Unscoped)
+        }
+        FieldExpr::Intrinsic(_) => true,
+        _ => false,
+    };
+    let value = |f: &FieldExpr| matches!(f, FieldExpr::Static(s) if *s != Static::Nil);
+    match c {
+        FieldExpr::Binary(BinOp::And, a, b) => compared_conjunction(a) && compared_conjunction(b),
+        FieldExpr::Binary(op @ (BinOp::Cmp(_) | BinOp::Regex), a, b) => {
+            *op != BinOp::Cmp(CmpOp::Neq) && ((field(a) && value(b)) || (value(a) && field(b)))
+        }
+        _ => false,
+    }
 }
 
 impl Step {

@@ -268,7 +268,7 @@ impl Search<'_> {
         // With a candidate step, its read counted the spans.
         let count = self.candidates(walk).is_none();
         let whole = self
-            .read_traces(walk, &traces, &self.prepared.search.columns, None, count, found)
+            .read_traces(walk, &traces, &self.prepared.search, None, count, found)
             .await?;
         let hits = self.evaluate(&whole, &mut found.metrics).await?;
         if walk.candidates_held && hits.len() * RARE_HITS_PER_TRACE < traces.len() {
@@ -325,29 +325,28 @@ impl Search<'_> {
         found: &mut SearchOutcome,
     ) -> Result<HashSet<u128>> {
         let condition = step.condition.as_ref();
-        let rows = self
-            .read_traces(walk, traces, &step.read_columns(), condition, true, found)
-            .await?;
+        let rows = self.read_traces(walk, traces, step, condition, true, found).await?;
         let ids = self.passing(step, rows).await?;
         Ok(ids.iter().filter_map(|t| parse_trace_id(t)).collect())
     }
 
-    /// The rows of `traces` (sorted) that pass `condition` when given, `columns` only;
-    /// `count` adds the spans read to the inspected spans. Learns the spans per trace of
-    /// `walk` from a read without a condition; none when it read more than one read may hold
-    /// (`walk.overflow`).
+    /// The rows of `traces` (sorted) that pass `condition` when given, with the columns
+    /// `step` reads ([`Step::read_columns`]); `count` adds the spans read to the inspected
+    /// spans. Learns the spans per trace of `walk` from a read without a condition; none when
+    /// it read more than one read may hold (`walk.overflow`).
     async fn read_traces(
         &self,
         walk: &mut Walk,
         traces: &[u128],
-        columns: &[String],
+        step: &Step,
         condition: Option<&SpanCondition>,
         count: bool,
         found: &mut SearchOutcome,
     ) -> Result<Vec<RecordBatch>> {
+        let (columns, narrowed) = (step.read_columns(), step.narrowed.as_ref());
         let read = self
             .warehouse
-            .read_traces_of(self.tenant, &self.snapshot, traces, columns, condition)
+            .read_traces_of(self.tenant, &self.snapshot, traces, &columns, condition, narrowed)
             .await?;
         let Some(read) = read else {
             return Err(DataFusionError::Internal("the trace-id index no longer covers the search".into()).into());
