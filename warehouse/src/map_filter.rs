@@ -5,7 +5,9 @@
 //! `span.http.response.status_code >= 500` reads of its map only the keys and the typed value
 //! it compares (`get_field(get_field(span_attributes, 'k'), 'int')`), so [`MapFilter`] decodes
 //! just those Parquet leaves (the key leaf and the value leaves named) and decides the rows
-//! there; the map itself is then not read at all.
+//! there; the map itself is then not read at all. Each compared value is looked up there
+//! directly (the first entry with the key, one field taken), not through `get_field`.
+//! [`MapFields`] narrows any read's maps the same way, to the key and the value fields listed.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
