@@ -271,7 +271,13 @@ async fn microservices_end_to_end_exactly_once() {
         assert_eq!(ready_status(s).await, 200);
     }
     // Components refuse what they do not serve: the querier takes no spans.
-    assert!(std::net::TcpStream::connect(("127.0.0.1", querier.otlp_grpc_port)).is_err());
+    // Its own listening sockets are checked: a bare connect could reach another test's
+    // process that took the unused port meanwhile.
+    let listening = querier.listening_ports();
+    assert!(listening.contains(&querier.http_port), "{listening:?}");
+    for port in [querier.otlp_grpc_port, querier.otlp_http_port] {
+        assert!(!listening.contains(&port), "querier listens on {port}: {listening:?}");
+    }
 }
 
 /// Sends from two tasks until `stop`, recording acknowledged ids; failures are tolerated.

@@ -23,6 +23,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::sqlparser::ast::Statement;
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_postgres::datafusion_pg_catalog::setup_pg_catalog;
+use futures::{FutureExt, StreamExt};
 use object_store::ObjectStore;
 use tokio_util::sync::CancellationToken;
 use tracehouse_warehouse::Warehouse;
@@ -278,7 +279,7 @@ impl QueryEngine {
         let ctx = self.context(tenant).await?;
         let timeout = self.config.query_timeout;
         let search = crate::search::search(&ctx, &self.search_plans, &self.warehouse, tenant, request, progress);
-        tokio::time::timeout(timeout, search)
+        tokio::time::timeout(timeout, unpanicked(search))
             .await
             .map_err(|_| Error::Timeout(timeout))?
     }
@@ -292,7 +293,7 @@ impl QueryEngine {
         range_ns: Option<(i64, i64)>,
     ) -> Result<tracehouse_warehouse::TraceLookup> {
         validate_tenant(tenant)?;
-        Ok(self.warehouse.trace_by_id(tenant, trace, range_ns).await?)
+        unpanicked(async { Ok(self.warehouse.trace_by_id(tenant, trace, range_ns).await?) }).await
     }
 }
 
@@ -326,10 +327,36 @@ fn bounded_stream(
         datafusion::error::DataFusionError::External(Box::new(e))
     };
     let schema = stream.schema();
+    let batches = crate::stop::UntilStopped::new(stream, stop, ());
+    let batches = std::panic::AssertUnwindSafe(batches).catch_unwind().map(|polled| {
+        polled.unwrap_or_else(|panic| {
+            let e = panicked(panic);
+            Err(datafusion::error::DataFusionError::External(Box::new(e)))
+        })
+    });
     Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
-        schema,
-        crate::stop::UntilStopped::new(stream, stop, ()),
+        schema, batches,
     ))
+}
+
+/// `work`'s result, or an internal error if it panicked: a panic deep in a reader or an
+/// operator fails the one request with a message instead of dropping its connection.
+async fn unpanicked<T>(work: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    std::panic::AssertUnwindSafe(work)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| Err(panicked(panic)))
+}
+
+/// The internal error a caught panic becomes (its message when it has one, which is logged).
+fn panicked(panic: Box<dyn std::any::Any + Send>) -> Error {
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("no message");
+    tracing::error!(panic = message, "a query panicked");
+    Error::Internal(format!("the query failed unexpectedly: {message}"))
 }
 
 /// A tenant session's object stores: empty at first (no local file system, no URL reads), then
@@ -370,5 +397,44 @@ impl ObjectStoreRegistry for TenantStores {
             .ok_or_else(|| {
                 datafusion::error::DataFusionError::Plan(format!("permission denied: no access to {}", url.scheme()))
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::datatypes::Schema;
+    use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_search_is_an_internal_error() {
+        let work = async {
+            if Instant::now().elapsed() < Duration::from_secs(3600) {
+                panic!("row filter broke");
+            }
+            Ok(1)
+        };
+        let e = unpanicked(work).await.expect_err("panicked");
+        assert!(
+            matches!(&e, Error::Internal(m) if m.contains("row filter broke")),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_panicking_stream_ends_with_an_error() {
+        let schema = Arc::new(Schema::empty());
+        let batches = futures::stream::iter([0, 1]).map(|i| {
+            assert_eq!(i, 0, "operator broke");
+            Ok(RecordBatch::new_empty(Arc::new(Schema::empty())))
+        });
+        let stream = Box::pin(RecordBatchStreamAdapter::new(schema, batches));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let mut bounded = bounded_stream(stream, deadline, Duration::from_secs(60), CancellationToken::new());
+        assert!(bounded.next().await.expect("first").is_ok());
+        let e = bounded.next().await.expect("second").expect_err("panicked");
+        assert!(e.to_string().contains("operator broke"), "{e}");
+        assert!(bounded.next().await.is_none(), "the stream ends after a panic");
     }
 }

@@ -375,11 +375,89 @@ async fn a_trace_split_across_files_is_searched_whole() {
         let found = engine.traceql_search(TENANT, &request(&q, 20, 3)).await.unwrap();
         let stats = &found.hits[0].service_stats;
         assert_eq!((stats[0].span_count, stats[0].error_count), (2, 1), "{q}");
+        // Each value in another file: neither file holds both, the trace does.
+        let q = format!("{{ span.tag = \"only-here\" }} && {{ span.tag = \"elsewhere\" }}{hint}");
+        let found = engine.traceql_search(TENANT, &request(&q, 20, 3)).await.unwrap();
+        assert_eq!(found.hits.len(), 1, "{q}");
         let q = format!("{{ span.tag = \"nowhere\" }}{hint}");
         let found = engine.traceql_search(TENANT, &request(&q, 20, 3)).await.unwrap();
         assert!(found.hits.is_empty(), "{q}");
         assert_eq!(found.metrics.inspected_bytes, 0, "{q}: no file can hold it");
     }
+}
+
+/// One data file of two row groups, where only the second's bloom filters may hold the value
+/// a query needs (the last trace's): a search takes only the traces within the second's trace
+/// ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row_groups_that_cannot_hold_a_value_are_skipped() {
+    use tracehouse_warehouse::table::ROW_GROUP_ROWS;
+    use tracehouse_warehouse::{Warehouse, WarehouseConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let warehouse = Warehouse::open(WarehouseConfig::local(dir.path())).await.unwrap();
+    let traces = ROW_GROUP_ROWS + ROW_GROUP_ROWS / 8;
+    let batch = one_span_traces(traces, |i| match i {
+        i if i + 1 == traces => "needle".to_string(),
+        i => format!("common-{}", i % 100),
+    });
+    warehouse.append(TENANT, batch).await.unwrap();
+    let tenant = warehouse.tenant(TENANT).unwrap();
+    assert!(warehouse.flush_tenant(&tenant).await.unwrap() > 0);
+    let engine = tracehouse_sql::QueryEngine::new(warehouse, Default::default()).unwrap();
+    for hint in ["", " with(most_recent=true)"] {
+        let q = format!("{{ span.tag = \"needle\" }}{hint}");
+        let found = engine.traceql_search(TENANT, &request(&q, 20, 3)).await.unwrap();
+        assert_eq!(found.hits.len(), 1, "{q}");
+        assert_eq!(found.hits[0].trace_id, format!("{traces:032x}"), "{q}");
+        let inspected = found.metrics.inspected_spans;
+        // Walking the first row group's traces too would inspect each of its spans.
+        assert!(
+            inspected > 0 && inspected < ROW_GROUP_ROWS as u64,
+            "{q}: {inspected} spans"
+        );
+        let q = format!("{{ span.tag = \"common-7\" }}{hint}");
+        let found = engine.traceql_search(TENANT, &request(&q, 20, 3)).await.unwrap();
+        assert_eq!(found.hits.len(), 20, "{q}");
+    }
+}
+
+/// `traces` traces of one span each, trace `i` with id `i + 1`, starting `i` ms after the
+/// fixtures' time zero, with the string attribute `tag` of `tag(i)`.
+fn one_span_traces(traces: usize, tag: impl Fn(usize) -> String) -> arrow::array::RecordBatch {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    let spans = (0..traces)
+        .map(|i| {
+            let start = (BASE_NS + i as i64 * MS) as u64;
+            Span {
+                trace_id: (i as u128 + 1).to_be_bytes().to_vec(),
+                span_id: (i as u64 + 1).to_be_bytes().to_vec(),
+                name: "op".into(),
+                kind: 2,
+                start_time_unix_nano: start,
+                end_time_unix_nano: start + MS as u64,
+                attributes: vec![KeyValue {
+                    key: "tag".into(),
+                    value: Some(AnyValue {
+                        value: Some(Value::StringValue(tag(i))),
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }
+        })
+        .collect();
+    let request = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    tracehouse_ingest::otlp::request_to_batch(&request).unwrap()
 }
 
 /// A query whose attributes are all compared reads of the attribute maps only the value

@@ -31,7 +31,7 @@ use parquet::file::page_index::column_index::ColumnIndexMetaData;
 use parquet::file::statistics::Statistics;
 use parquet::schema::types::SchemaDescriptor;
 
-use crate::map_filter::{self, MapFields, MapFilter};
+use crate::map_filter::{self, MapFields, MapFilter, text_mask};
 use crate::schema::{PARTITION_COLUMN, spans_schema};
 use crate::trace_index::{DataFile, TableFiles, reader_options};
 use crate::{Error, Result};
@@ -129,17 +129,7 @@ impl Wanted<'_> {
     /// Which of `ids` (text, or a dictionary of text: then each distinct id is looked at
     /// once) are wanted, by trace id alone.
     fn ids_mask_of(&self, ids: &ArrayRef) -> Result<BooleanArray> {
-        let Some(dictionary) = ids.as_any_dictionary_opt() else {
-            return self.ids_mask(cast(ids, &DataType::Utf8)?.as_string::<i32>());
-        };
-        let values = cast(dictionary.values(), &DataType::Utf8)?;
-        let of_values = self.ids_mask(values.as_string::<i32>())?;
-        let mask = arrow::compute::take(&of_values, dictionary.keys(), None)?;
-        let mask = mask.as_boolean();
-        Ok(match mask.null_count() {
-            0 => mask.clone(),
-            _ => prep_null_mask_filter(mask),
-        })
+        text_mask(ids, |text| self.ids_mask(text))
     }
 
     /// The wanted rows of `batch` (typed as the `spans` schema, with `trace_id` and the

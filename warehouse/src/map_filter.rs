@@ -319,14 +319,25 @@ fn look_up(map: &ArrayRef, key: &str, field: &str, data_type: &DataType) -> Resu
 /// are `key`.
 fn key_matches(keys: &ArrayRef, key: &str) -> Result<BooleanBuffer, ArrowError> {
     let scalar = StringArray::new_scalar(key);
-    let Some(dictionary) = keys.as_any_dictionary_opt() else {
-        let text = arrow::compute::cast(keys, &DataType::Utf8)?;
-        return Ok(true_and_valid(&eq(&text, &scalar)?));
+    let mask = text_mask(keys, |text| eq(text, &scalar))?;
+    Ok(mask.values().clone())
+}
+
+/// Which rows of `array` (text, or a dictionary of text: then `decide` sees each distinct
+/// value once and its answer is spread over the rows) `decide` keeps; a null answer or a
+/// null row is not kept, so the mask has no nulls.
+pub(crate) fn text_mask<E: From<ArrowError>>(
+    array: &ArrayRef,
+    decide: impl Fn(&StringArray) -> Result<BooleanArray, E>,
+) -> Result<BooleanArray, E> {
+    let Some(dictionary) = array.as_any_dictionary_opt() else {
+        let text = arrow::compute::cast(array, &DataType::Utf8)?;
+        return Ok(BooleanArray::new(true_and_valid(&decide(text.as_string())?), None));
     };
     let values = arrow::compute::cast(dictionary.values(), &DataType::Utf8)?;
-    let of_values = BooleanArray::new(true_and_valid(&eq(&values, &scalar)?), None);
+    let of_values = BooleanArray::new(true_and_valid(&decide(values.as_string())?), None);
     let of_keys = arrow::compute::take(&of_values, dictionary.keys(), None)?;
-    Ok(true_and_valid(of_keys.as_boolean()))
+    Ok(BooleanArray::new(true_and_valid(of_keys.as_boolean()), None))
 }
 
 /// The rows of `b` that are true (not null).

@@ -484,37 +484,69 @@ impl TableFiles {
         trace_spans(&batches, None)
     }
 
-    /// Whether `file` may hold `value` in one of the columns `leaves` (leaf paths such as
-    /// `span_attributes.key_value.value.str`): `false` only when every row group has a bloom
-    /// filter on each of them and none may hold it.
-    pub async fn may_contain(&self, file: &DataFile, leaves: &[&str], value: &str) -> Result<bool> {
+    /// Per row group of `file`, whether it may hold `value` in one of the columns `leaves`
+    /// (leaf paths such as `span_attributes.key_value.value.str`): `false` only when its bloom
+    /// filter on each of them rules it out (every row group may when a leaf is missing).
+    pub async fn row_groups_may_contain(&self, file: &DataFile, leaves: &[&str], value: &str) -> Result<Vec<bool>> {
         let mut builder = self.builder(file).await?;
         let schema = builder.parquet_schema();
         let columns: Vec<usize> = (0..schema.num_columns())
             .filter(|&i| leaves.contains(&schema.column(i).path().string().as_str()))
             .collect();
+        let row_groups = builder.metadata().num_row_groups();
         if columns.len() != leaves.len() {
-            return Ok(true);
+            return Ok(vec![true; row_groups]);
         }
-        for row_group in 0..builder.metadata().num_row_groups() {
+        let mut may = Vec::with_capacity(row_groups);
+        for row_group in 0..row_groups {
+            let mut any = false;
             for &column in &columns {
-                let key = (self.child(&file.path), row_group, column);
-                let filter = match self.footers.bloom(&key) {
-                    Some(filter) => filter,
-                    None => {
-                        let filter = builder.get_row_group_column_bloom_filter(row_group, column).await?;
-                        let filter = filter.map(Arc::new);
-                        self.footers.put_bloom(key, filter.clone());
-                        filter
-                    }
-                };
-                match filter {
-                    Some(filter) if !filter.check(value) => {}
-                    _ => return Ok(true),
+                let filter = self.bloom(&mut builder, file, row_group, column).await?;
+                if filter.is_none_or(|f| f.check(value)) {
+                    any = true;
+                    break;
                 }
             }
+            may.push(any);
         }
-        Ok(false)
+        Ok(may)
+    }
+
+    /// A row group's bloom filter on `column`, through the cache.
+    async fn bloom(
+        &self,
+        builder: &mut ParquetRecordBatchStreamBuilder<StoreReader>,
+        file: &DataFile,
+        row_group: usize,
+        column: usize,
+    ) -> Result<Option<Arc<Sbbf>>> {
+        let key = (self.child(&file.path), row_group, column);
+        if let Some(filter) = self.footers.bloom(&key) {
+            return Ok(filter);
+        }
+        let filter = builder.get_row_group_column_bloom_filter(row_group, column).await?;
+        let filter = filter.map(Arc::new);
+        self.footers.put_bloom(key, filter.clone());
+        Ok(filter)
+    }
+
+    /// Per row group of `file`, its smallest and largest trace id (every id when its
+    /// statistics do not say).
+    pub async fn row_group_ids(&self, file: &DataFile) -> Result<Vec<(u128, u128)>> {
+        let builder = self.builder(file).await?;
+        let schema = builder.parquet_schema();
+        let leaf = (0..schema.num_columns())
+            .find(|&i| schema.column(i).path().string() == "trace_id")
+            .ok_or_else(|| Error::InvalidSpan(format!("{} has no trace_id column", file.path)))?;
+        let span = |rg: &parquet::file::metadata::RowGroupMetaData| {
+            let Some(Statistics::ByteArray(s)) = rg.column(leaf).statistics() else {
+                return None;
+            };
+            let id = |b: Option<&[u8]>| parse_trace_id(std::str::from_utf8(b?).ok()?);
+            Some((id(s.min_bytes_opt())?, id(s.max_bytes_opt())?))
+        };
+        let groups = builder.metadata().row_groups();
+        Ok(groups.iter().map(|rg| span(rg).unwrap_or((0, u128::MAX))).collect())
     }
 
     /// The spans of the wanted traces, per file the ids it holds, as `spans` batches

@@ -825,17 +825,25 @@ impl Warehouse {
         Ok(pages.into_iter().flatten().collect())
     }
 
-    /// For each of `files`, whether a string attribute value in `leaves` may be `value`: false
-    /// only when every row group's bloom filter on each leaf rules it out.
-    pub async fn files_may_contain(
+    /// For each of `files`, per row group, whether a string attribute value in `leaves` may
+    /// be `value`: false only when the row group's bloom filter on each leaf rules it out.
+    pub async fn files_row_groups_may_contain(
         &self,
         tenant: &str,
         files: &[DataFile],
         leaves: &[&str],
         value: &str,
-    ) -> Result<Vec<bool>> {
+    ) -> Result<Vec<Vec<bool>>> {
         self.each_file(tenant, files.to_vec(), |files, file| async move {
-            files.may_contain(&file, leaves, value).await
+            files.row_groups_may_contain(&file, leaves, value).await
+        })
+        .await
+    }
+
+    /// For each of `files`, per row group, its smallest and largest trace id.
+    pub async fn files_row_group_ids(&self, tenant: &str, files: &[DataFile]) -> Result<Vec<Vec<(u128, u128)>>> {
+        self.each_file(tenant, files.to_vec(), |files, file| async move {
+            files.row_group_ids(&file).await
         })
         .await
     }

@@ -293,7 +293,33 @@ impl TestServer {
         ticks as f64 / 100.0
     }
 
-    /// A counter or gauge from `/metrics`.
+    /// The TCP ports the server process itself listens on (its sockets in LISTEN state), so
+    /// a port another process took in the meantime does not count.
+    pub fn listening_ports(&self) -> std::collections::BTreeSet<u16> {
+        let fd_dir = format!("/proc/{}/fd", self.pid());
+        let inodes: std::collections::HashSet<String> = std::fs::read_dir(fd_dir)
+            .unwrap()
+            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .filter_map(|l| {
+                let l = l.to_string_lossy().to_string();
+                Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+            })
+            .collect();
+        let mut ports = std::collections::BTreeSet::new();
+        for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+            let text = std::fs::read_to_string(table).unwrap_or_default();
+            for line in text.lines().skip(1) {
+                // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+                let f: Vec<&str> = line.split_whitespace().collect();
+                if f.len() > 9 && f[3] == "0A" && inodes.contains(f[9]) {
+                    let port = f[1].rsplit(':').next().unwrap();
+                    ports.insert(u16::from_str_radix(port, 16).unwrap());
+                }
+            }
+        }
+        ports
+    }
+
     /// The whole `/metrics` page.
     pub async fn metrics_text(&self) -> String {
         reqwest::get(format!("http://127.0.0.1:{}/metrics", self.http_port))
@@ -304,6 +330,7 @@ impl TestServer {
             .unwrap()
     }
 
+    /// A counter or gauge from `/metrics`.
     pub async fn metric(&self, name: &str) -> u64 {
         let text = self.metrics_text().await;
         text.lines()

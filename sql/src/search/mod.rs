@@ -21,6 +21,7 @@
 mod candidates;
 mod hits;
 mod prepared;
+mod prune;
 mod ranges;
 mod walk;
 
@@ -34,12 +35,11 @@ use arrow::compute::{and, filter_record_batch};
 use arrow::datatypes::Int64Type;
 use datafusion::error::DataFusionError;
 use datafusion::prelude::SessionContext;
-use tracehouse_traceql::ast::{AttrScope, FieldExpr, Intrinsic, Query, Root, SpansetExpr, Stage, Static};
+use tracehouse_traceql::ast::{FieldExpr, Intrinsic, Query, Root, SpansetExpr, Stage, Static};
 use tracehouse_traceql::compile;
 use tracehouse_warehouse::Warehouse;
 use tracehouse_warehouse::id_range::{IdRange, Read, Wanted};
 use tracehouse_warehouse::provider::SnapshotSpans;
-use tracehouse_warehouse::trace_index::DataFile;
 
 pub use prepared::{SEARCH_PLANS_ENTRIES, SearchPlans};
 
@@ -107,7 +107,7 @@ pub async fn search(
     let mut found = SearchOutcome::default();
     found.metrics.total_blocks = files.len() as u64;
     found.metrics.total_block_bytes = files.iter().map(|f| f.size).sum();
-    let (snapshot, walked_snapshot) = prune(warehouse, tenant, &query, snapshot, &files).await?;
+    let pruned = prune::prune(warehouse, tenant, &query, snapshot, &files).await?;
     let prepared = plans.get(ctx, tenant, &request.query, &query, request.spss).await?;
     let search = Search {
         ctx,
@@ -116,8 +116,9 @@ pub async fn search(
         request,
         fields: returned_fields(&query),
         prepared,
-        snapshot,
-        walked: walked_snapshot,
+        snapshot: pruned.read,
+        walked: pruned.walk,
+        may_hold: pruned.may_hold,
         candidates: AtomicBool::new(true),
     };
     let most_recent = wants_most_recent(&query);
@@ -155,93 +156,6 @@ pub async fn search(
     Ok(found)
 }
 
-/// The snapshot to read from and the one to walk: both without the data files that cannot hold
-/// a match, those whose bloom filters rule out a string attribute value every match needs. A
-/// trace of the files that can may have spans in the others too, and is read whole: the files
-/// to read are all of them unless none can (the walk reads a trace from every file that holds
-/// it; the ranges read what the snapshot has).
-async fn prune(
-    warehouse: &Warehouse,
-    tenant: &str,
-    query: &Query,
-    snapshot: SnapshotSpans,
-    files: &[DataFile],
-) -> Result<(SnapshotSpans, SnapshotSpans)> {
-    let mut keep: Vec<bool> = vec![true; files.len()];
-    for (leaves, value) in required_values(query) {
-        if !keep.contains(&true) {
-            break;
-        }
-        let may = warehouse.files_may_contain(tenant, files, &leaves, &value).await?;
-        keep.iter_mut().zip(may).for_each(|(k, m)| *k &= m);
-    }
-    if keep.iter().all(|k| *k) {
-        return Ok((snapshot.clone(), snapshot));
-    }
-    let kept = files
-        .iter()
-        .zip(&keep)
-        .filter(|(_, k)| **k)
-        .map(|(f, _)| f.path.clone());
-    let walk = snapshot.with_files(kept.collect());
-    if keep.contains(&true) {
-        return Ok((snapshot, walk));
-    }
-    Ok((walk.clone(), walk))
-}
-
-/// String values every match needs as an attribute value, with the Parquet leaves that hold
-/// them: from `attr = "v"` terms joined by `&&` in a filter, of the spanset operands every
-/// match needs (`&&` and the non-negated structural operators).
-fn required_values(query: &Query) -> Vec<(Vec<&'static str>, String)> {
-    fn terms(e: &FieldExpr, out: &mut Vec<(Vec<&'static str>, String)>) {
-        use tracehouse_traceql::ast::{BinOp, CmpOp};
-        match e {
-            FieldExpr::Binary(BinOp::And, a, b) => {
-                terms(a, out);
-                terms(b, out);
-            }
-            FieldExpr::Binary(BinOp::Cmp(CmpOp::Eq), a, b) => {
-                let ((FieldExpr::Attribute(attr), FieldExpr::Static(Static::Str(v)))
-                | (FieldExpr::Static(Static::Str(v)), FieldExpr::Attribute(attr))) = (a.as_ref(), b.as_ref())
-                else {
-                    return;
-                };
-                let [span, resource] = tracehouse_warehouse::table::ATTRIBUTE_STRING_LEAVES;
-                let leaves = match (attr.scope, attr.parent) {
-                    (AttrScope::Span, false) => vec![span],
-                    (AttrScope::Resource, false) => vec![resource],
-                    (AttrScope::Unscoped, false) => vec![span, resource],
-                    _ => return,
-                };
-                out.push((leaves, v.clone()));
-            }
-            _ => {}
-        }
-    }
-    fn walk(e: &SpansetExpr, out: &mut Vec<(Vec<&'static str>, String)>) {
-        use tracehouse_traceql::ast::SpansetOp as Op;
-        match e {
-            SpansetExpr::Filter(cond) => terms(cond, out),
-            SpansetExpr::Op(Op::And | Op::Child | Op::Descendant | Op::Parent | Op::Ancestor | Op::Sibling, a, b) => {
-                walk(a, out);
-                walk(b, out);
-            }
-            SpansetExpr::Op(..) => {}
-            SpansetExpr::Pipeline(stages) => {
-                if let Some(Stage::Spanset(first)) = stages.first() {
-                    walk(first, out);
-                }
-            }
-        }
-    }
-    let mut out = Vec::new();
-    if let Root::Spanset(e) = &query.root {
-        walk(e, &mut out);
-    }
-    out
-}
-
 fn sort_newest_first(hits: &mut [TraceHit]) {
     hits.sort_by(|a, b| {
         b.start_unix_nano
@@ -276,6 +190,8 @@ struct Search<'a> {
     /// The same snapshot with only the data files that may hold a match: those a walk takes
     /// traces from.
     walked: SnapshotSpans,
+    /// Of those files, the trace ids a match may have.
+    may_hold: prune::MayHold,
     /// Whether ranges start with the candidate step: until one finds candidates dense.
     candidates: AtomicBool,
 }

@@ -22,7 +22,7 @@ use arrow::array::RecordBatch;
 use datafusion::common::HashSet;
 use datafusion::error::DataFusionError;
 use tracehouse_warehouse::id_range::SpanCondition;
-use tracehouse_warehouse::trace_index::{parse_trace_id, trace_spans};
+use tracehouse_warehouse::trace_index::{DataFile, TraceSpan, parse_trace_id, trace_spans};
 
 use super::prepared::Step;
 use super::ranges::MAX_RANGE_SPANS;
@@ -190,15 +190,9 @@ impl Search<'_> {
                     None => walk.chunk,
                 };
                 while walk.left.len() < wanted {
-                    let traces = match sources.next() {
-                        None => break,
-                        Some(None) => trace_spans(self.snapshot.live(), None)?,
-                        Some(Some(file)) => {
-                            match self.warehouse.traces_in_file(self.tenant, &self.walked, &file).await? {
-                                Some(traces) => traces,
-                                None => return Ok(None),
-                            }
-                        }
+                    let Some(source) = sources.next() else { break };
+                    let Some(traces) = self.source_traces(source).await? else {
+                        return Ok(None);
                     };
                     let in_window = traces
                         .into_iter()
@@ -220,6 +214,19 @@ impl Search<'_> {
         }
         found.metrics.total_jobs = found.metrics.completed_jobs;
         Ok(Some(()))
+    }
+
+    /// The traces of a source of a first-found walk (the live spans, or a data file) a match
+    /// may be; `None` when the trace-id index does not cover the snapshot.
+    async fn source_traces(&self, source: Option<DataFile>) -> Result<Option<Vec<TraceSpan>>> {
+        let Some(file) = source else {
+            return Ok(Some(trace_spans(self.snapshot.live(), None)?));
+        };
+        let traces = self.warehouse.traces_in_file(self.tenant, &self.walked, &file).await?;
+        Ok(traces.map(|mut traces| {
+            traces.retain(|(trace, _, _)| self.may_hold.in_file(&file.path, *trace));
+            traces
+        }))
     }
 
     /// Takes the newest traces left into `walk.ready`: with a candidate step a large batch,
@@ -293,8 +300,10 @@ impl Search<'_> {
             return Ok(None);
         };
         let window = (self.request.start_unix_nano, self.request.end_unix_nano);
-        let mut entries: Vec<Entry> = times
+        let in_files = times
             .into_iter()
+            .filter(|(trace, _, _)| self.may_hold.in_any_file(*trace));
+        let mut entries: Vec<Entry> = in_files
             .chain(trace_spans(self.snapshot.live(), None)?)
             .filter_map(|(trace, start, end)| latest_start(start, end, window).map(|at| (at, trace)))
             .collect();
