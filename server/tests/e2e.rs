@@ -35,7 +35,7 @@ for uri in dt.file_uris():
         assert "DELTA_BINARY_PACKED" in encodings["duration_ns"], encodings
         assert col.is_stats_set, "statistics on trace_id"
         assert col.bloom_filter_offset is not None, "bloom filter on trace_id"
-        assert md.row_group(rg).num_rows <= 65536
+        assert md.row_group(rg).num_rows <= 16384
 t = dt.to_pyarrow_dataset().to_table()
 print(t.num_rows, len(pc.unique(t.column("service_name"))), flush=True)
 # deltalake 1.6 with pyarrow 26 sometimes aborts in interpreter teardown ("terminate called

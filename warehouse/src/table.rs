@@ -18,8 +18,11 @@ use crate::Result;
 use crate::schema::{PARTITION_COLUMN, RESOURCE_COLUMNS, SPAN_COLUMNS, spans_schema};
 use crate::storage::Storage;
 
-/// Rows per Parquet row group; also the bloom filter's expected distinct trace ids.
-pub const ROW_GROUP_ROWS: usize = 64 * 1024;
+/// Rows per Parquet row group; also the bloom filter's expected distinct trace ids. Bloom
+/// filters rule out values per row group, so a search for a rare attribute value reads of a
+/// file only the row groups that may hold it: 16 Ki rows read a quarter of what 64 Ki did
+/// (500k spans: 39 -> 17 ms) for about 2.4% larger files.
+pub const ROW_GROUP_ROWS: usize = 16 * 1024;
 
 /// Opens the tenant's table, loaded when it exists, unloaded (ready to be created by the first
 /// append) when it does not.
@@ -75,7 +78,7 @@ const ATTRIBUTE_VALUES_NDV: u64 = 2 * ROW_GROUP_ROWS as u64;
 pub const DICTIONARY_PAGE_BYTES: usize = 64 << 10;
 
 /// Bytes of `trace_id`'s dictionary page at most: a row group's trace ids (a few thousand
-/// traces of 64 Ki spans), so its pages hold small indexes instead of 32-byte ids, which makes
+/// traces of 16 Ki spans), so its pages hold small indexes instead of 32-byte ids, which makes
 /// reading trace ids (every search range does) cheap, and files smaller.
 pub const TRACE_ID_DICTIONARY_BYTES: usize = 512 << 10;
 

@@ -38,12 +38,24 @@ pub(super) struct MayHold {
     by_file: HashMap<String, Vec<(u128, u128)>>,
     /// Every file's spans, merged; `None` when some file may hold a match anywhere.
     anywhere: Option<Vec<(u128, u128)>>,
+    /// Row groups that may hold a match, of all (0 when bloom filters were not asked).
+    kept: usize,
+    row_groups: usize,
 }
+
+/// Matches are rare when at most one row group in this many may hold one.
+const RARE_SHARE: usize = 4;
 
 impl MayHold {
     /// Whether a match may be `trace`, taken from the file at `path`.
     pub fn in_file(&self, path: &str, trace: u128) -> bool {
         self.by_file.get(path).is_none_or(|spans| covers(spans, trace))
+    }
+
+    /// Whether bloom filters ruled out most row groups (all but one in [`RARE_SHARE`] at
+    /// most may hold a match): matches are rare.
+    pub fn rare(&self) -> bool {
+        self.row_groups > 0 && self.kept * RARE_SHARE <= self.row_groups
     }
 
     /// Whether a match may be `trace`, taken from any file.
@@ -162,7 +174,12 @@ async fn may_hold(warehouse: &Warehouse, tenant: &str, files: &[DataFile], kept:
     }
     let whole = files.iter().zip(kept).any(|(_, k)| k.iter().all(|k| *k));
     let anywhere = (!whole).then(|| merged(by_file.values().flatten().copied().collect()));
-    Ok(MayHold { by_file, anywhere })
+    Ok(MayHold {
+        by_file,
+        anywhere,
+        kept: kept.iter().flatten().filter(|k| **k).count(),
+        row_groups: kept.iter().map(Vec::len).sum(),
+    })
 }
 
 /// Per filter every match needs, the string values one of its spans must hold: the

@@ -313,10 +313,13 @@ impl Search<'_> {
 
     /// A walk over `left` whose first candidate batch is `filter` traces and first chunk
     /// `limit` (at most [`MAX_FIRST_CHUNK_TRACES`]), holding back a candidate step that reads
-    /// text out of attribute maps.
+    /// text out of attribute maps. When bloom filters ruled out row groups, matches are rare
+    /// already: the step starts at once, with the largest batch.
     fn walk(&self, left: Vec<Entry>, filter: usize) -> Walk {
+        let rare = self.may_hold.rare();
+        let filter = if rare { MAX_FILTER_TRACES } else { filter };
         let mut walk = Walk::new(left, filter, self.request.limit.min(MAX_FIRST_CHUNK_TRACES));
-        walk.candidates_held = self.prepared.candidates.as_ref().is_some_and(|c| c.reads_map_text);
+        walk.candidates_held = !rare && self.prepared.candidates.as_ref().is_some_and(|c| c.reads_map_text);
         walk
     }
 
