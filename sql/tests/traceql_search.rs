@@ -355,18 +355,11 @@ fn one_span(span: char, parent: Option<char>, status: u8, tag: &str) -> arrow::a
 /// (its bloom filters rule the other out): the trace is still evaluated whole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trace_split_across_files_is_searched_whole() {
-    use tracehouse_warehouse::{Warehouse, WarehouseConfig};
-    let dir = tempfile::tempdir().unwrap();
-    let warehouse = Warehouse::open(WarehouseConfig::local(dir.path())).await.unwrap();
-    for batch in [
+    let (_dir, engine) = in_files([
         one_span('1', None, 0, "only-here"),
         one_span('2', Some('1'), 2, "elsewhere"),
-    ] {
-        warehouse.append(TENANT, batch).await.unwrap();
-        let tenant = warehouse.tenant(TENANT).unwrap();
-        assert!(warehouse.flush_tenant(&tenant).await.unwrap() > 0);
-    }
-    let engine = tracehouse_sql::QueryEngine::new(warehouse, Default::default()).unwrap();
+    ])
+    .await;
     for hint in ["", " with(most_recent=true)"] {
         let q = format!("{{ span.tag = \"only-here\" }} > {{ status = error }}{hint}");
         let found = engine.traceql_search(TENANT, &request(&q, 20, 3)).await.unwrap();
@@ -392,18 +385,12 @@ async fn a_trace_split_across_files_is_searched_whole() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn row_groups_that_cannot_hold_a_value_are_skipped() {
     use tracehouse_warehouse::table::ROW_GROUP_ROWS;
-    use tracehouse_warehouse::{Warehouse, WarehouseConfig};
-    let dir = tempfile::tempdir().unwrap();
-    let warehouse = Warehouse::open(WarehouseConfig::local(dir.path())).await.unwrap();
     let traces = ROW_GROUP_ROWS + ROW_GROUP_ROWS / 8;
     let batch = one_span_traces(traces, |i| match i {
         i if i + 1 == traces => "needle".to_string(),
         i => format!("common-{}", i % 100),
     });
-    warehouse.append(TENANT, batch).await.unwrap();
-    let tenant = warehouse.tenant(TENANT).unwrap();
-    assert!(warehouse.flush_tenant(&tenant).await.unwrap() > 0);
-    let engine = tracehouse_sql::QueryEngine::new(warehouse, Default::default()).unwrap();
+    let (_dir, engine) = in_files([batch]).await;
     for hint in ["", " with(most_recent=true)"] {
         let q = format!("{{ span.tag = \"needle\" }}{hint}");
         let found = engine.traceql_search(TENANT, &request(&q, 20, 3)).await.unwrap();
@@ -419,6 +406,22 @@ async fn row_groups_that_cannot_hold_a_value_are_skipped() {
         let found = engine.traceql_search(TENANT, &request(&q, 20, 3)).await.unwrap();
         assert_eq!(found.hits.len(), 20, "{q}");
     }
+}
+
+/// An engine over a warehouse holding each of `batches` in a data file of its own.
+async fn in_files(
+    batches: impl IntoIterator<Item = arrow::array::RecordBatch>,
+) -> (tempfile::TempDir, tracehouse_sql::QueryEngine) {
+    use tracehouse_warehouse::{Warehouse, WarehouseConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let warehouse = Warehouse::open(WarehouseConfig::local(dir.path())).await.unwrap();
+    for batch in batches {
+        warehouse.append(TENANT, batch).await.unwrap();
+        let tenant = warehouse.tenant(TENANT).unwrap();
+        assert!(warehouse.flush_tenant(&tenant).await.unwrap() > 0);
+    }
+    let engine = tracehouse_sql::QueryEngine::new(warehouse, Default::default()).unwrap();
+    (dir, engine)
 }
 
 /// `traces` traces of one span each, trace `i` with id `i + 1`, starting `i` ms after the

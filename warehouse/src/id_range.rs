@@ -351,7 +351,7 @@ fn listed(ids: &StringArray, traces: &[String]) -> BooleanArray {
 pub type IdPage = (Vec<u8>, Vec<u8>, u64);
 
 /// The leaf index of the top-level `trace_id` column.
-fn trace_id_leaf(metadata: &ParquetMetaData, file: &DataFile) -> Result<usize> {
+pub(crate) fn trace_id_leaf(metadata: &ParquetMetaData, file: &DataFile) -> Result<usize> {
     let schema = metadata.file_metadata().schema_descr();
     (0..schema.num_columns())
         .find(|&i| schema.column(i).path().string() == "trace_id")

@@ -534,10 +534,7 @@ impl TableFiles {
     /// statistics do not say).
     pub async fn row_group_ids(&self, file: &DataFile) -> Result<Vec<(u128, u128)>> {
         let builder = self.builder(file).await?;
-        let schema = builder.parquet_schema();
-        let leaf = (0..schema.num_columns())
-            .find(|&i| schema.column(i).path().string() == "trace_id")
-            .ok_or_else(|| Error::InvalidSpan(format!("{} has no trace_id column", file.path)))?;
+        let leaf = crate::id_range::trace_id_leaf(builder.metadata(), file)?;
         let span = |rg: &parquet::file::metadata::RowGroupMetaData| {
             let Some(Statistics::ByteArray(s)) = rg.column(leaf).statistics() else {
                 return None;
@@ -566,9 +563,7 @@ impl TableFiles {
     async fn read_trace_file(&self, file: &DataFile, ids: &[String]) -> Result<Vec<RecordBatch>> {
         let builder = self.builder(file).await?;
         let schema = builder.parquet_schema();
-        let leaf = (0..schema.num_columns())
-            .find(|&i| schema.column(i).path().string() == "trace_id")
-            .ok_or_else(|| Error::InvalidSpan(format!("{} has no trace_id column", file.path)))?;
+        let leaf = crate::id_range::trace_id_leaf(builder.metadata(), file)?;
         let row_groups: Vec<usize> = builder
             .metadata()
             .row_groups()

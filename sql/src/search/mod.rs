@@ -15,8 +15,8 @@
 //! same rows. When the index does not cover the snapshot (a flush in between) or a most-recent
 //! walk finds matches rare, the search reads one range of trace ids at a time instead
 //! ([`ranges`]: small first, then growing), of every data file only the pages of that range,
-//! plus the live spans of the same range, all from one snapshot. Bloom filters drop every file
-//! when none can hold a value the query needs.
+//! plus the live spans of the same range, all from one snapshot. Bloom filters take out of a
+//! walk the files and row groups that cannot hold a value the query needs ([`prune`]).
 
 mod candidates;
 mod hits;

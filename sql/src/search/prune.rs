@@ -159,16 +159,15 @@ fn and(a: &[bool], b: &[bool]) -> Vec<bool> {
 
 /// The trace-id spans of the `kept` row groups of the files where some are not.
 async fn may_hold(warehouse: &Warehouse, tenant: &str, files: &[DataFile], kept: &[Vec<bool>]) -> Result<MayHold> {
-    let partly: Vec<(DataFile, &Vec<bool>)> = files
+    let (partly, partly_kept): (Vec<DataFile>, Vec<&Vec<bool>>) = files
         .iter()
         .zip(kept)
         .filter(|(_, k)| k.contains(&true) && k.contains(&false))
         .map(|(f, k)| (f.clone(), k))
-        .collect();
-    let partly_files: Vec<DataFile> = partly.iter().map(|(f, _)| f.clone()).collect();
-    let ids = warehouse.files_row_group_ids(tenant, &partly_files).await?;
+        .unzip();
+    let ids = warehouse.files_row_group_ids(tenant, &partly).await?;
     let mut by_file = HashMap::with_capacity(partly.len());
-    for ((file, kept), ids) in partly.into_iter().zip(ids) {
+    for ((file, kept), ids) in partly.into_iter().zip(partly_kept).zip(ids) {
         let spans = ids.into_iter().zip(kept).filter(|(_, k)| **k).map(|(span, _)| span);
         by_file.insert(file.path, merged(spans.collect()));
     }
