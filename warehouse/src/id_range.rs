@@ -8,7 +8,7 @@
 //! about the spans it wants, whatever the spread of the ids (64-bit ids from Zipkin or Jaeger
 //! fill only the low end of the id space).
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, BooleanBufferBuilder, MapArray, RecordBatch, StringArray, StructArray,
@@ -25,6 +25,7 @@ use futures::TryStreamExt;
 use parquet::arrow::arrow_reader::{
     ArrowPredicate, ArrowPredicateFn, ArrowReaderMetadata, RowFilter, RowSelection, RowSelector,
 };
+use parquet::arrow::async_reader::ParquetRecordBatchStream;
 use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
 use parquet::file::metadata::ParquetMetaData;
 use parquet::file::page_index::column_index::ColumnIndexMetaData;
@@ -33,7 +34,7 @@ use parquet::schema::types::SchemaDescriptor;
 
 use crate::map_filter::{self, MapFields, MapFilter, text_mask};
 use crate::schema::{PARTITION_COLUMN, spans_schema};
-use crate::trace_index::{DataFile, TableFiles, reader_options};
+use crate::trace_index::{DataFile, StoreReader, TableFiles, reader_options};
 use crate::{Error, Result};
 
 /// Trace ids `[low, high)` in stored spelling (32 lowercase hex digits); `None` is unbounded.
@@ -410,6 +411,7 @@ impl TableFiles {
     /// The rows of `file` that are `wanted`, `columns` of the `spans` schema (in that order),
     /// reading only the pages whose trace-id statistics admit such ids.
     /// Of the maps `narrowed` names, only the key and the value fields it lists are read.
+    /// A read of many rows is split by row groups into tasks that decode side by side.
     pub async fn read_id_range(
         &self,
         file: &DataFile,
@@ -417,21 +419,25 @@ impl TableFiles {
         columns: &[String],
         narrowed: Option<&MapFields>,
     ) -> Result<Read> {
-        let mut builder = self.builder(file).await?;
-        let metadata = builder.metadata().clone();
+        let mut reader_metadata = self.reader_metadata(file).await?;
+        let metadata = reader_metadata.metadata().clone();
         let leaf = trace_id_leaf(&metadata, file)?;
         let Some(pages) = Pages::of(&metadata, leaf, &wanted) else {
             return Ok(Read::default());
         };
-        let (checked, maps) = split_condition(&wanted, builder.schema());
+        let (checked, maps) = split_condition(&wanted, reader_metadata.schema());
         let checked = Wanted {
             condition: checked.as_ref(),
             ..wanted
         };
-        if let Some(hint) = dictionary_hint(builder.schema(), &checked, wanted.ids_in_reader(), maps.as_ref()) {
-            let options = reader_options().with_schema(hint);
-            let hinted = ArrowReaderMetadata::try_new(metadata.clone(), options)?;
-            builder = ParquetRecordBatchStreamBuilder::new_with_metadata(self.reader(file), hinted);
+        let hint = dictionary_hint(
+            reader_metadata.schema(),
+            &checked,
+            wanted.ids_in_reader(),
+            maps.as_ref(),
+        );
+        if let Some(hint) = hint {
+            reader_metadata = ArrowReaderMetadata::try_new(metadata.clone(), reader_options().with_schema(hint))?;
         }
         let read = read_columns(columns, checked.condition);
         let schema = metadata.file_metadata().schema_descr();
@@ -439,22 +445,104 @@ impl TableFiles {
             .iter()
             .filter_map(|c| schema.root_schema().get_fields().iter().position(|f| f.name() == c))
             .collect();
-        let mut leaves = projected_leaves(schema, &roots, narrowed);
-        let projection = ProjectionMask::leaves(schema, leaves.iter().copied());
-        let mut filters = condition_filters(checked.condition, builder.schema(), &metadata)?;
-        if let Some(maps) = maps {
-            let filter = MapFilter::new(maps, schema);
-            for &leaf in filter.leaves() {
-                if !leaves.contains(&leaf) {
-                    leaves.push(leaf);
-                }
-            }
-            filters.push(Box::new(filter));
+        let leaves = projected_leaves(schema, &roots, narrowed);
+        let filters = Filters {
+            condition: checked.condition.cloned(),
+            maps,
+            ids: wanted
+                .traces
+                .filter(|_| wanted.ids_in_reader())
+                .map(|t| (leaf, wanted.range.clone(), Arc::from(t))),
+        };
+        let mut counted = leaves.clone();
+        counted.extend(filters.map_leaves(schema).into_iter().filter(|l| !leaves.contains(l)));
+        let bytes = pages.bytes(&metadata, &counted);
+        let projection = ProjectionMask::leaves(schema, leaves);
+        let mut streams = Vec::new();
+        for groups in pages.split(read_tasks()) {
+            let builder =
+                ParquetRecordBatchStreamBuilder::new_with_metadata(self.reader(file), reader_metadata.clone());
+            streams.push(filters.reader(builder, projection.clone(), groups)?);
         }
-        let bytes = pages.bytes(&metadata, &leaves);
-        if let Some(traces) = wanted.traces.filter(|_| wanted.ids_in_reader()) {
-            let (range, traces) = (wanted.range.clone(), traces.to_vec());
-            let ids = ProjectionMask::leaves(schema, [leaf]);
+        let batches = side_by_side(streams).await?;
+        // The pages read may hold other ids; a condition pushed in part is checked whole.
+        let mut kept = Vec::with_capacity(batches.len());
+        for b in &batches {
+            kept.extend(checked.keep(&project_spans(b, &read, &file.date, narrowed)?, columns)?);
+        }
+        Ok(Read {
+            batches: kept,
+            bytes,
+            scanned: pages.rows,
+        })
+    }
+}
+
+/// Tasks one read is split into at most: the cores.
+fn read_tasks() -> usize {
+    static TASKS: LazyLock<usize> = LazyLock::new(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    *TASKS
+}
+
+/// Rows a read task decodes at least: a read of fewer is not split.
+const MIN_TASK_ROWS: u64 = 16 * 1024;
+
+/// The batches of `streams`, in order, each read in a task of its own: side by side, and
+/// beside the reads of other files (those of a search's files are polled together). Dropping
+/// the future aborts the tasks left; a task cancelled otherwise is the runtime shutting down,
+/// and a panic in one goes on up to the query's own guard.
+async fn side_by_side(streams: Vec<ParquetRecordBatchStream<StoreReader>>) -> Result<Vec<RecordBatch>> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for (part, stream) in streams.into_iter().enumerate() {
+        tasks.spawn(async move { (part, stream.try_collect::<Vec<RecordBatch>>().await) });
+    }
+    let mut parts = Vec::with_capacity(tasks.len());
+    while let Some(done) = tasks.join_next().await {
+        let (part, batches) = match done {
+            Ok(done) => done,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => return Err(Error::ShuttingDown),
+        };
+        parts.push((part, batches?));
+    }
+    parts.sort_unstable_by_key(|(part, _)| *part);
+    Ok(parts.into_iter().flat_map(|(_, batches)| batches).collect())
+}
+
+/// The row filters of one read, built afresh for each of its tasks: the condition's (when
+/// the file stores what it reads as the `spans` schema types it), the attribute maps', and
+/// the listed trace ids' (the `trace_id` leaf, the range, the ids sorted).
+struct Filters {
+    condition: Option<SpanCondition>,
+    maps: Option<SpanCondition>,
+    ids: Option<(usize, IdRange, Arc<[String]>)>,
+}
+
+impl Filters {
+    /// The leaves the attribute-map filter decodes.
+    fn map_leaves(&self, schema: &SchemaDescriptor) -> Vec<usize> {
+        let maps = self.maps.clone();
+        maps.map(|m| MapFilter::new(m, schema).leaves().to_vec())
+            .unwrap_or_default()
+    }
+
+    /// The stream of `builder`'s rows of the pages `groups`, `projection` only, through the
+    /// filters.
+    fn reader(
+        &self,
+        builder: ParquetRecordBatchStreamBuilder<StoreReader>,
+        projection: ProjectionMask,
+        groups: &[GroupPages],
+    ) -> Result<ParquetRecordBatchStream<StoreReader>> {
+        let metadata = builder.metadata().clone();
+        let schema = metadata.file_metadata().schema_descr();
+        let mut filters = condition_filters(self.condition.as_ref(), builder.schema(), &metadata)?;
+        if let Some(maps) = &self.maps {
+            filters.push(Box::new(MapFilter::new(maps.clone(), schema)));
+        }
+        if let Some((leaf, range, traces)) = &self.ids {
+            let (range, traces) = (range.clone(), traces.clone());
+            let ids = ProjectionMask::leaves(schema, [*leaf]);
             filters.push(Box::new(ArrowPredicateFn::new(ids, move |batch: RecordBatch| {
                 let wanted = Wanted {
                     range: &range,
@@ -466,26 +554,16 @@ impl TableFiles {
                     .map_err(|e| arrow::error::ArrowError::ExternalError(Box::new(e)))
             })));
         }
+        let selectors: Vec<RowSelector> = groups.iter().flat_map(|g| g.selectors.iter().copied()).collect();
         let mut builder = builder
             .with_projection(projection)
-            .with_row_groups(pages.groups)
-            .with_row_selection(RowSelection::from(pages.selectors))
+            .with_row_groups(groups.iter().map(|g| g.rg).collect())
+            .with_row_selection(RowSelection::from(selectors))
             .with_batch_size(8192);
         if !filters.is_empty() {
             builder = builder.with_row_filter(RowFilter::new(filters));
         }
-        let stream = builder.build()?;
-        let batches: Vec<RecordBatch> = stream.try_collect().await?;
-        // The pages read may hold other ids; a condition pushed in part is checked whole.
-        let mut kept = Vec::with_capacity(batches.len());
-        for b in &batches {
-            kept.extend(checked.keep(&project_spans(b, &read, &file.date, narrowed)?, columns)?);
-        }
-        Ok(Read {
-            batches: kept,
-            bytes,
-            scanned: pages.rows,
-        })
+        Ok(builder.build()?)
     }
 }
 
@@ -511,11 +589,17 @@ fn projected_leaves(schema: &SchemaDescriptor, roots: &[usize], narrowed: Option
 
 /// The pages of a file a read selects by their trace-id statistics.
 struct Pages {
-    groups: Vec<usize>,
-    selectors: Vec<RowSelector>,
-    /// Per row group read, the share of its rows selected.
-    shares: Vec<(usize, f64)>,
+    groups: Vec<GroupPages>,
     rows: u64,
+}
+
+/// The pages of one row group a read selects.
+struct GroupPages {
+    rg: usize,
+    selectors: Vec<RowSelector>,
+    /// Rows selected, and their share of the row group's.
+    rows: u64,
+    share: f64,
 }
 
 impl Pages {
@@ -523,8 +607,6 @@ impl Pages {
     fn of(metadata: &ParquetMetaData, leaf: usize, wanted: &Wanted<'_>) -> Option<Self> {
         let mut pages = Pages {
             groups: Vec::new(),
-            selectors: Vec::new(),
-            shares: Vec::new(),
             rows: 0,
         };
         for rg in 0..metadata.num_row_groups() {
@@ -532,36 +614,61 @@ impl Pages {
             if !id_pages.iter().any(|(_, _, min, max)| wanted.admits(min, max)) {
                 continue;
             }
-            pages.groups.push(rg);
-            let (mut chosen, mut all) = (0u64, 0u64);
+            let (mut chosen, mut all, mut selectors) = (0u64, 0u64, Vec::with_capacity(id_pages.len()));
             for (_, rows, min, max) in &id_pages {
                 all += rows;
                 let admitted = wanted.admits(min, max);
                 chosen += if admitted { *rows } else { 0 };
                 let rows = usize::try_from(*rows).unwrap_or_default();
-                pages.selectors.push(match admitted {
+                selectors.push(match admitted {
                     true => RowSelector::select(rows),
                     false => RowSelector::skip(rows),
                 });
             }
             pages.rows += chosen;
-            pages.shares.push((rg, chosen as f64 / all.max(1) as f64));
+            pages.groups.push(GroupPages {
+                rg,
+                selectors,
+                rows: chosen,
+                share: chosen as f64 / all.max(1) as f64,
+            });
         }
         (!pages.groups.is_empty()).then_some(pages)
+    }
+
+    /// The row groups in at most `tasks` runs of about equal selected rows, each of
+    /// [`MIN_TASK_ROWS`] at least (but for the last).
+    fn split(&self, tasks: usize) -> Vec<&[GroupPages]> {
+        let tasks = tasks
+            .min(usize::try_from(self.rows / MIN_TASK_ROWS).unwrap_or(usize::MAX))
+            .max(1);
+        let per_task = self.rows.div_ceil(tasks as u64);
+        let (mut parts, mut from, mut rows) = (Vec::with_capacity(tasks), 0, 0u64);
+        for (i, group) in self.groups.iter().enumerate() {
+            rows += group.rows;
+            if rows >= per_task && parts.len() + 1 < tasks {
+                parts.push(&self.groups[from..=i]);
+                (from, rows) = (i + 1, 0);
+            }
+        }
+        if from < self.groups.len() {
+            parts.push(&self.groups[from..]);
+        }
+        parts
     }
 
     /// Bytes of the column chunks of `leaves`, in the share of their rows selected.
     fn bytes(&self, metadata: &ParquetMetaData, leaves: &[usize]) -> u64 {
         let bytes: f64 = self
-            .shares
+            .groups
             .iter()
-            .map(|&(rg, share)| {
-                let group = metadata.row_group(rg);
+            .map(|g| {
+                let group = metadata.row_group(g.rg);
                 leaves
                     .iter()
                     .map(|&c| group.column(c).compressed_size() as f64)
                     .sum::<f64>()
-                    * share
+                    * g.share
             })
             .sum();
         bytes as u64
@@ -648,6 +755,35 @@ pub(crate) fn project_spans(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_split_into_tasks_of_whole_row_groups() {
+        let group = |rg: usize, rows: u64| GroupPages {
+            rg,
+            selectors: vec![RowSelector::select(rows as usize)],
+            rows,
+            share: 1.0,
+        };
+        let pages = |rows: &[u64]| Pages {
+            groups: rows.iter().enumerate().map(|(rg, &r)| group(rg, r)).collect(),
+            rows: rows.iter().sum(),
+        };
+        let groups = |parts: Vec<&[GroupPages]>| -> Vec<Vec<usize>> {
+            parts.iter().map(|p| p.iter().map(|g| g.rg).collect()).collect()
+        };
+        let small = pages(&[MIN_TASK_ROWS, MIN_TASK_ROWS / 2]);
+        assert_eq!(
+            groups(small.split(4)),
+            vec![vec![0, 1]],
+            "under two tasks' rows: one task"
+        );
+        let even = pages(&[MIN_TASK_ROWS; 4]);
+        assert_eq!(groups(even.split(2)), vec![vec![0, 1], vec![2, 3]]);
+        assert_eq!(groups(even.split(8)), vec![vec![0], vec![1], vec![2], vec![3]]);
+        assert_eq!(groups(even.split(1)), vec![vec![0, 1, 2, 3]]);
+        let uneven = pages(&[3 * MIN_TASK_ROWS, 10, 10, MIN_TASK_ROWS]);
+        assert_eq!(groups(uneven.split(2)), vec![vec![0], vec![1, 2, 3]]);
+    }
 
     #[test]
     fn ids_of_a_dictionary_are_decided_per_value() {

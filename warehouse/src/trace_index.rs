@@ -346,19 +346,22 @@ impl TableFiles {
 
     /// A reader of `file` over its cached footer (with page indexes) and Arrow schema.
     pub(crate) async fn builder(&self, file: &DataFile) -> Result<ParquetRecordBatchStreamBuilder<StoreReader>> {
-        let path = self.child(&file.path);
-        let metadata = match self.footers.arrow(&path) {
-            Some(m) => m,
-            None => {
-                let m = ArrowReaderMetadata::load_async(&mut self.reader(file), reader_options()).await?;
-                self.footers.put_arrow(&path, m.clone());
-                m
-            }
-        };
+        let metadata = self.reader_metadata(file).await?;
         Ok(ParquetRecordBatchStreamBuilder::new_with_metadata(
             self.reader(file),
             metadata,
         ))
+    }
+
+    /// `file`'s footer (with page indexes) and Arrow schema, cached.
+    pub(crate) async fn reader_metadata(&self, file: &DataFile) -> Result<ArrowReaderMetadata> {
+        let path = self.child(&file.path);
+        if let Some(m) = self.footers.arrow(&path) {
+            return Ok(m);
+        }
+        let m = ArrowReaderMetadata::load_async(&mut self.reader(file), reader_options()).await?;
+        self.footers.put_arrow(&path, m.clone());
+        Ok(m)
     }
 
     pub(crate) fn reader(&self, file: &DataFile) -> StoreReader {

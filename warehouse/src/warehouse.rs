@@ -782,14 +782,18 @@ impl Warehouse {
                 files.read_id_range(&file, wanted, columns, narrowed).await
             })
             .await?;
-        let mut ids: Vec<String> = traces.iter().map(|t| trace_index::trace_id_hex(*t)).collect();
-        ids.sort_unstable();
-        let wanted = Wanted {
-            range: all,
-            traces: Some(&ids),
-            condition,
-        };
-        let mut read = id_range::live_id_range(snapshot.live(), wanted, columns)?;
+        let mut read = Read::default();
+        if !snapshot.live().is_empty() {
+            // The live spans are looked up by id in text.
+            let mut ids: Vec<String> = traces.iter().map(|t| trace_index::trace_id_hex(*t)).collect();
+            ids.sort_unstable();
+            let wanted = Wanted {
+                range: all,
+                traces: Some(&ids),
+                condition,
+            };
+            read = id_range::live_id_range(snapshot.live(), wanted, columns)?;
+        }
         reads.into_iter().for_each(|r| read.extend(r));
         Ok(Some(read))
     }
