@@ -521,9 +521,8 @@ struct Filters {
 impl Filters {
     /// The leaves the attribute-map filter decodes.
     fn map_leaves(&self, schema: &SchemaDescriptor) -> Vec<usize> {
-        let maps = self.maps.clone();
-        maps.map(|m| MapFilter::new(m, schema).leaves().to_vec())
-            .unwrap_or_default()
+        let maps = self.maps.as_ref();
+        maps.map(|m| map_filter::leaves(m, schema)).unwrap_or_default()
     }
 
     /// The stream of `builder`'s rows of the pages `groups`, `projection` only, through the

@@ -181,7 +181,6 @@ pub(crate) fn is_key_or_field(path: &[String], fields: &BTreeSet<String>) -> boo
 /// leaves it reads.
 pub struct MapFilter {
     projection: ProjectionMask,
-    leaves: Vec<usize>,
     condition: SpanCondition,
     /// The values `condition` reads out of maps, each as the column it reads instead.
     lookups: Vec<Lookup>,
@@ -199,20 +198,13 @@ struct Lookup {
 
 impl MapFilter {
     pub fn new(condition: SpanCondition, schema: &SchemaDescriptor) -> Self {
-        let leaves = leaves(&condition, schema);
-        let projection = ProjectionMask::leaves(schema, leaves.iter().copied());
+        let projection = ProjectionMask::leaves(schema, leaves(&condition, schema));
         let (condition, lookups) = with_lookups(condition);
         Self {
             projection,
-            leaves,
             condition,
             lookups,
         }
-    }
-
-    /// The leaves the filter decodes.
-    pub fn leaves(&self) -> &[usize] {
-        &self.leaves
     }
 }
 
