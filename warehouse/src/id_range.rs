@@ -22,9 +22,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::utils::{collect_columns, reassign_expr_columns};
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 use futures::TryStreamExt;
-use parquet::arrow::arrow_reader::{
-    ArrowPredicate, ArrowPredicateFn, ArrowReaderMetadata, RowFilter, RowSelection, RowSelector,
-};
+use parquet::arrow::arrow_reader::{ArrowPredicate, ArrowPredicateFn, RowFilter, RowSelection, RowSelector};
 use parquet::arrow::async_reader::ParquetRecordBatchStream;
 use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
 use parquet::file::metadata::ParquetMetaData;
@@ -34,7 +32,7 @@ use parquet::schema::types::SchemaDescriptor;
 
 use crate::map_filter::{self, MapFields, MapFilter, text_mask};
 use crate::schema::{PARTITION_COLUMN, spans_schema};
-use crate::trace_index::{DataFile, StoreReader, TableFiles, reader_options};
+use crate::trace_index::{DataFile, StoreReader, TableFiles};
 use crate::{Error, Result};
 
 /// Trace ids `[low, high)` in stored spelling (32 lowercase hex digits); `None` is unbounded.
@@ -199,40 +197,47 @@ fn read_columns(columns: &[String], condition: Option<&SpanCondition>) -> Vec<St
     all
 }
 
-/// `file_schema` with the string columns `wanted` is decided by typed as dictionaries (those
-/// its condition reads, and `trace_id` when it lists traces), when there are some: they are
-/// then decided once per distinct value of a dictionary page instead of once per row, and
-/// the strings are not copied out.
+/// The columns of `file_schema` a read of `wanted` types as dictionaries: the string columns
+/// it is decided by (those its condition reads, and `trace_id` when it lists traces) and the
+/// attribute maps `maps` reads (their keys). They are then decided once per distinct value of
+/// a dictionary page instead of once per row, and the strings are not copied out.
 fn dictionary_hint(
     file_schema: &Schema,
     wanted: &Wanted<'_>,
     ids_in_reader: bool,
     maps: Option<&SpanCondition>,
-) -> Option<SchemaRef> {
+) -> Vec<String> {
     let map_columns = column_names(maps);
     let mut read = column_names(wanted.condition);
     if ids_in_reader {
         read.push("trace_id".to_string());
     }
-    let mut hinted = false;
+    let hinted = file_schema.fields().iter().filter(|f| match f.data_type() {
+        DataType::Utf8 => read.contains(f.name()),
+        DataType::Map(..) => map_columns.contains(f.name()),
+        _ => false,
+    });
+    hinted.map(|f| f.name().clone()).collect()
+}
+
+/// `file_schema` with the columns `hinted` ([`dictionary_hint`]) typed as dictionaries.
+fn hinted_schema(file_schema: &Schema, hinted: &[String]) -> SchemaRef {
     let fields: Vec<Field> = file_schema
         .fields()
         .iter()
         .map(|f| match f.data_type() {
-            DataType::Utf8 if read.contains(f.name()) => {
-                hinted = true;
+            DataType::Utf8 if hinted.contains(f.name()) => {
                 let typed = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
                 f.as_ref().clone().with_data_type(typed)
             }
-            DataType::Map(entries, sorted) if map_columns.contains(f.name()) => {
-                hinted = true;
+            DataType::Map(entries, sorted) if hinted.contains(f.name()) => {
                 let typed = DataType::Map(dictionary_keys(entries), *sorted);
                 f.as_ref().clone().with_data_type(typed)
             }
             _ => f.as_ref().clone(),
         })
         .collect();
-    hinted.then(|| Arc::new(Schema::new_with_metadata(fields, file_schema.metadata().clone())))
+    Arc::new(Schema::new_with_metadata(fields, file_schema.metadata().clone()))
 }
 
 /// A map's entries with their (text) keys typed as a dictionary: a key is then compared once
@@ -436,8 +441,10 @@ impl TableFiles {
             wanted.ids_in_reader(),
             maps.as_ref(),
         );
-        if let Some(hint) = hint {
-            reader_metadata = ArrowReaderMetadata::try_new(metadata.clone(), reader_options().with_schema(hint))?;
+        if !hint.is_empty() {
+            let file_schema = reader_metadata.schema().clone();
+            let typed = || hinted_schema(&file_schema, &hint);
+            reader_metadata = self.hinted_metadata(file, &hint.join(","), typed).await?;
         }
         let read = read_columns(columns, checked.condition);
         let schema = metadata.file_metadata().schema_descr();

@@ -5,7 +5,8 @@
 //! [`MAX_INDEXED_TRACES`] ids) reads those traces through the trace-id index instead: only the
 //! files that hold them, whatever else the query says, so SQL by trace id needs no time range.
 
-use std::sync::{Arc, OnceLock};
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
@@ -150,6 +151,36 @@ impl TableProvider for SpansTable {
     }
 }
 
+/// Data files of the table versions listed last, by table and version: a version's files
+/// never change, and listing them from the Delta log costs a search over many small files
+/// more than its reads. Bounded: starts over past this many versions or files.
+static LISTINGS: LazyLock<Mutex<(Listings, usize)>> = LazyLock::new(Mutex::default);
+type Listings = HashMap<(String, u64), Arc<[DataFile]>>;
+const LISTED_VERSIONS: usize = 256;
+const LISTED_FILES: usize = 1 << 20;
+
+/// The data files of `table`'s version, through [`LISTINGS`].
+fn listing(table: &DeltaTable) -> crate::Result<Arc<[DataFile]>> {
+    let Some(version) = table.version() else {
+        return Ok(crate::warehouse::data_files(table)?.into());
+    };
+    let key = (table.table_url().to_string(), version);
+    if let Some(files) = LISTINGS.lock().expect("listings lock").0.get(&key) {
+        return Ok(files.clone());
+    }
+    let files: Arc<[DataFile]> = crate::warehouse::data_files(table)?.into();
+    let mut guard = LISTINGS.lock().expect("listings lock");
+    let (listings, count) = &mut *guard;
+    if listings.len() >= LISTED_VERSIONS || *count + files.len() > LISTED_FILES {
+        listings.clear();
+        *count = 0;
+    }
+    if listings.insert(key, files.clone()).is_none() {
+        *count += files.len();
+    }
+    Ok(files)
+}
+
 /// The `spans` of one snapshot: a committed table and the live batches taken with it. A
 /// search reads it one slice at a time, every slice from the same snapshot.
 #[derive(Debug, Clone)]
@@ -159,7 +190,7 @@ pub struct SnapshotSpans {
     /// The data files read (paths as in the Delta log); `None` reads all.
     files: Option<Vec<String>>,
     /// The table's data files, listed from the Delta log once for the snapshot and its copies.
-    listed: Arc<OnceLock<Vec<DataFile>>>,
+    listed: Arc<OnceLock<Arc<[DataFile]>>>,
 }
 
 impl SnapshotSpans {
@@ -185,13 +216,13 @@ impl SnapshotSpans {
     /// and partition value.
     pub fn all_files(&self) -> crate::Result<Vec<DataFile>> {
         if let Some(files) = self.listed.get() {
-            return Ok(files.clone());
+            return Ok(files.to_vec());
         }
-        let files = self
-            .table
-            .as_deref()
-            .map_or(Ok(Vec::new()), crate::warehouse::data_files)?;
-        Ok(self.listed.get_or_init(|| files).clone())
+        let files = match self.table.as_deref() {
+            Some(table) => listing(table)?,
+            None => Arc::default(),
+        };
+        Ok(self.listed.get_or_init(|| files).to_vec())
     }
 
     /// The committed data files read: all of them, or those [`Self::with_files`] chose.

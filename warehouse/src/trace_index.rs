@@ -31,6 +31,7 @@ use parquet::arrow::{ArrowWriter, ParquetRecordBatchStreamBuilder, ProjectionMas
 use parquet::bloom_filter::Sbbf;
 use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
 use parquet::file::statistics::Statistics;
+use parquet::schema::types::SchemaDescriptor;
 
 use crate::schema::{PARTITION_COLUMN, spans_schema};
 use crate::{Error, Result};
@@ -175,11 +176,14 @@ impl TraceIndex {
     pub fn holders(&self, traces: &[u128], files: &[DataFile]) -> Option<Vec<(DataFile, Vec<String>)>> {
         debug_assert!(traces.is_sorted(), "holders of unsorted traces");
         let chosen = self.ids_of(files)?;
-        let listed: usize = self.chosen_lists(&chosen).map(|(_, list)| list.len()).sum();
+        let steps: usize = self
+            .chosen_lists(&chosen)
+            .map(|(_, list)| intersect_steps(list.len(), traces.len()))
+            .sum();
         let mut held: Vec<Vec<u128>> = vec![Vec::new(); self.files.len()];
-        if listed <= traces.len().saturating_mul(MERGE_PER_LOOKUP) {
-            // Few traces listed: walking the sorted lists beside `traces` is cheaper than a
-            // hash lookup (a cache miss) per trace.
+        if steps <= traces.len().saturating_mul(MERGE_PER_LOOKUP) {
+            // Few traces listed: searching the sorted lists and `traces` in each other is
+            // cheaper than a hash lookup (a cache miss) per trace.
             for (file, list) in self.chosen_lists(&chosen) {
                 held[file] = intersect_sorted(list, traces);
             }
@@ -224,25 +228,52 @@ impl TraceIndex {
     }
 }
 
-/// Traces of the files' lists walked per trace looked up: a hash lookup costs about as much
-/// as stepping this many entries of a sorted list.
+/// Steps of a search in the files' sorted lists per trace looked up: a hash lookup costs
+/// about as much as this many.
 const MERGE_PER_LOOKUP: usize = 64;
+
+/// About the steps [`intersect_sorted`] takes over sorted lists of `a` and `b` entries: a
+/// search of the longer for each entry of the shorter.
+fn intersect_steps(a: usize, b: usize) -> usize {
+    let (short, long) = (a.min(b), a.max(b));
+    short * (long.max(1).ilog2() as usize + 1)
+}
 
 /// The traces of `list` (sorted) that are among `traces` (sorted).
 fn intersect_sorted(list: &[TraceSpan], traces: &[u128]) -> Vec<u128> {
-    let (mut i, mut j, mut out) = (0, 0, Vec::new());
-    while i < list.len() && j < traces.len() {
-        match list[i].0.cmp(&traces[j]) {
-            std::cmp::Ordering::Less => i += 1,
-            std::cmp::Ordering::Greater => j += 1,
-            std::cmp::Ordering::Equal => {
-                out.push(traces[j]);
-                i += 1;
-                j += 1;
+    let mut out = Vec::new();
+    if list.len() <= traces.len() {
+        // Each listed trace looked up in what is left of `traces`: a short list costs its
+        // length times a search, not the length of `traces` (a search over many small files
+        // checks each file's list).
+        let mut rest = traces;
+        for (trace, _, _) in list {
+            let at = rest.partition_point(|t| t < trace);
+            rest = &rest[at..];
+            if rest.first() == Some(trace) {
+                out.push(*trace);
+                rest = &rest[1..];
+            }
+        }
+    } else {
+        let mut rest = list;
+        for trace in traces {
+            let at = rest.partition_point(|(t, _, _)| t < trace);
+            rest = &rest[at..];
+            if rest.first().is_some_and(|(t, _, _)| t == trace) {
+                out.push(*trace);
+                rest = &rest[1..];
             }
         }
     }
     out
+}
+
+/// Whether a column's path `parts` spell the dotted `path` (compared in place: a search
+/// checks every column of every file).
+fn is_path(parts: &[String], path: &str) -> bool {
+    let mut rest = path.split('.');
+    parts.iter().all(|p| rest.next() == Some(p.as_str())) && rest.next().is_none()
 }
 
 /// A trace id in lowercase hex as its number; `None` unless 1 to 32 hex digits.
@@ -361,6 +392,25 @@ impl TableFiles {
         }
         let m = ArrowReaderMetadata::load_async(&mut self.reader(file), reader_options()).await?;
         self.footers.put_arrow(&path, m.clone());
+        Ok(m)
+    }
+
+    /// `file`'s footer with the Arrow schema `typed` makes (the file's own, some text columns
+    /// typed as dictionaries; `name` names which), cached: converting a schema costs more than
+    /// reading a small file's pages.
+    pub(crate) async fn hinted_metadata(
+        &self,
+        file: &DataFile,
+        name: &str,
+        typed: impl FnOnce() -> SchemaRef,
+    ) -> Result<ArrowReaderMetadata> {
+        let path = self.child(&file.path);
+        if let Some(m) = self.footers.hinted(&path, name) {
+            return Ok(m);
+        }
+        let metadata = self.reader_metadata(file).await?.metadata().clone();
+        let m = ArrowReaderMetadata::try_new(metadata, reader_options().with_schema(typed()))?;
+        self.footers.put_hinted(&path, name, m.clone());
         Ok(m)
     }
 
@@ -492,14 +542,10 @@ impl TableFiles {
     /// filter on each of them rules it out (every row group may when a leaf is missing).
     pub async fn row_groups_may_contain(&self, file: &DataFile, leaves: &[&str], value: &str) -> Result<Vec<bool>> {
         let mut builder = self.builder(file).await?;
-        let schema = builder.parquet_schema();
-        let columns: Vec<usize> = (0..schema.num_columns())
-            .filter(|&i| leaves.contains(&schema.column(i).path().string().as_str()))
-            .collect();
         let row_groups = builder.metadata().num_row_groups();
-        if columns.len() != leaves.len() {
+        let Some(columns) = self.footers.leaf_columns(builder.parquet_schema(), leaves) else {
             return Ok(vec![true; row_groups]);
-        }
+        };
         let mut may = Vec::with_capacity(row_groups);
         for row_group in 0..row_groups {
             let mut any = false;
@@ -617,7 +663,12 @@ pub struct FooterCache {
     entries: std::sync::Mutex<(HashMap<Path, Footer>, usize)>,
     /// By (file, row group, column); `None` for a column chunk without one.
     blooms: std::sync::Mutex<(Blooms, usize)>,
+    /// The leaf column a dotted path was last found at: files mostly share a schema, so a
+    /// lookup checks there first (at most [`LEAF_GUESSES`]).
+    leaves: std::sync::Mutex<HashMap<String, usize>>,
 }
+
+const LEAF_GUESSES: usize = 256;
 
 /// One file's footer, and the same footer as Arrow readers see it (with its Arrow schema:
 /// converting the schema is most of opening a file) once a reader asked for it. Both share the
@@ -626,7 +677,22 @@ pub struct FooterCache {
 struct Footer {
     parquet: Arc<ParquetMetaData>,
     arrow: Option<ArrowReaderMetadata>,
+    /// The footer as readers that asked for some text columns as dictionaries see it, by
+    /// those columns' names (at most [`HINTS_PER_FOOTER`]).
+    hinted: Vec<(String, ArrowReaderMetadata)>,
 }
+
+impl Footer {
+    /// Its bytes in memory: the footer's, and an estimate for each hinted schema.
+    fn size(&self) -> usize {
+        self.parquet.memory_size() + self.hinted.len() * HINTED_BYTES
+    }
+}
+
+/// Hinted schemas kept per footer at most (the list starts over when full), and the bytes one
+/// is counted for (its Arrow schema and the levels of each column).
+const HINTS_PER_FOOTER: usize = 4;
+const HINTED_BYTES: usize = 32 << 10;
 
 /// A column chunk: (file, row group, leaf column).
 type BloomKey = (Path, usize, usize);
@@ -651,6 +717,7 @@ impl FooterCache {
         let footer = Footer {
             parquet: metadata.metadata().clone(),
             arrow: Some(metadata),
+            hinted: Vec::new(),
         };
         self.insert(path, footer);
     }
@@ -682,13 +749,62 @@ impl FooterCache {
         let footer = Footer {
             parquet: metadata,
             arrow: None,
+            hinted: Vec::new(),
         };
         self.insert(path, footer);
     }
 
+    /// The leaf columns of `schema` at the dotted paths `leaves`, in their order; `None` when
+    /// one is missing.
+    fn leaf_columns(&self, schema: &SchemaDescriptor, leaves: &[&str]) -> Option<Vec<usize>> {
+        let at = |i: usize, leaf: &str| i < schema.num_columns() && is_path(schema.column(i).path().parts(), leaf);
+        let mut guesses = self.leaves.lock().expect("leaf guesses lock");
+        let mut columns = Vec::with_capacity(leaves.len());
+        for leaf in leaves {
+            let column = match guesses.get(*leaf) {
+                Some(&i) if at(i, leaf) => i,
+                _ => {
+                    let i = (0..schema.num_columns()).find(|&i| at(i, leaf))?;
+                    if guesses.len() >= LEAF_GUESSES {
+                        guesses.clear();
+                    }
+                    guesses.insert(leaf.to_string(), i);
+                    i
+                }
+            };
+            columns.push(column);
+        }
+        Some(columns)
+    }
+
+    /// `path`'s footer as read with the dictionary hint named `hint`, when kept.
+    fn hinted(&self, path: &Path, hint: &str) -> Option<ArrowReaderMetadata> {
+        let guard = self.entries.lock().expect("footer cache lock");
+        let footer = guard.0.get(path)?;
+        footer.hinted.iter().find(|(h, _)| h == hint).map(|(_, m)| m.clone())
+    }
+
+    /// Keeps `metadata` as `path`'s footer read with the hint named `hint`, when the footer
+    /// itself is kept and the cache has room.
+    fn put_hinted(&self, path: &Path, hint: &str, metadata: ArrowReaderMetadata) {
+        let mut guard = self.entries.lock().expect("footer cache lock");
+        let (entries, bytes) = &mut *guard;
+        let Some(footer) = entries.get_mut(path) else {
+            return;
+        };
+        if footer.hinted.len() >= HINTS_PER_FOOTER {
+            *bytes -= footer.hinted.len() * HINTED_BYTES;
+            footer.hinted.clear();
+        }
+        if *bytes + HINTED_BYTES <= FOOTER_CACHE_BYTES {
+            footer.hinted.push((hint.to_string(), metadata));
+            *bytes += HINTED_BYTES;
+        }
+    }
+
     /// Keeps `footer` for `path`, starting over when full.
     fn insert(&self, path: &Path, footer: Footer) {
-        let size = footer.parquet.memory_size();
+        let size = footer.size();
         let mut guard = self.entries.lock().expect("footer cache lock");
         let (entries, bytes) = &mut *guard;
         if entries.len() >= FOOTER_CACHE_ENTRIES || *bytes + size > FOOTER_CACHE_BYTES {
@@ -696,7 +812,7 @@ impl FooterCache {
             *bytes = 0;
         }
         if let Some(old) = entries.insert(path.clone(), footer) {
-            *bytes -= old.parquet.memory_size();
+            *bytes -= old.size();
         }
         *bytes += size;
     }
@@ -808,30 +924,36 @@ mod tests {
     #[test]
     fn holders_by_walking_lists_or_by_lookups_agree() {
         let file = |i: u32| DataFile {
-            path: format!("f{i}"),
+            path: format!("f{i:02}"),
             size: 1,
             date: "2026-12-01".into(),
         };
+        // Trace t is in file t % 3, traces divisible by 5 also in file 3, and trace 3000 + f
+        // alone in each of 64 more files f.
+        let holds = |f: u128, t: u128| match f {
+            0..3 => t < 2_000 && t % 3 == f,
+            3 => t < 2_000 && t.is_multiple_of(5),
+            _ => t == 3_000 + f,
+        };
         let mut index = TraceIndex::default();
-        // Trace t is in file t % 3, and traces divisible by 5 also in file 3.
-        for f in 0..4u32 {
-            let traces: Vec<TraceSpan> = (0..2_000u128)
-                .filter(|t| (f < 3 && *t % 3 == u128::from(f)) || (f == 3 && *t % 5 == 0))
+        for f in 0..68u32 {
+            let traces: Vec<TraceSpan> = (0..3_100u128)
+                .filter(|t| holds(u128::from(f), *t))
                 .map(|t| (t, 0, 1))
                 .collect();
             index.insert(&file(f), &traces);
         }
-        let files: Vec<DataFile> = (0..4).map(file).collect();
+        let files: Vec<DataFile> = (0..68).map(file).collect();
         let expect = |traces: &[u128]| -> Vec<(String, Vec<String>)> {
             let mut out = Vec::new();
-            for f in 0..4u128 {
+            for f in 0..68u32 {
                 let held: Vec<String> = traces
                     .iter()
-                    .filter(|t| (f < 3 && **t % 3 == f) || (f == 3 && **t % 5 == 0))
+                    .filter(|t| holds(u128::from(f), **t))
                     .map(|t| trace_id_hex(*t))
                     .collect();
                 if !held.is_empty() {
-                    out.push((format!("f{f}"), held));
+                    out.push((file(f).path, held));
                 }
             }
             out
@@ -840,14 +962,34 @@ mod tests {
             let holders = index.holders(traces, &files).expect("indexed");
             holders.into_iter().map(|(f, ids)| (f.path, ids)).collect()
         };
-        // Many traces asked for: the lists are walked; two: each is looked up.
-        let many: Vec<u128> = (0..2_000).step_by(7).collect();
-        assert!(many.len() * MERGE_PER_LOOKUP >= 2_000 + 400);
+        let steps = |traces: &[u128]| -> usize {
+            let lists = (0..68).map(|f| (0..3_100u128).filter(|t| holds(f, *t)).count());
+            lists.map(|l| intersect_steps(l, traces.len())).sum()
+        };
+        // Many traces asked for: the lists are searched; three over many files: each is
+        // looked up.
+        let mut many: Vec<u128> = (0..2_000).step_by(7).collect();
+        many.push(3_010);
+        assert!(steps(&many) <= many.len() * MERGE_PER_LOOKUP);
         assert_eq!(got(&many), expect(&many));
-        let few = [10u128, 11];
-        assert!(few.len() * MERGE_PER_LOOKUP < 2_000 + 400);
+        let few = [10u128, 11, 3_010];
+        assert!(steps(&few) > few.len() * MERGE_PER_LOOKUP);
         assert_eq!(got(&few), expect(&few));
         assert!(got(&[5_000]).is_empty());
+    }
+
+    #[test]
+    fn sorted_lists_intersect_whichever_is_longer() {
+        let list: Vec<TraceSpan> = [1u128, 4, 9, 16, 25].iter().map(|t| (*t, 0, 1)).collect();
+        assert_eq!(intersect_sorted(&list, &[0, 4, 5, 16, 30]), vec![4, 16]);
+        let long: Vec<u128> = (0..100).collect();
+        assert_eq!(intersect_sorted(&list, &long), vec![1, 4, 9, 16, 25]);
+        assert_eq!(intersect_sorted(&list, &[25]), vec![25]);
+        assert!(intersect_sorted(&list, &[]).is_empty());
+        assert!(intersect_sorted(&[], &long).is_empty());
+        assert!(is_path(&["a".into(), "b".into()], "a.b"));
+        assert!(!is_path(&["a".into(), "b".into()], "a.b.c"));
+        assert!(!is_path(&["a".into(), "b".into()], "a"));
     }
 
     #[test]
