@@ -444,7 +444,7 @@ impl TableFiles {
         if !hint.is_empty() {
             let file_schema = reader_metadata.schema().clone();
             let typed = || hinted_schema(&file_schema, &hint);
-            reader_metadata = self.hinted_metadata(file, &hint.join(","), typed).await?;
+            reader_metadata = self.hinted_metadata(file, &reader_metadata, &hint.join(","), typed)?;
         }
         let read = read_columns(columns, checked.condition);
         let schema = metadata.file_metadata().schema_descr();

@@ -239,31 +239,24 @@ fn intersect_steps(a: usize, b: usize) -> usize {
     short * (long.max(1).ilog2() as usize + 1)
 }
 
-/// The traces of `list` (sorted) that are among `traces` (sorted).
+/// The traces of `list` (sorted) that are among `traces` (sorted): each entry of the shorter
+/// searched for in what is left of the longer, so a short list costs its length times a
+/// search, not the length of `traces` (a search over many small files checks each file's list).
 fn intersect_sorted(list: &[TraceSpan], traces: &[u128]) -> Vec<u128> {
+    match list.len() <= traces.len() {
+        true => search_each(list.iter().map(|t| t.0), traces, |t| *t),
+        false => search_each(traces.iter().copied(), list, |t| t.0),
+    }
+}
+
+/// Those of `ids` (sorted) found in `rest` (sorted by `key`).
+fn search_each<T>(ids: impl Iterator<Item = u128>, mut rest: &[T], key: impl Fn(&T) -> u128) -> Vec<u128> {
     let mut out = Vec::new();
-    if list.len() <= traces.len() {
-        // Each listed trace looked up in what is left of `traces`: a short list costs its
-        // length times a search, not the length of `traces` (a search over many small files
-        // checks each file's list).
-        let mut rest = traces;
-        for (trace, _, _) in list {
-            let at = rest.partition_point(|t| t < trace);
-            rest = &rest[at..];
-            if rest.first() == Some(trace) {
-                out.push(*trace);
-                rest = &rest[1..];
-            }
-        }
-    } else {
-        let mut rest = list;
-        for trace in traces {
-            let at = rest.partition_point(|(t, _, _)| t < trace);
-            rest = &rest[at..];
-            if rest.first().is_some_and(|(t, _, _)| t == trace) {
-                out.push(*trace);
-                rest = &rest[1..];
-            }
+    for id in ids {
+        rest = &rest[rest.partition_point(|t| key(t) < id)..];
+        if rest.first().is_some_and(|t| key(t) == id) {
+            out.push(id);
+            rest = &rest[1..];
         }
     }
     out
@@ -395,12 +388,13 @@ impl TableFiles {
         Ok(m)
     }
 
-    /// `file`'s footer with the Arrow schema `typed` makes (the file's own, some text columns
-    /// typed as dictionaries; `name` names which), cached: converting a schema costs more than
-    /// reading a small file's pages.
-    pub(crate) async fn hinted_metadata(
+    /// `file`'s footer (`base`, as [`Self::reader_metadata`] gives it) with the Arrow schema
+    /// `typed` makes (the file's own, some text columns typed as dictionaries; `name` names
+    /// which), cached: converting a schema costs more than reading a small file's pages.
+    pub(crate) fn hinted_metadata(
         &self,
         file: &DataFile,
+        base: &ArrowReaderMetadata,
         name: &str,
         typed: impl FnOnce() -> SchemaRef,
     ) -> Result<ArrowReaderMetadata> {
@@ -408,8 +402,7 @@ impl TableFiles {
         if let Some(m) = self.footers.hinted(&path, name) {
             return Ok(m);
         }
-        let metadata = self.reader_metadata(file).await?.metadata().clone();
-        let m = ArrowReaderMetadata::try_new(metadata, reader_options().with_schema(typed()))?;
+        let m = ArrowReaderMetadata::try_new(base.metadata().clone(), reader_options().with_schema(typed()))?;
         self.footers.put_hinted(&path, name, m.clone());
         Ok(m)
     }
@@ -898,13 +891,7 @@ mod tests {
 
     #[test]
     fn arrow_footers_count_against_the_footer_bound() {
-        use arrow::array::Int64Array;
-        let batch = RecordBatch::try_from_iter([("x", Arc::new(Int64Array::from(vec![1])) as _)]).expect("batch");
-        let mut file = Vec::new();
-        let mut writer = ArrowWriter::try_new(&mut file, batch.schema(), None).expect("writer");
-        writer.write(&batch).expect("write");
-        writer.close().expect("close");
-        let metadata = ArrowReaderMetadata::load(&bytes::Bytes::from(file), reader_options()).expect("footer");
+        let metadata = tiny_footer();
         let cache = FooterCache::default();
         let path = |i: usize| Path::from(format!("f{i}"));
         for i in 0..=FOOTER_CACHE_ENTRIES {
@@ -990,6 +977,44 @@ mod tests {
         assert!(is_path(&["a".into(), "b".into()], "a.b"));
         assert!(!is_path(&["a".into(), "b".into()], "a.b.c"));
         assert!(!is_path(&["a".into(), "b".into()], "a"));
+    }
+
+    /// The footer of a one-column, one-row file.
+    fn tiny_footer() -> ArrowReaderMetadata {
+        use arrow::array::Int64Array;
+        let batch = RecordBatch::try_from_iter([("x", Arc::new(Int64Array::from(vec![1])) as _)]).expect("batch");
+        let mut file = Vec::new();
+        let mut writer = ArrowWriter::try_new(&mut file, batch.schema(), None).expect("writer");
+        writer.write(&batch).expect("write");
+        writer.close().expect("close");
+        ArrowReaderMetadata::load(&bytes::Bytes::from(file), reader_options()).expect("footer")
+    }
+
+    #[test]
+    fn hinted_footers_are_bounded_per_file() {
+        let metadata = tiny_footer();
+        let cache = FooterCache::default();
+        let path = Path::from("f");
+        cache.put_hinted(&path, "x", metadata.clone());
+        assert!(cache.hinted(&path, "x").is_none(), "kept only beside its footer");
+        cache.put_arrow(&path, metadata.clone());
+        let base = cache.entries.lock().expect("lock").1;
+        for i in 0..HINTS_PER_FOOTER {
+            cache.put_hinted(&path, &format!("h{i}"), metadata.clone());
+        }
+        assert!(cache.hinted(&path, "h0").is_some());
+        assert_eq!(
+            cache.entries.lock().expect("lock").1,
+            base + HINTS_PER_FOOTER * HINTED_BYTES
+        );
+        cache.put_hinted(&path, "more", metadata.clone());
+        assert!(cache.hinted(&path, "h0").is_none(), "started over when full");
+        assert!(cache.hinted(&path, "more").is_some());
+        assert_eq!(
+            cache.entries.lock().expect("lock").1,
+            base + HINTED_BYTES,
+            "counted in bytes"
+        );
     }
 
     #[test]
