@@ -7,7 +7,8 @@
 mod common;
 
 use common::{Fixture, TENANT};
-use tracehouse_sql::search::{SearchRequest, TraceHit};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use tracehouse_sql::search::{SearchPlans, SearchRequest, TraceHit, search};
 
 fn request(query: &str, limit: usize, spss: usize) -> SearchRequest {
     SearchRequest {
@@ -161,6 +162,62 @@ async fn search_by_parts_answers_as_the_whole_table() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// A lone filter's hits come from its matching rows and their traces' rows, without the
+/// search plan: for every case, and windows that cut traces, they are exactly the hits of the
+/// whole search plan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lone_filters_answer_as_the_whole_plan() {
+    let fx = &Fixture::load().await;
+    let whole = SearchPlans::whole_plans_only();
+    let mut failures = Vec::new();
+    let mut lone = 0;
+    let runs = [
+        (1, None, None),
+        (3, Some(BASE_NS + 4000 * MS), None),
+        (3, Some(BASE_NS), Some(BASE_NS + 1500 * MS)),
+        (1000, None, None),
+    ];
+    for case in common::cases().iter().filter(|c| c.expect.is_some()) {
+        let tenant = case.tenant.as_deref().unwrap_or(TENANT);
+        let ctx = fx.engine.context(tenant).await.unwrap();
+        lone += usize::from(is_lone_filter(&case.query));
+        for (spss, start, end) in runs {
+            let mut r = request(&case.query, 1000, spss);
+            (r.start_unix_nano, r.end_unix_nano) = (start, end);
+            let found = fx.engine.traceql_search(tenant, &r).await.unwrap().hits;
+            let reference = search(&ctx, &whole, &fx.warehouse, tenant, &r, &mut |_| {}).await;
+            let reference = reference.unwrap().hits;
+            if found != reference {
+                failures.push(format!(
+                    "{} (spss {spss}, {start:?}..{end:?}):\n  {found:?}\n  {reference:?}",
+                    case.query
+                ));
+            }
+        }
+    }
+    assert!(lone > 50, "only {lone} lone filters among the cases");
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// Whether `query` is a lone filter on each span's own row.
+fn is_lone_filter(query: &str) -> bool {
+    let Ok(q) = tracehouse_traceql::compile(query) else {
+        return false;
+    };
+    let schema = tracehouse_warehouse::schema::spans_schema();
+    let scan = datafusion::logical_expr::table_scan(Some("spans"), &schema, None)
+        .unwrap()
+        .build()
+        .unwrap();
+    let options = tracehouse_traceql::PlanOptions::default();
+    matches!(tracehouse_traceql::plan_lone_filter(&q, scan, &options), Ok(Some(_)))
 }
 
 /// A tenant of `copies` copies of the first fixture part (3 traces, 12 spans each copy), every
@@ -408,6 +465,38 @@ async fn row_groups_that_cannot_hold_a_value_are_skipped() {
     }
 }
 
+/// A comparison of an integer attribute that feeds a dedicated column first
+/// (`span.http.response.status_code`) is decided on that column in files whose span
+/// attributes hold no double, and on the map in files that do: either way a search finds
+/// exactly the spans whose value passes (doubles too, and numeric strings not).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_comparisons_find_the_same_with_or_without_doubles() {
+    let key = "http.response.status_code";
+    let ints = one_span_traces_with(0..200, key, |i| match i % 10 {
+        0 => Value::IntValue(503),
+        3 => Value::StringValue("503".into()),
+        _ => Value::IntValue(200),
+    });
+    let doubles = one_span_traces_with(200..400, key, |i| match i % 10 {
+        0 => Value::DoubleValue(503.0),
+        5 => Value::IntValue(504),
+        _ => Value::IntValue(200),
+    });
+    let (_dir, engine) = in_files([ints, doubles]).await;
+    let mut want: Vec<String> = (0..400)
+        .filter(|i| i % 10 == 0 || (*i >= 200 && i % 10 == 5))
+        .map(|i| format!("{:032x}", i + 1))
+        .collect();
+    want.sort();
+    for hint in ["", " with(most_recent=true)"] {
+        let q = format!("{{ span.{key} >= 500 }}{hint}");
+        let found = engine.traceql_search(TENANT, &request(&q, 1000, 3)).await.unwrap();
+        let mut got: Vec<String> = found.hits.into_iter().map(|h| h.trace_id).collect();
+        got.sort();
+        assert_eq!(got, want, "{q}");
+    }
+}
+
 /// An engine over a warehouse holding each of `batches` in a data file of its own.
 async fn in_files(
     batches: impl IntoIterator<Item = arrow::array::RecordBatch>,
@@ -427,10 +516,20 @@ async fn in_files(
 /// `traces` traces of one span each, trace `i` with id `i + 1`, starting `i` ms after the
 /// fixtures' time zero, with the string attribute `tag` of `tag(i)`.
 fn one_span_traces(traces: usize, tag: impl Fn(usize) -> String) -> arrow::array::RecordBatch {
+    one_span_traces_with(0..traces, "tag", |i| Value::StringValue(tag(i)))
+}
+
+/// Traces of one span each, trace `i` (of `ids`) with id `i + 1`, starting `i` ms after the
+/// fixtures' time zero, with the attribute `key` of `value(i)`.
+fn one_span_traces_with(
+    ids: std::ops::Range<usize>,
+    key: &str,
+    value: impl Fn(usize) -> Value,
+) -> arrow::array::RecordBatch {
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-    let spans = (0..traces)
+    let spans = ids
         .map(|i| {
             let start = (BASE_NS + i as i64 * MS) as u64;
             Span {
@@ -441,10 +540,8 @@ fn one_span_traces(traces: usize, tag: impl Fn(usize) -> String) -> arrow::array
                 start_time_unix_nano: start,
                 end_time_unix_nano: start + MS as u64,
                 attributes: vec![KeyValue {
-                    key: "tag".into(),
-                    value: Some(AnyValue {
-                        value: Some(Value::StringValue(tag(i))),
-                    }),
+                    key: key.into(),
+                    value: Some(AnyValue { value: Some(value(i)) }),
                     ..Default::default()
                 }],
                 ..Default::default()

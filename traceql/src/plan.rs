@@ -220,6 +220,31 @@ pub fn plan_search(query: &Query, spans: LogicalPlan, options: &PlanOptions, sps
     Ok(plan)
 }
 
+/// The spans that pass `query` when it is a lone filter on each span's own row (no trace-level
+/// intrinsics, parent, nested-set values, events or links), with the columns of `spans`;
+/// `None` for any other query. Its search hits are these spans, with the trace fields of
+/// their traces ([`plan_search`] finds both in one plan).
+pub fn plan_lone_filter(query: &Query, spans: LogicalPlan, options: &PlanOptions) -> Result<Option<LogicalPlan>> {
+    let Root::Spanset(SpansetExpr::Filter(e)) = &query.root else {
+        return Ok(None);
+    };
+    if !Needs::of(e).row_only() {
+        return Ok(None);
+    }
+    check_cost(&query.root)?;
+    let mut p = Planner::new(spans, options);
+    let cond = p.lower_bool(e, false)?;
+    let columns: Vec<Expr> = p
+        .spans
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| q("s", f.name()).alias(f.name()))
+        .collect();
+    let plan = p.base(Needs::default())?.filter(cond)?.project(columns)?.build()?;
+    Ok(Some(checked_size(plan)?))
+}
+
 fn q(rel: &str, name: &str) -> Expr {
     Expr::Column(Column::new(Some(rel), name))
 }
@@ -239,6 +264,11 @@ struct Needs {
 }
 
 impl Needs {
+    /// Whether a condition reads the span's own row alone.
+    fn row_only(self) -> bool {
+        !(self.trace || self.nested || self.parent || self.events || self.links)
+    }
+
     fn of(e: &FieldExpr) -> Self {
         let mut n = Self::default();
         e.visit_fields(&mut |f| match f {

@@ -304,6 +304,23 @@ fn split_condition(wanted: &Wanted<'_>, file_schema: &Schema) -> (Option<SpanCon
     }
 }
 
+/// The leaf of span attributes' double values.
+const SPAN_DOUBLES: [&str; 4] = ["span_attributes", "key_value", "value", "double"];
+
+/// Whether no row group of a file holds a double among its span attributes: by its
+/// statistics, their `double` leaf is null throughout.
+fn no_span_doubles(metadata: &ParquetMetaData) -> bool {
+    let schema = metadata.file_metadata().schema_descr();
+    let Some(leaf) = (0..schema.num_columns()).find(|&c| schema.column(c).path().parts() == SPAN_DOUBLES) else {
+        return false;
+    };
+    metadata.row_groups().iter().all(|rg| {
+        let chunk = rg.column(leaf);
+        let nulls = chunk.statistics().and_then(|s| s.null_count_opt());
+        nulls.is_some_and(|n| i64::try_from(n).is_ok_and(|n| n == chunk.num_values()))
+    })
+}
+
 /// A row filter that lets every row through where it fails (a type it cannot compare).
 struct Lenient(Box<dyn ArrowPredicate>);
 
@@ -429,6 +446,13 @@ impl TableFiles {
         let leaf = trace_id_leaf(&metadata, file)?;
         let Some(pages) = Pages::of(&metadata, leaf, &wanted) else {
             return Ok(Read::default());
+        };
+        let dedicated = wanted
+            .condition
+            .and_then(|c| map_filter::on_dedicated_columns(c, || no_span_doubles(&metadata)));
+        let wanted = Wanted {
+            condition: dedicated.as_ref().or(wanted.condition),
+            ..wanted
         };
         let (checked, maps) = split_condition(&wanted, reader_metadata.schema());
         let checked = Wanted {

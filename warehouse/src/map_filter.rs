@@ -17,6 +17,7 @@ use arrow::buffer::BooleanBuffer;
 use arrow::compute::kernels::cmp::eq;
 use arrow::datatypes::{DataType, Field, FieldRef, Schema};
 use arrow::error::ArrowError;
+use datafusion::common::ScalarValue;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::ScalarFunctionExpr;
@@ -27,7 +28,7 @@ use parquet::arrow::arrow_reader::ArrowPredicate;
 use parquet::schema::types::SchemaDescriptor;
 
 use crate::id_range::{SpanCondition, passes};
-use crate::schema::spans_schema;
+use crate::schema::{SPAN_COLUMNS, spans_schema};
 
 /// Leaves of a map a condition reads: `None` for all of them, else the key leaf and the
 /// value fields named.
@@ -57,6 +58,42 @@ pub fn split(condition: &SpanCondition) -> (Option<SpanCondition>, Option<SpanCo
         .cloned()
         .partition(reads_nested);
     (conjunction_opt(flat), conjunction_opt(nested))
+}
+
+/// `condition` with the integer values of span attributes that feed a dedicated integer
+/// column first (`span.http.response.status_code`, see [`SPAN_COLUMNS`]) read from that column,
+/// for a file whose span attributes hold no double (`no_doubles`, asked only when a value
+/// would be replaced); `None` when nothing changes.
+///
+/// A weaker condition, for reads that check their rows again or only pick candidates: where the
+/// attribute is an integer the column holds it, and without doubles its `double` field is
+/// null; the column may also hold a value where the attribute does not (a numeric string, or
+/// the next key when the first is absent), so a row may pass that the original would not.
+pub fn on_dedicated_columns(condition: &SpanCondition, no_doubles: impl FnOnce() -> bool) -> Option<SpanCondition> {
+    let rewritten = condition
+        .clone()
+        .transform_down(|e| {
+            let Some((map, key, field)) = map_value_key_field(&e) else {
+                return Ok(Transformed::no(e));
+            };
+            let column = SPAN_COLUMNS
+                .iter()
+                .find(|c| c.is_int && map == "span_attributes" && c.keys.first() == Some(&key.as_str()));
+            let replaced: Option<Arc<dyn PhysicalExpr>> = match (column, field.as_str()) {
+                (Some(c), "int") => {
+                    let index = spans_schema().index_of(c.column)?;
+                    Some(Arc::new(Column::new(c.column, index)))
+                }
+                (Some(_), "double") => Some(Arc::new(Literal::new(ScalarValue::Float64(None)))),
+                _ => None,
+            };
+            Ok(match replaced {
+                Some(r) => Transformed::new(r, true, TreeNodeRecursion::Jump),
+                None => Transformed::no(e),
+            })
+        })
+        .ok()?;
+    (rewritten.transformed && no_doubles()).then_some(rewritten.data)
 }
 
 fn reads_nested(expr: &Arc<dyn PhysicalExpr>) -> bool {
@@ -390,6 +427,30 @@ mod tests {
             split(&physical(col("status_code").eq(lit("error")))).1.map(|_| ()),
             None
         );
+    }
+
+    #[test]
+    fn first_keys_of_dedicated_int_columns_are_read_from_them_without_doubles() {
+        let status = |field: &str| attr("span_attributes", "http.response.status_code", field);
+        let typed = status("int").gt_eq(lit(500i64)).or(status("double").gt_eq(lit(500.0)));
+        let condition = physical(typed.and(col("status_code").eq(lit("error"))));
+        assert_eq!(on_dedicated_columns(&condition, || false).map(|_| ()), None);
+        let rewritten = on_dedicated_columns(&condition, || true).expect("rewritten");
+        assert!(!reads_nested(&rewritten), "{rewritten}");
+        assert!(rewritten.to_string().contains("http_status_code"), "{rewritten}");
+        // Not the second key, not resource attributes, not text.
+        for (map, key, field) in [
+            ("span_attributes", "http.status_code", "int"),
+            ("resource_attributes", "http.response.status_code", "int"),
+            ("span_attributes", "http.response.status_code", "str"),
+        ] {
+            let other = physical(attr(map, key, field).is_not_null());
+            assert_eq!(
+                on_dedicated_columns(&other, || true).map(|_| ()),
+                None,
+                "{map} {key} {field}"
+            );
+        }
     }
 
     #[test]

@@ -70,7 +70,8 @@ pub struct TraceIndex {
     traces: FastMap<u128, Vec<Location>>,
     /// The traces of each file (by file id), sorted, with the first start and last end of
     /// their rows there.
-    by_file: Vec<Vec<TraceSpan>>,
+    /// (Shared: a search walks a file's list without copying it.)
+    by_file: Vec<Arc<[TraceSpan]>>,
 }
 
 impl TraceIndex {
@@ -97,7 +98,7 @@ impl TraceIndex {
                 let id = u32::try_from(self.files.len()).expect("fewer than 2^32 files");
                 self.files.push(file.clone());
                 self.file_ids.insert(file.path.clone(), id);
-                self.by_file.push(Vec::new());
+                self.by_file.push(Arc::from([]));
                 id
             }
         };
@@ -141,7 +142,7 @@ impl TraceIndex {
 
     /// The traces of `file`, sorted, each with the first start and last end of its rows
     /// there; `None` when it is not indexed.
-    pub fn traces_of(&self, file: &DataFile) -> Option<Vec<TraceSpan>> {
+    pub fn traces_of(&self, file: &DataFile) -> Option<Arc<[TraceSpan]>> {
         let id = *self.file_ids.get(&file.path)?;
         Some(self.by_file[id as usize].clone())
     }
@@ -212,7 +213,7 @@ impl TraceIndex {
             .iter()
             .enumerate()
             .filter(|(file, _)| chosen[*file])
-            .map(|(file, list)| (file, list.as_slice()))
+            .map(|(file, list)| (file, &list[..]))
     }
 
     /// The files holding spans of `trace` that overlap `range` (unix ns, inclusive), if given.

@@ -741,7 +741,7 @@ impl Warehouse {
         tenant: &str,
         snapshot: &SnapshotSpans,
         file: &DataFile,
-    ) -> Result<Option<Vec<TraceSpan>>> {
+    ) -> Result<Option<Arc<[TraceSpan]>>> {
         self.with_index(tenant, snapshot, |index, files| {
             index.ids_of(files)?;
             index.traces_of(file)

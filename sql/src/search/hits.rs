@@ -1,6 +1,7 @@
 //! Search hits from a search plan's output: rows (sorted by trace, spanset, start) into
 //! traces, spansets and spans with the values the query returns, and each trace's per-service
-//! span and error counts.
+//! span and error counts. Of a lone filter, hits come from its matching rows and the rows of
+//! their traces ([`lone_hits`]).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -165,14 +166,7 @@ pub(crate) fn hits_from(batches: &[RecordBatch], fields: &[FieldExpr], limit: us
                 return traces;
             }
             let label = opt_str(c(10), row).unwrap_or_default();
-            let span = SpanHit {
-                span_id: opt_str(c(1), row).unwrap_or_default(),
-                name: opt_str(c(2), row).unwrap_or_default(),
-                service_name: opt_str(c(3), row),
-                start_unix_nano: c(4).as_primitive::<Int64Type>().value(row),
-                duration_ns: c(5).as_primitive::<Int64Type>().value(row),
-                attributes: returned_values(b, row, fields),
-            };
+            let span = span_hit(b, row, fields);
             let matched = c(11).as_primitive::<Int64Type>().value(row).max(0) as u64;
             if new_trace {
                 traces.push(TraceHit {
@@ -197,4 +191,126 @@ pub(crate) fn hits_from(batches: &[RecordBatch], fields: &[FieldExpr], limit: us
         }
     }
     traces
+}
+
+/// A trace's start, end, root name and root service, as the search plan's trace fields have
+/// them: over its rows in the window, the root being a span without a parent (the greatest
+/// value when several are).
+#[derive(Default)]
+struct TraceFields<'a> {
+    start: Option<i64>,
+    end: Option<i64>,
+    root_name: Option<&'a str>,
+    root_service: Option<&'a str>,
+}
+
+/// Hits of a lone filter ([`super::prepared::Prepared::lone`]): `rows` are the spans that
+/// pass it (in [`HIT_COLUMNS`]' layout, without the trace fields), `spans` their traces' rows
+/// in the window (for the trace fields). The same traces, spansets and spans as
+/// [`hits_from`] over the search plan's output: traces newest first (then by id), the first
+/// `limit`; each with one spanset of its matches, the `spss` earliest (then by span id).
+pub(crate) fn lone_hits(
+    rows: &[RecordBatch],
+    spans: &[RecordBatch],
+    fields: &[FieldExpr],
+    spss: usize,
+    limit: usize,
+) -> Vec<TraceHit> {
+    // Per trace: its matches as (start, span id, batch, row).
+    let mut matches: HashMap<&str, Vec<(i64, &str, usize, usize)>> = HashMap::new();
+    for (i, b) in rows.iter().enumerate() {
+        let (ids, span_ids) = (b.column(0).as_string::<i32>(), b.column(1).as_string::<i32>());
+        let starts = b.column(4).as_primitive::<Int64Type>();
+        for row in 0..b.num_rows() {
+            let span = if span_ids.is_valid(row) {
+                span_ids.value(row)
+            } else {
+                ""
+            };
+            let entry = (starts.value(row), span, i, row);
+            matches.entry(ids.value(row)).or_default().push(entry);
+        }
+    }
+    let info = trace_fields(spans, &matches);
+    let mut order: Vec<(&str, &TraceFields)> = info.iter().map(|(id, f)| (*id, f)).collect();
+    order.sort_by(|a, b| b.1.start.cmp(&a.1.start).then_with(|| a.0.cmp(b.0)));
+    order.truncate(limit);
+    let mut hits = Vec::with_capacity(order.len());
+    for (id, f) in order {
+        let Some(mut found) = matches.remove(id) else {
+            continue;
+        };
+        let matched = found.len() as u64;
+        found.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
+        found.truncate(spss);
+        let (start, end) = (f.start.unwrap_or_default(), f.end.unwrap_or_default());
+        hits.push(TraceHit {
+            trace_id: id.to_string(),
+            root_service_name: f.root_service.map(str::to_string),
+            root_trace_name: f.root_name.map(str::to_string),
+            start_unix_nano: start,
+            duration_ns: end - start,
+            spansets: vec![SpansetHit {
+                label: String::new(),
+                matched,
+                spans: found
+                    .iter()
+                    .map(|&(_, _, i, row)| span_hit(&rows[i], row, fields))
+                    .collect(),
+            }],
+            service_stats: Vec::new(),
+        });
+    }
+    hits
+}
+
+/// The [`TraceFields`] of the traces of `matches`, from their rows `spans`.
+fn trace_fields<'a, T>(spans: &'a [RecordBatch], matches: &HashMap<&str, T>) -> HashMap<&'a str, TraceFields<'a>> {
+    let mut out: HashMap<&'a str, TraceFields<'a>> = HashMap::with_capacity(matches.len());
+    for b in spans {
+        let text = |name: &str| b.column_by_name(name).and_then(|c| c.as_string_opt::<i32>());
+        let int = |name: &str| b.column_by_name(name).and_then(|c| c.as_primitive_opt::<Int64Type>());
+        let (Some(ids), Some(parents), Some(names), Some(services)) = (
+            text("trace_id"),
+            text("parent_span_id"),
+            text("name"),
+            text("service_name"),
+        ) else {
+            continue;
+        };
+        let (Some(starts), Some(ends)) = (int("start_time_unix_nano"), int("end_time_unix_nano")) else {
+            continue;
+        };
+        for row in 0..b.num_rows() {
+            let id = ids.value(row);
+            if !matches.contains_key(id) {
+                continue;
+            }
+            let f = out.entry(id).or_default();
+            f.start = Some(f.start.map_or(starts.value(row), |s| s.min(starts.value(row))));
+            f.end = Some(f.end.map_or(ends.value(row), |e| e.max(ends.value(row))));
+            if parents.is_null(row) {
+                let greater = |now: Option<&'a str>, a: &'a arrow::array::StringArray| {
+                    let v = a.is_valid(row).then(|| a.value(row));
+                    now.max(v)
+                };
+                f.root_name = greater(f.root_name, names);
+                f.root_service = greater(f.root_service, services);
+            }
+        }
+    }
+    out
+}
+
+/// The span of row `row` of a search result batch.
+fn span_hit(b: &RecordBatch, row: usize, fields: &[FieldExpr]) -> SpanHit {
+    let c = |i: usize| b.column(i).as_ref();
+    SpanHit {
+        span_id: opt_str(c(1), row).unwrap_or_default(),
+        name: opt_str(c(2), row).unwrap_or_default(),
+        service_name: opt_str(c(3), row),
+        start_unix_nano: c(4).as_primitive::<Int64Type>().value(row),
+        duration_ns: c(5).as_primitive::<Int64Type>().value(row),
+        attributes: returned_values(b, row, fields),
+    }
 }

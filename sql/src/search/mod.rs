@@ -255,7 +255,7 @@ impl Search<'_> {
         };
         // With a candidate step, its read counted the range's spans.
         let whole = self
-            .read(wanted, &self.prepared.search, traces.is_none(), metrics)
+            .read(wanted, self.prepared.whole(), traces.is_none(), metrics)
             .await?;
         self.evaluate(&whole.batches, metrics).await
     }
@@ -267,8 +267,14 @@ impl Search<'_> {
         if spans.is_empty() {
             return Ok(Vec::new());
         }
-        let batches = self.prepared.search.run(self.ctx, spans).await?;
-        let mut hits = hits::hits_from(&batches, &self.fields, self.request.limit);
+        let (fields, limit) = (&self.fields, self.request.limit);
+        let mut hits = match &self.prepared.lone {
+            Some(lone) => {
+                let rows = lone.run(self.ctx, spans.clone()).await?;
+                hits::lone_hits(&rows, &spans, fields, self.request.spss, limit)
+            }
+            None => hits::hits_from(&self.prepared.search.run(self.ctx, spans).await?, fields, limit),
+        };
         metrics.inspected_traces += hits.len() as u64;
         hits::add_service_stats(&mut hits, whole);
         Ok(hits)

@@ -35,7 +35,7 @@ use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Par
 use datafusion::prelude::SessionContext;
 use tracehouse_traceql::PlanOptions;
 use tracehouse_traceql::ast::{AttrScope, BinOp, CmpOp, FieldExpr, Intrinsic, Query, Root, SpansetExpr, Static};
-use tracehouse_traceql::{plan_query, plan_search};
+use tracehouse_traceql::{plan_lone_filter, plan_query, plan_search};
 use tracehouse_warehouse::id_range::SpanCondition;
 use tracehouse_warehouse::map_filter::{MapFields, map_fields, reads_map_text};
 use tracehouse_warehouse::schema::spans_schema;
@@ -59,6 +59,18 @@ const ALWAYS_READ: [&str; 5] = [
     "end_time_unix_nano",
 ];
 
+/// Columns a lone filter's whole traces are read with besides what its plan reads: those of
+/// [`ALWAYS_READ`] and what the trace fields are found from.
+const LONE_READ: [&str; 7] = [
+    "trace_id",
+    "service_name",
+    "status_code",
+    "start_time_unix_nano",
+    "end_time_unix_nano",
+    "parent_span_id",
+    "name",
+];
+
 /// A search plan ready to run over any range.
 #[derive(Debug)]
 pub struct Prepared {
@@ -67,6 +79,17 @@ pub struct Prepared {
     /// The trace ids of a range that pass the query's necessary span condition
     /// ([`super::candidates`]), when it has one.
     pub candidates: Option<Step>,
+    /// Of a lone filter on each span's own row ([`plan_lone_filter`]), the spans of a range
+    /// that pass it, in [`HIT_COLUMNS`]' layout without the trace fields: hits take those
+    /// from the rows read ([`super::hits::lone_hits`]) instead of running `search`.
+    pub lone: Option<Step>,
+}
+
+impl Prepared {
+    /// The step whose columns whole traces are read with: the lone filter's, or the search's.
+    pub fn whole(&self) -> &Step {
+        self.lone.as_ref().unwrap_or(&self.search)
+    }
 }
 
 /// One plan over a range's rows, and the columns of `spans` to read the range with.
@@ -89,12 +112,23 @@ pub struct Step {
 #[derive(Debug, Default)]
 pub struct SearchPlans {
     entries: Mutex<HashMap<PlanKey, Arc<Prepared>>>,
+    /// Every query runs its whole search plan, lone filters too (see [`Self::whole_plans_only`]).
+    whole_only: bool,
 }
 
 /// (tenant, query text, spss).
 type PlanKey = (String, String, usize);
 
 impl SearchPlans {
+    /// Plans that evaluate every query with its whole search plan, without the lone-filter
+    /// step: the reference that step's answers are tested against.
+    pub fn whole_plans_only() -> Self {
+        Self {
+            whole_only: true,
+            ..Self::default()
+        }
+    }
+
     /// The plan of `query` (whose text is `text`) for `tenant`, prepared now unless it was
     /// before.
     pub async fn get(
@@ -109,7 +143,7 @@ impl SearchPlans {
         if let Some(p) = self.entries.lock().expect("search plans lock").get(&key) {
             return Ok(p.clone());
         }
-        let prepared = Arc::new(prepare(ctx, query, spss).await?);
+        let prepared = Arc::new(prepare(ctx, query, spss, self.whole_only).await?);
         let mut entries = self.entries.lock().expect("search plans lock");
         if entries.len() >= SEARCH_PLANS_ENTRIES {
             entries.clear();
@@ -121,7 +155,7 @@ impl SearchPlans {
 
 /// Plans `query` over [`RangeTable`], projected to the columns hits are built from (the
 /// attribute maps only when the query returns attributes).
-async fn prepare(ctx: &SessionContext, query: &Query, spss: usize) -> Result<Prepared> {
+async fn prepare(ctx: &SessionContext, query: &Query, spss: usize, whole_only: bool) -> Result<Prepared> {
     let scan = LogicalPlanBuilder::scan("spans", provider_as_source(Arc::new(RangeTable)), None)?.build()?;
     let options = PlanOptions {
         whole_traces: true,
@@ -142,7 +176,7 @@ async fn prepare(ctx: &SessionContext, query: &Query, spss: usize) -> Result<Pre
         })
         .collect();
     columns.extend(dedicated);
-    let plan = LogicalPlanBuilder::from(plan).project(columns)?.build()?;
+    let plan = LogicalPlanBuilder::from(plan).project(columns.clone())?.build()?;
     let mut config = ctx.copied_config().with_target_partitions(1);
     config = config.set_bool("datafusion.optimizer.enable_dynamic_filter_pushdown", false);
     let state = datafusion::execution::session_state::SessionStateBuilder::new_from_existing(ctx.state())
@@ -150,6 +184,10 @@ async fn prepare(ctx: &SessionContext, query: &Query, spss: usize) -> Result<Pre
         .build();
     let mut search = step(&state, &plan, &ALWAYS_READ).await?;
     search.narrowed = narrowed(query, &search);
+    let lone = match whole_only {
+        true => None,
+        false => lone_step(&state, query, &options, columns).await?,
+    };
     let candidates = match necessary_filter(query) {
         Some(condition) => {
             let filter = Query {
@@ -174,8 +212,38 @@ async fn prepare(ctx: &SessionContext, query: &Query, spss: usize) -> Result<Pre
         }
         None => None,
     };
-    Ok(Prepared { search, candidates })
+    Ok(Prepared {
+        search,
+        candidates,
+        lone,
+    })
 }
+
+/// The lone-filter step of `query`, when it is one: its spans projected to `columns` (the
+/// search's output, in [`HIT_COLUMNS`]' layout), the trace fields left null.
+async fn lone_step(
+    state: &SessionState,
+    query: &Query,
+    options: &PlanOptions,
+    columns: Vec<Expr>,
+) -> Result<Option<Step>> {
+    let scan = LogicalPlanBuilder::scan("spans", provider_as_source(Arc::new(RangeTable)), None)?.build()?;
+    let Some(plan) = plan_lone_filter(query, scan, options).map_err(to_df)? else {
+        return Ok(None);
+    };
+    let columns = columns.into_iter().enumerate().map(|(i, c)| match HIT_COLUMNS.get(i) {
+        Some(name) if TRACE_FIELDS.contains(&i) => lit(ScalarValue::Null).alias(*name),
+        _ => c,
+    });
+    let plan = LogicalPlanBuilder::from(plan).project(columns)?.build()?;
+    let mut lone = step(state, &plan, &LONE_READ).await?;
+    lone.narrowed = narrowed(query, &lone);
+    Ok(Some(lone))
+}
+
+/// Positions in [`HIT_COLUMNS`] of the trace fields (root service and name, start, duration,
+/// spanset label and matched count).
+const TRACE_FIELDS: std::ops::Range<usize> = 6..12;
 
 /// `plan` made physical, with the columns its scans read and `always`.
 async fn step(state: &SessionState, plan: &LogicalPlan, always: &[&str]) -> Result<Step> {

@@ -47,9 +47,10 @@ pub(super) struct MayHold {
 const RARE_SHARE: usize = 4;
 
 impl MayHold {
-    /// Whether a match may be `trace`, taken from the file at `path`.
-    pub fn in_file(&self, path: &str, trace: u128) -> bool {
-        self.by_file.get(path).is_none_or(|spans| covers(spans, trace))
+    /// The spans of trace ids a match may have in the file at `path`; `None` when it may
+    /// hold one anywhere.
+    pub fn spans_in(&self, path: &str) -> Option<&[(u128, u128)]> {
+        self.by_file.get(path).map(Vec::as_slice)
     }
 
     /// Whether bloom filters ruled out most row groups (all but one in [`RARE_SHARE`] at
@@ -65,7 +66,7 @@ impl MayHold {
 }
 
 /// Whether one of `spans` (sorted, not overlapping) holds `trace`.
-fn covers(spans: &[(u128, u128)], trace: u128) -> bool {
+pub(super) fn covers(spans: &[(u128, u128)], trace: u128) -> bool {
     let after = spans.partition_point(|(lo, _)| *lo <= trace);
     after > 0 && spans[after - 1].1 >= trace
 }

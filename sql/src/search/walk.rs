@@ -18,6 +18,8 @@
 //! everything. A query that matches rarely would read most traces one by one: past a share of
 //! the traces the walk gives up and the search reads the snapshot range by range instead.
 
+use std::sync::Arc;
+
 use arrow::array::RecordBatch;
 use datafusion::common::HashSet;
 use datafusion::error::DataFusionError;
@@ -25,6 +27,7 @@ use tracehouse_warehouse::id_range::SpanCondition;
 use tracehouse_warehouse::trace_index::{DataFile, TraceSpan, parse_trace_id, trace_spans};
 
 use super::prepared::Step;
+use super::prune::covers;
 use super::ranges::MAX_RANGE_SPANS;
 use super::{MAX_RANGE_ROWS, Progress, Search, SearchOutcome, TraceHit, account, sort_newest_first};
 use crate::Result;
@@ -121,6 +124,60 @@ impl Walk {
     }
 }
 
+/// The sources of a first-found walk, in its order: the live traces, then each data file's,
+/// newest file first; each with a key lower than the last's.
+struct Sources {
+    files: std::vec::IntoIter<DataFile>,
+    live_taken: bool,
+    key: i64,
+    current: Option<Source>,
+}
+
+impl Sources {
+    fn new(files: Vec<DataFile>) -> Self {
+        Self {
+            files: files.into_iter(),
+            live_taken: false,
+            key: 1,
+            current: None,
+        }
+    }
+
+    /// The next source (`None` for the live spans) and its key; `None` after the last.
+    fn next_source(&mut self) -> Option<(i64, Option<DataFile>)> {
+        let source = match self.live_taken {
+            false => None,
+            true => Some(self.files.next()?),
+        };
+        self.live_taken = true;
+        self.key -= 1;
+        Some((self.key, source))
+    }
+}
+
+/// One source's traces (sorted), taken from the last down, so that a batch takes them in
+/// trace-id order (see [`take_newest`]).
+struct Source {
+    key: i64,
+    traces: Arc<[TraceSpan]>,
+    /// Traces not looked at yet: those before this index.
+    left: usize,
+    /// Where a match may be among them, when bloom filters said ([`super::prune::MayHold`]).
+    may_hold: Option<Vec<(u128, u128)>>,
+}
+
+impl Source {
+    fn new(key: i64, traces: Arc<[TraceSpan]>, may_hold: Option<Vec<(u128, u128)>>) -> Self {
+        let left = traces.len();
+        Self {
+            key,
+            traces,
+            left,
+            may_hold,
+        }
+    }
+}
+
 impl Search<'_> {
     /// The `limit` most recent hits, walking traces newest first; `None` when the walk cannot
     /// be done (the trace-id index does not cover the snapshot) or gives up.
@@ -168,11 +225,7 @@ impl Search<'_> {
         let filter = (limit * FIRST_FOUND_FILTER_PER_LIMIT).clamp(MIN_FIRST_FOUND_FILTER, MAX_FILTER_TRACES);
         let mut walk = self.walk(Vec::new(), filter);
         found.metrics.total_jobs = 1;
-        let window = (self.request.start_unix_nano, self.request.end_unix_nano);
-        let mut sources = std::iter::once(None).chain(files.into_iter().map(Some));
-        // Live traces first, then each file's: a key per source, decreasing, so a batch takes
-        // them in that order, and in trace-id order within one.
-        let mut key = 0i64;
+        let mut sources = Sources::new(files);
         loop {
             let needed = limit.saturating_sub(found.hits.len());
             if needed == 0 {
@@ -189,16 +242,8 @@ impl Search<'_> {
                     Some(_) => walk.filter,
                     None => walk.chunk,
                 };
-                while walk.left.len() < wanted {
-                    let Some(source) = sources.next() else { break };
-                    let Some(traces) = self.source_traces(source).await? else {
-                        return Ok(None);
-                    };
-                    let in_window = traces
-                        .into_iter()
-                        .filter(|(_, s, e)| latest_start(*s, *e, window).is_some());
-                    walk.left.extend(in_window.map(|(trace, _, _)| (key, trace)));
-                    key -= 1;
+                if !self.fill(&mut sources, &mut walk.left, wanted).await? {
+                    return Ok(None);
                 }
             }
             if more && !walk.left.is_empty() {
@@ -216,17 +261,43 @@ impl Search<'_> {
         Ok(Some(()))
     }
 
-    /// The traces of a source of a first-found walk (the live spans, or a data file) a match
-    /// may be; `None` when the trace-id index does not cover the snapshot.
-    async fn source_traces(&self, source: Option<DataFile>) -> Result<Option<Vec<TraceSpan>>> {
-        let Some(file) = source else {
-            return Ok(Some(trace_spans(self.snapshot.live(), None)?));
+    /// Fills `left` up to `wanted` traces from `sources`, in their order: those a match may
+    /// be, with rows in the window. `false` when the trace-id index does not cover the
+    /// snapshot.
+    async fn fill(&self, sources: &mut Sources, left: &mut Vec<Entry>, wanted: usize) -> Result<bool> {
+        let window = (self.request.start_unix_nano, self.request.end_unix_nano);
+        while left.len() < wanted {
+            let Some(source) = sources.current.as_mut().filter(|s| s.left > 0) else {
+                match sources.next_source() {
+                    Some(next) => match self.open(next).await? {
+                        Some(source) => sources.current = Some(source),
+                        None => return Ok(false),
+                    },
+                    None => return Ok(true),
+                }
+                continue;
+            };
+            source.left -= 1;
+            let (trace, start, end) = source.traces[source.left];
+            let may_hold = source.may_hold.as_ref().is_none_or(|spans| covers(spans, trace));
+            if may_hold && latest_start(start, end, window).is_some() {
+                left.push((source.key, trace));
+            }
+        }
+        Ok(true)
+    }
+
+    /// The traces of a source of a first-found walk (`None` for the live spans, or a data
+    /// file) and where a match may be among them; `None` when the trace-id index does not
+    /// cover the snapshot.
+    async fn open(&self, (key, file): (i64, Option<DataFile>)) -> Result<Option<Source>> {
+        let Some(file) = file else {
+            let traces: Arc<[TraceSpan]> = trace_spans(self.snapshot.live(), None)?.into();
+            return Ok(Some(Source::new(key, traces, None)));
         };
         let traces = self.warehouse.traces_in_file(self.tenant, &self.walked, &file).await?;
-        Ok(traces.map(|mut traces| {
-            traces.retain(|(trace, _, _)| self.may_hold.in_file(&file.path, *trace));
-            traces
-        }))
+        let may_hold = self.may_hold.spans_in(&file.path).map(<[_]>::to_vec);
+        Ok(traces.map(|traces| Source::new(key, traces, may_hold)))
     }
 
     /// Takes the newest traces left into `walk.ready`: with a candidate step a large batch,
@@ -275,7 +346,7 @@ impl Search<'_> {
         // With a candidate step, its read counted the spans.
         let count = self.candidates(walk).is_none();
         let whole = self
-            .read_traces(walk, &traces, &self.prepared.search, None, count, found)
+            .read_traces(walk, &traces, self.prepared.whole(), None, count, found)
             .await?;
         let hits = self.evaluate(&whole, &mut found.metrics).await?;
         if walk.candidates_held && hits.len() * RARE_HITS_PER_TRACE < traces.len() {
