@@ -82,6 +82,12 @@ pub const DICTIONARY_PAGE_BYTES: usize = 64 << 10;
 /// reading trace ids (every search range does) cheap, and files smaller.
 pub const TRACE_ID_DICTIONARY_BYTES: usize = 512 << 10;
 
+/// Bytes of a data page of `span_id` and `parent_span_id` at most, instead of
+/// [`PAGE_ROWS`] rows: unique ids, compressed, so reading any row of a page decompresses all
+/// of it, and a search reads its hits' traces scattered over many pages. At 500k tracegen
+/// spans in 1 file: `dedicated + duration` 14.4 -> 11.2 ms, files 1.0% larger.
+pub const ID_PAGE_BYTES: usize = 8 << 10;
+
 /// Parquet settings of every span file: zstd, dictionaries (not for the unique ids), page
 /// statistics, and bloom filters on `trace_id` and the string attribute values, sized for one
 /// row group.
@@ -93,6 +99,8 @@ pub fn writer_properties() -> WriterProperties {
         .set_dictionary_page_size_limit(DICTIONARY_PAGE_BYTES)
         .set_column_dictionary_enabled(ColumnPath::from("span_id"), false)
         .set_column_dictionary_enabled(ColumnPath::from("parent_span_id"), false)
+        .set_column_data_page_size_limit(ColumnPath::from("span_id"), ID_PAGE_BYTES)
+        .set_column_data_page_size_limit(ColumnPath::from("parent_span_id"), ID_PAGE_BYTES)
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_data_page_row_count_limit(PAGE_ROWS)
