@@ -234,13 +234,7 @@ pub fn plan_lone_filter(query: &Query, spans: LogicalPlan, options: &PlanOptions
     check_cost(&query.root)?;
     let mut p = Planner::new(spans, options);
     let cond = p.lower_bool(e, false)?;
-    let columns: Vec<Expr> = p
-        .spans
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| q("s", f.name()).alias(f.name()))
-        .collect();
+    let columns = p.span_columns("s");
     let plan = p.base(Needs::default())?.filter(cond)?.project(columns)?.build()?;
     Ok(Some(checked_size(plan)?))
 }
@@ -335,6 +329,12 @@ impl<'a> Planner<'a> {
     fn alias(&mut self, prefix: &str) -> String {
         self.next_alias += 1;
         format!("__{prefix}{}", self.next_alias)
+    }
+
+    /// Every column of the spans, taken from the relation `rel` under its own name.
+    fn span_columns(&self, rel: &str) -> Vec<Expr> {
+        let fields = self.spans.schema().fields();
+        fields.iter().map(|f| q(rel, f.name()).alias(f.name())).collect()
     }
 
     fn scan(&self) -> LogicalPlanBuilder {
@@ -943,14 +943,7 @@ impl<'a> Planner<'a> {
     fn output(&mut self, keys: LogicalPlan) -> Result<LogicalPlan> {
         let traces = self.trace_info(Some(keys.clone()))?.build()?;
         let (k, s, t) = (self.alias("k"), self.alias("s"), self.alias("t"));
-        let span_columns: Vec<Expr> = self
-            .spans
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| q(&s, f.name()).alias(f.name()))
-            .collect();
-        let mut projection = span_columns;
+        let mut projection = self.span_columns(&s);
         projection.extend([
             q(&t, out::ROOT_SERVICE).alias(out::ROOT_SERVICE),
             q(&t, out::ROOT_NAME).alias(out::ROOT_NAME),
@@ -985,13 +978,7 @@ impl<'a> Planner<'a> {
             .build()?;
         let traces = self.trace_info(Some(keys))?.build()?;
         let t = self.alias("t");
-        let mut projection: Vec<Expr> = self
-            .spans
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| q("s", f.name()).alias(f.name()))
-            .collect();
+        let mut projection = self.span_columns("s");
         projection.extend([
             q(&t, out::ROOT_SERVICE).alias(out::ROOT_SERVICE),
             q(&t, out::ROOT_NAME).alias(out::ROOT_NAME),

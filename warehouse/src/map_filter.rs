@@ -8,6 +8,8 @@
 //! there; the map itself is then not read at all. Each compared value is looked up there
 //! directly (the first entry with the key, one field taken), not through `get_field`.
 //! [`MapFields`] narrows any read's maps the same way, to the key and the value fields listed.
+//! [`on_dedicated_columns`] reads the integer values of the first key of a dedicated integer
+//! column from that column instead, in files whose span attributes hold no double.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;

@@ -8,7 +8,9 @@
 //! refresh). Each run starts from a copy with fresh state (`reset_plan_states`). The plans run
 //! on one partition (the inputs are small) and without dynamic filters (a reused plan must not
 //! carry state between runs). A query with a necessary span condition gets a second plan, the
-//! candidate step, that finds the traces of a range worth reading whole.
+//! candidate step, that finds the traces of a range worth reading whole; a lone filter on each
+//! span's own row gets a third, which only filters the rows (hits take the trace fields from
+//! the rows read).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -35,6 +37,7 @@ use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Par
 use datafusion::prelude::SessionContext;
 use tracehouse_traceql::PlanOptions;
 use tracehouse_traceql::ast::{AttrScope, BinOp, CmpOp, FieldExpr, Intrinsic, Query, Root, SpansetExpr, Static};
+use tracehouse_traceql::plan::out;
 use tracehouse_traceql::{plan_lone_filter, plan_query, plan_search};
 use tracehouse_warehouse::id_range::SpanCondition;
 use tracehouse_warehouse::map_filter::{MapFields, map_fields, reads_map_text};
@@ -59,17 +62,9 @@ const ALWAYS_READ: [&str; 5] = [
     "end_time_unix_nano",
 ];
 
-/// Columns a lone filter's whole traces are read with besides what its plan reads: those of
-/// [`ALWAYS_READ`] and what the trace fields are found from.
-const LONE_READ: [&str; 7] = [
-    "trace_id",
-    "service_name",
-    "status_code",
-    "start_time_unix_nano",
-    "end_time_unix_nano",
-    "parent_span_id",
-    "name",
-];
+/// Columns a lone filter's whole traces are read with besides [`ALWAYS_READ`] and what its
+/// plan reads: what the trace fields are found from.
+const TRACE_FIELDS_READ: [&str; 2] = ["parent_span_id", "name"];
 
 /// A search plan ready to run over any range.
 #[derive(Debug)]
@@ -231,19 +226,28 @@ async fn lone_step(
     let Some(plan) = plan_lone_filter(query, scan, options).map_err(to_df)? else {
         return Ok(None);
     };
-    let columns = columns.into_iter().enumerate().map(|(i, c)| match HIT_COLUMNS.get(i) {
-        Some(name) if TRACE_FIELDS.contains(&i) => lit(ScalarValue::Null).alias(*name),
+    // `columns` is HIT_COLUMNS, then the dedicated columns of returned attributes.
+    let names = HIT_COLUMNS.iter().map(Some).chain(std::iter::repeat(None));
+    let columns = columns.into_iter().zip(names).map(|(c, name)| match name {
+        Some(name) if TRACE_FIELDS.contains(name) => lit(ScalarValue::Null).alias(*name),
         _ => c,
     });
     let plan = LogicalPlanBuilder::from(plan).project(columns)?.build()?;
-    let mut lone = step(state, &plan, &LONE_READ).await?;
+    let mut lone = step(state, &plan, &[&ALWAYS_READ[..], &TRACE_FIELDS_READ].concat()).await?;
     lone.narrowed = narrowed(query, &lone);
     Ok(Some(lone))
 }
 
-/// Positions in [`HIT_COLUMNS`] of the trace fields (root service and name, start, duration,
-/// spanset label and matched count).
-const TRACE_FIELDS: std::ops::Range<usize> = 6..12;
+/// The trace fields of [`HIT_COLUMNS`]: root service and name, start, duration, spanset
+/// label and matched count.
+const TRACE_FIELDS: [&str; 6] = [
+    out::ROOT_SERVICE,
+    out::ROOT_NAME,
+    out::TRACE_START,
+    out::TRACE_DURATION,
+    out::SPANSET,
+    out::MATCHED,
+];
 
 /// `plan` made physical, with the columns its scans read and `always`.
 async fn step(state: &SessionState, plan: &LogicalPlan, always: &[&str]) -> Result<Step> {

@@ -126,14 +126,14 @@ impl Walk {
 
 /// The sources of a first-found walk, in its order: the live traces, then each data file's,
 /// newest file first; each with a key lower than the last's.
-struct Sources {
+struct Sources<'a> {
     files: std::vec::IntoIter<DataFile>,
     live_taken: bool,
     key: i64,
-    current: Option<Source>,
+    current: Option<Source<'a>>,
 }
 
-impl Sources {
+impl Sources<'_> {
     fn new(files: Vec<DataFile>) -> Self {
         Self {
             files: files.into_iter(),
@@ -157,17 +157,17 @@ impl Sources {
 
 /// One source's traces (sorted), taken from the last down, so that a batch takes them in
 /// trace-id order (see [`take_newest`]).
-struct Source {
+struct Source<'a> {
     key: i64,
     traces: Arc<[TraceSpan]>,
     /// Traces not looked at yet: those before this index.
     left: usize,
     /// Where a match may be among them, when bloom filters said ([`super::prune::MayHold`]).
-    may_hold: Option<Vec<(u128, u128)>>,
+    may_hold: Option<&'a [(u128, u128)]>,
 }
 
-impl Source {
-    fn new(key: i64, traces: Arc<[TraceSpan]>, may_hold: Option<Vec<(u128, u128)>>) -> Self {
+impl<'a> Source<'a> {
+    fn new(key: i64, traces: Arc<[TraceSpan]>, may_hold: Option<&'a [(u128, u128)]>) -> Self {
         let left = traces.len();
         Self {
             key,
@@ -264,7 +264,7 @@ impl Search<'_> {
     /// Fills `left` up to `wanted` traces from `sources`, in their order: those a match may
     /// be, with rows in the window. `false` when the trace-id index does not cover the
     /// snapshot.
-    async fn fill(&self, sources: &mut Sources, left: &mut Vec<Entry>, wanted: usize) -> Result<bool> {
+    async fn fill<'s>(&'s self, sources: &mut Sources<'s>, left: &mut Vec<Entry>, wanted: usize) -> Result<bool> {
         let window = (self.request.start_unix_nano, self.request.end_unix_nano);
         while left.len() < wanted {
             let Some(source) = sources.current.as_mut().filter(|s| s.left > 0) else {
@@ -279,7 +279,7 @@ impl Search<'_> {
             };
             source.left -= 1;
             let (trace, start, end) = source.traces[source.left];
-            let may_hold = source.may_hold.as_ref().is_none_or(|spans| covers(spans, trace));
+            let may_hold = source.may_hold.is_none_or(|spans| covers(spans, trace));
             if may_hold && latest_start(start, end, window).is_some() {
                 left.push((source.key, trace));
             }
@@ -290,13 +290,13 @@ impl Search<'_> {
     /// The traces of a source of a first-found walk (`None` for the live spans, or a data
     /// file) and where a match may be among them; `None` when the trace-id index does not
     /// cover the snapshot.
-    async fn open(&self, (key, file): (i64, Option<DataFile>)) -> Result<Option<Source>> {
+    async fn open(&self, (key, file): (i64, Option<DataFile>)) -> Result<Option<Source<'_>>> {
         let Some(file) = file else {
             let traces: Arc<[TraceSpan]> = trace_spans(self.snapshot.live(), None)?.into();
             return Ok(Some(Source::new(key, traces, None)));
         };
         let traces = self.warehouse.traces_in_file(self.tenant, &self.walked, &file).await?;
-        let may_hold = self.may_hold.spans_in(&file.path).map(<[_]>::to_vec);
+        let may_hold = self.may_hold.spans_in(&file.path);
         Ok(traces.map(|traces| Source::new(key, traces, may_hold)))
     }
 
