@@ -33,6 +33,10 @@ pub(crate) const HIT_COLUMNS: [&str; 17] = [
     "status_message",
 ];
 
+/// The trace fields of [`HIT_COLUMNS`] (positions 6 to 11): root service and name, start,
+/// duration, spanset label and matched count.
+pub(crate) const TRACE_FIELDS: &[&str] = HIT_COLUMNS.split_at(6).1.split_at(6).0;
+
 /// Fills `service_stats` of `hits` from their traces' spans (`spans` batches that hold them
 /// whole): spans and error spans per service, by service name.
 pub(crate) fn add_service_stats(hits: &mut [TraceHit], spans: &[RecordBatch]) {

@@ -37,14 +37,13 @@ use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Par
 use datafusion::prelude::SessionContext;
 use tracehouse_traceql::PlanOptions;
 use tracehouse_traceql::ast::{AttrScope, BinOp, CmpOp, FieldExpr, Intrinsic, Query, Root, SpansetExpr, Static};
-use tracehouse_traceql::plan::out;
 use tracehouse_traceql::{plan_lone_filter, plan_query, plan_search};
 use tracehouse_warehouse::id_range::SpanCondition;
 use tracehouse_warehouse::map_filter::{MapFields, map_fields, reads_map_text};
 use tracehouse_warehouse::schema::spans_schema;
 
 use super::candidates::necessary_filter;
-use super::hits::{HIT_COLUMNS, dedicated_name};
+use super::hits::{HIT_COLUMNS, TRACE_FIELDS, dedicated_name};
 use super::returned_fields;
 use crate::Result;
 use crate::traceql::{plan_options, to_df};
@@ -237,17 +236,6 @@ async fn lone_step(
     lone.narrowed = narrowed(query, &lone);
     Ok(Some(lone))
 }
-
-/// The trace fields of [`HIT_COLUMNS`]: root service and name, start, duration, spanset
-/// label and matched count.
-const TRACE_FIELDS: [&str; 6] = [
-    out::ROOT_SERVICE,
-    out::ROOT_NAME,
-    out::TRACE_START,
-    out::TRACE_DURATION,
-    out::SPANSET,
-    out::MATCHED,
-];
 
 /// `plan` made physical, with the columns its scans read and `always`.
 async fn step(state: &SessionState, plan: &LogicalPlan, always: &[&str]) -> Result<Step> {
