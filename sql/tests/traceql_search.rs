@@ -164,15 +164,15 @@ async fn search_by_parts_answers_as_the_whole_table() {
     );
 }
 
-/// A lone filter's hits come from its matching rows and their traces' rows, without the
-/// search plan: for every case, and windows that cut traces, they are exactly the hits of the
-/// whole search plan.
+/// A lone spanset expression's hits (`{ a }`, `{ a } && { b }`, `{ a } || { b }`, ...) come
+/// from its matching rows and their traces' rows, without the search plan: for every case, and
+/// windows that cut traces, they are exactly the hits of the whole search plan.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lone_filters_answer_as_the_whole_plan() {
     let fx = &Fixture::load().await;
     let whole = SearchPlans::whole_plans_only();
     let mut failures = Vec::new();
-    let mut lone = 0;
+    let (mut lone, mut joined) = (0, 0);
     let runs = [
         (1, None, None),
         (3, Some(BASE_NS + 4000 * MS), None),
@@ -182,7 +182,9 @@ async fn lone_filters_answer_as_the_whole_plan() {
     for case in common::cases().iter().filter(|c| c.expect.is_some()) {
         let tenant = case.tenant.as_deref().unwrap_or(TENANT);
         let ctx = fx.engine.context(tenant).await.unwrap();
-        lone += usize::from(is_lone_filter(&case.query));
+        let filters = lone_filters(&case.query);
+        lone += usize::from(filters > 0);
+        joined += usize::from(filters > 1);
         for (spss, start, end) in runs {
             let mut r = request(&case.query, 1000, spss);
             (r.start_unix_nano, r.end_unix_nano) = (start, end);
@@ -197,7 +199,11 @@ async fn lone_filters_answer_as_the_whole_plan() {
             }
         }
     }
-    assert!(lone > 50, "only {lone} lone filters among the cases");
+    assert!(lone > 50, "only {lone} lone spanset expressions among the cases");
+    assert!(
+        joined > 10,
+        "only {joined} lone filters joined by && or || among the cases"
+    );
     assert!(
         failures.is_empty(),
         "{} failures:\n{}",
@@ -206,10 +212,11 @@ async fn lone_filters_answer_as_the_whole_plan() {
     );
 }
 
-/// Whether `query` is a lone filter on each span's own row.
-fn is_lone_filter(query: &str) -> bool {
+/// The filters of `query` when it is a lone spanset expression (filters on each span's own
+/// row joined by `&&` and `||`), else 0.
+fn lone_filters(query: &str) -> usize {
     let Ok(q) = tracehouse_traceql::compile(query) else {
-        return false;
+        return 0;
     };
     let schema = tracehouse_warehouse::schema::spans_schema();
     let scan = datafusion::logical_expr::table_scan(Some("spans"), &schema, None)
@@ -217,7 +224,10 @@ fn is_lone_filter(query: &str) -> bool {
         .build()
         .unwrap();
     let options = tracehouse_traceql::PlanOptions::default();
-    matches!(tracehouse_traceql::plan_lone_filter(&q, scan, &options), Ok(Some(_)))
+    match tracehouse_traceql::plan_lone_filter(&q, scan, &options) {
+        Ok(Some(lone)) => lone.flags,
+        _ => 0,
+    }
 }
 
 /// A tenant of `copies` copies of the first fixture part (3 traces, 12 spans each copy), every

@@ -12,7 +12,7 @@ pub mod structure;
 pub mod validate;
 
 pub use parser::{ParseError, parse};
-pub use plan::{PlanOptions, plan_lone_filter, plan_query, plan_search};
+pub use plan::{Lone, LoneSet, PlanOptions, lone_flag, plan_lone_filter, plan_query, plan_search};
 pub use validate::{ValidateError, validate};
 
 /// Errors of the TraceQL crate.

@@ -220,23 +220,105 @@ pub fn plan_search(query: &Query, spans: LogicalPlan, options: &PlanOptions, sps
     Ok(plan)
 }
 
-/// The spans that pass `query` when it is a lone filter on each span's own row (no trace-level
-/// intrinsics, parent, nested-set values, events or links), with the columns of `spans`;
-/// `None` for any other query. Its search hits are these spans, with the trace fields of
-/// their traces ([`plan_search`] finds both in one plan).
-pub fn plan_lone_filter(query: &Query, spans: LogicalPlan, options: &PlanOptions) -> Result<Option<LogicalPlan>> {
-    let Root::Spanset(SpansetExpr::Filter(e)) = &query.root else {
+/// How the spans of a lone spanset expression ([`plan_lone_filter`]) are picked from a
+/// trace's rows, each flagged with the filters it passes: a filter keeps its rows, `&&` the
+/// rows of both sides when each side kept some, `||` the rows of either side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoneSet {
+    /// The filter of this flag (an index into [`Lone::flags`]'s order).
+    Filter(usize),
+    And(Box<LoneSet>, Box<LoneSet>),
+    Union(Box<LoneSet>, Box<LoneSet>),
+}
+
+/// Most filters a lone spanset expression has: one flag bit each.
+pub const MAX_LONE_FILTERS: usize = 64;
+
+impl LoneSet {
+    /// The flags whose rows a trace keeps, given `present` (the flags some row of the trace
+    /// has, one bit each).
+    pub fn kept(&self, present: u64) -> u64 {
+        match self {
+            Self::Filter(i) => 1 << i,
+            Self::And(a, b) => {
+                let (a, b) = (a.kept(present), b.kept(present));
+                match a & present != 0 && b & present != 0 {
+                    true => a | b,
+                    false => 0,
+                }
+            }
+            Self::Union(a, b) => a.kept(present) | b.kept(present),
+        }
+    }
+}
+
+/// A lone spanset expression planned: the rows that pass some filter of it, with the columns
+/// of `spans` and then, when it has more than one filter, a boolean column per filter
+/// ([`lone_flag`]) saying whether the row passes it; and how a trace's spans are picked.
+#[derive(Debug)]
+pub struct Lone {
+    pub plan: LogicalPlan,
+    pub set: LoneSet,
+    pub flags: usize,
+}
+
+/// The name of the output column of a lone spanset expression's `i`th filter flag.
+pub fn lone_flag(i: usize) -> String {
+    format!("__lone_flag_{i}")
+}
+
+/// The spans of `query` when it is a lone spanset expression: filters on each span's own row
+/// (no trace-level intrinsics, parent, nested-set values, events or links) joined by `&&` and
+/// `||`, at most [`MAX_LONE_FILTERS`]; `None` for any other query. Its search hits are the
+/// rows its [`LoneSet`] keeps, with the trace fields of their traces ([`plan_search`] finds
+/// both in one plan).
+pub fn plan_lone_filter(query: &Query, spans: LogicalPlan, options: &PlanOptions) -> Result<Option<Lone>> {
+    let Root::Spanset(root) = &query.root else {
         return Ok(None);
     };
-    if !Needs::of(e).row_only() {
+    let mut filters = Vec::new();
+    let Some(set) = lone_set(root, &mut filters) else {
+        return Ok(None);
+    };
+    if filters.len() > MAX_LONE_FILTERS {
         return Ok(None);
     }
     check_cost(&query.root)?;
     let mut p = Planner::new(spans, options);
-    let cond = p.lower_bool(e, false)?;
-    let columns = p.span_columns("s");
-    let plan = p.base(Needs::default())?.filter(cond)?.project(columns)?.build()?;
-    Ok(Some(checked_size(plan)?))
+    let conds = filters
+        .iter()
+        .map(|e| p.lower_bool(e, false))
+        .collect::<Result<Vec<_>>>()?;
+    let mut columns = p.span_columns("s");
+    if conds.len() > 1 {
+        let flag = |(i, c): (usize, &Expr)| c.clone().is_true().alias(lone_flag(i));
+        columns.extend(conds.iter().enumerate().map(flag));
+    }
+    let any = conds.into_iter().reduce(Expr::or).expect("a lone set has a filter");
+    let plan = p.base(Needs::default())?.filter(any)?.project(columns)?.build()?;
+    Ok(Some(Lone {
+        plan: checked_size(plan)?,
+        flags: filters.len(),
+        set,
+    }))
+}
+
+/// `e` as a [`LoneSet`] over `filters` (its filters pushed in order), when it is one.
+fn lone_set<'e>(e: &'e SpansetExpr, filters: &mut Vec<&'e FieldExpr>) -> Option<LoneSet> {
+    match e {
+        SpansetExpr::Filter(c) if Needs::of(c).row_only() => {
+            filters.push(c);
+            Some(LoneSet::Filter(filters.len() - 1))
+        }
+        SpansetExpr::Op(op @ (SpansetOp::And | SpansetOp::Union), a, b) => {
+            let (a, b) = (Box::new(lone_set(a, filters)?), Box::new(lone_set(b, filters)?));
+            Some(match op {
+                SpansetOp::And => LoneSet::And(a, b),
+                _ => LoneSet::Union(a, b),
+            })
+        }
+        _ => None,
+    }
 }
 
 fn q(rel: &str, name: &str) -> Expr {
@@ -1420,4 +1502,36 @@ fn scalar_expr(e: &ScalarExpr, next_agg: &mut impl FnMut(&Aggregate) -> Expr) ->
             arith(*op, cast(x, DataType::Float64), cast(y, DataType::Float64))
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LoneSet::{self, And, Filter, Union};
+
+    fn and(a: LoneSet, b: LoneSet) -> LoneSet {
+        And(Box::new(a), Box::new(b))
+    }
+
+    fn union(a: LoneSet, b: LoneSet) -> LoneSet {
+        Union(Box::new(a), Box::new(b))
+    }
+
+    #[test]
+    fn lone_sets_keep_the_rows_tempo_returns() {
+        let both = and(Filter(0), Filter(1));
+        assert_eq!(both.kept(0b11), 0b11, "both sides matched: the rows of both");
+        assert_eq!(both.kept(0b01), 0, "one side alone: nothing");
+        let either = union(Filter(0), Filter(1));
+        assert_eq!(
+            either.kept(0b01),
+            0b11,
+            "rows of a side that matched nothing are none anyway"
+        );
+        let nested = union(and(Filter(0), Filter(1)), Filter(2));
+        assert_eq!(nested.kept(0b101), 0b100, "the && part fails, the || side stays");
+        assert_eq!(nested.kept(0b111), 0b111);
+        let inner = and(Filter(0), union(Filter(1), Filter(2)));
+        assert_eq!(inner.kept(0b101), 0b111, "a row of the || side satisfies the &&");
+        assert_eq!(inner.kept(0b110), 0);
+    }
 }

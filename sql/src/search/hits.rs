@@ -10,6 +10,9 @@ use arrow::datatypes::Int64Type;
 use tracehouse_traceql::ast::{AttrScope, FieldExpr, Intrinsic};
 use tracehouse_traceql::plan::out;
 
+use tracehouse_traceql::lone_flag;
+
+use super::prepared::LoneStep;
 use super::{HitValue, ServiceStat, SpanHit, SpansetHit, TraceHit};
 
 /// The columns of a search plan's output that hits are built from, in [`hits_from`]'s order.
@@ -208,33 +211,24 @@ struct TraceFields<'a> {
     root_service: Option<&'a str>,
 }
 
-/// Hits of a lone filter ([`super::prepared::Prepared::lone`]): `rows` are the spans that
-/// pass it (in [`HIT_COLUMNS`]' layout, without the trace fields), `spans` their traces' rows
-/// in the window (for the trace fields). The same traces, spansets and spans as
-/// [`hits_from`] over the search plan's output: traces newest first (then by id), the first
-/// `limit`; each with one spanset of its matches, the `spss` earliest (then by span id).
+/// A span a lone step passed: start, span id, batch, row, and the flags of the filters it
+/// passes (one bit each).
+type Match<'a> = (i64, &'a str, usize, usize, u64);
+
+/// Hits of a lone spanset expression ([`super::prepared::Prepared::lone`]): `rows` are the
+/// spans that pass one of its filters (in [`HIT_COLUMNS`]' layout, without the trace fields,
+/// then the filters' flags), `spans` their traces' rows in the window (for the trace fields).
+/// The same traces, spansets and spans as [`hits_from`] over the search plan's output: the
+/// traces whose rows `lone.set` keeps some of, newest first (then by id), the first `limit`;
+/// each with one spanset of the rows kept, the `spss` earliest (then by span id).
 pub(crate) fn lone_hits(
     rows: &[RecordBatch],
     spans: &[RecordBatch],
+    lone: &LoneStep,
     fields: &[FieldExpr],
-    spss: usize,
-    limit: usize,
+    (spss, limit): (usize, usize),
 ) -> Vec<TraceHit> {
-    // Per trace: its matches as (start, span id, batch, row).
-    let mut matches: HashMap<&str, Vec<(i64, &str, usize, usize)>> = HashMap::new();
-    for (i, b) in rows.iter().enumerate() {
-        let (ids, span_ids) = (b.column(0).as_string::<i32>(), b.column(1).as_string::<i32>());
-        let starts = b.column(4).as_primitive::<Int64Type>();
-        for row in 0..b.num_rows() {
-            let span = if span_ids.is_valid(row) {
-                span_ids.value(row)
-            } else {
-                ""
-            };
-            let entry = (starts.value(row), span, i, row);
-            matches.entry(ids.value(row)).or_default().push(entry);
-        }
-    }
+    let mut matches = lone_matches(rows, lone);
     let info = trace_fields(spans, &matches);
     let mut order: Vec<(&str, &TraceFields)> = info.iter().map(|(id, f)| (*id, f)).collect();
     order.sort_by(|a, b| b.1.start.cmp(&a.1.start).then_with(|| a.0.cmp(b.0)));
@@ -259,13 +253,49 @@ pub(crate) fn lone_hits(
                 matched,
                 spans: found
                     .iter()
-                    .map(|&(_, _, i, row)| span_hit(&rows[i], row, fields))
+                    .map(|&(_, _, i, row, _)| span_hit(&rows[i], row, fields))
                     .collect(),
             }],
             service_stats: Vec::new(),
         });
     }
     hits
+}
+
+/// The rows of a lone step's output `rows` per trace, only those its set keeps; traces it
+/// keeps none of are left out.
+fn lone_matches<'a>(rows: &'a [RecordBatch], lone: &LoneStep) -> HashMap<&'a str, Vec<Match<'a>>> {
+    let mut matches: HashMap<&str, Vec<Match>> = HashMap::new();
+    for (i, b) in rows.iter().enumerate() {
+        let (ids, span_ids) = (b.column(0).as_string::<i32>(), b.column(1).as_string::<i32>());
+        let starts = b.column(4).as_primitive::<Int64Type>();
+        let flags: Vec<_> = (0..lone.flags)
+            .filter(|_| lone.flags > 1)
+            .filter_map(|f| b.column_by_name(&lone_flag(f)).map(|c| c.as_boolean().clone()))
+            .collect();
+        for row in 0..b.num_rows() {
+            let span = if span_ids.is_valid(row) {
+                span_ids.value(row)
+            } else {
+                ""
+            };
+            let mask = match flags.is_empty() {
+                true => 1,
+                false => (flags.iter().enumerate())
+                    .filter(|(_, f)| f.value(row))
+                    .fold(0u64, |m, (f, _)| m | 1 << f),
+            };
+            let entry = (starts.value(row), span, i, row, mask);
+            matches.entry(ids.value(row)).or_default().push(entry);
+        }
+    }
+    matches.retain(|_, found| {
+        let present = found.iter().fold(0, |m, f| m | f.4);
+        let kept = lone.set.kept(present);
+        found.retain(|f| f.4 & kept != 0);
+        !found.is_empty()
+    });
+    matches
 }
 
 /// The [`TraceFields`] of the traces of `matches`, from their rows `spans`.

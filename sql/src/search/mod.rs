@@ -270,8 +270,8 @@ impl Search<'_> {
         let (fields, limit) = (&self.fields, self.request.limit);
         let mut hits = match &self.prepared.lone {
             Some(lone) => {
-                let rows = lone.run(self.ctx, spans.clone()).await?;
-                hits::lone_hits(&rows, &spans, fields, self.request.spss, limit)
+                let rows = lone.step.run(self.ctx, spans.clone()).await?;
+                hits::lone_hits(&rows, &spans, lone, fields, (self.request.spss, limit))
             }
             None => hits::hits_from(&self.prepared.search.run(self.ctx, spans).await?, fields, limit),
         };

@@ -37,7 +37,7 @@ use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Par
 use datafusion::prelude::SessionContext;
 use tracehouse_traceql::PlanOptions;
 use tracehouse_traceql::ast::{AttrScope, BinOp, CmpOp, FieldExpr, Intrinsic, Query, Root, SpansetExpr, Static};
-use tracehouse_traceql::{plan_lone_filter, plan_query, plan_search};
+use tracehouse_traceql::{Lone, LoneSet, lone_flag, plan_lone_filter, plan_query, plan_search};
 use tracehouse_warehouse::id_range::SpanCondition;
 use tracehouse_warehouse::map_filter::{MapFields, map_fields, reads_map_text};
 use tracehouse_warehouse::schema::spans_schema;
@@ -73,16 +73,28 @@ pub struct Prepared {
     /// The trace ids of a range that pass the query's necessary span condition
     /// ([`super::candidates`]), when it has one.
     pub candidates: Option<Step>,
-    /// Of a lone filter on each span's own row ([`plan_lone_filter`]), the spans of a range
-    /// that pass it, in [`HIT_COLUMNS`]' layout without the trace fields: hits take those
-    /// from the rows read ([`super::hits::lone_hits`]) instead of running `search`.
-    pub lone: Option<Step>,
+    /// Of a lone spanset expression (filters on each span's own row joined by `&&` and `||`,
+    /// [`plan_lone_filter`]), the spans of a range that pass one of its filters: hits take the
+    /// trace fields from the rows read ([`super::hits::lone_hits`]) instead of running
+    /// `search`.
+    pub lone: Option<LoneStep>,
+}
+
+/// The step of a lone spanset expression: its rows in [`HIT_COLUMNS`]' layout without the
+/// trace fields, then the dedicated columns of returned attributes, then (of more than one
+/// filter) each filter's flag ([`tracehouse_traceql::lone_flag`]); and how a trace's spans are
+/// picked from them.
+#[derive(Debug)]
+pub struct LoneStep {
+    pub step: Step,
+    pub set: LoneSet,
+    pub flags: usize,
 }
 
 impl Prepared {
     /// The step whose columns whole traces are read with: the lone filter's, or the search's.
     pub fn whole(&self) -> &Step {
-        self.lone.as_ref().unwrap_or(&self.search)
+        self.lone.as_ref().map_or(&self.search, |l| &l.step)
     }
 }
 
@@ -213,28 +225,36 @@ async fn prepare(ctx: &SessionContext, query: &Query, spss: usize, whole_only: b
     })
 }
 
-/// The lone-filter step of `query`, when it is one: its spans projected to `columns` (the
-/// search's output, in [`HIT_COLUMNS`]' layout), the trace fields left null.
+/// The lone step of `query`, when it is a lone spanset expression: its spans projected to
+/// `columns` (the search's output, in [`HIT_COLUMNS`]' layout), the trace fields left null,
+/// then its filters' flags.
 async fn lone_step(
     state: &SessionState,
     query: &Query,
     options: &PlanOptions,
     columns: Vec<Expr>,
-) -> Result<Option<Step>> {
+) -> Result<Option<LoneStep>> {
     let scan = LogicalPlanBuilder::scan("spans", provider_as_source(Arc::new(RangeTable)), None)?.build()?;
-    let Some(plan) = plan_lone_filter(query, scan, options).map_err(to_df)? else {
+    let Some(Lone { plan, set, flags }) = plan_lone_filter(query, scan, options).map_err(to_df)? else {
         return Ok(None);
     };
     // `columns` is HIT_COLUMNS, then the dedicated columns of returned attributes.
     let names = HIT_COLUMNS.iter().map(Some).chain(std::iter::repeat(None));
-    let columns = columns.into_iter().zip(names).map(|(c, name)| match name {
-        Some(name) if TRACE_FIELDS.contains(name) => lit(ScalarValue::Null).alias(*name),
-        _ => c,
-    });
+    let mut columns: Vec<Expr> = columns
+        .into_iter()
+        .zip(names)
+        .map(|(c, name)| match name {
+            Some(name) if TRACE_FIELDS.contains(name) => lit(ScalarValue::Null).alias(*name),
+            _ => c,
+        })
+        .collect();
+    if flags > 1 {
+        columns.extend((0..flags).map(|i| col(lone_flag(i))));
+    }
     let plan = LogicalPlanBuilder::from(plan).project(columns)?.build()?;
     let mut lone = step(state, &plan, &[&ALWAYS_READ[..], &TRACE_FIELDS_READ].concat()).await?;
     lone.narrowed = narrowed(query, &lone);
-    Ok(Some(lone))
+    Ok(Some(LoneStep { step: lone, set, flags }))
 }
 
 /// `plan` made physical, with the columns its scans read and `always`.
