@@ -356,6 +356,9 @@ pub struct TableFiles {
     pub store: Arc<dyn ObjectStore>,
     /// The table root inside the store.
     pub root: Path,
+    /// The table root's directory when the store is the local filesystem: small reads are
+    /// then made in place ([`StoreReader`]).
+    pub local: Option<std::path::PathBuf>,
     /// Footers of the files read before.
     pub footers: Arc<FooterCache>,
 }
@@ -409,9 +412,14 @@ impl TableFiles {
     }
 
     pub(crate) fn reader(&self, file: &DataFile) -> StoreReader {
+        let local = self.local.as_ref().map(|root| {
+            let parts = file.path.split('/').filter(|p| !p.is_empty());
+            parts.fold(root.clone(), |path, part| path.join(part))
+        });
         StoreReader {
             store: self.store.clone(),
             path: self.child(&file.path),
+            local,
             size: file.size,
             footers: self.footers.clone(),
         }
@@ -812,12 +820,60 @@ impl FooterCache {
     }
 }
 
-/// Reads one Parquet file of known size from the store.
+/// Reads one Parquet file of known size from the store; on the local filesystem, reads of up
+/// to [`INLINE_READ_BYTES`] in place (`local`: the file's path there).
 pub(crate) struct StoreReader {
     store: Arc<dyn ObjectStore>,
     path: Path,
+    local: Option<std::path::PathBuf>,
     size: u64,
     footers: Arc<FooterCache>,
+}
+
+/// Bytes a read of a local file makes in place at most, on the task that asks: the store
+/// hands each read to a blocking thread (a thread wake-up and a file open per read), which
+/// costs more than reading a few pages from the page cache. A search over 200 small files
+/// made hundreds of such reads, and spent 16% of its time on them. Larger reads go through
+/// the store.
+const INLINE_READ_BYTES: u64 = 4 << 20;
+
+/// Ranges closer than this are read at once.
+const INLINE_GAP_BYTES: u64 = 64 << 10;
+
+/// `ranges` of the local file at `path`, read in place: runs of near ranges with one read
+/// each.
+fn read_in_place(path: &std::path::Path, ranges: &[std::ops::Range<u64>]) -> std::io::Result<Vec<Bytes>> {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::File::open(path)?;
+    let mut order: Vec<usize> = (0..ranges.len()).collect();
+    order.sort_unstable_by_key(|&i| ranges[i].start);
+    let mut out = vec![Bytes::new(); ranges.len()];
+    let mut at = 0;
+    while at < order.len() {
+        let (start, mut end, mut next) = (ranges[order[at]].start, ranges[order[at]].end, at + 1);
+        while next < order.len() && ranges[order[next]].start <= end.saturating_add(INLINE_GAP_BYTES) {
+            end = end.max(ranges[order[next]].end);
+            next += 1;
+        }
+        let mut run = vec![0u8; usize::try_from(end - start).map_err(std::io::Error::other)?];
+        file.read_exact_at(&mut run, start)?;
+        let run = Bytes::from(run);
+        for &i in &order[at..next] {
+            let r = &ranges[i];
+            out[i] =
+                run.slice(usize::try_from(r.start - start).unwrap_or(0)..usize::try_from(r.end - start).unwrap_or(0));
+        }
+        at = next;
+    }
+    Ok(out)
+}
+
+impl StoreReader {
+    /// The local path to read `ranges` from in place, when they are few enough bytes.
+    fn in_place(&self, ranges: &[std::ops::Range<u64>]) -> Option<&std::path::Path> {
+        let bytes: u64 = ranges.iter().map(|r| r.end.saturating_sub(r.start)).sum();
+        self.local.as_deref().filter(|_| bytes <= INLINE_READ_BYTES)
+    }
 }
 
 /// Bytes fetched with the footer, to get the metadata in one request.
@@ -826,6 +882,10 @@ const FOOTER_PREFETCH_BYTES: usize = 64 << 10;
 impl AsyncFileReader for StoreReader {
     fn get_bytes(&mut self, range: std::ops::Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
         Box::pin(async move {
+            if let Some(path) = self.in_place(std::slice::from_ref(&range)) {
+                let mut read = read_in_place(path, std::slice::from_ref(&range))?;
+                return Ok(read.pop().unwrap_or_default());
+            }
             self.store
                 .get_range(&self.path, range)
                 .await
@@ -840,6 +900,9 @@ impl AsyncFileReader for StoreReader {
         ranges: Vec<std::ops::Range<u64>>,
     ) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
         Box::pin(async move {
+            if let Some(path) = self.in_place(&ranges) {
+                return Ok(read_in_place(path, &ranges)?);
+            }
             self.store
                 .get_ranges(&self.path, &ranges)
                 .await
@@ -907,6 +970,20 @@ mod tests {
             cache.get(&path(FOOTER_CACHE_ENTRIES)).is_some(),
             "one footer serves both readers"
         );
+    }
+
+    #[test]
+    fn reads_in_place_return_each_range_as_asked() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("f");
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &data).expect("written");
+        let ranges = [200_000..200_010, 5..9, 0..4, 7..12, 199_990..200_001, 10..10];
+        let read = read_in_place(&path, &ranges).expect("read");
+        for (r, bytes) in ranges.iter().zip(&read) {
+            assert_eq!(&bytes[..], &data[r.start as usize..r.end as usize], "{r:?}");
+        }
+        assert!(read_in_place(&path, &[299_999..300_001]).is_err(), "past the end");
     }
 
     #[test]

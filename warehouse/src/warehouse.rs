@@ -579,6 +579,7 @@ impl Warehouse {
         Ok(TableFiles {
             store: self.storage.store.clone(),
             root,
+            local: url.to_file_path().ok(),
             footers: self.footers.clone(),
         })
     }
