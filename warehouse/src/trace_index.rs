@@ -412,10 +412,12 @@ impl TableFiles {
     }
 
     pub(crate) fn reader(&self, file: &DataFile) -> StoreReader {
-        let local = self.local.as_ref().map(|root| {
-            let parts = file.path.split('/').filter(|p| !p.is_empty());
-            parts.fold(root.clone(), |path, part| path.join(part))
-        });
+        // A path that could leave the table's directory is read through the store alone.
+        let parts = || file.path.split('/').filter(|p| !p.is_empty());
+        let inside = parts().all(|p| p != "." && p != "..");
+        let local = (self.local.as_ref())
+            .filter(|_| inside)
+            .map(|root| parts().fold(root.clone(), |path, part| path.join(part)));
         StoreReader {
             store: self.store.clone(),
             path: self.child(&file.path),
@@ -985,6 +987,28 @@ mod tests {
         }
         let past_the_end = 299_999..300_001;
         assert!(read_in_place(&path, std::slice::from_ref(&past_the_end)).is_err());
+    }
+
+    #[test]
+    fn only_paths_inside_the_table_are_read_in_place() {
+        let files = TableFiles {
+            store: Arc::new(object_store::memory::InMemory::new()),
+            root: Path::from("t"),
+            local: Some(std::path::PathBuf::from("/data/t")),
+            footers: Arc::new(FooterCache::default()),
+        };
+        let file = |path: &str| DataFile {
+            path: path.into(),
+            size: 1,
+            date: "2026-12-01".into(),
+        };
+        let local = |path: &str| files.reader(&file(path)).local;
+        assert_eq!(
+            local("date=2026-12-01/a.parquet"),
+            Some("/data/t/date=2026-12-01/a.parquet".into())
+        );
+        assert_eq!(local("../other/a.parquet"), None);
+        assert_eq!(local("x/./a.parquet"), None);
     }
 
     #[test]

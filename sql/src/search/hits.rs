@@ -1,16 +1,15 @@
 //! Search hits from a search plan's output: rows (sorted by trace, spanset, start) into
 //! traces, spansets and spans with the values the query returns, and each trace's per-service
-//! span and error counts. Of a lone filter, hits come from its matching rows and the rows of
-//! their traces ([`lone_hits`]).
+//! span and error counts. Of a lone spanset expression (`{ a }`, `{ a } && { b }`, ...), hits
+//! come from its matching rows and the rows of their traces ([`lone_hits`]).
 
 use std::collections::{BTreeMap, HashMap};
 
-use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
 use arrow::datatypes::Int64Type;
 use tracehouse_traceql::ast::{AttrScope, FieldExpr, Intrinsic};
-use tracehouse_traceql::plan::out;
-
 use tracehouse_traceql::lone_flag;
+use tracehouse_traceql::plan::out;
 
 use super::prepared::LoneStep;
 use super::{HitValue, ServiceStat, SpanHit, SpansetHit, TraceHit};
@@ -269,21 +268,24 @@ fn lone_matches<'a>(rows: &'a [RecordBatch], lone: &LoneStep) -> HashMap<&'a str
     for (i, b) in rows.iter().enumerate() {
         let (ids, span_ids) = (b.column(0).as_string::<i32>(), b.column(1).as_string::<i32>());
         let starts = b.column(4).as_primitive::<Int64Type>();
-        let flags: Vec<_> = (0..lone.flags)
-            .filter(|_| lone.flags > 1)
-            .filter_map(|f| b.column_by_name(&lone_flag(f)).map(|c| c.as_boolean().clone()))
-            .collect();
+        // (bit, flags of that filter); one filter alone has no flag column: every row passes it.
+        let flags: Vec<(usize, BooleanArray)> = match lone.flags {
+            0 | 1 => Vec::new(),
+            n => (0..n)
+                .filter_map(|f| Some((f, b.column_by_name(&lone_flag(f))?.as_boolean().clone())))
+                .collect(),
+        };
         for row in 0..b.num_rows() {
             let span = if span_ids.is_valid(row) {
                 span_ids.value(row)
             } else {
                 ""
             };
-            let mask = match flags.is_empty() {
-                true => 1,
-                false => (flags.iter().enumerate())
+            let mask = match lone.flags {
+                0 | 1 => 1,
+                _ => (flags.iter())
                     .filter(|(_, f)| f.value(row))
-                    .fold(0u64, |m, (f, _)| m | 1 << f),
+                    .fold(0u64, |m, (bit, _)| m | 1 << bit),
             };
             let entry = (starts.value(row), span, i, row, mask);
             matches.entry(ids.value(row)).or_default().push(entry);

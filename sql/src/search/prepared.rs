@@ -8,9 +8,9 @@
 //! refresh). Each run starts from a copy with fresh state (`reset_plan_states`). The plans run
 //! on one partition (the inputs are small) and without dynamic filters (a reused plan must not
 //! carry state between runs). A query with a necessary span condition gets a second plan, the
-//! candidate step, that finds the traces of a range worth reading whole; a lone filter on each
-//! span's own row gets a third, which only filters the rows (hits take the trace fields from
-//! the rows read).
+//! candidate step, that finds the traces of a range worth reading whole; a lone spanset
+//! expression (filters on each span's own row, alone or joined by `&&` and `||`) gets a third,
+//! which only filters the rows (hits take the trace fields from the rows read).
 
 use std::collections::HashMap;
 use std::fmt;
