@@ -435,6 +435,13 @@ async fn a_trace_split_across_files_is_searched_whole() {
         let found = engine.traceql_search(TENANT, &request(&q, 20, 3)).await.unwrap();
         let stats = &found.hits[0].service_stats;
         assert_eq!((stats[0].span_count, stats[0].error_count), (2, 1), "{q}");
+        // The matching span in the older file only: a first-found walk tries the trace in the
+        // newer file first, where it fails, and again in the older one.
+        let q = format!("{{ status = unset }}{hint}");
+        let found = engine.traceql_search(TENANT, &request(&q, 20, 3)).await.unwrap();
+        assert_eq!(found.hits.len(), 1, "{q}");
+        let stats = &found.hits[0].service_stats;
+        assert_eq!((stats[0].span_count, stats[0].error_count), (2, 1), "{q}");
         // Each value in another file: neither file holds both, the trace does.
         let q = format!("{{ span.tag = \"only-here\" }} && {{ span.tag = \"elsewhere\" }}{hint}");
         let found = engine.traceql_search(TENANT, &request(&q, 20, 3)).await.unwrap();

@@ -32,7 +32,7 @@ use parquet::schema::types::SchemaDescriptor;
 
 use crate::map_filter::{self, MapFields, MapFilter, text_mask};
 use crate::schema::{PARTITION_COLUMN, spans_schema};
-use crate::trace_index::{DataFile, StoreReader, TableFiles};
+use crate::trace_index::{DataFile, StoreReader, TableFiles, trace_id_hex};
 use crate::{Error, Result};
 
 /// Trace ids `[low, high)` in stored spelling (32 lowercase hex digits); `None` is unbounded.
@@ -43,6 +43,15 @@ pub struct IdRange {
 }
 
 impl IdRange {
+    /// The ids from `first` to `last`, both included.
+    pub fn spanning(first: u128, last: u128) -> Self {
+        debug_assert!(first <= last, "an empty id range");
+        Self {
+            low: Some(trace_id_hex(first)),
+            high: last.checked_add(1).map(trace_id_hex),
+        }
+    }
+
     fn admits(&self, min: &[u8], max: &[u8]) -> bool {
         self.low.as_ref().is_none_or(|l| max >= l.as_bytes()) && self.high.as_ref().is_none_or(|h| min < h.as_bytes())
     }
@@ -813,6 +822,18 @@ mod tests {
         assert_eq!(groups(even.split(1)), vec![vec![0, 1, 2, 3]]);
         let uneven = pages(&[3 * MIN_TASK_ROWS, 10, 10, MIN_TASK_ROWS]);
         assert_eq!(groups(uneven.split(2)), vec![vec![0], vec![1, 2, 3]]);
+    }
+
+    #[test]
+    fn spanning_ranges_hold_both_ends() {
+        let range = IdRange::spanning(0x10, 0x2f);
+        let ids = StringArray::from([0x0f, 0x10, 0x2f, 0x30].map(trace_id_hex).to_vec());
+        let got: Vec<bool> = range.mask(&ids).unwrap().iter().map(|b| b.unwrap()).collect();
+        assert_eq!(got, [false, true, true, false]);
+        let top = IdRange::spanning(u128::MAX - 1, u128::MAX);
+        assert_eq!(top.high, None, "no id past the largest");
+        let ids = StringArray::from(vec![trace_id_hex(u128::MAX)]);
+        assert!(top.mask(&ids).unwrap().value(0));
     }
 
     #[test]

@@ -191,6 +191,8 @@ pub struct SnapshotSpans {
     files: Option<Vec<String>>,
     /// The table's data files, listed from the Delta log once for the snapshot and its copies.
     listed: Arc<OnceLock<Arc<[DataFile]>>>,
+    /// Those of them read, chosen once for the snapshot and its copies.
+    read: Arc<OnceLock<Arc<[DataFile]>>>,
 }
 
 impl SnapshotSpans {
@@ -201,6 +203,7 @@ impl SnapshotSpans {
             live,
             files: None,
             listed: Arc::default(),
+            read: Arc::default(),
         }
     }
 
@@ -208,6 +211,7 @@ impl SnapshotSpans {
     pub fn with_files(&self, files: Vec<String>) -> Self {
         Self {
             files: Some(files),
+            read: Arc::default(),
             ..self.clone()
         }
     }
@@ -227,11 +231,20 @@ impl SnapshotSpans {
 
     /// The committed data files read: all of them, or those [`Self::with_files`] chose.
     pub fn files(&self) -> crate::Result<Vec<DataFile>> {
+        Ok(self.read_files()?.to_vec())
+    }
+
+    /// The committed data files read, shared (a search asks for them at every step).
+    pub fn read_files(&self) -> crate::Result<Arc<[DataFile]>> {
+        if let Some(files) = self.read.get() {
+            return Ok(files.clone());
+        }
         let mut files = self.all_files()?;
         if let Some(chosen) = &self.files {
-            files.retain(|f| chosen.contains(&f.path));
+            let chosen: std::collections::HashSet<&str> = chosen.iter().map(String::as_str).collect();
+            files.retain(|f| chosen.contains(f.path.as_str()));
         }
-        Ok(files)
+        Ok(self.read.get_or_init(|| files.into()).clone())
     }
 
     /// The committed table of the snapshot, when there is one.

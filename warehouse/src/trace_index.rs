@@ -65,7 +65,8 @@ pub type TraceSpan = (u128, i64, i64);
 #[derive(Debug, Default)]
 pub struct TraceIndex {
     files: Vec<DataFile>,
-    file_ids: HashMap<String, u32>,
+    /// (A fast hash: every search looks up every file of its snapshot, a few times.)
+    file_ids: FastMap<String, u32>,
     /// (A fast hash: every search looks up thousands of traces.)
     traces: FastMap<u128, Vec<Location>>,
     /// The traces of each file (by file id), sorted, with the first start and last end of

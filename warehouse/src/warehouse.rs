@@ -702,7 +702,7 @@ impl Warehouse {
         snapshot: &SnapshotSpans,
         answer: impl FnOnce(&TraceIndex, &[DataFile]) -> Option<T>,
     ) -> Result<Option<T>> {
-        let files = snapshot.files()?;
+        let files = snapshot.read_files()?;
         if files.is_empty() {
             // Nothing to index: the answer over an empty index.
             return Ok(answer(&TraceIndex::default(), &files));
@@ -743,11 +743,8 @@ impl Warehouse {
         snapshot: &SnapshotSpans,
         file: &DataFile,
     ) -> Result<Option<Arc<[TraceSpan]>>> {
-        self.with_index(tenant, snapshot, |index, files| {
-            index.ids_of(files)?;
-            index.traces_of(file)
-        })
-        .await
+        self.with_index(tenant, snapshot, |index, _| index.traces_of(file))
+            .await
     }
 
     /// The rows of `traces` in `snapshot` (that pass `condition`, when given), `columns` only
@@ -797,6 +794,53 @@ impl Warehouse {
         }
         reads.into_iter().for_each(|r| read.extend(r));
         Ok(Some(read))
+    }
+
+    /// The rows of each of `parts` (a data file of `snapshot`, or its live spans for `None`,
+    /// with the trace ids wanted of it) that pass `condition` when given, `columns` only (of
+    /// the maps `narrowed` names, the fields it lists): of each file only the pages that may
+    /// hold those ids, and no other file, whatever the trace-id index says holds them too.
+    pub async fn read_parts(
+        &self,
+        tenant: &str,
+        snapshot: &SnapshotSpans,
+        parts: &[(Option<DataFile>, IdRange)],
+        columns: &[String],
+        condition: Option<&SpanCondition>,
+        narrowed: Option<&MapFields>,
+    ) -> Result<Read> {
+        let mut read = Read::default();
+        let mut ranges: HashMap<String, &IdRange> = HashMap::with_capacity(parts.len());
+        let mut files = Vec::with_capacity(parts.len());
+        for (file, range) in parts {
+            match file {
+                Some(file) => {
+                    assert!(ranges.insert(file.path.clone(), range).is_none(), "a file read twice");
+                    files.push(file.clone());
+                }
+                None => {
+                    let wanted = Wanted {
+                        range,
+                        traces: None,
+                        condition,
+                    };
+                    read.extend(id_range::live_id_range(snapshot.live(), wanted, columns)?);
+                }
+            }
+        }
+        let ranges = &ranges;
+        let reads = self
+            .each_file(tenant, files, |files, file| async move {
+                let wanted = Wanted {
+                    range: ranges[&file.path],
+                    traces: None,
+                    condition,
+                };
+                files.read_id_range(&file, wanted, columns, narrowed).await
+            })
+            .await?;
+        reads.into_iter().for_each(|r| read.extend(r));
+        Ok(read)
     }
 
     /// The spans of `snapshot` (of `tenant`) that are `wanted`, `columns` only: of each data

@@ -59,6 +59,12 @@ impl MayHold {
         self.row_groups > 0 && self.kept * RARE_SHARE <= self.row_groups
     }
 
+    /// Whether bloom filters ruled out some row groups: then a walk takes traces only from
+    /// the files and row groups that may hold a match, not from every file that holds them.
+    pub fn pruned(&self) -> bool {
+        self.row_groups > 0
+    }
+
     /// Whether a match may be `trace`, taken from any file.
     pub fn in_any_file(&self, trace: u128) -> bool {
         self.anywhere.as_ref().is_none_or(|spans| covers(spans, trace))

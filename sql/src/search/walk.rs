@@ -23,7 +23,7 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use datafusion::common::HashSet;
 use datafusion::error::DataFusionError;
-use tracehouse_warehouse::id_range::SpanCondition;
+use tracehouse_warehouse::id_range::{IdRange, Read, SpanCondition};
 use tracehouse_warehouse::trace_index::{DataFile, TraceSpan, parse_trace_id, trace_spans};
 
 use super::prepared::Step;
@@ -70,6 +70,11 @@ struct Walk {
     spans_per_trace: Option<usize>,
     /// A read held more than a search may hold at once: the walk gives up.
     overflow: bool,
+    /// The data files of a first-found walk, newest first (entries are keyed by their source,
+    /// [`source_of`]), when it takes each trace from every file that holds it: its candidate
+    /// step then reads each trace in the source it was taken from alone, and a trace that
+    /// fails there is taken again from the next source that holds it.
+    sources: Option<Arc<[DataFile]>>,
     /// Traces put through the candidate step, and those that passed.
     tried: usize,
     passed: usize,
@@ -100,6 +105,7 @@ impl Walk {
             chunk,
             spans_per_trace: None,
             overflow: false,
+            sources: None,
             tried: 0,
             passed: 0,
             candidates_held: false,
@@ -127,17 +133,17 @@ impl Walk {
 /// The sources of a first-found walk, in its order: the live traces, then each data file's,
 /// newest file first; each with a key lower than the last's.
 struct Sources<'a> {
-    files: std::vec::IntoIter<DataFile>,
-    live_taken: bool,
+    files: Arc<[DataFile]>,
+    /// The key of the last source opened: the live spans 0, file `i` `-(i + 1)`
+    /// ([`source_of`]).
     key: i64,
     current: Option<Source<'a>>,
 }
 
 impl Sources<'_> {
-    fn new(files: Vec<DataFile>) -> Self {
+    fn new(files: Arc<[DataFile]>) -> Self {
         Self {
-            files: files.into_iter(),
-            live_taken: false,
+            files,
             key: 1,
             current: None,
         }
@@ -145,13 +151,19 @@ impl Sources<'_> {
 
     /// The next source (`None` for the live spans) and its key; `None` after the last.
     fn next_source(&mut self) -> Option<(i64, Option<DataFile>)> {
-        let source = match self.live_taken {
-            false => None,
-            true => Some(self.files.next()?),
-        };
-        self.live_taken = true;
-        self.key -= 1;
-        Some((self.key, source))
+        let key = self.key - 1;
+        let source = source_of(&self.files, key)?;
+        self.key = key;
+        Some((key, source.cloned()))
+    }
+}
+
+/// The source of a first-found walk's `key` among `files` (newest first): `Some(None)` for
+/// the live spans (key 0), `Some(Some(file))` for a file; `None` past the last.
+fn source_of(files: &[DataFile], key: i64) -> Option<Option<&DataFile>> {
+    match key {
+        0 => Some(None),
+        _ => files.get(usize::try_from(-key - 1).ok()?).map(Some),
     }
 }
 
@@ -223,7 +235,10 @@ impl Search<'_> {
         let limit = self.request.limit;
         // Traces here are taken in order of their pages: a small batch reads few of them.
         let filter = (limit * FIRST_FOUND_FILTER_PER_LIMIT).clamp(MIN_FIRST_FOUND_FILTER, MAX_FILTER_TRACES);
+        let files: Arc<[DataFile]> = files.into();
         let mut walk = self.walk(Vec::new(), filter);
+        // A trace is taken from every file that holds it, unless bloom filters ruled some out.
+        walk.sources = (!self.may_hold.pruned()).then(|| files.clone());
         found.metrics.total_jobs = 1;
         let mut sources = Sources::new(files);
         loop {
@@ -310,17 +325,28 @@ impl Search<'_> {
             Some(_) => walk.cap(walk.filter),
             None => walk.cap(walk.chunk),
         };
+        // A trace is taken once, but for a candidate step that reads each trace's source alone.
+        let by_source = step.is_some() && walk.sources.is_some();
         let batch: Vec<Entry> = take_newest(&mut walk.left, n)
             .into_iter()
-            .filter(|e| walk.taken.insert(e.1))
+            .filter(|e| match by_source {
+                true => !walk.taken.contains(&e.1),
+                false => walk.taken.insert(e.1),
+            })
             .collect();
         let passed: Vec<Entry> = match step {
             Some(step) => {
-                let mut traces: Vec<u128> = batch.iter().map(|e| e.1).collect();
-                traces.sort_unstable();
-                let ids = self.candidates_of(walk, &traces, step, found).await?;
+                let ids = match by_source {
+                    true => self.candidates_by_source(walk, &batch, step, found).await?,
+                    false => {
+                        let mut traces: Vec<u128> = batch.iter().map(|e| e.1).collect();
+                        traces.sort_unstable();
+                        self.candidates_of(walk, &traces, step, found).await?
+                    }
+                };
                 walk.tried += batch.len();
-                batch.into_iter().filter(|e| ids.contains(&e.1)).collect()
+                let passed = batch.into_iter().filter(|e| ids.contains(&e.1));
+                passed.filter(|e| !by_source || walk.taken.insert(e.1)).collect()
             }
             None => batch,
         };
@@ -413,10 +439,46 @@ impl Search<'_> {
         Ok(ids.iter().filter_map(|t| parse_trace_id(t)).collect())
     }
 
+    /// Those of `batch`'s traces that pass the candidate `step` in the source each was taken
+    /// from (one read of each source's rows from its first to its last trace in the batch).
+    async fn candidates_by_source(
+        &self,
+        walk: &mut Walk,
+        batch: &[Entry],
+        step: &Step,
+        found: &mut SearchOutcome,
+    ) -> Result<HashSet<u128>> {
+        let files = walk.sources.clone().unwrap_or_default();
+        let mut spans: std::collections::BTreeMap<i64, (u128, u128)> = std::collections::BTreeMap::new();
+        for &(key, trace) in batch {
+            let span = spans.entry(key).or_insert((trace, trace));
+            *span = (span.0.min(trace), span.1.max(trace));
+        }
+        let mut parts = Vec::with_capacity(spans.len());
+        for (key, (first, last)) in spans {
+            let source =
+                source_of(&files, key).ok_or_else(|| DataFusionError::Internal("a walk's source is gone".into()))?;
+            parts.push((source.cloned(), IdRange::spanning(first, last)));
+        }
+        let (condition, columns) = (step.condition.as_ref(), step.read_columns());
+        let read = self
+            .warehouse
+            .read_parts(
+                self.tenant,
+                &self.snapshot,
+                &parts,
+                &columns,
+                condition,
+                step.narrowed.as_ref(),
+            )
+            .await?;
+        let rows = self.took(walk, read, batch.len(), condition, true, found)?;
+        let ids = self.passing(step, rows).await?;
+        Ok(ids.iter().filter_map(|t| parse_trace_id(t)).collect())
+    }
+
     /// The rows of `traces` (sorted) that pass `condition` when given, with the columns
-    /// `step` reads ([`Step::read_columns`]); `count` adds the spans read to the inspected
-    /// spans. Learns the spans per trace of `walk` from a read without a condition; none when
-    /// it read more than one read may hold (`walk.overflow`).
+    /// `step` reads ([`Step::read_columns`]), of every file that holds them ([`Self::took`]).
     async fn read_traces(
         &self,
         walk: &mut Walk,
@@ -434,9 +496,25 @@ impl Search<'_> {
         let Some(read) = read else {
             return Err(DataFusionError::Internal("the trace-id index no longer covers the search".into()).into());
         };
+        self.took(walk, read, traces.len(), condition, count, found)
+    }
+
+    /// The rows of `read`, a read of `traces` traces (that pass `condition` when given);
+    /// `count` adds the spans read to the inspected spans. Learns the spans per trace of `walk`
+    /// from a read without a condition; none when it read more than one read may hold
+    /// (`walk.overflow`).
+    fn took(
+        &self,
+        walk: &mut Walk,
+        read: Read,
+        traces: usize,
+        condition: Option<&SpanCondition>,
+        count: bool,
+        found: &mut SearchOutcome,
+    ) -> Result<Vec<RecordBatch>> {
         let spans: usize = read.batches.iter().map(RecordBatch::num_rows).sum();
         if condition.is_none() {
-            let seen = spans.div_ceil(traces.len().max(1));
+            let seen = spans.div_ceil(traces.max(1));
             walk.spans_per_trace = Some(walk.spans_per_trace.map_or(seen, |s| s.max(seen)));
         }
         if spans as u64 > MAX_RANGE_ROWS {
@@ -515,6 +593,25 @@ mod tests {
         walk.passed = 0;
         walk.grow_filter(18);
         assert_eq!(walk.filter, MAX_FILTER_TRACES);
+    }
+
+    #[test]
+    fn keys_name_their_sources() {
+        let file = |p: &str| DataFile {
+            path: p.into(),
+            size: 1,
+            date: "2026-12-02".into(),
+        };
+        let files = [file("new"), file("old")];
+        assert_eq!(source_of(&files, 0), Some(None), "the live spans");
+        assert_eq!(source_of(&files, -1).flatten().map(|f| f.path.as_str()), Some("new"));
+        assert_eq!(source_of(&files, -2).flatten().map(|f| f.path.as_str()), Some("old"));
+        assert_eq!(source_of(&files, -3), None);
+        let mut sources = Sources::new(files.to_vec().into());
+        let keys: Vec<(i64, Option<String>)> = std::iter::from_fn(|| sources.next_source())
+            .map(|(k, f)| (k, f.map(|f| f.path)))
+            .collect();
+        assert_eq!(keys, [(0, None), (-1, Some("new".into())), (-2, Some("old".into()))]);
     }
 
     #[test]
