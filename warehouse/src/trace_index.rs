@@ -671,7 +671,14 @@ pub struct FooterCache {
     /// The leaf column a dotted path was last found at: files mostly share a schema, so a
     /// lookup checks there first (at most [`LEAF_GUESSES`]).
     leaves: std::sync::Mutex<HashMap<String, usize>>,
+    /// Open handles of the local files read in place, by path (at most [`OPEN_FILES`]; the
+    /// map starts over when full): an open costs more than a small read. Files never change
+    /// once written; a handle of a file removed since reads what it held until then.
+    handles: std::sync::Mutex<HashMap<std::path::PathBuf, Arc<std::fs::File>>>,
 }
+
+/// Local files held open at most.
+const OPEN_FILES: usize = 256;
 
 const LEAF_GUESSES: usize = 256;
 
@@ -713,6 +720,20 @@ pub const BLOOM_CACHE_ENTRIES: usize = 65_536;
 pub const BLOOM_CACHE_BYTES: usize = 64 << 20;
 
 impl FooterCache {
+    /// The local file at `path`, open.
+    fn open(&self, path: &std::path::Path) -> std::io::Result<Arc<std::fs::File>> {
+        if let Some(file) = self.handles.lock().expect("handles lock").get(path) {
+            return Ok(file.clone());
+        }
+        let file = Arc::new(std::fs::File::open(path)?);
+        let mut handles = self.handles.lock().expect("handles lock");
+        if handles.len() >= OPEN_FILES {
+            handles.clear();
+        }
+        handles.insert(path.to_path_buf(), file.clone());
+        Ok(file)
+    }
+
     fn arrow(&self, path: &Path) -> Option<ArrowReaderMetadata> {
         let guard = self.entries.lock().expect("footer cache lock");
         guard.0.get(path).and_then(|f| f.arrow.clone())
@@ -843,11 +864,9 @@ const INLINE_READ_BYTES: u64 = 4 << 20;
 /// Ranges closer than this are read at once.
 const INLINE_GAP_BYTES: u64 = 64 << 10;
 
-/// `ranges` of the local file at `path`, read in place: runs of near ranges with one read
-/// each.
-fn read_in_place(path: &std::path::Path, ranges: &[std::ops::Range<u64>]) -> std::io::Result<Vec<Bytes>> {
+/// `ranges` of the local `file`, read in place: runs of near ranges with one read each.
+fn read_in_place(file: &std::fs::File, ranges: &[std::ops::Range<u64>]) -> std::io::Result<Vec<Bytes>> {
     use std::os::unix::fs::FileExt;
-    let file = std::fs::File::open(path)?;
     let mut order: Vec<usize> = (0..ranges.len()).collect();
     order.sort_unstable_by_key(|&i| ranges[i].start);
     let mut out = vec![Bytes::new(); ranges.len()];
@@ -886,7 +905,8 @@ impl AsyncFileReader for StoreReader {
     fn get_bytes(&mut self, range: std::ops::Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
         Box::pin(async move {
             if let Some(path) = self.in_place(std::slice::from_ref(&range)) {
-                let mut read = read_in_place(path, std::slice::from_ref(&range))?;
+                let file = self.footers.open(path)?;
+                let mut read = read_in_place(&file, std::slice::from_ref(&range))?;
                 return Ok(read.pop().unwrap_or_default());
             }
             self.store
@@ -904,7 +924,7 @@ impl AsyncFileReader for StoreReader {
     ) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
         Box::pin(async move {
             if let Some(path) = self.in_place(&ranges) {
-                return Ok(read_in_place(path, &ranges)?);
+                return Ok(read_in_place(&*self.footers.open(path)?, &ranges)?);
             }
             self.store
                 .get_ranges(&self.path, &ranges)
@@ -982,12 +1002,29 @@ mod tests {
         let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
         std::fs::write(&path, &data).expect("written");
         let ranges = [200_000..200_010, 5..9, 0..4, 7..12, 199_990..200_001, 10..10];
-        let read = read_in_place(&path, &ranges).expect("read");
+        let footers = FooterCache::default();
+        let file = footers.open(&path).expect("open");
+        let read = read_in_place(&file, &ranges).expect("read");
         for (r, bytes) in ranges.iter().zip(&read) {
             assert_eq!(&bytes[..], &data[r.start as usize..r.end as usize], "{r:?}");
         }
         let past_the_end = 299_999..300_001;
-        assert!(read_in_place(&path, std::slice::from_ref(&past_the_end)).is_err());
+        assert!(read_in_place(&file, std::slice::from_ref(&past_the_end)).is_err());
+        // Held open: the same handle again, and its bytes after the file is gone.
+        std::fs::remove_file(&path).expect("removed");
+        let again = footers.open(&path).expect("held open");
+        assert!(Arc::ptr_eq(&file, &again));
+        assert_eq!(
+            &read_in_place(&again, &ranges[..1]).expect("read")[0][..],
+            &data[200_000..200_010]
+        );
+        for i in 0..OPEN_FILES {
+            let other = dir.path().join(format!("g{i}"));
+            std::fs::write(&other, b"x").expect("written");
+            footers.open(&other).expect("open");
+        }
+        assert!(footers.handles.lock().expect("lock").len() <= OPEN_FILES, "bounded");
+        assert!(footers.open(&path).is_err(), "let go once the map started over");
     }
 
     #[test]
