@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Search side by side with Tempo on the same spans in the same run (benches/README.md).
 # Usage: benches/search.sh [SPANS] [FILES] [RUNS]
+# FILES 0 keeps every span live (unflushed).
 # Tempo: TEMPO_BIN (default ~/.cache/tempo-oracle/tempo, as shared/tempo-oracle/build.sh
 # leaves it). Without a Tempo binary, only tracehouse is timed.
 # Tempo runs monolithic on loopback (HTTP 3300, OTLP HTTP 4418), local storage, with its

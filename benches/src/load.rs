@@ -1,6 +1,6 @@
 //! Loads tracegen spans into a real warehouse for in-process benchmarks: Delta tables on local
 //! disk, flushed every `flush_spans` spans (one set of files per flush, as blocks in Tempo),
-//! everything flushed at the end; optionally forwarding the same requests elsewhere. And the
+//! everything flushed at the end (or, with `flush_spans` 0, everything kept live); optionally forwarding the same requests elsewhere. And the
 //! pieces the benchmarks share to query it over HTTP: Tempo's API on a local port, a client
 //! with a tenant.
 
@@ -43,7 +43,11 @@ pub async fn load_forwarding(
     let (mut loaded, mut since_flush) = (0, 0);
     let mut trace_starts: HashMap<Vec<u8>, u64> = HashMap::new();
     while loaded < spans {
-        let (req, n) = generator.request(REQUEST_SPANS.min(flush_spans));
+        let per_request = match flush_spans {
+            0 => REQUEST_SPANS,
+            _ => REQUEST_SPANS.min(flush_spans),
+        };
+        let (req, n) = generator.request(per_request);
         for span in req
             .resource_spans
             .iter()
@@ -60,12 +64,14 @@ pub async fn load_forwarding(
             .expect("append");
         loaded += n;
         since_flush += n;
-        if since_flush >= flush_spans {
+        if flush_spans > 0 && since_flush >= flush_spans {
             warehouse.flush_tenant(&handle).await.expect("flush");
             since_flush = 0;
         }
     }
-    warehouse.flush_tenant(&handle).await.expect("flush");
+    if flush_spans > 0 {
+        warehouse.flush_tenant(&handle).await.expect("flush");
+    }
     Loaded {
         warehouse,
         spans: loaded,

@@ -143,6 +143,14 @@ impl Wanted<'_> {
     /// The wanted rows of `batch` (typed as the `spans` schema, with `trace_id` and the
     /// condition's columns), `columns` only; `None` when there are none.
     fn keep(&self, batch: &RecordBatch, columns: &[String]) -> Result<Option<RecordBatch>> {
+        // Only what is returned and decided on is copied out of the rows kept.
+        let needed = read_columns(columns, self.condition);
+        let schema = batch.schema();
+        let indices: Vec<usize> = (schema.fields().iter().enumerate())
+            .filter(|(_, f)| needed.contains(f.name()))
+            .map(|(i, _)| i)
+            .collect();
+        let batch = &batch.project(&indices)?;
         let ids = batch
             .column_by_name("trace_id")
             .and_then(|c| c.as_string_opt::<i32>())

@@ -273,10 +273,19 @@ fn is_path(parts: &[String], path: &str) -> bool {
 
 /// A trace id in lowercase hex as its number; `None` unless 1 to 32 hex digits.
 pub fn parse_trace_id(hex: &str) -> Option<u128> {
-    if hex.is_empty() || hex.len() > 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if hex.is_empty() || hex.len() > 32 {
         return None;
     }
-    u128::from_str_radix(hex, 16).ok()
+    // (By hand: every live span's id is parsed once per search that walks them.)
+    hex.bytes().try_fold(0u128, |id, b| {
+        let digit = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            b'A'..=b'F' => b - b'A' + 10,
+            _ => return None,
+        };
+        Some(id << 4 | u128::from(digit))
+    })
 }
 
 /// The stored spelling of a trace id: 32 lowercase hex digits.
@@ -303,13 +312,21 @@ pub fn trace_spans(batches: &[RecordBatch], date: Option<&str>) -> Result<Vec<Tr
             Some(_) => Some(string_column(batch, PARTITION_COLUMN)?),
             None => None,
         };
+        // A trace's spans mostly sit side by side: an id like the row before's is not parsed.
+        let mut last: Option<(&str, Option<u128>)> = None;
         for row in 0..batch.num_rows() {
             if let (Some(d), Some(dates)) = (date, &dates)
                 && dates.value(row) != d
             {
                 continue;
             }
-            let Some(trace) = parse_trace_id(ids.value(row)) else {
+            let text = ids.value(row);
+            let parsed = match last {
+                Some((t, parsed)) if t == text => parsed,
+                _ => parse_trace_id(text),
+            };
+            last = Some((text, parsed));
+            let Some(trace) = parsed else {
                 continue;
             };
             let (s, e) = (starts.value(row), ends.value(row));
@@ -1177,6 +1194,13 @@ mod tests {
         assert_eq!(parse_trace_id(""), None);
         assert_eq!(parse_trace_id("xyz"), None);
         assert_eq!(parse_trace_id(&"f".repeat(33)), None);
+        assert_eq!(parse_trace_id(&"f".repeat(32)), Some(u128::MAX));
+        assert_eq!(parse_trace_id("0aBf"), Some(0xabf));
+        assert_eq!(parse_trace_id("+1"), None);
+        assert_eq!(parse_trace_id("1g"), None);
+        for id in [0u128, 1, 0xdead_beef, u128::MAX / 3] {
+            assert_eq!(parse_trace_id(&trace_id_hex(id)), Some(id));
+        }
     }
 
     #[test]

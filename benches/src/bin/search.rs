@@ -113,7 +113,12 @@ async fn load(dir: &std::path::Path, spans: usize, files: usize, tempo_otlp: Opt
         start_unix_nano: now_ns() - 600_000_000_000,
         ..TraceGenConfig::default()
     };
-    let loaded = load_forwarding(dir, TENANT, spans, spans.div_ceil(files.max(1)), config, async |req| {
+    // No files: every span stays live (unflushed).
+    let flush_spans = match files {
+        0 => 0,
+        _ => spans.div_ceil(files),
+    };
+    let loaded = load_forwarding(dir, TENANT, spans, flush_spans, config, async |req| {
         if let Some(tempo) = tempo.as_mut() {
             send_to_tempo(tempo, req).await;
         }
