@@ -10,7 +10,10 @@
 //!
 //! First found ([`Search::first_found`]): the live traces, then each file's, newest file
 //! first, in trace-id order, so a chunk's traces share a few pages of one file; the walk stops
-//! when it has `limit` hits. Many small files cost no more than one.
+//! when it has `limit` hits. Many small files cost no more than one. Its candidate step reads
+//! a trace only in the source it was taken from (one read per source of a batch), and a trace
+//! that fails there is taken again from the next file that holds it (not when bloom filters
+//! pruned the walk: then every file of a trace is read at once).
 //!
 //! Most recent (`with(most_recent=true)`, [`Search::newest`]): traces newest first, each at the
 //! latest its start in the window can be ([`latest_start`]); the walk stops as soon as its
@@ -163,7 +166,7 @@ impl Sources<'_> {
 fn source_of(files: &[DataFile], key: i64) -> Option<Option<&DataFile>> {
     match key {
         0 => Some(None),
-        _ => files.get(usize::try_from(-key - 1).ok()?).map(Some),
+        _ => files.get(usize::try_from(key.checked_neg()? - 1).ok()?).map(Some),
     }
 }
 
@@ -607,6 +610,8 @@ mod tests {
         assert_eq!(source_of(&files, -1).flatten().map(|f| f.path.as_str()), Some("new"));
         assert_eq!(source_of(&files, -2).flatten().map(|f| f.path.as_str()), Some("old"));
         assert_eq!(source_of(&files, -3), None);
+        assert_eq!(source_of(&files, 1), None);
+        assert_eq!(source_of(&files, i64::MIN), None);
         let mut sources = Sources::new(files.to_vec().into());
         let keys: Vec<(i64, Option<String>)> = std::iter::from_fn(|| sources.next_source())
             .map(|(k, f)| (k, f.map(|f| f.path)))
