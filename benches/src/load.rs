@@ -1,8 +1,8 @@
 //! Loads tracegen spans into a real warehouse for in-process benchmarks: Delta tables on local
 //! disk, flushed every `flush_spans` spans (one set of files per flush, as blocks in Tempo),
-//! everything flushed at the end (or, with `flush_spans` 0, everything kept live); optionally forwarding the same requests elsewhere. And the
-//! pieces the benchmarks share to query it over HTTP: Tempo's API on a local port, a client
-//! with a tenant.
+//! everything flushed at the end (or, with `flush_spans` 0, everything kept live); optionally
+//! forwarding the same requests elsewhere. And the pieces the benchmarks share to query it over
+//! HTTP: Tempo's API on a local port, a client with a tenant.
 
 use std::collections::HashMap;
 use std::sync::Arc;

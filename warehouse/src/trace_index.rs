@@ -677,8 +677,9 @@ pub(crate) fn reader_options() -> ArrowReaderOptions {
     ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional)
 }
 
-/// Parquet footers of data files with their page indexes, and the bloom filters read, kept
-/// because files never change once written. Bounded: each map starts over when full.
+/// Parquet footers of data files with their page indexes, the bloom filters read, and open
+/// handles of local files, kept because files never change once written. Bounded: each map
+/// starts over when full.
 #[derive(Debug, Default)]
 pub struct FooterCache {
     /// Footers by file, and their bytes in memory.

@@ -765,78 +765,59 @@ impl Warehouse {
             return Ok(None);
         };
         let all = IdRange::default();
-        let (files, held): (Vec<DataFile>, HashMap<String, Vec<String>>) = holders
-            .into_iter()
-            .map(|(file, ids)| (file.clone(), (file.path, ids)))
-            .unzip();
-        let (all, held) = (&all, &held);
-        let reads = self
-            .each_file(tenant, files, |files, file| async move {
-                let wanted = Wanted {
-                    range: all,
-                    traces: Some(held.get(&file.path).map_or(&[][..], Vec::as_slice)),
-                    condition,
-                };
-                files.read_id_range(&file, wanted, columns, narrowed).await
-            })
-            .await?;
-        let mut read = Read::default();
+        let wanted = |ids| Wanted {
+            range: &all,
+            traces: Some(ids),
+            condition,
+        };
+        // The live spans are looked up by id in text.
+        let mut live: Vec<String> = match snapshot.live().is_empty() {
+            true => Vec::new(),
+            false => traces.iter().map(|t| trace_index::trace_id_hex(*t)).collect(),
+        };
+        live.sort_unstable();
+        let mut parts: Vec<(Option<DataFile>, Wanted<'_>)> = (holders.iter())
+            .map(|(file, ids)| (Some(file.clone()), wanted(ids)))
+            .collect();
         if !snapshot.live().is_empty() {
-            // The live spans are looked up by id in text.
-            let mut ids: Vec<String> = traces.iter().map(|t| trace_index::trace_id_hex(*t)).collect();
-            ids.sort_unstable();
-            let wanted = Wanted {
-                range: all,
-                traces: Some(&ids),
-                condition,
-            };
-            read = id_range::live_id_range(snapshot.live(), wanted, columns)?;
+            parts.push((None, wanted(&live)));
         }
-        reads.into_iter().for_each(|r| read.extend(r));
-        Ok(Some(read))
+        Ok(Some(
+            self.read_parts(tenant, snapshot, &parts, columns, narrowed).await?,
+        ))
     }
 
-    /// The rows of each of `parts` (a data file of `snapshot`, or its live spans for `None`,
-    /// with the trace ids wanted of it) that pass `condition` when given, `columns` only (of
-    /// the maps `narrowed` names, the fields it lists): of each file only the pages that may
-    /// hold those ids, and no other file, whatever the trace-id index says holds them too.
+    /// The rows of each of `parts` (a data file of `snapshot`, or its live spans for `None`)
+    /// that are wanted of it, `columns` only (of the maps `narrowed` names, the fields it
+    /// lists): of each file only the pages that may hold those ids, and no other file, whatever
+    /// the trace-id index says holds them too. The live rows come first.
     pub async fn read_parts(
         &self,
         tenant: &str,
         snapshot: &SnapshotSpans,
-        parts: &[(Option<DataFile>, IdRange)],
+        parts: &[(Option<DataFile>, Wanted<'_>)],
         columns: &[String],
-        condition: Option<&SpanCondition>,
         narrowed: Option<&MapFields>,
     ) -> Result<Read> {
         let mut read = Read::default();
-        let mut ranges: HashMap<String, &IdRange> = HashMap::with_capacity(parts.len());
+        let mut by_path: HashMap<String, Wanted<'_>> = HashMap::with_capacity(parts.len());
         let mut files = Vec::with_capacity(parts.len());
-        for (file, range) in parts {
+        for (file, wanted) in parts {
             match file {
                 Some(file) => {
-                    assert!(ranges.insert(file.path.clone(), range).is_none(), "a file read twice");
+                    assert!(
+                        by_path.insert(file.path.clone(), *wanted).is_none(),
+                        "a file read twice"
+                    );
                     files.push(file.clone());
                 }
-                None => {
-                    let wanted = Wanted {
-                        range,
-                        traces: None,
-                        condition,
-                    };
-                    read.extend(id_range::live_id_range(snapshot.live(), wanted, columns)?);
-                }
+                None => read.extend(id_range::live_id_range(snapshot.live(), *wanted, columns)?),
             }
         }
-        let ranges = &ranges;
+        let by_path = &by_path;
         let reads = self
             .each_file(tenant, files, |files, file| async move {
-                let wanted = Wanted {
-                    range: ranges[&file.path],
-                    traces: None,
-                    condition,
-                };
-                files.read_id_range(&file, wanted, columns, narrowed).await
+                files.read_id_range(&file, by_path[&file.path], columns, narrowed).await
             })
             .await?;
         reads.into_iter().for_each(|r| read.extend(r));

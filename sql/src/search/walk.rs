@@ -26,7 +26,7 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use datafusion::common::HashSet;
 use datafusion::error::DataFusionError;
-use tracehouse_warehouse::id_range::{IdRange, Read, SpanCondition};
+use tracehouse_warehouse::id_range::{IdRange, Read, SpanCondition, Wanted};
 use tracehouse_warehouse::trace_index::{DataFile, TraceSpan, parse_trace_id, trace_spans};
 
 use super::prepared::Step;
@@ -457,23 +457,26 @@ impl Search<'_> {
             let span = spans.entry(key).or_insert((trace, trace));
             *span = (span.0.min(trace), span.1.max(trace));
         }
-        let mut parts = Vec::with_capacity(spans.len());
+        let mut sources = Vec::with_capacity(spans.len());
         for (key, (first, last)) in spans {
             let source =
                 source_of(&files, key).ok_or_else(|| DataFusionError::Internal("a walk's source is gone".into()))?;
-            parts.push((source.cloned(), IdRange::spanning(first, last)));
+            sources.push((source.cloned(), IdRange::spanning(first, last)));
         }
         let (condition, columns) = (step.condition.as_ref(), step.read_columns());
-        let read = self
-            .warehouse
-            .read_parts(
-                self.tenant,
-                &self.snapshot,
-                &parts,
-                &columns,
-                condition,
-                step.narrowed.as_ref(),
-            )
+        let parts: Vec<(Option<DataFile>, Wanted<'_>)> = (sources.iter())
+            .map(|(file, range)| {
+                let wanted = Wanted {
+                    range,
+                    traces: None,
+                    condition,
+                };
+                (file.clone(), wanted)
+            })
+            .collect();
+        let (tenant, narrowed) = (self.tenant, step.narrowed.as_ref());
+        let read = (self.warehouse)
+            .read_parts(tenant, &self.snapshot, &parts, &columns, narrowed)
             .await?;
         let rows = self.took(walk, read, batch.len(), condition, true, found)?;
         let ids = self.passing(step, rows).await?;
