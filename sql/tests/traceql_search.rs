@@ -231,8 +231,8 @@ fn lone_filters(query: &str) -> usize {
 }
 
 /// A tenant of `copies` copies of the first fixture part (3 traces, 12 spans each copy), every
-/// copy under trace ids of its own spread over the id space: two flushed files and live spans,
-/// enough spans for a search to read many trace-id ranges.
+/// copy under trace ids of its own spread over the id space: two flushed files and live spans
+/// (appended in halves of a copy), enough spans for a search to read many trace-id ranges.
 async fn many_copies(copies: usize) -> (tempfile::TempDir, tracehouse_sql::QueryEngine) {
     use tracehouse_ingest::otlp::{BodyFormat, parse_request, request_to_batch};
     use tracehouse_warehouse::{Warehouse, WarehouseConfig};
@@ -256,21 +256,40 @@ async fn many_copies(copies: usize) -> (tempfile::TempDir, tracehouse_sql::Query
                 &format!("{:016x}{:016x}", mix(n), mix(n + (1 << 40))),
             );
         }
-        batches.push(request_to_batch(&parse_request(text.as_bytes(), BodyFormat::Json).unwrap()).unwrap());
+        let batch = request_to_batch(&parse_request(text.as_bytes(), BodyFormat::Json).unwrap()).unwrap();
+        if copy >= copies * 4 / 5 {
+            // Live spans in many chunks (many live segments), cut in the middle of a copy's
+            // traces.
+            let (rows, half) = (batch.num_rows(), batch.num_rows() / 2);
+            batches.push(batch);
+            if batches.len() == LIVE_CHUNK_COPIES || copy + 1 == copies {
+                let all = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
+                let cut = all.num_rows() - rows + half;
+                warehouse.append(TENANT, all.slice(0, cut)).await.unwrap();
+                warehouse
+                    .append(TENANT, all.slice(cut, all.num_rows() - cut))
+                    .await
+                    .unwrap();
+                batches.clear();
+            }
+            continue;
+        }
+        batches.push(batch);
         // Two files, then the rest live.
-        if copy + 1 == copies * 2 / 5 || copy + 1 == copies * 4 / 5 || copy + 1 == copies {
+        if copy + 1 == copies * 2 / 5 || copy + 1 == copies * 4 / 5 {
             let batch = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
             warehouse.append(TENANT, batch).await.unwrap();
             batches.clear();
-            if copy + 1 != copies {
-                let tenant = warehouse.tenant(TENANT).unwrap();
-                assert!(warehouse.flush_tenant(&tenant).await.unwrap() > 0);
-            }
+            let tenant = warehouse.tenant(TENANT).unwrap();
+            assert!(warehouse.flush_tenant(&tenant).await.unwrap() > 0);
         }
     }
     let engine = tracehouse_sql::QueryEngine::new(warehouse, Default::default()).unwrap();
     (dir, engine)
 }
+
+/// Copies of the fixture appended (in two chunks) at once to the live spans of [`many_copies`].
+const LIVE_CHUNK_COPIES: usize = 16;
 
 /// `json` with every `...TimeUnixNano` value `by_ns` later.
 fn shift_times(json: &str, by_ns: i64) -> String {
@@ -375,7 +394,12 @@ async fn search_over_many_ranges_finds_what_sql_finds() {
         .await
         .unwrap();
     assert!(none.hits.is_empty());
-    assert!(none.metrics.total_jobs >= 4, "{} ranges", none.metrics.total_jobs);
+    assert!(
+        none.metrics.total_jobs >= 4,
+        "{} ranges: {:?}",
+        none.metrics.total_jobs,
+        none.metrics
+    );
     // A condition on a cheap column: the walk reads a batch of traces with it, then few whole.
     let first = engine
         .traceql_search(TENANT, &request("{ status = error }", 10_000, 3))
@@ -418,38 +442,49 @@ fn one_span(span: char, parent: Option<char>, status: u8, tag: &str) -> arrow::a
     request_to_batch(&parse_request(json.as_bytes(), BodyFormat::Json).unwrap()).unwrap()
 }
 
-/// A trace split across two data files, where only one file holds the value a query needs
-/// (its bloom filters rule the other out): the trace is still evaluated whole.
+/// A trace split across two data files, or across two live segments, where only one holds
+/// the value a query needs (its bloom filters or value hashes rule the other out): the trace
+/// is still evaluated whole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trace_split_across_files_is_searched_whole() {
-    let (_dir, engine) = in_files([
-        one_span('1', None, 0, "only-here"),
-        one_span('2', Some('1'), 2, "elsewhere"),
-    ])
-    .await;
+    let first = one_span('1', None, 0, "only-here");
+    let second = one_span('2', Some('1'), 2, "elsewhere");
+    // Live, the first chunk holds another trace too, so that the two stay in segments of
+    // their own (the second, smaller, does not merge into the first).
+    let other = one_span_traces(1, |_| "other".into());
+    let first_chunk = arrow::compute::concat_batches(&first.schema(), [&first, &other]).unwrap();
+    let (_files, in_files) = in_files([first, second.clone()]).await;
+    let (_live, live) = in_live([first_chunk, second]).await;
+    for (engine, layout) in [(in_files, "files"), (live, "live")] {
+        split_trace_is_searched_whole(&engine, layout).await;
+    }
+}
+
+async fn split_trace_is_searched_whole(engine: &tracehouse_sql::QueryEngine, layout: &str) {
     for hint in ["", " with(most_recent=true)"] {
         let q = format!("{{ span.tag = \"only-here\" }} > {{ status = error }}{hint}");
         let found = engine.traceql_search(TENANT, &request(&q, 20, 3)).await.unwrap();
-        assert_eq!(found.hits.len(), 1, "{q}");
+        assert_eq!(found.hits.len(), 1, "{layout}: {q} {found:?}");
         let q = format!("{{ span.tag = \"only-here\" }}{hint}");
         let found = engine.traceql_search(TENANT, &request(&q, 20, 3)).await.unwrap();
         let stats = &found.hits[0].service_stats;
-        assert_eq!((stats[0].span_count, stats[0].error_count), (2, 1), "{q}");
-        // The matching span in the older file only: a first-found walk tries the trace in the
-        // newer file first, where it fails, and again in the older one.
-        let q = format!("{{ status = unset }}{hint}");
+        assert_eq!((stats[0].span_count, stats[0].error_count), (2, 1), "{layout}: {q}");
+        // The matching span in the older source only: a first-found walk tries the trace in
+        // the newer one first, where it fails, and again in the older one.
+        let q = format!("{{ status = unset && span.tag != \"other\" }}{hint}");
         let found = engine.traceql_search(TENANT, &request(&q, 20, 3)).await.unwrap();
-        assert_eq!(found.hits.len(), 1, "{q}");
+        assert_eq!(found.hits.len(), 1, "{layout}: {q}");
         let stats = &found.hits[0].service_stats;
-        assert_eq!((stats[0].span_count, stats[0].error_count), (2, 1), "{q}");
-        // Each value in another file: neither file holds both, the trace does.
+        assert_eq!((stats[0].span_count, stats[0].error_count), (2, 1), "{layout}: {q}");
+        // Each value in another source: neither holds both, the trace does.
         let q = format!("{{ span.tag = \"only-here\" }} && {{ span.tag = \"elsewhere\" }}{hint}");
         let found = engine.traceql_search(TENANT, &request(&q, 20, 3)).await.unwrap();
-        assert_eq!(found.hits.len(), 1, "{q}");
+        assert_eq!(found.hits.len(), 1, "{layout}: {q}");
         let q = format!("{{ span.tag = \"nowhere\" }}{hint}");
         let found = engine.traceql_search(TENANT, &request(&q, 20, 3)).await.unwrap();
-        assert!(found.hits.is_empty(), "{q}");
-        assert_eq!(found.metrics.inspected_bytes, 0, "{q}: no file can hold it");
+        assert!(found.hits.is_empty(), "{layout}: {q}");
+        let read = (found.metrics.inspected_bytes, found.metrics.inspected_spans);
+        assert_eq!(read, (0, 0), "{layout}: {q}: nothing can hold it");
     }
 }
 
@@ -525,6 +560,20 @@ async fn in_files(
         warehouse.append(TENANT, batch).await.unwrap();
         let tenant = warehouse.tenant(TENANT).unwrap();
         assert!(warehouse.flush_tenant(&tenant).await.unwrap() > 0);
+    }
+    let engine = tracehouse_sql::QueryEngine::new(warehouse, Default::default()).unwrap();
+    (dir, engine)
+}
+
+/// An engine over a warehouse holding each of `batches` as a chunk of live spans.
+async fn in_live(
+    batches: impl IntoIterator<Item = arrow::array::RecordBatch>,
+) -> (tempfile::TempDir, tracehouse_sql::QueryEngine) {
+    use tracehouse_warehouse::{Warehouse, WarehouseConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let warehouse = Warehouse::open(WarehouseConfig::local(dir.path())).await.unwrap();
+    for batch in batches {
+        warehouse.append(TENANT, batch).await.unwrap();
     }
     let engine = tracehouse_sql::QueryEngine::new(warehouse, Default::default()).unwrap();
     (dir, engine)

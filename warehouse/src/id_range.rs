@@ -156,9 +156,15 @@ impl Wanted<'_> {
             .and_then(|c| c.as_string_opt::<i32>())
             .ok_or_else(|| Error::InvalidSpan("spans were read without trace_id".into()))?;
         let mask = self.ids_mask(ids)?;
-        let Some(mut kept) = filtered(batch, &mask)? else {
+        let Some(kept) = filtered(batch, &mask)? else {
             return Ok(None);
         };
+        self.decide(kept, columns)
+    }
+
+    /// The rows of `kept` (rows of wanted traces, with the condition's columns) that pass
+    /// the condition, `columns` only; `None` when there are none.
+    pub(crate) fn decide(&self, mut kept: RecordBatch, columns: &[String]) -> Result<Option<RecordBatch>> {
         if let Some(condition) = self.condition {
             let Some(passed) = filtered(&kept, &passes(condition, &kept)?)? else {
                 return Ok(None);
@@ -202,7 +208,7 @@ fn column_names(condition: Option<&SpanCondition>) -> Vec<String> {
 }
 
 /// `columns`, `trace_id` and the columns `condition` reads, in the order of the `spans` schema.
-fn read_columns(columns: &[String], condition: Option<&SpanCondition>) -> Vec<String> {
+pub(crate) fn read_columns(columns: &[String], condition: Option<&SpanCondition>) -> Vec<String> {
     let mut all: Vec<String> = columns.to_vec();
     for name in std::iter::once("trace_id".to_string()).chain(column_names(condition)) {
         if !all.contains(&name) {
@@ -758,16 +764,6 @@ fn conform(array: &ArrayRef, to: &DataType) -> Result<ArrayRef> {
         }
         _ => Ok(cast(array, to)?),
     }
-}
-
-/// The rows of live `batches` (in the `spans` schema) that are `wanted`, `columns` only.
-pub(crate) fn live_id_range(batches: &[RecordBatch], wanted: Wanted<'_>, columns: &[String]) -> Result<Read> {
-    let mut out = Read::default();
-    for b in batches {
-        out.scanned += b.num_rows() as u64;
-        out.batches.extend(wanted.keep(b, columns)?);
-    }
-    Ok(out)
 }
 
 /// `columns` of `batch`, typed as in the `spans` schema; the partition column is `date` when

@@ -6,6 +6,7 @@
 //! Tempo's API); receivers hand it [`span::SpanRecord`]s or finished `spans` batches.
 
 pub mod id_range;
+pub mod live;
 pub mod map_filter;
 pub mod provider;
 pub mod schema;
@@ -16,7 +17,9 @@ pub mod trace_index;
 pub mod wal;
 mod warehouse;
 
-pub use warehouse::{LiveRecord, LiveSource, Tenant, TraceLookup, Warehouse, WarehouseConfig, WarehouseStats};
+pub use warehouse::{
+    LiveRecord, LiveSource, SpanSource, Tenant, TraceLookup, Warehouse, WarehouseConfig, WarehouseStats,
+};
 
 /// Errors of the storage layer.
 #[derive(Debug, thiserror::Error)]

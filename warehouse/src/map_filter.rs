@@ -261,6 +261,29 @@ impl ArrowPredicate for MapFilter {
     }
 }
 
+/// A condition evaluated over batches that hold whole attribute maps (live spans): each value
+/// it reads out of a map is looked up directly, as [`MapFilter`] does, not through
+/// `get_field` (which copies each row's whole value struct first).
+pub(crate) struct MapLookups {
+    condition: SpanCondition,
+    lookups: Vec<Lookup>,
+}
+
+impl MapLookups {
+    pub(crate) fn new(condition: &SpanCondition) -> Self {
+        let (condition, lookups) = with_lookups(condition.clone());
+        Self { condition, lookups }
+    }
+
+    /// Which rows of `batch` pass the condition (a null is a no).
+    pub(crate) fn passes(&self, batch: &RecordBatch) -> crate::Result<BooleanArray> {
+        match self.lookups.is_empty() {
+            true => passes(&self.condition, batch),
+            false => passes(&self.condition, &with_looked_up(batch.clone(), &self.lookups)?),
+        }
+    }
+}
+
 /// `condition` with each value it reads out of a map (`get_field(map, 'k', 'f')`) read from
 /// a column of its own instead, and those columns; unchanged, with none, when it also reads a
 /// map in another way. `get_field` builds each row's whole value struct before taking the

@@ -23,6 +23,7 @@ use deltalake::DeltaTable;
 use deltalake::delta_datafusion::{DeltaScanConfig, DeltaScanNext, FileSelection, MissingSelectedFilePolicy};
 
 use crate::Warehouse;
+use crate::live::{LiveSegment, LiveSpans};
 use crate::schema::spans_schema;
 use crate::table::is_created;
 use crate::trace_index::{DataFile, parse_trace_id};
@@ -186,7 +187,7 @@ fn listing(table: &DeltaTable) -> crate::Result<Arc<[DataFile]>> {
 #[derive(Debug, Clone)]
 pub struct SnapshotSpans {
     table: Option<Arc<DeltaTable>>,
-    live: Vec<RecordBatch>,
+    live: LiveSpans,
     /// The data files read (paths as in the Delta log); `None` reads all.
     files: Option<Vec<String>>,
     /// The table's data files, listed from the Delta log once for the snapshot and its copies.
@@ -197,7 +198,7 @@ pub struct SnapshotSpans {
 
 impl SnapshotSpans {
     /// Everything in the snapshot.
-    pub fn new(table: Option<Arc<DeltaTable>>, live: Vec<RecordBatch>) -> Self {
+    pub fn new(table: Option<Arc<DeltaTable>>, live: LiveSpans) -> Self {
         Self {
             table: table.filter(|t| is_created(t)),
             live,
@@ -212,6 +213,15 @@ impl SnapshotSpans {
         Self {
             files: Some(files),
             read: Arc::default(),
+            ..self.clone()
+        }
+    }
+
+    /// The same snapshot with only `segments` of its live segments (those a search walks);
+    /// its live batches stay whole.
+    pub fn with_live_segments(&self, segments: Vec<Arc<LiveSegment>>) -> Self {
+        Self {
+            live: self.live.with_segments(segments),
             ..self.clone()
         }
     }
@@ -254,7 +264,12 @@ impl SnapshotSpans {
 
     /// The live (not yet committed) batches of the snapshot.
     pub fn live(&self) -> &[RecordBatch] {
-        &self.live
+        self.live.batches()
+    }
+
+    /// The live batches indexed by trace id, oldest first ([`LiveSpans::segments`]).
+    pub fn live_segments(&self) -> crate::Result<Arc<[Arc<LiveSegment>]>> {
+        self.live.segments()
     }
 }
 
@@ -303,7 +318,7 @@ impl TableProvider for SnapshotSpans {
             }
             inputs.push(provider.scan(state, projection, filters, limit).await?);
         }
-        let memory = MemTable::try_new(spans_schema(), vec![self.live.clone()])?;
+        let memory = MemTable::try_new(spans_schema(), vec![self.live.batches().to_vec()])?;
         inputs.push(memory.scan(state, projection, filters, limit).await?);
         if inputs.len() == 1 {
             return Ok(inputs.remove(0));

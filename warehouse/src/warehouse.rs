@@ -1,5 +1,6 @@
-//! The warehouse: append (WAL, then live buffer), flush to Delta by time and size, replay on
-//! start, and consistent snapshots (committed table plus live batches) for queries.
+//! The warehouse: append (WAL, then live buffer, indexed by trace id as it comes: see
+//! [`crate::live`]), flush to Delta by time and size, replay on start, and consistent
+//! snapshots (committed table plus live batches and their segments) for queries.
 //!
 //! A warehouse opened with [`Warehouse::open_shared`] has no WAL: other processes write the
 //! tables (block-builders, through [`Warehouse::commit`]), so every read refreshes the table
@@ -16,7 +17,8 @@ use deltalake::DeltaTable;
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::Mutex as AsyncMutex;
 
-use crate::id_range::{self, IdPage, IdRange, Read, SpanCondition, Wanted};
+use crate::id_range::{IdPage, IdRange, Read, SpanCondition, Wanted};
+use crate::live::{self, LiveSegment, LiveSpans};
 use crate::map_filter::MapFields;
 use crate::provider::SnapshotSpans;
 use crate::storage::{Storage, StorageConfigKind, validate_tenant};
@@ -83,6 +85,11 @@ struct TenantState {
     table: Option<Arc<DeltaTable>>,
     active: Vec<Chunk>,
     flushing: Vec<Chunk>,
+    /// The trace-id index of `flushing` and of `active` (in that order, oldest first).
+    flushing_segments: Vec<Arc<LiveSegment>>,
+    segments: Vec<Arc<LiveSegment>>,
+    /// A chunk could not be indexed: snapshots index their live spans themselves.
+    unindexed: bool,
     active_bytes: usize,
     active_since: Option<Instant>,
 }
@@ -115,7 +122,15 @@ impl Tenant {
     }
 
     fn push(&self, chunk: Chunk) {
+        let segment = LiveSegment::of(vec![chunk.batch.clone()]);
         let mut st = self.state.lock().expect("tenant state lock");
+        match segment {
+            Ok(segment) => live::push_segment(&mut st.segments, segment),
+            Err(e) => {
+                tracing::error!(tenant = %self.name, error = %e, "live spans not indexed");
+                st.unindexed = true;
+            }
+        }
         st.active_bytes += chunk.bytes;
         st.active_since.get_or_insert_with(Instant::now);
         st.active.push(chunk);
@@ -125,6 +140,13 @@ impl Tenant {
         let st = self.state.lock().expect("tenant state lock");
         st.flushing.iter().chain(&st.active).map(|c| c.seq).min()
     }
+}
+
+/// Where a read takes spans from: a segment of live spans, or a data file.
+#[derive(Debug, Clone)]
+pub enum SpanSource {
+    Live(Arc<LiveSegment>),
+    File(DataFile),
 }
 
 /// Spans acknowledged but perhaps not yet in the table, from another process: one source
@@ -456,14 +478,14 @@ impl Warehouse {
     /// The committed table (`None` when the tenant has none) and the live batches of `tenant`,
     /// taken atomically. Reading a tenant that has nothing creates nothing: no handle, no
     /// directory.
-    pub async fn snapshot(&self, tenant: &str) -> Result<(Option<Arc<DeltaTable>>, Vec<RecordBatch>)> {
+    pub async fn snapshot(&self, tenant: &str) -> Result<(Option<Arc<DeltaTable>>, LiveSpans)> {
         let tenant = match self.reading(tenant).await? {
             Reading::Known(t) => t,
-            Reading::LiveOnly(live) => return Ok((None, live)),
+            Reading::LiveOnly(live) => return Ok((None, LiveSpans::new(live))),
         };
         if self.is_shared() {
             let (table, live) = self.shared_snapshot(&tenant).await?;
-            return Ok((Some(table), live));
+            return Ok((Some(table), LiveSpans::new(live)));
         }
         self.load_table(&tenant).await?;
         let st = tenant.state.lock().expect("tenant state lock");
@@ -471,7 +493,14 @@ impl Warehouse {
             .table
             .clone()
             .ok_or_else(|| Error::Wal("table handle vanished".into()))?;
-        let live = st.flushing.iter().chain(&st.active).map(|c| c.batch.clone()).collect();
+        let batches = st.flushing.iter().chain(&st.active).map(|c| c.batch.clone()).collect();
+        let live = match st.unindexed {
+            true => LiveSpans::new(batches),
+            false => LiveSpans::indexed(
+                batches,
+                st.flushing_segments.iter().chain(&st.segments).cloned().collect(),
+            ),
+        };
         Ok((Some(table), live))
     }
 
@@ -516,6 +545,7 @@ impl Warehouse {
             }
             assert!(st.flushing.is_empty(), "a flush left chunks behind");
             st.flushing = std::mem::take(&mut st.active);
+            st.flushing_segments = std::mem::take(&mut st.segments);
             let bytes = std::mem::take(&mut st.active_bytes);
             st.active_since = None;
             let batches: Vec<RecordBatch> = st.flushing.iter().map(|c| c.batch.clone()).collect();
@@ -548,6 +578,8 @@ impl Warehouse {
                     }
                     st.table = Some(Arc::new(t));
                     st.flushing.clear();
+                    st.flushing_segments.clear();
+                    st.unindexed &= !st.active.is_empty();
                     entries.map(|e| (version, e))
                 }
                 Err(e) => {
@@ -555,6 +587,9 @@ impl Warehouse {
                     let mut chunks = std::mem::take(&mut st.flushing);
                     chunks.append(&mut st.active);
                     st.active = chunks;
+                    let mut segments = std::mem::take(&mut st.flushing_segments);
+                    segments.append(&mut st.segments);
+                    st.segments = segments;
                     st.active_bytes += bytes;
                     st.active_since.get_or_insert_with(Instant::now);
                     self.stats.flush_errors.fetch_add(1, Ordering::Relaxed);
@@ -747,10 +782,10 @@ impl Warehouse {
             .await
     }
 
-    /// The rows of `traces` in `snapshot` (that pass `condition`, when given), `columns` only
-    /// (of the maps `narrowed` names, the fields it lists):
-    /// of each data file that holds some (by the trace-id index) the pages that hold them, and
-    /// the live rows; `None` when the index does not cover the snapshot.
+    /// The rows of `traces` (sorted) in `snapshot` (that pass `condition`, when given),
+    /// `columns` only (of the maps `narrowed` names, the fields it lists): of each data file
+    /// that holds some (by the trace-id index) the pages that hold them, and of each live
+    /// segment the rows; `None` when the index does not cover the snapshot.
     pub async fn read_traces_of(
         &self,
         tenant: &str,
@@ -764,54 +799,47 @@ impl Warehouse {
         let Some(holders) = holders.await? else {
             return Ok(None);
         };
+        let live: Vec<(Arc<LiveSegment>, Vec<String>)> = (snapshot.live_segments()?.iter())
+            .map(|s| (s.clone(), live::held(s, traces)))
+            .filter(|(_, held)| !held.is_empty())
+            .collect();
         let all = IdRange::default();
         let wanted = |ids| Wanted {
             range: &all,
             traces: Some(ids),
             condition,
         };
-        // The live spans are looked up by id in text.
-        let mut live: Vec<String> = match snapshot.live().is_empty() {
-            true => Vec::new(),
-            false => traces.iter().map(|t| trace_index::trace_id_hex(*t)).collect(),
-        };
-        live.sort_unstable();
-        let mut parts: Vec<(Option<DataFile>, Wanted<'_>)> = (holders.iter())
-            .map(|(file, ids)| (Some(file.clone()), wanted(ids)))
+        let parts: Vec<(SpanSource, Wanted<'_>)> = (live.iter())
+            .map(|(segment, ids)| (SpanSource::Live(segment.clone()), wanted(ids)))
+            .chain((holders.iter()).map(|(file, ids)| (SpanSource::File(file.clone()), wanted(ids))))
             .collect();
-        if !snapshot.live().is_empty() {
-            parts.push((None, wanted(&live)));
-        }
-        Ok(Some(
-            self.read_parts(tenant, snapshot, &parts, columns, narrowed).await?,
-        ))
+        Ok(Some(self.read_parts(tenant, &parts, columns, narrowed).await?))
     }
 
-    /// The rows of each of `parts` (a data file of `snapshot`, or its live spans for `None`)
-    /// that are wanted of it, `columns` only (of the maps `narrowed` names, the fields it
-    /// lists): of each file only the pages that may hold those ids, and no other file, whatever
-    /// the trace-id index says holds them too. The live rows come first.
+    /// The rows of each of `parts` (a live segment or a data file of `tenant`) that are wanted
+    /// of it, `columns` only (of the maps `narrowed` names, the fields it lists): of each file
+    /// only the pages that may hold those ids, and no other file, whatever the trace-id index
+    /// says holds them too. The live rows come first.
     pub async fn read_parts(
         &self,
         tenant: &str,
-        snapshot: &SnapshotSpans,
-        parts: &[(Option<DataFile>, Wanted<'_>)],
+        parts: &[(SpanSource, Wanted<'_>)],
         columns: &[String],
         narrowed: Option<&MapFields>,
     ) -> Result<Read> {
         let mut read = Read::default();
         let mut by_path: HashMap<String, Wanted<'_>> = HashMap::with_capacity(parts.len());
         let mut files = Vec::with_capacity(parts.len());
-        for (file, wanted) in parts {
-            match file {
-                Some(file) => {
+        for (source, wanted) in parts {
+            match source {
+                SpanSource::File(file) => {
                     assert!(
                         by_path.insert(file.path.clone(), *wanted).is_none(),
                         "a file read twice"
                     );
                     files.push(file.clone());
                 }
-                None => read.extend(id_range::live_id_range(snapshot.live(), *wanted, columns)?),
+                SpanSource::Live(segment) => read.extend(segment.read(*wanted, columns)?),
             }
         }
         let by_path = &by_path;
@@ -839,7 +867,7 @@ impl Warehouse {
                 files.read_id_range(&file, wanted, columns, narrowed).await
             })
             .await?;
-        let mut read = id_range::live_id_range(snapshot.live(), wanted, columns)?;
+        let mut read = live::read_segments(&snapshot.live_segments()?, wanted, columns)?;
         reads.into_iter().for_each(|r| read.extend(r));
         Ok(read)
     }

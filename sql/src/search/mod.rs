@@ -5,8 +5,9 @@
 //! Which traces: as in Tempo, the first `limit` found, unless the query says
 //! `with(most_recent=true)`, which asks for the `limit` most recent ones.
 //!
-//! How: traces are walked with the trace-id index ([`walk`]): first found takes the live
-//! traces, then each data file's in trace-id order, newest file first; most recent takes them
+//! How: traces are walked with the trace-id index ([`walk`]): first found takes each live
+//! segment's traces (the live spans indexed by trace id), then each data file's in trace-id
+//! order, newest first; most recent takes them
 //! newest first and stops when no trace left can beat its `limit`th hit. Either way traces are
 //! read whole (of each file that holds them, only their pages and the columns the query needs),
 //! a chunk at a time, first through a candidate step over cheap columns when the query has one,
@@ -16,7 +17,8 @@
 //! walk finds matches rare, the search reads one range of trace ids at a time instead
 //! ([`ranges`]: small first, then growing), of every data file only the pages of that range,
 //! plus the live spans of the same range, all from one snapshot. Bloom filters take out of a
-//! walk the files and row groups that cannot hold a value the query needs ([`prune`]).
+//! walk the files and row groups that cannot hold a value the query needs, and value hashes
+//! the live segments and chunks ([`prune`]).
 
 mod candidates;
 mod hits;

@@ -1,5 +1,6 @@
 //! What a search need not read: the data files, and the row groups within them, whose bloom
-//! filters rule out a string attribute value every match needs.
+//! filters rule out a string attribute value every match needs, and the live segments that
+//! do not hold such a value.
 //!
 //! Every match has a span that holds all the values one filter compares with `=` (a spanset
 //! every match needs: an operand of `&&` or of a non-negated structural operator, and the
@@ -10,9 +11,11 @@
 //! a file only the traces in the spans of its row groups that may hold a match.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use tracehouse_traceql::ast::{AttrScope, FieldExpr, Query, Root, SpansetExpr, Stage, Static};
 use tracehouse_warehouse::Warehouse;
+use tracehouse_warehouse::live::LiveSegment;
 use tracehouse_warehouse::provider::SnapshotSpans;
 use tracehouse_warehouse::table::ATTRIBUTE_STRING_LEAVES;
 use tracehouse_warehouse::trace_index::DataFile;
@@ -41,6 +44,11 @@ pub(super) struct MayHold {
     /// Row groups that may hold a match, of all (0 when bloom filters were not asked).
     kept: usize,
     row_groups: usize,
+    /// Live segments were left out of the walk.
+    live_pruned: bool,
+    /// The trace ids a match may have in the live segments of which only some batches may
+    /// hold one ([`segment_key`]): those batches' traces.
+    by_segment: HashMap<usize, Vec<(u128, u128)>>,
 }
 
 /// Matches are rare when at most one row group in this many may hold one.
@@ -59,10 +67,16 @@ impl MayHold {
         self.row_groups > 0 && self.kept * RARE_SHARE <= self.row_groups
     }
 
-    /// Whether bloom filters ruled out some row groups: then a walk takes traces only from
-    /// the files and row groups that may hold a match, not from every file that holds them.
+    /// Whether bloom filters (or live value hashes) ruled out some row groups (or
+    /// segments): then a walk takes traces only from the sources that may hold a match, not
+    /// from every source that holds them, and reads each trace in every source at once.
     pub fn pruned(&self) -> bool {
-        self.row_groups > 0
+        self.row_groups > 0 || self.live_pruned
+    }
+
+    /// The trace ids a match may have in live `segment`, as [`Self::spans_in`].
+    pub fn spans_in_segment(&self, segment: &Arc<LiveSegment>) -> Option<&[(u128, u128)]> {
+        self.by_segment.get(&segment_key(segment)).map(Vec::as_slice)
     }
 
     /// Whether a match may be `trace`, taken from any file.
@@ -90,8 +104,61 @@ fn merged(mut spans: Vec<(u128, u128)>) -> Vec<(u128, u128)> {
     out
 }
 
-/// Where in `snapshot` (of data files `files`) a match of `query` may be.
+/// Where in `snapshot` (of data files `files`) a match of `query` may be: its files and row
+/// groups, and its live segments (those that may hold every value each match needs).
 pub(super) async fn prune(
+    warehouse: &Warehouse,
+    tenant: &str,
+    query: &Query,
+    snapshot: SnapshotSpans,
+    files: &[DataFile],
+) -> Result<Pruned> {
+    let mut pruned = prune_files(warehouse, tenant, query, snapshot, files).await?;
+    let needed = required_values(query);
+    if needed.is_empty() {
+        return Ok(pruned);
+    }
+    // As for row groups, one filter decides (the one that keeps the fewest rows): of a match,
+    // the spans that hold the values of different filters may sit in different segments.
+    let segments = pruned.walk.live_segments()?;
+    let rows = |(segment, kept): &(&Arc<LiveSegment>, Vec<bool>)| -> usize {
+        let batches = segment.batches().iter().zip(kept);
+        batches.filter(|(_, k)| **k).map(|(b, _)| b.num_rows()).sum()
+    };
+    let by_group = needed.iter().map(|group| {
+        let kept: Vec<(&Arc<LiveSegment>, Vec<bool>)> =
+            segments.iter().map(|s| (s, s.batches_holding(group))).collect();
+        (kept.iter().map(rows).sum::<usize>(), kept)
+    });
+    let Some((_, kept)) = by_group.min_by_key(|(rows, _)| *rows) else {
+        return Ok(pruned);
+    };
+    let mut walked = Vec::with_capacity(kept.len());
+    for (segment, batches) in kept {
+        if !batches.contains(&true) {
+            continue;
+        }
+        if batches.contains(&false) {
+            // Only the traces with rows in the batches that may hold a match.
+            let traces = segment.traces_in(&batches).into_iter().map(|t| (t, t)).collect();
+            pruned.may_hold.by_segment.insert(segment_key(segment), traces);
+        }
+        walked.push(segment.clone());
+    }
+    if !pruned.may_hold.by_segment.is_empty() || walked.len() < segments.len() {
+        pruned.walk = pruned.walk.with_live_segments(walked);
+        pruned.may_hold.live_pruned = true;
+    }
+    Ok(pruned)
+}
+
+/// A live segment's key in [`MayHold`]: where it is (a snapshot's segments stay put).
+fn segment_key(segment: &Arc<LiveSegment>) -> usize {
+    Arc::as_ptr(segment) as usize
+}
+
+/// Where in `snapshot`'s data files `files` a match of `query` may be.
+async fn prune_files(
     warehouse: &Warehouse,
     tenant: &str,
     query: &Query,
@@ -185,6 +252,8 @@ async fn may_hold(warehouse: &Warehouse, tenant: &str, files: &[DataFile], kept:
         anywhere,
         kept: kept.iter().flatten().filter(|k| **k).count(),
         row_groups: kept.iter().map(Vec::len).sum(),
+        live_pruned: false,
+        by_segment: HashMap::new(),
     })
 }
 

@@ -26,8 +26,10 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use datafusion::common::HashSet;
 use datafusion::error::DataFusionError;
+use tracehouse_warehouse::SpanSource;
 use tracehouse_warehouse::id_range::{IdRange, Read, SpanCondition, Wanted};
-use tracehouse_warehouse::trace_index::{DataFile, TraceSpan, parse_trace_id, trace_spans};
+use tracehouse_warehouse::live::LiveSegment;
+use tracehouse_warehouse::trace_index::{DataFile, TraceSpan, parse_trace_id};
 
 use super::prepared::Step;
 use super::prune::covers;
@@ -50,7 +52,7 @@ const MAX_FILTER_TRACES: usize = 16_384;
 const FIRST_FOUND_FILTER_PER_LIMIT: usize = 32;
 const MIN_FIRST_FOUND_FILTER: usize = 256;
 
-/// The walk gives up once it has taken this share of the traces (one in this many), and at
+/// The walk gives up once it has taken this share of its entries (one in this many), and at
 /// least [`MIN_FILTER_TRACES`], without filling the result.
 const GIVE_UP_SHARE: usize = 8;
 
@@ -73,11 +75,11 @@ struct Walk {
     spans_per_trace: Option<usize>,
     /// A read held more than a search may hold at once: the walk gives up.
     overflow: bool,
-    /// The data files of a first-found walk, newest first (entries are keyed by their source,
-    /// [`source_of`]), when it takes each trace from every file that holds it: its candidate
-    /// step then reads each trace in the source it was taken from alone, and a trace that
-    /// fails there is taken again from the next source that holds it.
-    sources: Option<Arc<[DataFile]>>,
+    /// The sources of a first-found walk (entries are keyed by their source, [`source_of`]),
+    /// when it takes each trace from every source that holds it: its candidate step then
+    /// reads each trace in the source it was taken from alone, and a trace that fails there
+    /// is taken again from the next source that holds it.
+    sources: Option<Arc<SourceList>>,
     /// Traces put through the candidate step, and those that passed.
     tried: usize,
     passed: usize,
@@ -133,40 +135,46 @@ impl Walk {
     }
 }
 
-/// The sources of a first-found walk, in its order: the live traces, then each data file's,
-/// newest file first; each with a key lower than the last's.
-struct Sources<'a> {
+/// The sources of a first-found walk: the live segments (oldest first) and the data files
+/// (newest first). The walk takes the newest segment first, then the others, then the files.
+pub(super) struct SourceList {
+    live: Arc<[Arc<LiveSegment>]>,
     files: Arc<[DataFile]>,
-    /// The key of the last source opened: the live spans 0, file `i` `-(i + 1)`
-    /// ([`source_of`]).
+}
+
+/// The sources of a first-found walk, in its order; each with a key lower than the last's.
+struct Sources<'a> {
+    list: Arc<SourceList>,
+    /// The key of the last source opened: the `j`th source (from 0) is `-j` ([`source_of`]).
     key: i64,
     current: Option<Source<'a>>,
 }
 
 impl Sources<'_> {
-    fn new(files: Arc<[DataFile]>) -> Self {
+    fn new(list: Arc<SourceList>) -> Self {
         Self {
-            files,
+            list,
             key: 1,
             current: None,
         }
     }
 
-    /// The next source (`None` for the live spans) and its key; `None` after the last.
-    fn next_source(&mut self) -> Option<(i64, Option<DataFile>)> {
+    /// The next source and its key; `None` after the last.
+    fn next_source(&mut self) -> Option<(i64, SpanSource)> {
         let key = self.key - 1;
-        let source = source_of(&self.files, key)?;
+        let source = source_of(&self.list, key)?;
         self.key = key;
-        Some((key, source.cloned()))
+        Some((key, source))
     }
 }
 
-/// The source of a first-found walk's `key` among `files` (newest first): `Some(None)` for
-/// the live spans (key 0), `Some(Some(file))` for a file; `None` past the last.
-fn source_of(files: &[DataFile], key: i64) -> Option<Option<&DataFile>> {
-    match key {
-        0 => Some(None),
-        _ => files.get(usize::try_from(key.checked_neg()? - 1).ok()?).map(Some),
+/// The source of a first-found walk's `key` (the `-key`th source, from 0: the live segments
+/// newest first, then the files); `None` past the last.
+fn source_of(list: &SourceList, key: i64) -> Option<SpanSource> {
+    let at = usize::try_from(key.checked_neg()?).ok()?;
+    match list.live.len().checked_sub(at + 1) {
+        Some(segment) => Some(SpanSource::Live(list.live[segment].clone())),
+        None => list.files.get(at - list.live.len()).cloned().map(SpanSource::File),
     }
 }
 
@@ -201,7 +209,8 @@ impl Search<'_> {
             return Ok(None);
         };
         let limit = self.request.limit;
-        let give_up = left.len().div_ceil(GIVE_UP_SHARE).max(MIN_FILTER_TRACES);
+        // Counted in entries taken: a trace in several sources has an entry in each.
+        let (entries, give_up) = (left.len(), left.len().div_ceil(GIVE_UP_SHARE).max(MIN_FILTER_TRACES));
         let filter = MIN_FILTER_TRACES.max(left.len() / 32).min(MAX_FILTER_TRACES);
         let mut walk = self.walk(left, filter);
         found.metrics.total_jobs = 1;
@@ -216,7 +225,7 @@ impl Search<'_> {
             }
             if latest_ready.is_some_and(|r| latest_left.is_none_or(|l| r >= l)) {
                 self.evaluate_chunk(&mut walk, found, &mut *progress).await?;
-            } else if walk.taken.len() >= give_up && found.hits.len() < limit {
+            } else if entries - walk.left.len() >= give_up && found.hits.len() < limit {
                 return Ok(None);
             } else {
                 self.take_batch(&mut walk, found).await?;
@@ -229,8 +238,8 @@ impl Search<'_> {
         Ok(Some(()))
     }
 
-    /// The first `limit` hits found walking the live traces, then each file's, newest file
-    /// first; `None` when the trace-id index does not cover the snapshot.
+    /// The first `limit` hits found walking the live segments' traces, then each file's,
+    /// newest first; `None` when the trace-id index does not cover the snapshot.
     pub(super) async fn first_found(&self, found: &mut SearchOutcome, progress: Progress<'_>) -> Result<Option<()>> {
         let Some(files) = self.warehouse.files_newest_first(self.tenant, &self.walked).await? else {
             return Ok(None);
@@ -238,12 +247,15 @@ impl Search<'_> {
         let limit = self.request.limit;
         // Traces here are taken in order of their pages: a small batch reads few of them.
         let filter = (limit * FIRST_FOUND_FILTER_PER_LIMIT).clamp(MIN_FIRST_FOUND_FILTER, MAX_FILTER_TRACES);
-        let files: Arc<[DataFile]> = files.into();
+        let list = Arc::new(SourceList {
+            live: self.walked.live_segments()?,
+            files: files.into(),
+        });
         let mut walk = self.walk(Vec::new(), filter);
-        // A trace is taken from every file that holds it, unless bloom filters ruled some out.
-        walk.sources = (!self.may_hold.pruned()).then(|| files.clone());
+        // A trace is taken from every source that holds it, unless bloom filters ruled some out.
+        walk.sources = (!self.may_hold.pruned()).then(|| list.clone());
         found.metrics.total_jobs = 1;
-        let mut sources = Sources::new(files);
+        let mut sources = Sources::new(list);
         loop {
             let needed = limit.saturating_sub(found.hits.len());
             if needed == 0 {
@@ -305,13 +317,15 @@ impl Search<'_> {
         Ok(true)
     }
 
-    /// The traces of a source of a first-found walk (`None` for the live spans, or a data
-    /// file) and where a match may be among them; `None` when the trace-id index does not
-    /// cover the snapshot.
-    async fn open(&self, (key, file): (i64, Option<DataFile>)) -> Result<Option<Source<'_>>> {
-        let Some(file) = file else {
-            let traces: Arc<[TraceSpan]> = trace_spans(self.snapshot.live(), None)?.into();
-            return Ok(Some(Source::new(key, traces, None)));
+    /// The traces of a source of a first-found walk and where a match may be among them;
+    /// `None` when the trace-id index does not cover the snapshot.
+    async fn open(&self, (key, source): (i64, SpanSource)) -> Result<Option<Source<'_>>> {
+        let file = match source {
+            SpanSource::Live(segment) => {
+                let may_hold = self.may_hold.spans_in_segment(&segment);
+                return Ok(Some(Source::new(key, segment.traces().clone(), may_hold)));
+            }
+            SpanSource::File(file) => file,
         };
         let traces = self.warehouse.traces_in_file(self.tenant, &self.walked, &file).await?;
         let may_hold = self.may_hold.spans_in(&file.path);
@@ -392,8 +406,8 @@ impl Search<'_> {
         Ok(())
     }
 
-    /// One entry per trace of the snapshot's data files and one per trace of its live spans
-    /// (a trace in both has two), for those with rows in the window; `None` when the trace-id
+    /// One entry per trace of the snapshot's data files and one per trace of each live
+    /// segment (a trace in several has several), for those with rows in the window; `None` when the trace-id
     /// index does not cover the snapshot.
     async fn entries(&self) -> Result<Option<Vec<Entry>>> {
         let Some(times) = self.warehouse.trace_times(self.tenant, &self.walked).await? else {
@@ -403,8 +417,14 @@ impl Search<'_> {
         let in_files = times
             .into_iter()
             .filter(|(trace, _, _)| self.may_hold.in_any_file(*trace));
+        let segments = self.walked.live_segments()?;
+        let live = segments.iter().flat_map(|s| {
+            let may_hold = self.may_hold.spans_in_segment(s);
+            let traces = s.traces().iter().copied();
+            traces.filter(move |(trace, _, _)| may_hold.is_none_or(|spans| covers(spans, *trace)))
+        });
         let mut entries: Vec<Entry> = in_files
-            .chain(trace_spans(self.snapshot.live(), None)?)
+            .chain(live)
             .filter_map(|(trace, start, end)| latest_start(start, end, window).map(|at| (at, trace)))
             .collect();
         entries.shrink_to_fit();
@@ -451,7 +471,9 @@ impl Search<'_> {
         step: &Step,
         found: &mut SearchOutcome,
     ) -> Result<HashSet<u128>> {
-        let files = walk.sources.clone().unwrap_or_default();
+        let Some(list) = walk.sources.clone() else {
+            return Err(DataFusionError::Internal("a walk by source without its sources".into()).into());
+        };
         let mut spans: std::collections::BTreeMap<i64, (u128, u128)> = std::collections::BTreeMap::new();
         for &(key, trace) in batch {
             let span = spans.entry(key).or_insert((trace, trace));
@@ -460,24 +482,22 @@ impl Search<'_> {
         let mut sources = Vec::with_capacity(spans.len());
         for (key, (first, last)) in spans {
             let source =
-                source_of(&files, key).ok_or_else(|| DataFusionError::Internal("a walk's source is gone".into()))?;
-            sources.push((source.cloned(), IdRange::spanning(first, last)));
+                source_of(&list, key).ok_or_else(|| DataFusionError::Internal("a walk's source is gone".into()))?;
+            sources.push((source, IdRange::spanning(first, last)));
         }
         let (condition, columns) = (step.condition.as_ref(), step.read_columns());
-        let parts: Vec<(Option<DataFile>, Wanted<'_>)> = (sources.iter())
-            .map(|(file, range)| {
+        let parts: Vec<(SpanSource, Wanted<'_>)> = (sources.iter())
+            .map(|(source, range)| {
                 let wanted = Wanted {
                     range,
                     traces: None,
                     condition,
                 };
-                (file.clone(), wanted)
+                (source.clone(), wanted)
             })
             .collect();
         let (tenant, narrowed) = (self.tenant, step.narrowed.as_ref());
-        let read = (self.warehouse)
-            .read_parts(tenant, &self.snapshot, &parts, &columns, narrowed)
-            .await?;
+        let read = (self.warehouse).read_parts(tenant, &parts, &columns, narrowed).await?;
         let rows = self.took(walk, read, batch.len(), condition, true, found)?;
         let ids = self.passing(step, rows).await?;
         Ok(ids.iter().filter_map(|t| parse_trace_id(t)).collect())
@@ -603,23 +623,46 @@ mod tests {
 
     #[test]
     fn keys_name_their_sources() {
+        use arrow::array::{ArrayRef, Int64Array, StringArray};
+        use tracehouse_warehouse::trace_index::trace_id_hex;
         let file = |p: &str| DataFile {
             path: p.into(),
             size: 1,
             date: "2026-12-02".into(),
         };
-        let files = [file("new"), file("old")];
-        assert_eq!(source_of(&files, 0), Some(None), "the live spans");
-        assert_eq!(source_of(&files, -1).flatten().map(|f| f.path.as_str()), Some("new"));
-        assert_eq!(source_of(&files, -2).flatten().map(|f| f.path.as_str()), Some("old"));
-        assert_eq!(source_of(&files, -3), None);
-        assert_eq!(source_of(&files, 1), None);
-        assert_eq!(source_of(&files, i64::MIN), None);
-        let mut sources = Sources::new(files.to_vec().into());
-        let keys: Vec<(i64, Option<String>)> = std::iter::from_fn(|| sources.next_source())
-            .map(|(k, f)| (k, f.map(|f| f.path)))
+        let segment = |trace: u128| {
+            let ids: ArrayRef = Arc::new(StringArray::from(vec![trace_id_hex(trace)]));
+            let times: ArrayRef = Arc::new(Int64Array::from(vec![1]));
+            let batch = RecordBatch::try_from_iter([
+                ("trace_id", ids),
+                ("start_time_unix_nano", times.clone()),
+                ("end_time_unix_nano", times),
+            ])
+            .unwrap();
+            Arc::new(LiveSegment::of(vec![batch]).unwrap())
+        };
+        let list = SourceList {
+            live: vec![segment(1), segment(2)].into(),
+            files: vec![file("new"), file("old")].into(),
+        };
+        let name = |source: Option<SpanSource>| match source {
+            Some(SpanSource::Live(s)) => format!("live {}", s.traces()[0].0),
+            Some(SpanSource::File(f)) => f.path,
+            None => "none".into(),
+        };
+        assert_eq!(name(source_of(&list, 0)), "live 2", "the newest segment first");
+        assert_eq!(name(source_of(&list, -1)), "live 1");
+        assert_eq!(name(source_of(&list, -2)), "new");
+        assert_eq!(name(source_of(&list, -3)), "old");
+        assert_eq!(name(source_of(&list, -4)), "none");
+        assert_eq!(name(source_of(&list, 1)), "none");
+        assert_eq!(name(source_of(&list, i64::MIN)), "none");
+        let mut sources = Sources::new(Arc::new(list));
+        let keys: Vec<(i64, String)> = std::iter::from_fn(|| sources.next_source())
+            .map(|(k, s)| (k, name(Some(s))))
             .collect();
-        assert_eq!(keys, [(0, None), (-1, Some("new".into())), (-2, Some("old".into()))]);
+        let want = [(0, "live 2"), (-1, "live 1"), (-2, "new"), (-3, "old")];
+        assert_eq!(keys, want.map(|(k, n)| (k, n.to_string())));
     }
 
     #[test]
