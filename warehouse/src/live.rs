@@ -23,7 +23,7 @@ use arrow::datatypes::{DataType, Int64Type};
 use datafusion::common::hash_utils::{RandomState, create_hashes};
 
 use crate::id_range::{Read, Wanted, read_columns};
-use crate::map_filter::MapLookups;
+use crate::map_filter::{self, MapLookups};
 use crate::table::ATTRIBUTE_STRING_LEAVES;
 use crate::trace_index::{TraceSpan, parse_trace_id};
 use crate::{Error, Result};
@@ -44,6 +44,9 @@ pub struct LiveSegment {
     /// it holds, sorted: a search for a string value skips the segments and the batches that
     /// cannot hold it.
     values: Vec<Arc<BatchValues>>,
+    /// Per batch, whether its span attributes hold no double: then a condition on the integer
+    /// value of a dedicated column's first key may read that column instead of the map.
+    no_span_doubles: Vec<bool>,
 }
 
 /// Per leaf of [`ATTRIBUTE_STRING_LEAVES`], the sorted hashes of the distinct values a batch's
@@ -85,12 +88,14 @@ impl LiveSegment {
         let values = (batches.iter())
             .map(|b| value_hashes(b).map(Arc::new))
             .collect::<Result<Vec<_>>>()?;
+        let no_span_doubles = batches.iter().map(no_span_doubles).collect();
         let mut segment = Self {
             batches,
             traces: Arc::from(Vec::new()),
             offsets: vec![0],
             rows: Vec::with_capacity(keyed.len()),
             values,
+            no_span_doubles,
         };
         let mut traces: Vec<TraceSpan> = Vec::new();
         for (trace, row, start, end) in keyed {
@@ -144,12 +149,15 @@ impl LiveSegment {
         }
         let mut values = self.values.clone();
         values.extend(newer.values.iter().cloned());
+        let mut no_span_doubles = self.no_span_doubles.clone();
+        no_span_doubles.extend(&newer.no_span_doubles);
         let merged = Self {
             batches,
             traces: traces.into(),
             offsets,
             rows,
             values,
+            no_span_doubles,
         };
         merged.check();
         merged
@@ -249,17 +257,25 @@ impl LiveSegment {
             by_batch[b as usize].push(r);
         }
         let mut read = Read::default();
-        let needed = read_columns(columns, wanted.condition);
+        // A weaker condition where a dedicated column may stand for a map's value: rows that
+        // pass are checked again whole, as for data files.
+        let dedicated = (wanted.condition).and_then(|c| map_filter::on_dedicated_columns(c, || true));
+        let needed = read_columns(&read_columns(columns, dedicated.as_ref()), wanted.condition);
         let condition = wanted.condition.map(MapLookups::new);
+        let on_dedicated = dedicated.as_ref().map(MapLookups::new);
         let mut kept = Vec::new();
-        for (batch, mut rows) in self.batches.iter().zip(by_batch) {
+        for (b, (batch, mut rows)) in self.batches.iter().zip(by_batch).enumerate() {
             if rows.is_empty() {
                 continue;
             }
             read.scanned += rows.len() as u64;
             rows.sort_unstable();
             let batch = project_named(batch, &needed)?;
-            kept.extend(rows_of_batch(&batch, &rows, condition.as_ref())?);
+            let condition = match self.no_span_doubles[b] {
+                true => on_dedicated.as_ref().or(condition.as_ref()),
+                false => condition.as_ref(),
+            };
+            kept.extend(rows_of_batch(&batch, &rows, condition)?);
         }
         let Some(first) = kept.first() else {
             return Ok(read);
@@ -330,6 +346,19 @@ fn value_hashes(batch: &RecordBatch) -> Result<BatchValues> {
         hashes.dedup();
     }
     Ok(out)
+}
+
+/// Whether the span attributes of `batch` hold no double value.
+fn no_span_doubles(batch: &RecordBatch) -> bool {
+    let Some(map) = batch.column_by_name("span_attributes").and_then(|c| c.as_map_opt()) else {
+        return false;
+    };
+    let offsets = map.value_offsets();
+    let (from, to) = (offsets[0] as usize, offsets[map.len()] as usize);
+    let doubles = (map.entries().column_by_name("value"))
+        .and_then(|v| v.as_struct_opt())
+        .and_then(|v| v.column_by_name("double"));
+    doubles.is_some_and(|d| d.slice(from, to - from).null_count() == to - from)
 }
 
 /// The hash of each of `values`, the same for the same text wherever it is.
@@ -626,5 +655,6 @@ mod tests {
             vec![0x0101_0101_0101_0101_0101_0101_0101_0101]
         );
         assert!(merged.traces_in(&[false, false]).is_empty());
+        assert_eq!(merged.no_span_doubles, [true, true], "integers, no doubles");
     }
 }
