@@ -553,27 +553,30 @@ async fn typed_comparisons_find_the_same_with_or_without_doubles() {
 async fn in_files(
     batches: impl IntoIterator<Item = arrow::array::RecordBatch>,
 ) -> (tempfile::TempDir, tracehouse_sql::QueryEngine) {
-    use tracehouse_warehouse::{Warehouse, WarehouseConfig};
-    let dir = tempfile::tempdir().unwrap();
-    let warehouse = Warehouse::open(WarehouseConfig::local(dir.path())).await.unwrap();
-    for batch in batches {
-        warehouse.append(TENANT, batch).await.unwrap();
-        let tenant = warehouse.tenant(TENANT).unwrap();
-        assert!(warehouse.flush_tenant(&tenant).await.unwrap() > 0);
-    }
-    let engine = tracehouse_sql::QueryEngine::new(warehouse, Default::default()).unwrap();
-    (dir, engine)
+    each_appended(batches, true).await
 }
 
 /// An engine over a warehouse holding each of `batches` as a chunk of live spans.
 async fn in_live(
     batches: impl IntoIterator<Item = arrow::array::RecordBatch>,
 ) -> (tempfile::TempDir, tracehouse_sql::QueryEngine) {
+    each_appended(batches, false).await
+}
+
+/// An engine over a warehouse to which each of `batches` was appended, and flushed when `flush`.
+async fn each_appended(
+    batches: impl IntoIterator<Item = arrow::array::RecordBatch>,
+    flush: bool,
+) -> (tempfile::TempDir, tracehouse_sql::QueryEngine) {
     use tracehouse_warehouse::{Warehouse, WarehouseConfig};
     let dir = tempfile::tempdir().unwrap();
     let warehouse = Warehouse::open(WarehouseConfig::local(dir.path())).await.unwrap();
     for batch in batches {
         warehouse.append(TENANT, batch).await.unwrap();
+        if flush {
+            let tenant = warehouse.tenant(TENANT).unwrap();
+            assert!(warehouse.flush_tenant(&tenant).await.unwrap() > 0);
+        }
     }
     let engine = tracehouse_sql::QueryEngine::new(warehouse, Default::default()).unwrap();
     (dir, engine)

@@ -17,15 +17,14 @@
 use std::sync::{Arc, OnceLock};
 
 use arrow::array::{Array, AsArray, BooleanArray, BooleanBufferBuilder, RecordBatch, StringArray, UInt32Array};
-use arrow::compute::{and, cast, concat_batches, filter_record_batch, take_record_batch};
-use arrow::datatypes::{DataType, Int64Type};
+use arrow::compute::{and, concat_batches, filter_record_batch, take_record_batch};
 
 use datafusion::common::hash_utils::{RandomState, create_hashes};
 
 use crate::id_range::{Read, Wanted, read_columns};
 use crate::map_filter::{self, MapLookups};
 use crate::table::ATTRIBUTE_STRING_LEAVES;
-use crate::trace_index::{TraceSpan, parse_trace_id};
+use crate::trace_index::{IdParser, TraceSpan, int_column, parse_trace_id, search_each, string_column, trace_id_hex};
 use crate::{Error, Result};
 
 /// Rows of a segment's batches, in trace-id order; each a batch and a row within it.
@@ -63,22 +62,15 @@ impl LiveSegment {
         }
         let mut keyed: Vec<(u128, RowRef, i64, i64)> = Vec::with_capacity(total);
         for (b, batch) in batches.iter().enumerate() {
-            let ids = text_column(batch, "trace_id")?;
-            let starts = batch_times(batch, "start_time_unix_nano")?;
-            let ends = batch_times(batch, "end_time_unix_nano")?;
-            // A trace's spans mostly sit side by side: an id like the row before's is not parsed.
-            let mut last: Option<(&str, Option<u128>)> = None;
+            let ids = string_column(batch, "trace_id")?;
+            let starts = int_column(batch, "start_time_unix_nano")?;
+            let ends = int_column(batch, "end_time_unix_nano")?;
+            let mut parser = IdParser::default();
             for row in 0..batch.num_rows() {
                 if ids.is_null(row) {
                     continue;
                 }
-                let text = ids.value(row);
-                let parsed = match last {
-                    Some((t, parsed)) if t == text => parsed,
-                    _ => parse_trace_id(text),
-                };
-                last = Some((text, parsed));
-                if let Some(trace) = parsed {
+                if let Some(trace) = parser.parse(ids.value(row)) {
                     keyed.push((trace, (b as u32, row as u32), starts.value(row), ends.value(row)));
                 }
             }
@@ -378,24 +370,6 @@ fn project_named(batch: &RecordBatch, columns: &[String]) -> Result<RecordBatch>
     Ok(batch.project(&indices)?)
 }
 
-fn text_column(batch: &RecordBatch, name: &str) -> Result<StringArray> {
-    let column = batch
-        .column_by_name(name)
-        .ok_or_else(|| Error::InvalidSpan(format!("live spans without {name}")))?;
-    Ok(match column.as_string_opt::<i32>() {
-        Some(text) => text.clone(),
-        None => cast(column, &DataType::Utf8)?.as_string::<i32>().clone(),
-    })
-}
-
-fn batch_times(batch: &RecordBatch, name: &str) -> Result<arrow::array::Int64Array> {
-    batch
-        .column_by_name(name)
-        .and_then(|c| c.as_primitive_opt::<Int64Type>())
-        .cloned()
-        .ok_or_else(|| Error::InvalidSpan(format!("live spans without {name}")))
-}
-
 /// A tenant's live segments, oldest first, merged as they come: the newest merges into the one
 /// before while that one holds no more rows than it (a binary counter: about log2 of the
 /// chunks are left, and each row is merged about that many times).
@@ -434,21 +408,17 @@ impl LiveSpans {
             batches.len(),
             "segments index the batches"
         );
-        let lock = OnceLock::new();
-        lock.set(segments.into()).expect("a new lock");
         Self {
             batches,
-            segments: Arc::new(lock),
+            segments: Arc::new(OnceLock::from(Arc::from(segments))),
         }
     }
 
     /// The same live batches, of whose segments only `segments` are walked.
     pub(crate) fn with_segments(&self, segments: Vec<Arc<LiveSegment>>) -> Self {
-        let lock = OnceLock::new();
-        lock.set(segments.into()).expect("a new lock");
         Self {
             batches: self.batches.clone(),
-            segments: Arc::new(lock),
+            segments: Arc::new(OnceLock::from(Arc::from(segments))),
         }
     }
 
@@ -481,15 +451,8 @@ pub(crate) fn read_segments(segments: &[Arc<LiveSegment>], wanted: Wanted<'_>, c
 
 /// Of `traces` (sorted), those `segment` holds, in stored spelling.
 pub(crate) fn held(segment: &LiveSegment, traces: &[u128]) -> Vec<String> {
-    let mut rest: &[TraceSpan] = &segment.traces;
-    let mut out = Vec::new();
-    for &trace in traces {
-        rest = &rest[rest.partition_point(|t| t.0 < trace)..];
-        if rest.first().is_some_and(|t| t.0 == trace) {
-            out.push(crate::trace_index::trace_id_hex(trace));
-        }
-    }
-    out
+    let found = search_each(traces.iter().copied(), &segment.traces, |t| t.0);
+    found.into_iter().map(trace_id_hex).collect()
 }
 
 #[cfg(test)]
@@ -497,7 +460,7 @@ mod tests {
     use super::*;
     use crate::id_range::IdRange;
     use arrow::array::{ArrayRef, Int64Array};
-    use arrow::datatypes::{Field, Schema};
+    use arrow::datatypes::{DataType, Field, Int64Type, Schema};
 
     fn batch(rows: &[(u128, i64)]) -> RecordBatch {
         let schema = Arc::new(Schema::new(vec![

@@ -252,7 +252,7 @@ fn intersect_sorted(list: &[TraceSpan], traces: &[u128]) -> Vec<u128> {
 }
 
 /// Those of `ids` (sorted) found in `rest` (sorted by `key`).
-fn search_each<T>(ids: impl Iterator<Item = u128>, mut rest: &[T], key: impl Fn(&T) -> u128) -> Vec<u128> {
+pub(crate) fn search_each<T>(ids: impl Iterator<Item = u128>, mut rest: &[T], key: impl Fn(&T) -> u128) -> Vec<u128> {
     let mut out = Vec::new();
     for id in ids {
         rest = &rest[rest.partition_point(|t| key(t) < id)..];
@@ -300,6 +300,25 @@ pub fn trace_id_hex(trace: u128) -> String {
     hex
 }
 
+/// Parses the trace ids of rows in turn: a trace's spans mostly sit side by side, so an id
+/// like the row before's is not parsed again.
+#[derive(Default)]
+pub(crate) struct IdParser<'a> {
+    last: Option<(&'a str, Option<u128>)>,
+}
+
+impl<'a> IdParser<'a> {
+    /// [`parse_trace_id`] of `text`.
+    pub(crate) fn parse(&mut self, text: &'a str) -> Option<u128> {
+        let parsed = match self.last {
+            Some((t, parsed)) if t == text => parsed,
+            _ => parse_trace_id(text),
+        };
+        self.last = Some((text, parsed));
+        parsed
+    }
+}
+
 /// Per trace, the first start and last end in `batches` (`spans` batches), for rows whose
 /// partition value is `date` (all rows when `None`).
 pub fn trace_spans(batches: &[RecordBatch], date: Option<&str>) -> Result<Vec<TraceSpan>> {
@@ -312,21 +331,14 @@ pub fn trace_spans(batches: &[RecordBatch], date: Option<&str>) -> Result<Vec<Tr
             Some(_) => Some(string_column(batch, PARTITION_COLUMN)?),
             None => None,
         };
-        // A trace's spans mostly sit side by side: an id like the row before's is not parsed.
-        let mut last: Option<(&str, Option<u128>)> = None;
+        let mut parser = IdParser::default();
         for row in 0..batch.num_rows() {
             if let (Some(d), Some(dates)) = (date, &dates)
                 && dates.value(row) != d
             {
                 continue;
             }
-            let text = ids.value(row);
-            let parsed = match last {
-                Some((t, parsed)) if t == text => parsed,
-                _ => parse_trace_id(text),
-            };
-            last = Some((text, parsed));
-            let Some(trace) = parsed else {
+            let Some(trace) = parser.parse(ids.value(row)) else {
                 continue;
             };
             let (s, e) = (starts.value(row), ends.value(row));
@@ -343,14 +355,14 @@ pub fn trace_spans(batches: &[RecordBatch], date: Option<&str>) -> Result<Vec<Tr
     Ok(v)
 }
 
-fn string_column(batch: &RecordBatch, name: &str) -> Result<StringArray> {
+pub(crate) fn string_column(batch: &RecordBatch, name: &str) -> Result<StringArray> {
     let col = batch
         .column_by_name(name)
         .ok_or_else(|| Error::InvalidSpan(format!("batch has no {name} column")))?;
     Ok(cast(col, &DataType::Utf8)?.as_string::<i32>().clone())
 }
 
-fn int_column(batch: &RecordBatch, name: &str) -> Result<Int64Array> {
+pub(crate) fn int_column(batch: &RecordBatch, name: &str) -> Result<Int64Array> {
     let col = batch
         .column_by_name(name)
         .ok_or_else(|| Error::InvalidSpan(format!("batch has no {name} column")))?;
