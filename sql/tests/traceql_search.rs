@@ -534,18 +534,21 @@ async fn typed_comparisons_find_the_same_with_or_without_doubles() {
         5 => Value::IntValue(504),
         _ => Value::IntValue(200),
     });
-    let (_dir, engine) = in_files([ints, doubles]).await;
     let mut want: Vec<String> = (0..400)
         .filter(|i| i % 10 == 0 || (*i >= 200 && i % 10 == 5))
         .map(|i| format!("{:032x}", i + 1))
         .collect();
     want.sort();
-    for hint in ["", " with(most_recent=true)"] {
-        let q = format!("{{ span.{key} >= 500 }}{hint}");
-        let found = engine.traceql_search(TENANT, &request(&q, 1000, 3)).await.unwrap();
-        let mut got: Vec<String> = found.hits.into_iter().map(|h| h.trace_id).collect();
-        got.sort();
-        assert_eq!(got, want, "{q}");
+    let (_files, in_files) = in_files([ints.clone(), doubles.clone()]).await;
+    let (_live, in_live) = in_live([ints, doubles]).await;
+    for (engine, layout) in [(in_files, "files"), (in_live, "live")] {
+        for hint in ["", " with(most_recent=true)"] {
+            let q = format!("{{ span.{key} >= 500 }}{hint}");
+            let found = engine.traceql_search(TENANT, &request(&q, 1000, 3)).await.unwrap();
+            let mut got: Vec<String> = found.hits.into_iter().map(|h| h.trace_id).collect();
+            got.sort();
+            assert_eq!(got, want, "{q} over {layout}");
+        }
     }
 }
 

@@ -202,7 +202,7 @@ pub(crate) fn passes(condition: &SpanCondition, batch: &RecordBatch) -> Result<B
 }
 
 /// The names of the columns `condition` reads (none without one).
-fn column_names(condition: Option<&SpanCondition>) -> Vec<String> {
+pub(crate) fn column_names(condition: Option<&SpanCondition>) -> Vec<String> {
     let columns = condition.map(collect_columns).unwrap_or_default();
     columns.iter().map(|c| c.name().to_string()).collect()
 }

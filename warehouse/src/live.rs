@@ -17,11 +17,12 @@
 use std::sync::{Arc, OnceLock};
 
 use arrow::array::{Array, AsArray, BooleanArray, BooleanBufferBuilder, RecordBatch, StringArray, UInt32Array};
-use arrow::compute::{and, concat_batches, filter_record_batch, take_record_batch};
+use arrow::buffer::BooleanBuffer;
+use arrow::compute::{and, concat_batches, filter, filter_record_batch, take_record_batch};
 
 use datafusion::common::hash_utils::{RandomState, create_hashes};
 
-use crate::id_range::{Read, Wanted, read_columns};
+use crate::id_range::{Read, Wanted};
 use crate::map_filter::{self, MapLookups};
 use crate::table::ATTRIBUTE_STRING_LEAVES;
 use crate::trace_index::{IdParser, TraceSpan, int_column, parse_trace_id, search_each, string_column, trace_id_hex};
@@ -206,6 +207,21 @@ impl LiveSegment {
         &self.rows[self.offsets[trace] as usize..self.offsets[trace + 1] as usize]
     }
 
+    /// Per batch, its rows among `rows` (in a bitmap over the batch's rows), `None` for a
+    /// batch with none of them.
+    fn marked<'a>(&self, rows: impl Iterator<Item = &'a RowRef>) -> Vec<Option<BooleanBuffer>> {
+        let mut marks: Vec<Option<BooleanBufferBuilder>> = (0..self.batches.len()).map(|_| None).collect();
+        for &(b, r) in rows {
+            let mark = marks[b as usize].get_or_insert_with(|| {
+                let mut mark = BooleanBufferBuilder::new(self.batches[b as usize].num_rows());
+                mark.append_n(self.batches[b as usize].num_rows(), false);
+                mark
+            });
+            mark.set_bit(r as usize, true);
+        }
+        marks.into_iter().map(|m| m.map(|mut m| m.finish())).collect()
+    }
+
     fn check(&self) {
         debug_assert_eq!(self.offsets.len(), self.traces.len() + 1);
         debug_assert_eq!(self.offsets.last().copied(), Some(self.rows.len() as u32));
@@ -244,30 +260,24 @@ impl LiveSegment {
     /// The rows `wanted` (its range, its listed traces and its condition), `columns` only.
     pub fn read(&self, wanted: Wanted<'_>, columns: &[String]) -> Result<Read> {
         let chosen = self.chosen(&wanted)?;
-        let mut by_batch: Vec<Vec<u32>> = vec![Vec::new(); self.batches.len()];
-        for &(b, r) in chosen.iter().flat_map(|&t| self.rows_of(t)) {
-            by_batch[b as usize].push(r);
-        }
+        let marked = self.marked(chosen.iter().flat_map(|&t| self.rows_of(t)));
         let mut read = Read::default();
         // A weaker condition where a dedicated column may stand for a map's value: rows that
         // pass are checked again whole, as for data files.
         let dedicated = (wanted.condition).and_then(|c| map_filter::on_dedicated_columns(c, || true));
-        let needed = read_columns(&read_columns(columns, dedicated.as_ref()), wanted.condition);
         let condition = wanted.condition.map(MapLookups::new);
         let on_dedicated = dedicated.as_ref().map(MapLookups::new);
         let mut kept = Vec::new();
-        for (b, (batch, mut rows)) in self.batches.iter().zip(by_batch).enumerate() {
-            if rows.is_empty() {
+        for (b, (batch, rows)) in self.batches.iter().zip(marked).enumerate() {
+            let Some(rows) = rows else {
                 continue;
-            }
-            read.scanned += rows.len() as u64;
-            rows.sort_unstable();
-            let batch = project_named(batch, &needed)?;
+            };
+            read.scanned += rows.count_set_bits() as u64;
             let condition = match self.no_span_doubles[b] {
                 true => on_dedicated.as_ref().or(condition.as_ref()),
                 false => condition.as_ref(),
             };
-            kept.extend(rows_of_batch(&batch, &rows, condition)?);
+            kept.extend(rows_of_batch(batch, rows, condition, columns)?);
         }
         let Some(first) = kept.first() else {
             return Ok(read);
@@ -283,32 +293,34 @@ impl LiveSegment {
     }
 }
 
-/// Of `batch`, `rows` (sorted) that pass `condition`. When they are most of the batch, the
-/// condition is evaluated over the batch as it is and nothing is copied before; otherwise
-/// the rows are taken out first.
-fn rows_of_batch(batch: &RecordBatch, rows: &[u32], condition: Option<&MapLookups>) -> Result<Option<RecordBatch>> {
-    let (batch, mask) = if rows.len() * WHOLE_BATCH_SHARE < batch.num_rows() {
-        let taken = take_record_batch(batch, &UInt32Array::from(rows.to_vec()))?;
-        let Some(condition) = condition else {
-            return Ok(Some(taken));
-        };
-        let mask = condition.passes(&taken)?;
-        (taken, mask)
-    } else {
-        let mut mask = BooleanBufferBuilder::new(batch.num_rows());
-        mask.append_n(batch.num_rows(), false);
-        rows.iter().for_each(|&r| mask.set_bit(r as usize, true));
-        let mut mask = BooleanArray::new(mask.finish(), None);
+/// Of `batch`, `columns` of the rows `marked` that pass `condition`. When the rows are most
+/// of the batch, the condition is evaluated over the batch as it is; otherwise the columns it
+/// reads are taken out first, and the others only for the rows that pass.
+fn rows_of_batch(
+    batch: &RecordBatch,
+    marked: BooleanBuffer,
+    condition: Option<&MapLookups>,
+    columns: &[String],
+) -> Result<Option<RecordBatch>> {
+    debug_assert_eq!(marked.len(), batch.num_rows());
+    let out = project_named(batch, columns)?;
+    if marked.count_set_bits() * WHOLE_BATCH_SHARE >= batch.num_rows() {
+        let mut mask = BooleanArray::new(marked, None);
         if let Some(condition) = condition {
-            mask = and(&mask, &condition.passes(batch)?)?;
+            mask = and(&mask, &condition.passes(&project_named(batch, condition.columns())?)?)?;
         }
-        (batch.clone(), mask)
-    };
-    Ok(match mask.true_count() {
-        0 => None,
-        n if n == batch.num_rows() => Some(batch),
-        _ => Some(filter_record_batch(&batch, &mask)?),
-    })
+        return Ok(match mask.true_count() {
+            0 => None,
+            n if n == batch.num_rows() => Some(out),
+            _ => Some(filter_record_batch(&out, &mask)?),
+        });
+    }
+    let mut rows: UInt32Array = marked.set_indices().map(|r| r as u32).collect();
+    if let Some(condition) = condition {
+        let read = take_record_batch(&project_named(batch, condition.columns())?, &rows)?;
+        rows = filter(&rows, &condition.passes(&read)?)?.as_primitive().clone();
+    }
+    Ok((!rows.is_empty()).then(|| take_record_batch(&out, &rows)).transpose()?)
 }
 
 /// Rows of a batch are taken out before they are evaluated when they are under one in this

@@ -23,13 +23,13 @@ use datafusion::common::ScalarValue;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::ScalarFunctionExpr;
-use datafusion::physical_expr::expressions::{Column, Literal};
+use datafusion::physical_expr::expressions::{BinaryExpr, CaseExpr, CastExpr, Column, IsNotNullExpr, Literal};
 use datafusion::physical_expr::utils::{conjunction_opt, split_conjunction};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ArrowPredicate;
 use parquet::schema::types::SchemaDescriptor;
 
-use crate::id_range::{SpanCondition, passes};
+use crate::id_range::{SpanCondition, column_names, passes};
 use crate::schema::{SPAN_COLUMNS, spans_schema};
 
 /// Leaves of a map a condition reads: `None` for all of them, else the key leaf and the
@@ -95,7 +95,75 @@ pub fn on_dedicated_columns(condition: &SpanCondition, no_doubles: impl FnOnce()
             })
         })
         .ok()?;
-    (rewritten.transformed && no_doubles()).then_some(rewritten.data)
+    (rewritten.transformed && no_doubles()).then_some(integer_comparisons(rewritten.data))
+}
+
+/// `condition` with what reading a dedicated integer column leaves behind made integer again:
+/// `coalesce(x, NULL)` (planned as `CASE WHEN x IS NOT NULL THEN x END`) is `x`, and `CAST(c AS Float64) op v` with `c` an Int64 column and `v`
+/// a whole number (below 2^53, exact in both types) is `c op v`, an integer comparison.
+fn integer_comparisons(condition: SpanCondition) -> SpanCondition {
+    use datafusion::logical_expr::Operator::{Eq, Gt, GtEq, Lt, LtEq, NotEq};
+    let simplified = condition.clone().transform_up(|e| {
+        if let Some(first) = coalesced_alone(&e) {
+            return Ok(Transformed::yes(first));
+        }
+        let Some(b) = e.downcast_ref::<BinaryExpr>() else {
+            return Ok(Transformed::no(e));
+        };
+        let compared = match (int_column_as_float(b.left()), whole_number(b.right())) {
+            (Some(c), Some(v)) => Some((c, *b.op(), v)),
+            _ => match (whole_number(b.left()), int_column_as_float(b.right())) {
+                (Some(v), Some(c)) => b.op().swap().map(|op| (c, op, v)),
+                _ => None,
+            },
+        };
+        Ok(match compared {
+            Some((c, op, v)) if matches!(op, Eq | NotEq | Lt | LtEq | Gt | GtEq) => {
+                let literal: Arc<dyn PhysicalExpr> = Arc::new(Literal::new(ScalarValue::Int64(Some(v))));
+                Transformed::yes(Arc::new(BinaryExpr::new(c, op, literal)) as Arc<dyn PhysicalExpr>)
+            }
+            _ => Transformed::no(e),
+        })
+    });
+    simplified.map_or(condition, |s| s.data)
+}
+
+/// `x` of `coalesce(x, NULL...)` or `CASE WHEN x IS NOT NULL THEN x [ELSE NULL] END`.
+fn coalesced_alone(expr: &Arc<dyn PhysicalExpr>) -> Option<Arc<dyn PhysicalExpr>> {
+    let is_null = |e: &Arc<dyn PhysicalExpr>| e.downcast_ref::<Literal>().is_some_and(|l| l.value().is_null());
+    if let Some(f) = expr.downcast_ref::<ScalarFunctionExpr>()
+        && f.name() == "coalesce"
+        && let [first, rest @ ..] = f.args()
+        && rest.iter().all(is_null)
+    {
+        return Some(first.clone());
+    }
+    let case = expr.downcast_ref::<CaseExpr>()?;
+    let [(when, then)] = case.when_then_expr() else {
+        return None;
+    };
+    let tested = when.downcast_ref::<IsNotNullExpr>()?.arg();
+    let alone = case.expr().is_none() && case.else_expr().is_none_or(is_null) && tested.as_ref() == then.as_ref();
+    alone.then(|| then.clone())
+}
+
+/// The Int64 column `expr` casts to Float64.
+fn int_column_as_float(expr: &Arc<dyn PhysicalExpr>) -> Option<Arc<dyn PhysicalExpr>> {
+    let cast = expr.downcast_ref::<CastExpr>()?;
+    let column = cast.expr();
+    let from = column
+        .downcast_ref::<Column>()
+        .map(|_| column.data_type(&spans_schema()));
+    (cast.cast_type() == &DataType::Float64 && matches!(from, Some(Ok(DataType::Int64)))).then(|| column.clone())
+}
+
+/// The whole number a Float64 literal holds, when a Float64 holds it exactly (below 2^53).
+fn whole_number(expr: &Arc<dyn PhysicalExpr>) -> Option<i64> {
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    match expr.downcast_ref::<Literal>()?.value() {
+        ScalarValue::Float64(Some(v)) if v.fract() == 0.0 && v.abs() < EXACT => Some(*v as i64),
+        _ => None,
+    }
 }
 
 fn reads_nested(expr: &Arc<dyn PhysicalExpr>) -> bool {
@@ -267,12 +335,24 @@ impl ArrowPredicate for MapFilter {
 pub(crate) struct MapLookups {
     condition: SpanCondition,
     lookups: Vec<Lookup>,
+    /// The columns the condition reads.
+    columns: Vec<String>,
 }
 
 impl MapLookups {
     pub(crate) fn new(condition: &SpanCondition) -> Self {
+        let columns = column_names(Some(condition));
         let (condition, lookups) = with_lookups(condition.clone());
-        Self { condition, lookups }
+        Self {
+            condition,
+            lookups,
+            columns,
+        }
+    }
+
+    /// The columns the condition reads.
+    pub(crate) fn columns(&self) -> &[String] {
+        &self.columns
     }
 
     /// Which rows of `batch` pass the condition (a null is a no).
@@ -475,6 +555,38 @@ mod tests {
                 None,
                 "{map} {key} {field}"
             );
+        }
+    }
+
+    #[test]
+    fn compared_as_floats_dedicated_ints_compare_as_ints() {
+        use arrow::array::Int64Array;
+        use datafusion::functions::core::expr_fn::coalesce;
+        use datafusion::logical_expr::{cast, when};
+        let status = |field: &str| attr("span_attributes", "http.response.status_code", field);
+        // As TraceQL compiles `span.http.response.status_code <op> <number>`.
+        let as_float = coalesce(vec![cast(status("int"), DataType::Float64), status("double")]);
+        // As DataFusion's simplifier plans `coalesce`.
+        let int = cast(status("int"), DataType::Float64);
+        let as_case = when(int.clone().is_not_null(), int).end().expect("case");
+        let codes = Int64Array::from(vec![Some(200), Some(404), Some(500), None]);
+        let field = Field::new("http_status_code", DataType::Int64, true);
+        let batch = RecordBatch::try_new(Arc::new(Schema::new(vec![field])), vec![Arc::new(codes)]).expect("batch");
+        for (compared, expected) in [
+            (as_float.clone().eq(lit(404.0)), [false, true, false, false]),
+            (lit(404.0).lt(as_float.clone()), [false, false, true, false]),
+            (as_float.clone().gt_eq(lit(404.5)), [false, false, true, false]),
+            (as_case.eq(lit(500.0)), [false, false, true, false]),
+        ] {
+            let rewritten = on_dedicated_columns(&physical(compared), || true).expect("rewritten");
+            let whole = !rewritten.to_string().contains("404.5");
+            assert_eq!(!rewritten.to_string().contains("CAST"), whole, "{rewritten}");
+            let got: Vec<bool> = passes(&rewritten, &batch)
+                .expect("passes")
+                .iter()
+                .map(|b| b == Some(true))
+                .collect();
+            assert_eq!(got, expected, "{rewritten}");
         }
     }
 
