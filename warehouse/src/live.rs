@@ -188,6 +188,18 @@ impl LiveSegment {
             .collect()
     }
 
+    /// The bytes of the index itself (its batches are counted as live spans).
+    pub fn index_bytes(&self) -> usize {
+        let values: usize = (self.values.iter())
+            .map(|v| v.iter().map(|h| h.capacity() * size_of::<u64>()).sum::<usize>())
+            .sum();
+        self.rows.capacity() * size_of::<RowRef>()
+            + self.traces.len() * size_of::<TraceSpan>()
+            + self.offsets.capacity() * size_of::<u32>()
+            + values
+            + self.no_span_doubles.capacity()
+    }
+
     /// Rows indexed.
     pub fn rows(&self) -> usize {
         self.rows.len()
@@ -348,6 +360,7 @@ fn value_hashes(batch: &RecordBatch) -> Result<BatchValues> {
         hashes.extend((0..values.len()).filter(|&i| values.is_valid(i)).map(|i| all[i]));
         hashes.sort_unstable();
         hashes.dedup();
+        hashes.shrink_to_fit();
     }
     Ok(out)
 }

@@ -32,6 +32,10 @@ pub struct WalRecord {
     pub seq: u64,
     pub tenant: String,
     pub batch: RecordBatch,
+    /// The memory `batch` holds: as appended, its arrays' sizes; as replayed, its encoded
+    /// body, which every array of the batch is a slice of (summing the arrays' sizes would
+    /// count that one buffer once per array).
+    pub bytes: usize,
 }
 
 /// Settings of the log.
@@ -110,11 +114,17 @@ fn decode_payload(payload: &[u8]) -> Result<WalRecord> {
     ));
     let tenant = payload.get(10..10 + tenant_len).ok_or_else(corrupt)?;
     let tenant = String::from_utf8(tenant.to_vec()).map_err(|_| Error::Wal("tenant is not utf-8".into()))?;
-    let mut reader = StreamReader::try_new(&payload[10 + tenant_len..], None)?;
+    let encoded = &payload[10 + tenant_len..];
+    let mut reader = StreamReader::try_new(encoded, None)?;
     let batch = reader
         .next()
         .ok_or_else(|| Error::Wal("record holds no batch".into()))??;
-    Ok(WalRecord { seq, tenant, batch })
+    Ok(WalRecord {
+        seq,
+        tenant,
+        batch,
+        bytes: encoded.len(),
+    })
 }
 
 /// Reads the records of one segment; returns them and the byte length of the valid prefix.
@@ -344,6 +354,7 @@ fn writer_loop(rx: Receiver<Request>, segments: Arc<Mutex<Segments>>, config: Wa
                     records.push(WalRecord {
                         seq,
                         tenant: req.tenant,
+                        bytes: req.batch.get_array_memory_size(),
                         batch: req.batch,
                     });
                     replies.push((req.reply, seq));

@@ -121,8 +121,12 @@ impl Tenant {
         &self.name
     }
 
-    fn push(&self, chunk: Chunk) {
+    /// Adds `chunk` to the live spans and indexes it; returns the bytes of its index, which
+    /// the chunk's bytes now include (the caller adds them to the live bytes).
+    fn push(&self, mut chunk: Chunk) -> usize {
         let segment = LiveSegment::of(vec![chunk.batch.clone()]);
+        let index_bytes = segment.as_ref().map_or(0, LiveSegment::index_bytes);
+        chunk.bytes += index_bytes;
         let mut st = self.state.lock().expect("tenant state lock");
         match segment {
             Ok(segment) => live::push_segment(&mut st.segments, segment),
@@ -134,6 +138,7 @@ impl Tenant {
         st.active_bytes += chunk.bytes;
         st.active_since.get_or_insert_with(Instant::now);
         st.active.push(chunk);
+        index_bytes
     }
 
     fn min_live_seq(&self) -> Option<u64> {
@@ -377,13 +382,14 @@ impl Warehouse {
                 continue;
             }
             replayed += record.batch.num_rows() as u64;
-            let bytes = record.batch.get_array_memory_size();
+            let bytes = record.bytes;
             self.stats.live_bytes.fetch_add(bytes, Ordering::Relaxed);
-            self.tenant(&record.tenant)?.push(Chunk {
+            let index_bytes = self.tenant(&record.tenant)?.push(Chunk {
                 seq: record.seq,
                 batch: record.batch,
                 bytes,
             });
+            self.stats.live_bytes.fetch_add(index_bytes, Ordering::Relaxed);
         }
         self.stats.spans_replayed.fetch_add(replayed, Ordering::Relaxed);
         if replayed > 0 {
@@ -394,13 +400,17 @@ impl Warehouse {
 
     fn apply(&self, records: Vec<WalRecord>) {
         for record in records {
-            let bytes = record.batch.get_array_memory_size();
+            let bytes = record.bytes;
             match self.tenant(&record.tenant) {
-                Ok(tenant) => tenant.push(Chunk {
-                    seq: record.seq,
-                    batch: record.batch,
-                    bytes,
-                }),
+                Ok(tenant) => {
+                    // The index was not reserved with the spans: it counts from here on.
+                    let index_bytes = tenant.push(Chunk {
+                        seq: record.seq,
+                        batch: record.batch,
+                        bytes,
+                    });
+                    self.stats.live_bytes.fetch_add(index_bytes, Ordering::AcqRel);
+                }
                 Err(e) => tracing::error!(error = %e, "durable record for an invalid tenant"),
             }
         }

@@ -1,6 +1,7 @@
 //! Trace-by-id through the trace-id index: spans found in flushed files and the live buffer,
 //! only the files holding the trace opened, the time range honoured, the index reloaded from
-//! its sidecars after a restart and rebuilt when they are gone.
+//! its sidecars after a restart and rebuilt when they are gone; the live spans' index counted
+//! in the live bytes that bound them.
 
 use std::collections::HashSet;
 
@@ -155,4 +156,27 @@ async fn trace_by_id_uses_the_index() {
     );
     assert_eq!(index_dir.read_dir().unwrap().count(), 1, "a repair sidecar is written");
     w.shutdown().await.unwrap();
+}
+
+/// The index of the live spans (by trace id) counts in the live bytes, appended or replayed
+/// from the WAL, and leaves them with its spans on a flush.
+#[tokio::test]
+async fn the_live_index_counts_in_the_live_bytes() {
+    use std::sync::atomic::Ordering::Acquire;
+    let dir = tempfile::tempdir().unwrap();
+    let config = WarehouseConfig::local(dir.path());
+    let spans = batch(&(1..=500).map(|t| (t, 4, BASE_NS + t as u64)).collect::<Vec<_>>());
+    let (rows, spans_bytes) = (spans.num_rows(), spans.get_array_memory_size());
+    let w = Warehouse::open(config.clone()).await.unwrap();
+    w.append(TENANT, spans).await.unwrap();
+    let live = w.stats().live_bytes.load(Acquire);
+    // At least a (chunk, row) position per row, and an id, a start and an end per trace.
+    assert!(live >= spans_bytes + rows * 8 + 500 * 32, "{live} of {spans_bytes}");
+    drop(w);
+    // Replayed, the spans are one buffer each (their encoded body), counted once.
+    let replayed = Warehouse::open(config).await.unwrap();
+    let again = replayed.stats().live_bytes.load(Acquire);
+    assert!(again > live - spans_bytes && again <= live, "{again} of {live}");
+    replayed.flush_due(true).await.unwrap();
+    assert_eq!(replayed.stats().live_bytes.load(Acquire), 0);
 }
