@@ -35,19 +35,22 @@ pub async fn load_forwarding(
     config: TraceGenConfig,
     mut forward: impl AsyncFnMut(&ExportTraceServiceRequest),
 ) -> Loaded {
-    let warehouse = Warehouse::open(WarehouseConfig::local(dir))
-        .await
-        .expect("open warehouse");
+    // The spans held live at once (all of them without flushes) fit, whatever the load.
+    let held = match flush_spans {
+        0 => spans,
+        _ => flush_spans.min(spans),
+    };
+    let bounds = WarehouseConfig {
+        max_live_bytes: (1 << 30).max(held.saturating_mul(MAX_LIVE_BYTES_PER_SPAN)),
+        ..WarehouseConfig::local(dir)
+    };
+    let warehouse = Warehouse::open(bounds).await.expect("open warehouse");
     let mut generator = TraceGen::new(config);
     let handle = warehouse.tenant(tenant).expect("tenant");
     let (mut loaded, mut since_flush) = (0, 0);
     let mut trace_starts: HashMap<Vec<u8>, u64> = HashMap::new();
     while loaded < spans {
-        let per_request = match flush_spans {
-            0 => REQUEST_SPANS,
-            _ => REQUEST_SPANS.min(flush_spans),
-        };
-        let (req, n) = generator.request(per_request);
+        let (req, n) = generator.request(request_spans(flush_spans));
         for span in req
             .resource_spans
             .iter()
@@ -69,6 +72,10 @@ pub async fn load_forwarding(
             since_flush = 0;
         }
     }
+    let live_bytes = warehouse.stats().live_bytes.load(std::sync::atomic::Ordering::Acquire);
+    if live_bytes > 0 {
+        eprintln!("live: {live_bytes} bytes, {} per span", live_bytes / since_flush.max(1));
+    }
     if flush_spans > 0 {
         warehouse.flush_tenant(&handle).await.expect("flush");
     }
@@ -79,8 +86,37 @@ pub async fn load_forwarding(
     }
 }
 
+/// Live bytes a load allows per span it holds live at once (spans in Arrow, builders' spare
+/// capacity included, and their index: about 1,900 for tracegen's).
+const MAX_LIVE_BYTES_PER_SPAN: usize = 4_096;
+
 /// Spans per generated request (fewer when a flush comes sooner).
 const REQUEST_SPANS: usize = 5_000;
+
+/// Spans per request of a load that flushes every `flush_spans` (0: never).
+fn request_spans(flush_spans: usize) -> usize {
+    match flush_spans {
+        0 => REQUEST_SPANS,
+        _ => REQUEST_SPANS.min(flush_spans),
+    }
+}
+
+/// Hands `each` the requests [`load_forwarding`] makes for the same arguments, in its order:
+/// the same spans again (to send to another backend after a load, not during it).
+pub async fn each_request(
+    spans: usize,
+    flush_spans: usize,
+    config: TraceGenConfig,
+    mut each: impl AsyncFnMut(&ExportTraceServiceRequest),
+) {
+    let mut generator = TraceGen::new(config);
+    let mut sent = 0;
+    while sent < spans {
+        let (req, n) = generator.request(request_spans(flush_spans));
+        each(&req).await;
+        sent += n;
+    }
+}
 
 /// Serves Tempo's query API over `engine` on a local port; returns its base URL.
 pub async fn serve_tempo_api(engine: Arc<tracehouse_sql::QueryEngine>) -> String {

@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tracehouse_benches::load::{load_forwarding, serve_tempo_api, tenant_client};
+use tracehouse_benches::load::{each_request, load_forwarding, serve_tempo_api, tenant_client};
 use tracehouse_benches::send::{Protocol, Sender};
 use tracehouse_benches::tracegen::TraceGenConfig;
 use tracehouse_sql::{QueryEngine, QueryEngineConfig};
@@ -98,7 +98,7 @@ async fn send_to_tempo(
     }
 }
 
-/// Loads `spans` tracegen spans into a warehouse under `dir` in `files` flushes, and into Tempo.
+/// Loads `spans` tracegen spans into a warehouse under `dir` in `files` flushes, then into Tempo.
 async fn load(dir: &std::path::Path, spans: usize, files: usize, tempo_otlp: Option<&str>) -> Arc<Warehouse> {
     let mut tempo = match tempo_otlp {
         Some(url) => Some(
@@ -118,13 +118,13 @@ async fn load(dir: &std::path::Path, spans: usize, files: usize, tempo_otlp: Opt
         0 => 0,
         _ => spans.div_ceil(files),
     };
-    let loaded = load_forwarding(dir, TENANT, spans, flush_spans, config, async |req| {
-        if let Some(tempo) = tempo.as_mut() {
-            send_to_tempo(tempo, req).await;
-        }
-    })
-    .await;
+    // Tempo gets the same requests after tracehouse has them (flushed as asked), so that the
+    // two never hold the spans in memory at once.
+    let loaded = load_forwarding(dir, TENANT, spans, flush_spans, config.clone(), async |_| {}).await;
     eprintln!("loaded {} spans", loaded.spans);
+    if let Some(tempo) = tempo.as_mut() {
+        each_request(spans, flush_spans, config, async |req| send_to_tempo(tempo, req).await).await;
+    }
     loaded.warehouse
 }
 
