@@ -160,6 +160,14 @@ async fn search_and_buildinfo() {
     assert_eq!(status, 400);
     assert!(body.contains("line 1, col 8"), "{body}");
     assert_eq!(get(&server, "/api/search?limit=lots", Some("shop")).await.0, 400);
+    // Grafana's large limits are taken, as Tempo takes them; beyond Tempo's maxima, its words.
+    let (status, body) = get(&server, "/api/search?q=%7B%20%7D&limit=100000&spss=100", Some("shop")).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = get(&server, "/api/search?q=%7B%20%7D&spss=101", Some("shop")).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (400, "spans per span set exceeds 100. received 101")
+    );
 
     // Tag autocomplete: names by scope, typed values, narrowed by a TraceQL filter.
     let (status, body) = get(&server, "/api/search/tags", Some("shop")).await;

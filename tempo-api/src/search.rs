@@ -18,6 +18,9 @@ use crate::{ApiError, ApiState, engine_error, json_listing, param, tenant};
 
 pub const DEFAULT_LIMIT: usize = 20;
 pub const DEFAULT_SPSS: usize = 3;
+/// Tempo's defaults for `query_frontend.search.max_result_limit` and `max_spans_per_span_set`.
+pub const MAX_RESULT_LIMIT: usize = tracehouse_sql::traceql::MAX_SEARCH_LIMIT;
+pub const MAX_SPANS_PER_SPAN_SET: usize = 100;
 
 /// The TraceQL query of a request: `q`, or the tag form turned into TraceQL.
 pub fn query_of(params: &HashMap<String, String>) -> Result<String, String> {
@@ -208,8 +211,7 @@ pub async fn handler(
 /// The engine's search request for Tempo's search parameters.
 pub fn request_of(params: &HashMap<String, String>) -> Result<SearchRequest, ApiError> {
     let query = query_of(params).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
-    let limit = param(params, "limit", DEFAULT_LIMIT)?;
-    let spss = param(params, "spss", DEFAULT_SPSS)?;
+    let (limit, spss) = limits_of(params)?;
     let start: Option<i64> = params.get("start").map(|_| param(params, "start", 0)).transpose()?;
     let end: Option<i64> = params.get("end").map(|_| param(params, "end", 0)).transpose()?;
     Ok(SearchRequest {
@@ -221,6 +223,28 @@ pub fn request_of(params: &HashMap<String, String>) -> Result<SearchRequest, Api
             .filter(|e| *e > 0)
             .map(|e| e.saturating_add(1).saturating_mul(1_000_000_000)),
     })
+}
+
+/// `limit` and `spss` as Tempo's frontend takes them: an explicit `limit=0` and a limit over
+/// the maximum are refused, `spss` over its maximum too, and `spss=0` asks for every span of
+/// a spanset (held to the engine's [`tracehouse_sql::traceql::MAX_SPSS`]).
+fn limits_of(params: &HashMap<String, String>) -> Result<(usize, usize), ApiError> {
+    let bad = |message: String| ApiError(StatusCode::BAD_REQUEST, message);
+    let limit = param(params, "limit", DEFAULT_LIMIT)?;
+    if limit == 0 {
+        return Err(bad("invalid limit: must be a positive number".into()));
+    }
+    if limit > MAX_RESULT_LIMIT {
+        return Err(bad(format!("limit {limit} exceeds max limit {MAX_RESULT_LIMIT}")));
+    }
+    let spss = param(params, "spss", DEFAULT_SPSS)?;
+    if spss > MAX_SPANS_PER_SPAN_SET {
+        return Err(bad(format!(
+            "spans per span set exceeds {MAX_SPANS_PER_SPAN_SET}. received {spss}"
+        )));
+    }
+    let every_span = tracehouse_sql::traceql::MAX_SPSS;
+    Ok((limit, if spss == 0 { every_span } else { spss }))
 }
 
 /// Tempo's search parameters of a gRPC `SearchRequest` (zero means unset, as in Tempo).
@@ -310,6 +334,30 @@ mod tests {
         tracehouse_traceql::compile(&q).unwrap();
         assert!(query_of(&params(&[("tags", "novalue")])).is_err());
         assert!(query_of(&params(&[("minDuration", "soon")])).is_err());
+    }
+
+    #[test]
+    fn limits_are_taken_as_tempo_takes_them() {
+        let limits = |pairs: &[(&str, &str)]| limits_of(&params(pairs)).map_err(|e| (e.0.as_u16(), e.1));
+        assert_eq!(limits(&[]), Ok((20, 3)));
+        assert_eq!(limits(&[("limit", "100000"), ("spss", "100")]), Ok((100_000, 100)));
+        assert_eq!(
+            limits(&[("spss", "0")]).map(|l| l.1),
+            Ok(tracehouse_sql::traceql::MAX_SPSS)
+        );
+        assert_eq!(
+            limits(&[("limit", "0")]),
+            Err((400, "invalid limit: must be a positive number".into()))
+        );
+        assert_eq!(
+            limits(&[("limit", "262145")]),
+            Err((400, "limit 262145 exceeds max limit 262144".into()))
+        );
+        assert_eq!(
+            limits(&[("spss", "101")]),
+            Err((400, "spans per span set exceeds 100. received 101".into()))
+        );
+        assert_eq!(limits(&[("limit", "-1")]).map_err(|e| e.0), Err(400));
     }
 
     #[test]

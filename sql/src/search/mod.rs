@@ -48,8 +48,9 @@ pub use prepared::{SEARCH_PLANS_ENTRIES, SearchPlans};
 use crate::Result;
 use crate::traceql::to_df;
 
-/// Longest search result accepted: traces per search, and spans per spanset.
-pub const MAX_SEARCH_LIMIT: usize = 10_000;
+/// Longest search result accepted: traces per search (Tempo's default `max_result_limit`), and
+/// spans per spanset (what `spss=0`, every span, is held to).
+pub const MAX_SEARCH_LIMIT: usize = 256 * 1024;
 pub const MAX_SPSS: usize = 10_000;
 
 /// What a search looked at, as Tempo reports it in `SearchMetrics`.
