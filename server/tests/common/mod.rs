@@ -40,6 +40,13 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// `N` distinct free ports: each is held until all are picked (ports picked one at a time may
+/// repeat, and a server would then listen on one port for two purposes).
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let held: [TcpListener; N] = std::array::from_fn(|_| TcpListener::bind("127.0.0.1:0").unwrap());
+    held.map(|l| l.local_addr().unwrap().port())
+}
+
 /// Deep-merges `extra` into `base` (mappings merge, anything else replaces).
 pub fn merge(base: &mut serde_yaml::Value, extra: serde_yaml::Value) {
     match (base, extra) {
@@ -83,13 +90,14 @@ impl TestServer {
     /// (shared by the components of one deployment).
     pub async fn start_component(dir: &Path, storage: &Path, extra_yaml: &str, env: &[(&str, &str)]) -> Self {
         std::fs::create_dir_all(dir).unwrap();
+        let [otlp_http_port, otlp_grpc_port, http_port, pg_port, flight_port] = free_ports();
         let mut server = Self {
             dir: dir.to_path_buf(),
-            otlp_http_port: free_port(),
-            otlp_grpc_port: free_port(),
-            http_port: free_port(),
-            pg_port: free_port(),
-            flight_port: free_port(),
+            otlp_http_port,
+            otlp_grpc_port,
+            http_port,
+            pg_port,
+            flight_port,
             extra_yaml: extra_yaml.to_string(),
             storage: storage.to_path_buf(),
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
@@ -133,11 +141,13 @@ impl TestServer {
             match self.try_spawn().await {
                 Ok(()) => return,
                 Err(log) if log.contains("Address already in use") => {
-                    self.otlp_http_port = free_port();
-                    self.otlp_grpc_port = free_port();
-                    self.http_port = free_port();
-                    self.pg_port = free_port();
-                    self.flight_port = free_port();
+                    [
+                        self.otlp_http_port,
+                        self.otlp_grpc_port,
+                        self.http_port,
+                        self.pg_port,
+                        self.flight_port,
+                    ] = free_ports();
                 }
                 Err(log) => panic!("tracehouse exited before ready; log:\n{log}"),
             }
