@@ -1,7 +1,7 @@
 //! Loads tracegen spans into a real warehouse for in-process benchmarks: Delta tables on local
 //! disk, flushed every `flush_spans` spans (one set of files per flush, as blocks in Tempo),
-//! everything flushed at the end (or, with `flush_spans` 0, everything kept live); optionally
-//! forwarding the same requests elsewhere. And the pieces the benchmarks share to query it over
+//! everything flushed at the end (or, with `flush_spans` 0, everything kept live); the same
+//! requests again, to send elsewhere. And the pieces the benchmarks share to query it over
 //! HTTP: Tempo's API on a local port, a client with a tenant.
 
 use std::collections::HashMap;
@@ -22,18 +22,17 @@ pub struct Loaded {
 
 /// Loads at least `spans` spans for `tenant` under `dir`.
 pub async fn load(dir: &std::path::Path, tenant: &str, spans: usize, flush_spans: usize) -> Loaded {
-    load_forwarding(dir, tenant, spans, flush_spans, TraceGenConfig::default(), async |_| {}).await
+    load_with(dir, tenant, spans, flush_spans, TraceGenConfig::default()).await
 }
 
-/// [`load`] with the generator's `config`, handing each request to `forward` too (to send the
-/// same spans to another backend) before it is appended.
-pub async fn load_forwarding(
+/// [`load`] with the generator's `config` (send the same spans elsewhere with
+/// [`each_request`]).
+pub async fn load_with(
     dir: &std::path::Path,
     tenant: &str,
     spans: usize,
     flush_spans: usize,
     config: TraceGenConfig,
-    mut forward: impl AsyncFnMut(&ExportTraceServiceRequest),
 ) -> Loaded {
     // The spans held live at once (all of them without flushes) fit, whatever the load.
     let held = match flush_spans {
@@ -45,12 +44,10 @@ pub async fn load_forwarding(
         ..WarehouseConfig::local(dir)
     };
     let warehouse = Warehouse::open(bounds).await.expect("open warehouse");
-    let mut generator = TraceGen::new(config);
     let handle = warehouse.tenant(tenant).expect("tenant");
-    let (mut loaded, mut since_flush) = (0, 0);
+    let mut since_flush = 0;
     let mut trace_starts: HashMap<Vec<u8>, u64> = HashMap::new();
-    while loaded < spans {
-        let (req, n) = generator.request(request_spans(flush_spans));
+    let loaded = each_request(spans, flush_spans, config, async |req, n| {
         for span in req
             .resource_spans
             .iter()
@@ -60,18 +57,17 @@ pub async fn load_forwarding(
             let start = trace_starts.entry(span.trace_id.clone()).or_insert(u64::MAX);
             *start = (*start).min(span.start_time_unix_nano);
         }
-        forward(&req).await;
         warehouse
-            .append(tenant, request_to_batch(&req).expect("convert"))
+            .append(tenant, request_to_batch(req).expect("convert"))
             .await
             .expect("append");
-        loaded += n;
         since_flush += n;
         if flush_spans > 0 && since_flush >= flush_spans {
             warehouse.flush_tenant(&handle).await.expect("flush");
             since_flush = 0;
         }
-    }
+    })
+    .await;
     let live_bytes = warehouse.stats().live_bytes.load(std::sync::atomic::Ordering::Acquire);
     if live_bytes > 0 {
         eprintln!("live: {live_bytes} bytes, {} per span", live_bytes / since_flush.max(1));
@@ -101,21 +97,23 @@ fn request_spans(flush_spans: usize) -> usize {
     }
 }
 
-/// Hands `each` the requests [`load_forwarding`] makes for the same arguments, in its order:
-/// the same spans again (to send to another backend after a load, not during it).
+/// Hands `each` the requests of a load of `spans` spans flushed every `flush_spans` (as
+/// [`load_with`] makes them, in its order) and their span counts; returns the spans made.
+/// The same arguments give the same spans (to send to another backend after a load).
 pub async fn each_request(
     spans: usize,
     flush_spans: usize,
     config: TraceGenConfig,
-    mut each: impl AsyncFnMut(&ExportTraceServiceRequest),
-) {
+    mut each: impl AsyncFnMut(&ExportTraceServiceRequest, usize),
+) -> usize {
     let mut generator = TraceGen::new(config);
-    let mut sent = 0;
-    while sent < spans {
+    let mut made = 0;
+    while made < spans {
         let (req, n) = generator.request(request_spans(flush_spans));
-        each(&req).await;
-        sent += n;
+        each(&req, n).await;
+        made += n;
     }
+    made
 }
 
 /// Serves Tempo's query API over `engine` on a local port; returns its base URL.

@@ -164,7 +164,7 @@ impl Wanted<'_> {
 
     /// The rows of `kept` (rows of wanted traces, with the condition's columns) that pass
     /// the condition, `columns` only; `None` when there are none.
-    pub(crate) fn decide(&self, mut kept: RecordBatch, columns: &[String]) -> Result<Option<RecordBatch>> {
+    fn decide(&self, mut kept: RecordBatch, columns: &[String]) -> Result<Option<RecordBatch>> {
         if let Some(condition) = self.condition {
             let Some(passed) = filtered(&kept, &passes(condition, &kept)?)? else {
                 return Ok(None);
@@ -208,7 +208,7 @@ pub(crate) fn column_names(condition: Option<&SpanCondition>) -> Vec<String> {
 }
 
 /// `columns`, `trace_id` and the columns `condition` reads, in the order of the `spans` schema.
-pub(crate) fn read_columns(columns: &[String], condition: Option<&SpanCondition>) -> Vec<String> {
+fn read_columns(columns: &[String], condition: Option<&SpanCondition>) -> Vec<String> {
     let mut all: Vec<String> = columns.to_vec();
     for name in std::iter::once("trace_id".to_string()).chain(column_names(condition)) {
         if !all.contains(&name) {

@@ -295,12 +295,7 @@ impl LiveSegment {
             return Ok(read);
         };
         // One batch: the rows of many small chunks are evaluated together.
-        let kept = concat_batches(&first.schema(), &kept)?;
-        let unconditioned = Wanted {
-            condition: None,
-            ..wanted
-        };
-        read.batches.extend(unconditioned.decide(kept, columns)?);
+        read.batches.push(concat_batches(&first.schema(), &kept)?);
         Ok(read)
     }
 }

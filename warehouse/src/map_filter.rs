@@ -99,8 +99,9 @@ pub fn on_dedicated_columns(condition: &SpanCondition, no_doubles: impl FnOnce()
 }
 
 /// `condition` with what reading a dedicated integer column leaves behind made integer again:
-/// `coalesce(x, NULL)` (planned as `CASE WHEN x IS NOT NULL THEN x END`) is `x`, and `CAST(c AS Float64) op v` with `c` an Int64 column and `v`
-/// a whole number (below 2^53, exact in both types) is `c op v`, an integer comparison.
+/// `coalesce(x, NULL)` (planned as `CASE WHEN x IS NOT NULL THEN x END`) is `x`, and
+/// `CAST(c AS Float64) op v` with `c` an Int64 column and `v` a whole number (below 2^53,
+/// exact in both types) is `c op v`, an integer comparison.
 fn integer_comparisons(condition: SpanCondition) -> SpanCondition {
     use datafusion::logical_expr::Operator::{Eq, Gt, GtEq, Lt, LtEq, NotEq};
     let simplified = condition.clone().transform_up(|e| {

@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tracehouse_benches::load::{each_request, load_forwarding, serve_tempo_api, tenant_client};
+use tracehouse_benches::load::{each_request, load_with, serve_tempo_api, tenant_client};
 use tracehouse_benches::send::{Protocol, Sender};
 use tracehouse_benches::tracegen::TraceGenConfig;
 use tracehouse_sql::{QueryEngine, QueryEngineConfig};
@@ -120,10 +120,13 @@ async fn load(dir: &std::path::Path, spans: usize, files: usize, tempo_otlp: Opt
     };
     // Tempo gets the same requests after tracehouse has them (flushed as asked), so that the
     // two never hold the spans in memory at once.
-    let loaded = load_forwarding(dir, TENANT, spans, flush_spans, config.clone(), async |_| {}).await;
+    let loaded = load_with(dir, TENANT, spans, flush_spans, config.clone()).await;
     eprintln!("loaded {} spans", loaded.spans);
     if let Some(tempo) = tempo.as_mut() {
-        each_request(spans, flush_spans, config, async |req| send_to_tempo(tempo, req).await).await;
+        each_request(spans, flush_spans, config, async |req, _| {
+            send_to_tempo(tempo, req).await
+        })
+        .await;
     }
     loaded.warehouse
 }

@@ -7,8 +7,8 @@
 //!
 //! How: traces are walked with the trace-id index ([`walk`]): first found takes each live
 //! segment's traces (the live spans indexed by trace id), then each data file's in trace-id
-//! order, newest first; most recent takes them
-//! newest first and stops when no trace left can beat its `limit`th hit. Either way traces are
+//! order, newest first; most recent takes them newest first and stops when no trace left can
+//! beat its `limit`th hit. Either way traces are
 //! read whole (of each file that holds them, only their pages and the columns the query needs),
 //! a chunk at a time, first through a candidate step over cheap columns when the query has one,
 //! so the plan ([`prepared`], planned once per query and reused) run over a chunk alone gives

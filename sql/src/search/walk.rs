@@ -407,8 +407,8 @@ impl Search<'_> {
     }
 
     /// One entry per trace of the snapshot's data files and one per trace of each live
-    /// segment (a trace in several has several), for those with rows in the window; `None` when the trace-id
-    /// index does not cover the snapshot.
+    /// segment (a trace in several has several), for those with rows in the window; `None`
+    /// when the trace-id index does not cover the snapshot.
     async fn entries(&self) -> Result<Option<Vec<Entry>>> {
         let Some(times) = self.warehouse.trace_times(self.tenant, &self.walked).await? else {
             return Ok(None);
