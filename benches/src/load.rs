@@ -118,7 +118,10 @@ pub async fn each_request(
 
 /// Serves Tempo's query API over `engine` on a local port; returns its base URL.
 pub async fn serve_tempo_api(engine: Arc<tracehouse_sql::QueryEngine>) -> String {
-    let app = tracehouse_tempo_api::app(Arc::new(tracehouse_tempo_api::ApiState { engine }));
+    let app = tracehouse_tempo_api::app(Arc::new(tracehouse_tempo_api::ApiState {
+        engine,
+        limits: tracehouse_tempo_api::SearchLimits::default(),
+    }));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });

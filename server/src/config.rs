@@ -31,6 +31,61 @@ pub struct Config {
     pub block_builder: BlockBuilderBlock,
     pub live_store: LiveStoreBlock,
     pub querier: QuerierBlock,
+    /// Tempo's `query_frontend` block: the search limits.
+    pub query_frontend: QueryFrontendBlock,
+}
+
+/// Tempo's `query_frontend` block.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueryFrontendBlock {
+    pub search: FrontendSearch,
+}
+
+/// Tempo's `query_frontend.search`: the largest `limit` and `spss` a search may ask for.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FrontendSearch {
+    /// Largest `limit`; 0 for the engine's own bound (262,144 traces, Tempo's default).
+    pub max_result_limit: usize,
+    /// Largest `spss`; 0 for the engine's own bound (every span, up to 10,000).
+    pub max_spans_per_span_set: usize,
+}
+
+impl Default for FrontendSearch {
+    fn default() -> Self {
+        Self {
+            max_result_limit: tracehouse_sql::traceql::MAX_SEARCH_LIMIT,
+            max_spans_per_span_set: 100,
+        }
+    }
+}
+
+impl FrontendSearch {
+    /// The limits, or an error naming the key out of range.
+    pub fn limits(&self) -> Result<tracehouse_tempo_api::SearchLimits, String> {
+        let (most_traces, most_spans) = (
+            tracehouse_sql::traceql::MAX_SEARCH_LIMIT,
+            tracehouse_sql::traceql::MAX_SPSS,
+        );
+        if self.max_result_limit > most_traces {
+            return Err(format!(
+                "query_frontend.search.max_result_limit {} is over {most_traces}, the most a search holds",
+                self.max_result_limit
+            ));
+        }
+        if self.max_spans_per_span_set > most_spans {
+            return Err(format!(
+                "query_frontend.search.max_spans_per_span_set {} is over {most_spans}, the most a search holds",
+                self.max_spans_per_span_set
+            ));
+        }
+        let or = |v: usize, bound: usize| if v == 0 { bound } else { v };
+        Ok(tracehouse_tempo_api::SearchLimits {
+            max_result_limit: or(self.max_result_limit, most_traces),
+            max_spans_per_span_set: or(self.max_spans_per_span_set, most_spans),
+        })
+    }
 }
 
 /// Tempo's `ingest` block.

@@ -747,3 +747,64 @@ async fn grafana_explore_over_http_and_streaming_grpc() {
         .unwrap_err();
     assert_eq!(bad_tenant.code(), tonic::Code::InvalidArgument);
 }
+
+/// The server's peak resident memory (VmHWM), in bytes.
+fn peak_rss_bytes(server: &TestServer) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
+/// Grafana's search (limit 100,000 and spss 100, Tempo's maximum) over 20,000 spans returns
+/// every matching trace, the same traces SQL finds, each with up to 100 spans, without the
+/// server's memory growing with the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grafana_sized_search_returns_every_match() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(dir.path(), "").await;
+    let mut generator = common::generator(11);
+    let mut sender = server.sender(Protocol::HttpProtobuf, false).await;
+    let mut sent = 0;
+    while sent < 20_000usize {
+        let (req, n) = generator.request(2_000);
+        assert_eq!(sender.send(&req, Some("grafana")).await.unwrap().status, 200);
+        sent += n;
+    }
+    let client = server.pg("grafana").await;
+    let expected: i64 = client
+        .query_one("SELECT count(DISTINCT trace_id) FROM spans", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let before = peak_rss_bytes(&server);
+    let (status, body) = get(&server, "/api/search?q=%7B%7D&limit=100000&spss=100", Some("grafana")).await;
+    assert_eq!(status, 200, "{body}");
+    let resp: Value = serde_json::from_str(&body).unwrap();
+    let ids: BTreeSet<String> = trace_ids(&resp).into_iter().collect();
+    assert_eq!(ids.len() as i64, expected, "every trace matches {{}}");
+    let mut matched_total = 0;
+    for t in resp["traces"].as_array().unwrap() {
+        let set = &t["spanSets"][0];
+        let matched = set["matched"].as_u64().unwrap();
+        let spans = set["spans"].as_array().unwrap().len() as u64;
+        assert_eq!(
+            spans,
+            matched.min(100),
+            "spss 100 of {matched} matched in {}",
+            t["traceID"]
+        );
+        matched_total += matched;
+    }
+    assert_eq!(
+        matched_total as i64,
+        server.span_count("grafana").await,
+        "every span matched"
+    );
+    let grown = peak_rss_bytes(&server).saturating_sub(before);
+    assert!(
+        grown < 512 << 20,
+        "the search grew the server's peak memory by {} MiB",
+        grown >> 20
+    );
+}

@@ -4,9 +4,11 @@
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-use common::Fixture;
+use arrow::array::AsArray;
+use common::{Case, Fixture};
+use tracehouse_traceql::label::{LabelValue, entries};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traceql_cases() {
@@ -40,6 +42,9 @@ async fn traceql_cases() {
                         fx.names(&want),
                         fx.names(&got)
                     ));
+                }
+                if let Some(spansets) = &case.spansets {
+                    failures.extend(check_spansets(fx, case, spansets).await);
                 }
             }
             (None, Some(needle), Err(e)) => {
@@ -101,4 +106,66 @@ async fn attribute_access_on_traceql_rows() {
         .unwrap()
         .to_string();
     assert!(text.contains("| 10 ") && text.contains("| 3 "), "{text}");
+}
+
+/// Compares the attributes of each trace's spansets with the case's `spansets`; a failure
+/// message when they differ.
+async fn check_spansets(
+    fx: &Fixture,
+    case: &Case,
+    want: &BTreeMap<String, Vec<serde_yaml::Mapping>>,
+) -> Option<String> {
+    let sql = format!(
+        "SELECT DISTINCT trace_id, spanset FROM traceql({})",
+        tracehouse_sql::sql_literal(&case.query)
+    );
+    let tenant = case.tenant.as_deref().unwrap_or(common::TENANT);
+    let batches = fx.engine.sql(tenant, &sql).await.ok()?;
+    let mut got: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for b in &batches {
+        let (ids, labels) = (b.column(0).as_string::<i32>(), b.column(1).as_string::<i32>());
+        for row in 0..b.num_rows() {
+            let attrs = entries(labels.value(row));
+            got.entry(ids.value(row).to_string())
+                .or_default()
+                .insert(rendered(attrs));
+        }
+    }
+    let want: BTreeMap<String, BTreeSet<String>> = want
+        .iter()
+        .map(|(trace, sets)| {
+            let sets = sets
+                .iter()
+                .map(|m| {
+                    rendered(
+                        m.iter()
+                            .map(|(k, v)| (k.as_str().unwrap_or_default().to_string(), yaml_value(v)))
+                            .collect(),
+                    )
+                })
+                .collect();
+            (fx.trace(trace), sets)
+        })
+        .collect();
+    (got != want).then(|| format!("{}: spansets\n   want {want:?}\n   got  {got:?}", case.query))
+}
+
+fn rendered(attrs: Vec<(String, LabelValue)>) -> String {
+    let parts: Vec<String> = attrs.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+    parts.join(", ")
+}
+
+fn yaml_value(v: &serde_yaml::Value) -> LabelValue {
+    use serde_yaml::Value as Y;
+    match v {
+        Y::Null => LabelValue::Nil,
+        Y::Bool(b) => LabelValue::Bool(*b),
+        Y::Number(n) => match n.as_i64() {
+            Some(i) => LabelValue::Int(i),
+            None => LabelValue::Double(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Y::String(s) => LabelValue::Str(s.clone()),
+        Y::Sequence(items) => LabelValue::Array(items.iter().map(yaml_value).collect()),
+        other => LabelValue::Str(format!("{other:?}")),
+    }
 }

@@ -8,7 +8,7 @@ mod common;
 
 use common::{Fixture, TENANT};
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use tracehouse_sql::search::{SearchPlans, SearchRequest, TraceHit, search};
+use tracehouse_sql::search::{HitValue, SearchPlans, SearchRequest, TraceHit, search};
 
 fn request(query: &str, limit: usize, spss: usize) -> SearchRequest {
     SearchRequest {
@@ -64,14 +64,15 @@ async fn search_follows_tempo_semantics() {
     let sets: Vec<_> = hits[0]
         .spansets
         .iter()
-        .map(|s| (s.label.clone(), s.matched, s.spans[0].span_id.clone()))
+        .map(|s| (s.attributes(), s.matched, s.spans[0].span_id.clone()))
         .collect();
+    let by = |service: &str| vec![("by(resource.service.name)".to_string(), HitValue::Str(service.into()))];
     assert_eq!(
         sets,
         vec![
-            ("by(resource.service.name)=cart".to_string(), 3, fx.span("a1")),
-            ("by(resource.service.name)=frontend".to_string(), 2, fx.span("r1")),
-            ("by(resource.service.name)=payment".to_string(), 3, fx.span("b1")),
+            (by("cart"), 3, fx.span("a1")),
+            (by("frontend"), 2, fx.span("r1")),
+            (by("payment"), 3, fx.span("b1")),
         ]
     );
 

@@ -93,7 +93,7 @@ impl StreamingQuerier for Querier {
         let tenant = tenant_of(&request);
         let params = search::params_of(request.get_ref());
         // Validate before streaming, so a bad query fails the call with InvalidArgument.
-        let full = search::request_of(&params).map_err(status)?;
+        let full = search::request_of(&params, self.state.limits).map_err(status)?;
         tracehouse_traceql::compile(&full.query).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let (tx, rx) = tokio::sync::mpsc::channel(STREAM_QUEUE_MESSAGES);
         let state = self.state.clone();

@@ -39,6 +39,24 @@ pub const TEMPO_COMPAT_VERSION: &str = "2.9.0";
 /// What the handlers share.
 pub struct ApiState {
     pub engine: Arc<QueryEngine>,
+    pub limits: SearchLimits,
+}
+
+/// The largest `limit` and `spss` a search may ask for (Tempo's
+/// `query_frontend.search.max_result_limit` and `max_spans_per_span_set`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SearchLimits {
+    pub max_result_limit: usize,
+    pub max_spans_per_span_set: usize,
+}
+
+impl Default for SearchLimits {
+    fn default() -> Self {
+        Self {
+            max_result_limit: search::MAX_RESULT_LIMIT,
+            max_spans_per_span_set: search::MAX_SPANS_PER_SPAN_SET,
+        }
+    }
 }
 
 /// Tempo's query API routes, and the StreamingQuerier gRPC service beside them.

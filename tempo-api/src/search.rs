@@ -12,11 +12,13 @@ use axum::response::{IntoResponse, Response};
 use tracehouse_sql::search::{HitValue, SearchMetrics, SearchRequest, SpansetHit, TraceHit};
 use tracehouse_traceql::ast::{format_duration, write_quoted};
 
-use crate::tempopb::common::v1::{AnyValue, KeyValue, any_value};
+use crate::tempopb::common::v1::{AnyValue, ArrayValue, KeyValue, any_value};
 use crate::tempopb::{SearchResponse, ServiceStats, Span, SpanSet, TraceSearchMetadata};
-use crate::{ApiError, ApiState, engine_error, json_listing, param, tenant};
+use crate::{ApiError, ApiState, SearchLimits, engine_error, json_listing, param, tenant};
 
 pub const DEFAULT_LIMIT: usize = 20;
+/// Tempo's root service name of a trace whose root span has not arrived.
+pub const ROOT_SPAN_NOT_YET_RECEIVED: &str = "<root span not yet received>";
 pub const DEFAULT_SPSS: usize = 3;
 /// Tempo's defaults for `query_frontend.search.max_result_limit` and `max_spans_per_span_set`.
 pub const MAX_RESULT_LIMIT: usize = tracehouse_sql::traceql::MAX_SEARCH_LIMIT;
@@ -112,34 +114,26 @@ fn string_kv(key: String, value: String) -> KeyValue {
 }
 
 fn hit_kv(key: &str, v: &HitValue) -> KeyValue {
+    KeyValue {
+        key: key.to_string(),
+        value: Some(any_value(v)),
+        ..Default::default()
+    }
+}
+
+/// A value as Tempo answers it: nil as the text `nil`, arrays as array values.
+fn any_value(v: &HitValue) -> AnyValue {
     let value = match v {
         HitValue::Str(s) => any_value::Value::StringValue(s.clone()),
         HitValue::Int(i) => any_value::Value::IntValue(*i),
         HitValue::Double(d) => any_value::Value::DoubleValue(*d),
         HitValue::Bool(b) => any_value::Value::BoolValue(*b),
+        HitValue::Nil => any_value::Value::StringValue("nil".into()),
+        HitValue::Array(items) => any_value::Value::ArrayValue(ArrayValue {
+            values: items.iter().map(any_value).collect(),
+        }),
     };
-    KeyValue {
-        key: key.to_string(),
-        value: Some(AnyValue { value: Some(value) }),
-        ..Default::default()
-    }
-}
-
-/// Labels `by(x)=v, by(y)=w` as spanset attributes.
-fn label_attributes(label: &str) -> Vec<KeyValue> {
-    label
-        .split(", by(")
-        .filter(|p| !p.is_empty())
-        .filter_map(|part| {
-            let part = if part.starts_with("by(") {
-                part.to_string()
-            } else {
-                format!("by({part}")
-            };
-            let (key, value) = part.split_once(")=")?;
-            Some(string_kv(format!("{key})"), value.to_string()))
-        })
-        .collect()
+    AnyValue { value: Some(value) }
 }
 
 fn spanset(s: &SpansetHit) -> SpanSet {
@@ -166,7 +160,7 @@ fn spanset(s: &SpansetHit) -> SpanSet {
             })
             .collect(),
         matched: u32::try_from(s.matched).unwrap_or(u32::MAX),
-        attributes: label_attributes(&s.label),
+        attributes: s.attributes().iter().map(|(k, v)| hit_kv(k, v)).collect(),
     }
 }
 
@@ -175,7 +169,10 @@ pub fn trace_metadata(t: &TraceHit) -> TraceSearchMetadata {
     let span_sets: Vec<SpanSet> = t.spansets.iter().map(spanset).collect();
     TraceSearchMetadata {
         trace_id: t.trace_id.clone(),
-        root_service_name: t.root_service_name.clone().unwrap_or_default(),
+        root_service_name: match t.root_service_name.as_deref() {
+            None | Some("") => ROOT_SPAN_NOT_YET_RECEIVED.to_string(),
+            Some(name) => name.to_string(),
+        },
         root_trace_name: t.root_trace_name.clone().unwrap_or_default(),
         start_time_unix_nano: u64::try_from(t.start_unix_nano).unwrap_or(0),
         duration_ms: u32::try_from(t.duration_ns.max(0) / 1_000_000).unwrap_or(u32::MAX),
@@ -209,9 +206,9 @@ pub async fn handler(
 }
 
 /// The engine's search request for Tempo's search parameters.
-pub fn request_of(params: &HashMap<String, String>) -> Result<SearchRequest, ApiError> {
+pub fn request_of(params: &HashMap<String, String>, bounds: SearchLimits) -> Result<SearchRequest, ApiError> {
     let query = query_of(params).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
-    let (limit, spss) = limits_of(params)?;
+    let (limit, spss) = limits_of(params, bounds)?;
     let start: Option<i64> = params.get("start").map(|_| param(params, "start", 0)).transpose()?;
     let end: Option<i64> = params.get("end").map(|_| param(params, "end", 0)).transpose()?;
     Ok(SearchRequest {
@@ -228,20 +225,20 @@ pub fn request_of(params: &HashMap<String, String>) -> Result<SearchRequest, Api
 /// `limit` and `spss` as Tempo's frontend takes them: an explicit `limit=0` and a limit over
 /// the maximum are refused, `spss` over its maximum too, and `spss=0` asks for every span of
 /// a spanset (held to the engine's [`tracehouse_sql::traceql::MAX_SPSS`]).
-fn limits_of(params: &HashMap<String, String>) -> Result<(usize, usize), ApiError> {
+fn limits_of(params: &HashMap<String, String>, bounds: SearchLimits) -> Result<(usize, usize), ApiError> {
     let bad = |message: String| ApiError(StatusCode::BAD_REQUEST, message);
     let limit = param(params, "limit", DEFAULT_LIMIT)?;
     if limit == 0 {
         return Err(bad("invalid limit: must be a positive number".into()));
     }
-    if limit > MAX_RESULT_LIMIT {
-        return Err(bad(format!("limit {limit} exceeds max limit {MAX_RESULT_LIMIT}")));
+    let max_limit = bounds.max_result_limit;
+    if limit > max_limit {
+        return Err(bad(format!("limit {limit} exceeds max limit {max_limit}")));
     }
     let spss = param(params, "spss", DEFAULT_SPSS)?;
-    if spss > MAX_SPANS_PER_SPAN_SET {
-        return Err(bad(format!(
-            "spans per span set exceeds {MAX_SPANS_PER_SPAN_SET}. received {spss}"
-        )));
+    let max_spss = bounds.max_spans_per_span_set;
+    if spss > max_spss {
+        return Err(bad(format!("spans per span set exceeds {max_spss}. received {spss}")));
     }
     let every_span = tracehouse_sql::traceql::MAX_SPSS;
     Ok((limit, if spss == 0 { every_span } else { spss }))
@@ -283,7 +280,7 @@ pub async fn search(
     tenant: &str,
     params: &HashMap<String, String>,
 ) -> Result<SearchResponse, ApiError> {
-    let request = request_of(params)?;
+    let request = request_of(params, state.limits)?;
     let outcome = state
         .engine
         .traceql_search(tenant, &request)
@@ -338,7 +335,9 @@ mod tests {
 
     #[test]
     fn limits_are_taken_as_tempo_takes_them() {
-        let limits = |pairs: &[(&str, &str)]| limits_of(&params(pairs)).map_err(|e| (e.0.as_u16(), e.1));
+        let limits = |pairs: &[(&str, &str)]| {
+            limits_of(&params(pairs), SearchLimits::default()).map_err(|e| (e.0.as_u16(), e.1))
+        };
         assert_eq!(limits(&[]), Ok((20, 3)));
         assert_eq!(limits(&[("limit", "100000"), ("spss", "100")]), Ok((100_000, 100)));
         assert_eq!(
@@ -361,16 +360,27 @@ mod tests {
     }
 
     #[test]
-    fn by_labels_become_spanset_attributes() {
-        let attrs = label_attributes("by(resource.service.name)=cart, by(span.x)=1");
+    fn spanset_attributes_keep_their_types() {
+        let hit = SpansetHit {
+            label: r#"[["by(span.code)",200],["by(span.flag)",null],["avg(duration)","1.5s"],["avg(span.x)",2.0]]"#
+                .into(),
+            matched: 1,
+            spans: Vec::new(),
+        };
+        let attrs = spanset(&hit).attributes;
         let kv: Vec<_> = attrs
             .iter()
-            .map(|a| match a.value.as_ref().and_then(|v| v.value.as_ref()) {
-                Some(any_value::Value::StringValue(v)) => (a.key.as_str(), v.as_str()),
-                other => panic!("not a string value: {other:?}"),
-            })
+            .map(|a| (a.key.as_str(), a.value.as_ref().and_then(|v| v.value.clone())))
             .collect();
-        assert_eq!(kv, vec![("by(resource.service.name)", "cart"), ("by(span.x)", "1")]);
-        assert!(label_attributes("").is_empty());
+        use any_value::Value::*;
+        assert_eq!(
+            kv,
+            vec![
+                ("by(span.code)", Some(IntValue(200))),
+                ("by(span.flag)", Some(StringValue("nil".into()))),
+                ("avg(duration)", Some(StringValue("1.5s".into()))),
+                ("avg(span.x)", Some(DoubleValue(2.0))),
+            ]
+        );
     }
 }

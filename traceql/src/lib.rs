@@ -4,7 +4,9 @@
 //! Architecture invariant: pure; no I/O and no dependency on the warehouse. The planner takes
 //! the spans table as a `LogicalPlan` and returns a `LogicalPlan`; running it is the caller's.
 
+pub mod array;
 pub mod ast;
+pub mod label;
 pub mod lexer;
 pub mod parser;
 pub mod plan;

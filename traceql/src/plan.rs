@@ -35,11 +35,13 @@ use datafusion::functions_nested::expr_fn::cardinality;
 use datafusion::functions_window::expr_fn::row_number;
 use datafusion::logical_expr::{
     AggregateUDF, Expr, ExprFunctionExt, LogicalPlan, LogicalPlanBuilder, Operator, SortExpr, WindowFrame,
-    WindowFrameBound, WindowFrameUnits, WindowFunctionDefinition, binary_expr, cast, col, expr::WindowFunction, lit,
-    not, when,
+    WindowFrameBound, WindowFrameUnits, WindowFunctionDefinition, binary_expr, cast, col, expr::TryCast,
+    expr::WindowFunction, lit, not, when,
 };
 
+use crate::array;
 use crate::ast::*;
+use crate::label::{self, ValueKind};
 use crate::validate::{Type, parent_intrinsic, type_of};
 use crate::{Error, Result};
 
@@ -390,6 +392,12 @@ enum Val {
     Typed(Expr, Type),
     /// An attribute value struct, and a dedicated text column holding the same string.
     Attr(Expr, Option<Expr>),
+    /// A number whose kind is known only per span (arithmetic on attributes): `int` holds it
+    /// where it is an integer, `float` always holds it as a double.
+    Num {
+        int: Expr,
+        float: Expr,
+    },
     Nil,
 }
 
@@ -790,7 +798,10 @@ impl<'a> Planner<'a> {
         let is_a = col("is_a").eq(lit(1i64));
         let is_b = col("is_b").eq(lit(1i64));
         let keep = if negated {
-            is_b.and(not(coalesce(vec![b_related, lit(false)])))
+            // As in Tempo, a span cut off from the root (no place in the tree) is not
+            // returned by a negated relation either.
+            let placed = col("l").is_not_null();
+            is_b.and(placed).and(not(coalesce(vec![b_related, lit(false)])))
         } else if union {
             is_b.and(b_related).or(is_a.and(a_related))
         } else {
@@ -837,12 +848,7 @@ impl<'a> Planner<'a> {
             Stage::ScalarFilter(f) => self.scalar_filter_stage(f, input),
             Stage::By(e) => {
                 let (rel, value) = self.with_values(input, std::slice::from_ref(e), true)?;
-                let label = concat(vec![lit(format!("by({e})=")), text_of(value[0].clone())]);
-                let grp = when(col("__kg").eq(lit("")), label.clone()).otherwise(concat(vec![
-                    col("__kg"),
-                    lit(", "),
-                    label,
-                ]))?;
+                let grp = labelled(col("__kg"), &format!("by({})", tempo_text(e)), value[0].clone());
                 Ok(LogicalPlanBuilder::from(rel)
                     .project(vec![
                         col("__kt").alias(TRACE_ID),
@@ -882,16 +888,26 @@ impl<'a> Planner<'a> {
             q(&k, SPAN_ID).alias("__ks"),
             q(&k, GRP).alias("__kg"),
         ];
-        let mut kinds = Vec::new();
+        let mut vals = Vec::new();
         for (i, e) in exprs.iter().enumerate() {
-            let (expr, kind) = match self.lower_value_any(e)? {
-                Val::Typed(x, t) => (x, Some(t)),
-                Val::Attr(_, Some(dedicated)) if as_text => (dedicated, Some(Type::Str)),
-                Val::Attr(x, _) => (x, None),
-                Val::Nil => (lit(ScalarValue::Null), Some(Type::Nil)),
+            let name = format!("__v{i}");
+            let (expr, val) = match self.lower_value_any(e)? {
+                Val::Typed(x, t) => (x, Val::Typed(col(&name), t)),
+                Val::Attr(_, Some(dedicated)) if as_text => (dedicated, Val::Typed(col(&name), Type::Str)),
+                Val::Attr(x, _) => (x, Val::Attr(col(&name), None)),
+                Val::Num { int, float } => {
+                    let int_name = format!("__v{i}_int");
+                    projection.push(int.alias(&int_name));
+                    let val = Val::Num {
+                        int: col(int_name),
+                        float: col(&name),
+                    };
+                    (float, val)
+                }
+                Val::Nil => (lit(ScalarValue::Null), Val::Typed(col(&name), Type::Nil)),
             };
-            projection.push(expr.alias(format!("__v{i}")));
-            kinds.push(kind);
+            projection.push(expr.alias(name));
+            vals.push(val);
         }
         let rel = LogicalPlanBuilder::from(keys)
             .alias(&k)?
@@ -902,14 +918,6 @@ impl<'a> Planner<'a> {
             )?
             .project(projection)?
             .build()?;
-        let vals = kinds
-            .into_iter()
-            .enumerate()
-            .map(|(i, kind)| match kind {
-                Some(t) => Val::Typed(col(format!("__v{i}")), t),
-                None => Val::Attr(col(format!("__v{i}")), None),
-            })
-            .collect();
         Ok((rel, vals))
     }
 
@@ -939,13 +947,21 @@ impl<'a> Planner<'a> {
             }
         }
         let mut agg_exprs = Vec::new();
+        let mut grp = col("__kg");
         for (i, a) in distinct.iter().enumerate() {
-            let v = a
-                .arg
-                .as_ref()
-                .and_then(|arg| args.iter().position(|x| x == arg))
-                .map(|at| numeric(vals[at].clone()));
-            agg_exprs.push(window_aggregate(a.func, v, part.clone())?.alias(format!("__a{i}")));
+            let at = a.arg.as_ref().and_then(|arg| args.iter().position(|x| x == arg));
+            let val = at.map(|at| (at, vals[at].clone()));
+            let (windows, value) = aggregate_windows(a, i, val, &part)?;
+            // A window an argument shares between aggregates is computed once.
+            for w in windows {
+                if !agg_exprs
+                    .iter()
+                    .any(|e: &Expr| e.schema_name().to_string() == w.schema_name().to_string())
+                {
+                    agg_exprs.push(w);
+                }
+            }
+            grp = labelled(grp, &label_name(a), value);
         }
         let cond = self.lower_scalar_cmp(f, &mut |a| {
             let at = distinct.iter().position(|d| *d == a).unwrap_or_default();
@@ -957,7 +973,7 @@ impl<'a> Planner<'a> {
             .project(vec![
                 col("__kt").alias(TRACE_ID),
                 col("__ks").alias(SPAN_ID),
-                col("__kg").alias(GRP),
+                grp.alias(GRP),
             ])?
             .distinct()?
             .build()?)
@@ -1085,26 +1101,70 @@ impl<'a> Planner<'a> {
         match e {
             FieldExpr::Binary(BinOp::And, a, b) => Ok(self.lower_bool(a, negated)?.and(self.lower_bool(b, negated)?)),
             FieldExpr::Binary(BinOp::Or, a, b) => Ok(self.lower_bool(a, negated)?.or(self.lower_bool(b, negated)?)),
-            FieldExpr::Unary(UnaryOp::Not, a) => Ok(not(self.lower_bool(a, true)?)),
-            leaf => {
-                // An unscoped attribute matches a span attribute or a resource attribute:
-                // the leaf holds if it holds for either (for `= nil`, absent from both).
-                let variants = expand_unscoped(leaf);
-                let absent = matches!(leaf, FieldExpr::Binary(BinOp::Cmp(CmpOp::Eq), a, b)
-                    if matches!(**a, FieldExpr::Static(Static::Nil)) || matches!(**b, FieldExpr::Static(Static::Nil)));
-                let mut out: Option<Expr> = None;
-                for v in &variants {
-                    let x = self.lower_leaf(v)?;
-                    let x = if negated { coalesce(vec![x, lit(false)]) } else { x };
-                    out = Some(match out {
-                        None => x,
-                        Some(acc) if absent => acc.and(x),
-                        Some(acc) => acc.or(x),
-                    });
-                }
-                Ok(out.expect("at least one variant"))
+            // `!x` of a value holds where it is the boolean false (a missing value is nil,
+            // neither true nor false, as in Tempo).
+            FieldExpr::Unary(UnaryOp::Not, a) if matches!(**a, FieldExpr::Attribute(_)) => {
+                self.either_scope(a, false, |this, v| {
+                    Ok(match this.lower_value(v)? {
+                        Val::Attr(x, _) => get_field(x, "bool").is_false(),
+                        Val::Typed(x, Type::Bool) => x.is_false(),
+                        _ => lit(false),
+                    })
+                })
             }
+            FieldExpr::Unary(UnaryOp::Not, a) => Ok(not(self.lower_bool(a, true)?)),
+            // An unscoped attribute is the span's when the span has it, else the resource's,
+            // as in Tempo (so `.x = nil` holds where the span lacks `x`).
+            leaf => self.either_scope(leaf, negated, |this, v| this.lower_leaf(v)),
         }
+    }
+
+    /// `lower` of each copy of `e` with its unscoped attributes read from the span or the
+    /// resource ([`expand_unscoped`]), each holding only where the span lacks the attributes
+    /// it reads from the resource, joined by OR; `negated` reads a missing value as false.
+    fn either_scope(
+        &self,
+        e: &FieldExpr,
+        negated: bool,
+        lower: impl Fn(&Self, &FieldExpr) -> Result<Expr>,
+    ) -> Result<Expr> {
+        let mut out: Option<Expr> = None;
+        for (v, span_lacks) in expand_unscoped(e) {
+            let read = lower(self, &v)?;
+            let mut x = read.clone();
+            for a in &span_lacks {
+                x = x.and(self.span_lacks(a, &read)?);
+            }
+            let x = if negated { coalesce(vec![x, lit(false)]) } else { x };
+            out = Some(match out {
+                None => x,
+                Some(acc) => acc.or(x),
+            });
+        }
+        Ok(out.expect("at least one variant"))
+    }
+
+    /// That the span has no value of attribute `a` (span-scoped) of the kinds `read` reads of
+    /// the resource's: `str` of a string comparison, `int` and `double` of a number's, the
+    /// whole value of `= nil`. Reading only those fields keeps map reads narrow; a span whose
+    /// attribute has another type than its resource's then reads as lacking it.
+    fn span_lacks(&self, a: &Attribute, read: &Expr) -> Result<Expr> {
+        let resource = Attribute {
+            scope: AttrScope::Resource,
+            ..a.clone()
+        };
+        let (Val::Attr(span, _), Val::Attr(resource, dedicated)) = (self.attribute(a)?, self.attribute(&resource)?)
+        else {
+            return plan_err("internal: attributes lower to attribute values");
+        };
+        let (fields, whole) = fields_read(read, &resource);
+        let fields = match (fields.is_empty(), whole, dedicated.is_some()) {
+            (true, false, true) => vec!["str".to_string()],
+            (true, _, _) | (_, true, _) => return Ok(span.is_null()),
+            (false, false, _) => fields,
+        };
+        let absent = fields.into_iter().map(|f| get_field(span.clone(), f).is_null());
+        Ok(absent.reduce(Expr::and).expect("a field"))
     }
 
     fn lower_leaf(&self, e: &FieldExpr) -> Result<Expr> {
@@ -1122,25 +1182,33 @@ impl<'a> Planner<'a> {
                 } else {
                     Operator::RegexNotMatch
                 };
-                Ok(binary_expr(l, operator, pattern))
+                let elements = match (self.lower_value(a)?, &pattern) {
+                    (Val::Attr(x, None), Expr::Literal(..)) => {
+                        Some(array::any_element(get_field(x, "array"), operator, pattern.clone()))
+                    }
+                    _ => None,
+                };
+                let scalar = binary_expr(l, operator, pattern);
+                Ok(elements.map_or(scalar.clone(), |e| scalar.or(e)))
             }
             other => match self.lower_value(other)? {
                 Val::Attr(v, _) => Ok(get_field(v, "bool").is_true()),
                 Val::Typed(x, Type::Bool) => Ok(x),
-                Val::Typed(x, _) => Ok(x.is_not_null().and(lit(false))),
+                Val::Typed(x, _) | Val::Num { float: x, .. } => Ok(x.is_not_null().and(lit(false))),
                 Val::Nil => Ok(lit(false)),
             },
         }
     }
 
     fn compare(&self, op: CmpOp, a: &FieldExpr, b: &FieldExpr) -> Result<Expr> {
-        let (l, r) = (self.lower_value(a)?, self.lower_value(b)?);
+        let (a, b) = (padded_trace_id(a, b), padded_trace_id(b, a));
+        let (l, r) = (self.lower_value(&a)?, self.lower_value(&b)?);
         let operator = cmp_operator(op);
         Ok(match (l, r) {
             (Val::Nil, Val::Nil) => lit(matches!(op, CmpOp::Eq | CmpOp::Lte | CmpOp::Gte)),
             (Val::Nil, other) | (other, Val::Nil) => {
                 let x = match other {
-                    Val::Typed(x, _) | Val::Attr(x, _) => x,
+                    Val::Typed(x, _) | Val::Attr(x, _) | Val::Num { float: x, .. } => x,
                     Val::Nil => unreachable!(),
                 };
                 if op == CmpOp::Eq { x.is_null() } else { x.is_not_null() }
@@ -1157,6 +1225,7 @@ impl<'a> Planner<'a> {
             (Val::Attr(x, dedicated), Val::Typed(y, t)) => attr_vs(x, dedicated, y, t, operator),
             (Val::Typed(y, t), Val::Attr(x, dedicated)) => attr_vs(x, dedicated, y, t, flip(operator)),
             (Val::Typed(x, _), Val::Typed(y, _)) => binary_expr(x, operator, y),
+            (l, r) => numbers_compared(l, operator, r),
         })
     }
 
@@ -1198,16 +1267,22 @@ impl<'a> Planner<'a> {
                 Some(i) => Val::Typed(intrinsic("p", i)?, t),
                 None => self.attribute(a)?,
             },
-            FieldExpr::Unary(UnaryOp::Neg, a) => {
-                Val::Typed(Expr::Negative(Box::new(numeric(self.lower_value_any(a)?))), t)
-            }
+            FieldExpr::Unary(UnaryOp::Neg, a) => match self.lower_value_any(a)? {
+                v @ (Val::Attr(..) | Val::Num { .. }) => {
+                    let (int, float) = number_parts(v);
+                    Val::Num {
+                        int: Expr::Negative(Box::new(int.unwrap_or_else(|| lit(ScalarValue::Int64(None))))),
+                        float: Expr::Negative(Box::new(float)),
+                    }
+                }
+                v => Val::Typed(Expr::Negative(Box::new(numeric(v))), t),
+            },
             FieldExpr::Unary(UnaryOp::Not, _)
             | FieldExpr::Binary(BinOp::And | BinOp::Or | BinOp::Cmp(_) | BinOp::Regex | BinOp::NotRegex, ..) => {
                 Val::Typed(self.lower_bool(e, false)?, Type::Bool)
             }
             FieldExpr::Binary(BinOp::Arith(op), a, b) => {
-                let (x, y) = (numeric(self.lower_value_any(a)?), numeric(self.lower_value_any(b)?));
-                Val::Typed(arith(*op, x, y), t)
+                arithmetic(*op, self.lower_value_any(a)?, self.lower_value_any(b)?, t)
             }
         })
     }
@@ -1311,8 +1386,9 @@ fn intrinsic(rel: &str, i: Intrinsic) -> Result<Expr> {
         Intrinsic::ParentId => coalesce(vec![q(rel, "parent_span_id"), lit("")]),
         Intrinsic::TraceId => q(rel, TRACE_ID),
         Intrinsic::TraceDuration => q("t", out::TRACE_DURATION),
-        Intrinsic::RootName => q("t", out::ROOT_NAME),
-        Intrinsic::RootService => q("t", out::ROOT_SERVICE),
+        // A trace whose root never arrived has empty root names, as in Tempo.
+        Intrinsic::RootName => coalesce(vec![q("t", out::ROOT_NAME), lit("")]),
+        Intrinsic::RootService => coalesce(vec![q("t", out::ROOT_SERVICE), lit("")]),
         Intrinsic::EventName => get_field(q(rel, "events"), "name"),
         Intrinsic::EventTimeSinceStart => {
             get_field(q(rel, "events"), "time_unix_nano") - q(rel, "start_time_unix_nano")
@@ -1329,31 +1405,81 @@ fn intrinsic(rel: &str, i: Intrinsic) -> Result<Expr> {
     })
 }
 
+/// `e`, or when it is a text compared with a trace id (`other`), that text as stored: Tempo
+/// prints trace ids without their leading zeros and accepts them either way, in either case.
+fn padded_trace_id(e: &FieldExpr, other: &FieldExpr) -> FieldExpr {
+    let is_trace_id = matches!(other, FieldExpr::Intrinsic(Intrinsic::TraceId | Intrinsic::LinkTraceId));
+    match e {
+        FieldExpr::Static(Static::Str(id))
+            if is_trace_id && !id.is_empty() && id.len() <= 32 && id.bytes().all(|c| c.is_ascii_hexdigit()) =>
+        {
+            FieldExpr::Static(Static::Str(format!("{:0>32}", id.to_ascii_lowercase())))
+        }
+        other => other.clone(),
+    }
+}
+
+/// The fields `e` reads of the attribute value `value` (`get_field(value, 'str')`), and whether
+/// it also reads the value whole.
+fn fields_read(e: &Expr, value: &Expr) -> (Vec<String>, bool) {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    let (mut fields, mut whole) = (Vec::new(), false);
+    let _ = e.apply(|node| {
+        if node == value {
+            whole = true;
+            return Ok(TreeNodeRecursion::Jump);
+        }
+        if let Expr::ScalarFunction(f) = node
+            && f.func.name() == "get_field"
+            && let [inner, Expr::Literal(ScalarValue::Utf8(Some(field)), _)] = f.args.as_slice()
+            && inner == value
+        {
+            if !fields.contains(field) {
+                fields.push(field.clone());
+            }
+            return Ok(TreeNodeRecursion::Jump);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    (fields, whole)
+}
+
 /// Copies of a boolean leaf with each unscoped attribute read as a span, then a resource,
-/// attribute (every combination; at most 16).
-fn expand_unscoped(e: &FieldExpr) -> Vec<FieldExpr> {
-    fn go(e: &FieldExpr) -> Vec<FieldExpr> {
+/// attribute (every combination; at most 16), each with the span attributes it read as
+/// resource attributes: that copy holds only where the span lacks them (Tempo reads an
+/// unscoped attribute from the span when the span has it, else from the resource).
+fn expand_unscoped(e: &FieldExpr) -> Vec<(FieldExpr, Vec<Attribute>)> {
+    type Variants = Vec<(FieldExpr, Vec<Attribute>)>;
+    fn go(e: &FieldExpr) -> Variants {
         match e {
             FieldExpr::Attribute(a) if a.scope == AttrScope::Unscoped && parent_intrinsic(a).is_none() => {
-                [AttrScope::Span, AttrScope::Resource]
-                    .into_iter()
-                    .map(|scope| FieldExpr::Attribute(Attribute { scope, ..a.clone() }))
-                    .collect()
+                let scoped = |scope| Attribute { scope, ..a.clone() };
+                vec![
+                    (FieldExpr::Attribute(scoped(AttrScope::Span)), Vec::new()),
+                    (
+                        FieldExpr::Attribute(scoped(AttrScope::Resource)),
+                        vec![scoped(AttrScope::Span)],
+                    ),
+                ]
             }
             FieldExpr::Binary(op, a, b) => {
                 let (la, lb) = (go(a), go(b));
                 let mut out = Vec::new();
-                for x in &la {
-                    for y in &lb {
+                for (x, xs) in &la {
+                    for (y, ys) in &lb {
                         if out.len() < 16 {
-                            out.push(FieldExpr::Binary(*op, Box::new(x.clone()), Box::new(y.clone())));
+                            let binary = FieldExpr::Binary(*op, Box::new(x.clone()), Box::new(y.clone()));
+                            out.push((binary, xs.iter().chain(ys).cloned().collect()));
                         }
                     }
                 }
                 out
             }
-            FieldExpr::Unary(op, a) => go(a).into_iter().map(|x| FieldExpr::Unary(*op, Box::new(x))).collect(),
-            other => vec![other.clone()],
+            FieldExpr::Unary(op, a) => go(a)
+                .into_iter()
+                .map(|(x, absent)| (FieldExpr::Unary(*op, Box::new(x)), absent))
+                .collect(),
+            other => vec![(other.clone(), Vec::new())],
         }
     }
     go(e)
@@ -1380,22 +1506,108 @@ fn flip(op: Operator) -> Operator {
     }
 }
 
-/// `attr op value`, reading the attribute as the value's type.
+/// `attr op value`, reading the attribute as the value's type; an array attribute holds it
+/// when some element does ([`crate::array`]).
 fn attr_vs(attr: Expr, dedicated: Option<Expr>, value: Expr, t: Type, op: Operator) -> Expr {
-    match t {
+    // An attribute with a dedicated column (`service.name`, `http.route`, ...) is compared there
+    // alone: those columns hold single values.
+    let elements = matches!(t, Type::Str | Type::Int | Type::Float | Type::Bool)
+        && matches!(value, Expr::Literal(..))
+        && dedicated.is_none();
+    let elements = elements.then(|| array::any_element(get_field(attr.clone(), "array"), op, value.clone()));
+    let scalar = match t {
         Type::Str | Type::Status | Type::Kind => {
             let s = dedicated.unwrap_or_else(|| get_field(attr, "str"));
             binary_expr(s, op, value)
         }
         Type::Bool => binary_expr(get_field(attr, "bool"), op, value),
+        // An integer attribute compares as an integer (exact beyond 2^53), a double as a double.
+        Type::Int => coalesce(vec![
+            binary_expr(get_field(attr.clone(), "int"), op, value.clone()),
+            binary_expr(get_field(attr, "double"), op, cast(value, DataType::Float64)),
+        ]),
         _ => binary_expr(numeric(Val::Attr(attr, None)), op, cast(value, DataType::Float64)),
+    };
+    match elements {
+        Some(e) => scalar.or(e),
+        None => scalar,
+    }
+}
+
+/// A value as a number: its integer form where it is an integer, and its double form.
+fn number_parts(v: Val) -> (Option<Expr>, Expr) {
+    match v {
+        Val::Typed(x, Type::Int | Type::Duration) => (Some(x.clone()), cast(x, DataType::Float64)),
+        Val::Typed(x, _) => (None, cast(x, DataType::Float64)),
+        Val::Attr(x, _) => (Some(get_field(x.clone(), "int")), numeric(Val::Attr(x, None))),
+        Val::Num { int, float } => (Some(int), float),
+        Val::Nil => (None, lit(ScalarValue::Float64(None))),
+    }
+}
+
+/// `l op r` of two numbers at least one of which has its kind known only per span: as
+/// integers where both are integers, else as doubles.
+fn numbers_compared(l: Val, op: Operator, r: Val) -> Expr {
+    let ((li, lf), (ri, rf)) = (number_parts(l), number_parts(r));
+    let as_float = binary_expr(lf, op, rf);
+    match (li, ri) {
+        (Some(a), Some(b)) => coalesce(vec![binary_expr(a, op, b), as_float]),
+        _ => as_float,
+    }
+}
+
+/// `a op b` as Tempo computes it: integer by integer is integer arithmetic (division
+/// truncates, a zero divisor gives nil), anything else is double arithmetic. `t` is the
+/// static type of the result.
+fn arithmetic(op: ArithOp, a: Val, b: Val, t: Type) -> Val {
+    let ((ai, af), (bi, bf)) = (number_parts(a), number_parts(b));
+    let both_int = ai
+        .clone()
+        .zip(bi.clone())
+        .map(|(x, y)| x.is_not_null().and(y.is_not_null()));
+    let int = ai.zip(bi).map(|(x, y)| integer_arith(op, x, y));
+    let float = arith(op, af, bf);
+    let whole = |f: Expr| Expr::TryCast(TryCast::new(Box::new(f), DataType::Int64));
+    match (t, int, both_int) {
+        (Type::Int, Some(int), _) => Val::Typed(int, t),
+        (Type::Duration, Some(int), _) => Val::Typed(coalesce(vec![int, whole(float)]), t),
+        (Type::Duration, None, _) => Val::Typed(whole(float), t),
+        (Type::Number, Some(int), Some(both)) => Val::Num {
+            float: when(both, cast(int.clone(), DataType::Float64))
+                .otherwise(float)
+                .unwrap_or_else(|e| lit(e.to_string())),
+            int,
+        },
+        _ => Val::Typed(float, Type::Float),
+    }
+}
+
+/// Integer `x op y`: wrapping as in Go; a zero divisor gives null (Tempo fails the span), and
+/// `x ^ y` is the integer part of the power.
+fn integer_arith(op: ArithOp, x: Expr, y: Expr) -> Expr {
+    let guarded = |on_minus_one: Expr, result: Expr| {
+        when(y.clone().eq(lit(0i64)), lit(ScalarValue::Int64(None)))
+            .when(y.clone().eq(lit(-1i64)), on_minus_one)
+            .otherwise(result)
+            .unwrap_or_else(|e| lit(e.to_string()))
+    };
+    match op {
+        ArithOp::Add => x + y,
+        ArithOp::Sub => x - y,
+        ArithOp::Mul => x * y,
+        ArithOp::Div => guarded(Expr::Negative(Box::new(x.clone())), x / y.clone()),
+        ArithOp::Mod => guarded(lit(0i64), x % y.clone()),
+        ArithOp::Pow => Expr::TryCast(TryCast::new(
+            Box::new(power(cast(x, DataType::Float64), cast(y, DataType::Float64))),
+            DataType::Int64,
+        )),
     }
 }
 
 /// A value as a number: attributes read their int (as a double) or double.
 fn numeric(v: Val) -> Expr {
     match v {
-        Val::Typed(x, _) => x,
+        Val::Typed(x, _) | Val::Num { float: x, .. } => x,
         Val::Attr(x, _) => coalesce(vec![
             cast(get_field(x.clone(), "int"), DataType::Float64),
             get_field(x, "double"),
@@ -1408,24 +1620,21 @@ fn numeric(v: Val) -> Expr {
 fn string_of(v: Val) -> Expr {
     match v {
         Val::Typed(x, _) => x,
+        Val::Num { float, .. } => cast(float, DataType::Utf8),
         Val::Attr(x, dedicated) => dedicated.unwrap_or_else(|| get_field(x, "str")),
         Val::Nil => lit(ScalarValue::Utf8(None)),
     }
 }
 
-/// A value as a label for `by()`: `nil` when absent.
-fn text_of(v: Val) -> Expr {
-    let x = match v {
-        Val::Typed(x, _) => cast(x, DataType::Utf8),
-        Val::Attr(x, _) => coalesce(vec![
-            get_field(x.clone(), "str"),
-            cast(get_field(x.clone(), "int"), DataType::Utf8),
-            cast(get_field(x.clone(), "double"), DataType::Utf8),
-            cast(get_field(x, "bool"), DataType::Utf8),
-        ]),
-        Val::Nil => lit(ScalarValue::Utf8(None)),
-    };
-    coalesce(vec![x, lit("nil")])
+/// `label` with the spanset attribute `name` = `v` appended, typed as Tempo types it
+/// (see [`crate::label`]); an absent value is Tempo's nil.
+fn labelled(label: Expr, name: &str, v: Val) -> Expr {
+    match v {
+        Val::Typed(x, Type::Duration) => label::append(label, name, x, ValueKind::Duration, None),
+        Val::Num { int, float } => label::append(label, name, float, ValueKind::Number, Some(int)),
+        Val::Typed(x, _) | Val::Attr(x, _) => label::append(label, name, x, ValueKind::Plain, None),
+        Val::Nil => label::append(label, name, lit(ScalarValue::Null), ValueKind::Plain, None),
+    }
 }
 
 fn arith(op: ArithOp, x: Expr, y: Expr) -> Expr {
@@ -1462,6 +1671,83 @@ fn window_aggregate(func: AggFunc, value: Option<Expr>, partition: Vec<Expr>) ->
         AggFunc::Sum => (sum_udaf(), v()),
     };
     window(udaf, arg, partition, vec![], None)
+}
+
+/// The window expressions of the `i`th aggregate of a scalar filter stage over `partition`
+/// (its value as `__a{i}`), and its value typed as Tempo types it for the spanset's
+/// attributes: `count()` an integer, aggregates of durations durations (`avg` truncated to
+/// whole nanoseconds, as Tempo divides them), of attributes integers where every value was
+/// one (but `avg`, a double), else doubles.
+fn aggregate_windows(
+    a: &Aggregate,
+    i: usize,
+    arg: Option<(usize, Val)>,
+    partition: &[Expr],
+) -> Result<(Vec<Expr>, Val)> {
+    let name = format!("__a{i}");
+    let (at, val) = match arg {
+        Some((at, v)) => (at, Some(v)),
+        None => (0, None),
+    };
+    let value = window_aggregate(a.func, val.clone().map(numeric), partition.to_vec())?.alias(&name);
+    let typed = |t| Val::Typed(col(&name), t);
+    Ok(match (a.func, val) {
+        (AggFunc::Count, _) => (vec![value], typed(Type::Int)),
+        (AggFunc::Avg, Some(Val::Typed(_, Type::Duration))) => (
+            vec![value],
+            Val::Typed(cast(col(&name), DataType::Int64), Type::Duration),
+        ),
+        (AggFunc::Avg, _) => (vec![value], typed(Type::Float)),
+        (_, Some(Val::Typed(_, t))) => (vec![value], typed(t)),
+        (func, Some(v @ (Val::Attr(..) | Val::Num { .. }))) => {
+            let (int, float) = number_parts(v);
+            let int = int.unwrap_or_else(|| lit(ScalarValue::Int64(None)));
+            let (int_name, doubles) = (format!("{name}_int"), format!("__v{at}_doubles"));
+            // Values that are numbers but not integers.
+            let non_int = when(int.clone().is_null(), float).end()?;
+            let windows = vec![
+                value,
+                window_aggregate(func, Some(int), partition.to_vec())?.alias(&int_name),
+                window(count_udaf(), non_int, partition.to_vec(), vec![], None)?.alias(&doubles),
+            ];
+            let int = when(col(&doubles).eq(lit(0i64)), col(&int_name)).end()?;
+            (windows, Val::Num { int, float: col(&name) })
+        }
+        (_, _) => (vec![value], typed(Type::Float)),
+    })
+}
+
+/// An aggregate's name as Tempo writes it in a spanset's attributes: `avg(duration)`, with
+/// intrinsics unscoped where they have an unscoped name.
+fn label_name(a: &Aggregate) -> String {
+    match &a.arg {
+        Some(arg) => format!("{}({})", a.func.name(), tempo_text(arg)),
+        None => a.to_string(),
+    }
+}
+
+/// A field expression as Tempo prints it in spanset attributes.
+fn tempo_text(e: &FieldExpr) -> String {
+    match e {
+        FieldExpr::Intrinsic(i) => unscoped_spelling(*i).to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// How Tempo prints an intrinsic: `duration`, `name`, `status`, ... where an unscoped name
+/// exists, else its scoped form.
+fn unscoped_spelling(i: Intrinsic) -> &'static str {
+    match i {
+        Intrinsic::Duration => "duration",
+        Intrinsic::Name => "name",
+        Intrinsic::Status => "status",
+        Intrinsic::StatusMessage => "statusMessage",
+        Intrinsic::Kind => "kind",
+        Intrinsic::TraceDuration => "traceDuration",
+        Intrinsic::RootName => "rootName",
+        Intrinsic::RootService => "rootServiceName",
+        other => other.spelling(),
+    }
 }
 
 fn collect_aggregates<'e>(e: &'e ScalarExpr, out: &mut Vec<&'e Aggregate>) {

@@ -198,6 +198,11 @@ fn compare_types(op: CmpOp, a: &FieldExpr, ta: Type, b: &FieldExpr, tb: Type) ->
         ))
     };
     if ta == Type::Nil || tb == Type::Nil {
+        let other = if ta == Type::Nil { b } else { a };
+        // As in Tempo: `intrinsic = nil` is refused (`!= nil` is not).
+        if op == CmpOp::Eq && matches!(other, FieldExpr::Intrinsic(_)) {
+            return Err(format!("{other}=nil is not valid because intrinsics cannot be nil"));
+        }
         if (ta == Type::Nil && is_never_nil(b)) || (tb == Type::Nil && is_never_nil(a)) {
             let other = if ta == Type::Nil { b } else { a };
             return Err(format!("{other} always has a value; it cannot be compared with nil"));

@@ -77,7 +77,8 @@ fn errors_have_positions_and_say_what_is_wrong() {
         ("{ .a = \"x }", "line 1, col 8: unterminated string"),
         ("{ 1 = \"foo\" }", "line 1, col 3: cannot compare int 1 with string"),
         ("{ true } | by(1)", "line 1, col 15: by(1) must read the span"),
-        ("{ span:status = nil }", "always has a value"),
+        ("{ span:status = nil }", "intrinsics cannot be nil"),
+        ("{ span:status != nil }", "always has a value"),
         ("{ .a =~ \"[\" }", "invalid regular expression"),
         ("{ } | rate() | topk(0)", "positive number"),
     ];

@@ -327,20 +327,25 @@ fn split_condition(wanted: &Wanted<'_>, file_schema: &Schema) -> (Option<SpanCon
     }
 }
 
-/// The leaf of span attributes' double values.
-const SPAN_DOUBLES: [&str; 4] = ["span_attributes", "key_value", "value", "double"];
+/// The leaves of span attributes' double and array values.
+const SPAN_DOUBLES_AND_ARRAYS: [[&str; 4]; 2] = [
+    ["span_attributes", "key_value", "value", "double"],
+    ["span_attributes", "key_value", "value", "array"],
+];
 
-/// Whether no row group of a file holds a double among its span attributes: by its
-/// statistics, their `double` leaf is null throughout.
+/// Whether no row group of a file holds a double or an array among its span attributes: by
+/// its statistics, their `double` and `array` leaves are null throughout.
 fn no_span_doubles(metadata: &ParquetMetaData) -> bool {
     let schema = metadata.file_metadata().schema_descr();
-    let Some(leaf) = (0..schema.num_columns()).find(|&c| schema.column(c).path().parts() == SPAN_DOUBLES) else {
-        return false;
-    };
-    metadata.row_groups().iter().all(|rg| {
-        let chunk = rg.column(leaf);
-        let nulls = chunk.statistics().and_then(|s| s.null_count_opt());
-        nulls.is_some_and(|n| i64::try_from(n).is_ok_and(|n| n == chunk.num_values()))
+    SPAN_DOUBLES_AND_ARRAYS.iter().all(|path| {
+        let Some(leaf) = (0..schema.num_columns()).find(|&c| schema.column(c).path().parts() == path) else {
+            return false;
+        };
+        metadata.row_groups().iter().all(|rg| {
+            let chunk = rg.column(leaf);
+            let nulls = chunk.statistics().and_then(|s| s.null_count_opt());
+            nulls.is_some_and(|n| i64::try_from(n).is_ok_and(|n| n == chunk.num_values()))
+        })
     })
 }
 

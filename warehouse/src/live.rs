@@ -353,6 +353,16 @@ fn value_hashes(batch: &RecordBatch) -> Result<BatchValues> {
             .slice(from, to - from);
         let all = hash_values(&values)?;
         hashes.extend((0..values.len()).filter(|&i| values.is_valid(i)).map(|i| all[i]));
+        // The strings of array values too: a search for `attr = "v"` matches an array with `v`.
+        let arrays = (map.entries().column_by_name("value"))
+            .and_then(|v| v.as_struct_opt())
+            .and_then(|v| v.column_by_name("array"))
+            .and_then(|v| v.as_string_opt::<i32>())
+            .map(|a| a.slice(from, to - from));
+        if let Some(arrays) = arrays.filter(|a| a.null_count() < a.len()) {
+            let elements = array_strings(&arrays);
+            hashes.extend(hash_values(&elements)?);
+        }
         hashes.sort_unstable();
         hashes.dedup();
         hashes.shrink_to_fit();
@@ -360,17 +370,32 @@ fn value_hashes(batch: &RecordBatch) -> Result<BatchValues> {
     Ok(out)
 }
 
-/// Whether the span attributes of `batch` hold no double value.
+/// The string elements of JSON array values (`["a","b"]`).
+fn array_strings(arrays: &StringArray) -> StringArray {
+    let mut out = Vec::new();
+    for text in arrays.iter().flatten() {
+        if let Ok(serde_json::Value::Array(items)) = serde_json::from_str::<serde_json::Value>(text) {
+            out.extend(items.into_iter().filter_map(|i| match i {
+                serde_json::Value::String(s) => Some(s),
+                _ => None,
+            }));
+        }
+    }
+    StringArray::from(out)
+}
+
+/// Whether the span attributes of `batch` hold no double and no array value.
 fn no_span_doubles(batch: &RecordBatch) -> bool {
     let Some(map) = batch.column_by_name("span_attributes").and_then(|c| c.as_map_opt()) else {
         return false;
     };
     let offsets = map.value_offsets();
     let (from, to) = (offsets[0] as usize, offsets[map.len()] as usize);
-    let doubles = (map.entries().column_by_name("value"))
-        .and_then(|v| v.as_struct_opt())
-        .and_then(|v| v.column_by_name("double"));
-    doubles.is_some_and(|d| d.slice(from, to - from).null_count() == to - from)
+    let values = map.entries().column_by_name("value").and_then(|v| v.as_struct_opt());
+    ["double", "array"].iter().all(|field| {
+        let leaf = values.and_then(|v| v.column_by_name(field));
+        leaf.is_some_and(|d| d.slice(from, to - from).null_count() == to - from)
+    })
 }
 
 /// The hash of each of `values`, the same for the same text wherever it is.

@@ -64,8 +64,8 @@ pub fn split(condition: &SpanCondition) -> (Option<SpanCondition>, Option<SpanCo
 
 /// `condition` with the integer values of span attributes that feed a dedicated integer
 /// column first (`span.http.response.status_code`, see [`SPAN_COLUMNS`]) read from that column,
-/// for a file whose span attributes hold no double (`no_doubles`, asked only when a value
-/// would be replaced); `None` when nothing changes.
+/// for a file whose span attributes hold no double and no array (`no_doubles`, asked only when
+/// a value would be replaced); `None` when nothing changes.
 ///
 /// A weaker condition, for reads that check their rows again or only pick candidates: where the
 /// attribute is an integer the column holds it, and without doubles its `double` field is
@@ -87,6 +87,7 @@ pub fn on_dedicated_columns(condition: &SpanCondition, no_doubles: impl FnOnce()
                     Some(Arc::new(Column::new(c.column, index)))
                 }
                 (Some(_), "double") => Some(Arc::new(Literal::new(ScalarValue::Float64(None)))),
+                (Some(_), "array") => Some(Arc::new(Literal::new(ScalarValue::Utf8(None)))),
                 _ => None,
             };
             Ok(match replaced {
@@ -111,6 +112,14 @@ fn integer_comparisons(condition: SpanCondition) -> SpanCondition {
         let Some(b) = e.downcast_ref::<BinaryExpr>() else {
             return Ok(Transformed::no(e));
         };
+        // `x OR NULL` passes the rows `x` passes (a filter drops null as it drops false).
+        if *b.op() == datafusion::logical_expr::Operator::Or {
+            match (always_null(b.left()), always_null(b.right())) {
+                (false, true) => return Ok(Transformed::yes(b.left().clone())),
+                (true, false) => return Ok(Transformed::yes(b.right().clone())),
+                _ => {}
+            }
+        }
         let compared = match (int_column_as_float(b.left()), whole_number(b.right())) {
             (Some(c), Some(v)) => Some((c, *b.op(), v)),
             _ => match (whole_number(b.left()), int_column_as_float(b.right())) {
@@ -129,9 +138,24 @@ fn integer_comparisons(condition: SpanCondition) -> SpanCondition {
     simplified.map_or(condition, |s| s.data)
 }
 
+/// Whether `expr` is null on every row: a null literal, a comparison with one, or an array
+/// comparison (`traceql_array_any`) of a null array.
+fn always_null(expr: &Arc<dyn PhysicalExpr>) -> bool {
+    use datafusion::logical_expr::Operator::{Eq, Gt, GtEq, Lt, LtEq, NotEq};
+    if let Some(l) = expr.downcast_ref::<Literal>() {
+        return l.value().is_null();
+    }
+    if let Some(b) = expr.downcast_ref::<BinaryExpr>() {
+        return matches!(b.op(), Eq | NotEq | Lt | LtEq | Gt | GtEq)
+            && (always_null(b.left()) || always_null(b.right()));
+    }
+    expr.downcast_ref::<ScalarFunctionExpr>()
+        .is_some_and(|f| f.name() == "traceql_array_any" && f.args().first().is_some_and(always_null))
+}
+
 /// `x` of `coalesce(x, NULL...)` or `CASE WHEN x IS NOT NULL THEN x [ELSE NULL] END`.
 fn coalesced_alone(expr: &Arc<dyn PhysicalExpr>) -> Option<Arc<dyn PhysicalExpr>> {
-    let is_null = |e: &Arc<dyn PhysicalExpr>| e.downcast_ref::<Literal>().is_some_and(|l| l.value().is_null());
+    let is_null = always_null;
     if let Some(f) = expr.downcast_ref::<ScalarFunctionExpr>()
         && f.name() == "coalesce"
         && let [first, rest @ ..] = f.args()

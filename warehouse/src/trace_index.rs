@@ -580,10 +580,20 @@ impl TableFiles {
         let Some(columns) = self.footers.leaf_columns(builder.parquet_schema(), leaves) else {
             return Ok(vec![true; row_groups]);
         };
+        // Array values are JSON text in a leaf of their own, outside the bloom filters: a row
+        // group that holds any may hold the value in an array.
+        let array_leaves: Vec<String> = leaves.iter().map(|l| array_leaf(l)).collect();
+        let array_leaves: Vec<&str> = array_leaves.iter().map(String::as_str).collect();
+        let arrays = self.footers.leaf_columns(builder.parquet_schema(), &array_leaves);
         let mut may = Vec::with_capacity(row_groups);
         for row_group in 0..row_groups {
-            let mut any = false;
+            let mut any = arrays
+                .as_ref()
+                .is_none_or(|a| a.iter().any(|&c| leaf_holds_values(builder.metadata(), row_group, c)));
             for &column in &columns {
+                if any {
+                    break;
+                }
                 let filter = self.bloom(&mut builder, file, row_group, column).await?;
                 if filter.is_none_or(|f| f.check(value)) {
                     any = true;
@@ -1000,6 +1010,23 @@ pub fn filter_traces(batch: &RecordBatch, wanted: &HashSet<String>) -> Result<Op
         return Ok(None);
     }
     Ok(Some(filter_record_batch(batch, &mask)?))
+}
+
+/// The leaf holding the array values beside an attribute map's string leaf
+/// (`span_attributes.key_value.value.str` → `...value.array`).
+fn array_leaf(string_leaf: &str) -> String {
+    match string_leaf.strip_suffix(".str") {
+        Some(stem) => format!("{stem}.array"),
+        None => string_leaf.to_string(),
+    }
+}
+
+/// Whether `column` of `row_group` may hold a value (its statistics do not say it is null
+/// throughout).
+fn leaf_holds_values(metadata: &parquet::file::metadata::ParquetMetaData, row_group: usize, column: usize) -> bool {
+    let chunk = metadata.row_group(row_group).column(column);
+    let nulls = chunk.statistics().and_then(|s| s.null_count_opt());
+    !nulls.is_some_and(|n| i64::try_from(n).is_ok_and(|n| n == chunk.num_values()))
 }
 
 #[cfg(test)]

@@ -102,10 +102,16 @@ fn map_value(map: &dyn Array, row: usize, key: &str) -> Option<HitValue> {
     if let Some(c) = field("bool") {
         return Some(HitValue::Bool(c.as_boolean().value(i)));
     }
-    ["array", "kvlist"]
-        .iter()
-        .find_map(|n| field(n))
-        .map(|c| HitValue::Str(c.as_string::<i32>().value(i).to_string()))
+    if let Some(c) = field("array") {
+        let text = c.as_string::<i32>().value(i);
+        return Some(array_value(text).unwrap_or_else(|| HitValue::Str(text.to_string())));
+    }
+    field("kvlist").map(|c| HitValue::Str(c.as_string::<i32>().value(i).to_string()))
+}
+
+/// An array attribute (JSON text) as a typed array value.
+fn array_value(text: &str) -> Option<HitValue> {
+    tracehouse_traceql::label::json_value(text).map(HitValue::from)
 }
 
 /// The name of the output column that carries attribute `name` of `scope` from its dedicated
@@ -144,10 +150,10 @@ fn returned_values(b: &RecordBatch, row: usize, fields: &[FieldExpr]) -> Vec<(St
                     Intrinsic::Kind => ("kind", 15),
                     _ => ("statusMessage", 16),
                 };
-                (
-                    name.to_string(),
-                    opt_str(b.column(col).as_ref(), row).map(HitValue::Str),
-                )
+                let text = opt_str(b.column(col).as_ref(), row);
+                // As in Tempo, a span without a status message has the empty one.
+                let text = text.or_else(|| (name == "statusMessage").then(String::new));
+                (name.to_string(), text.map(HitValue::Str))
             }
             _ => continue,
         };

@@ -39,6 +39,7 @@ use datafusion::error::DataFusionError;
 use datafusion::prelude::SessionContext;
 use tracehouse_traceql::ast::{FieldExpr, Intrinsic, Query, Root, SpansetExpr, Stage, Static};
 use tracehouse_traceql::compile;
+use tracehouse_traceql::label::LabelValue;
 use tracehouse_warehouse::Warehouse;
 use tracehouse_warehouse::id_range::{IdRange, Read, Wanted};
 use tracehouse_warehouse::provider::SnapshotSpans;
@@ -439,6 +440,17 @@ pub struct SpansetHit {
     pub spans: Vec<SpanHit>,
 }
 
+impl SpansetHit {
+    /// The spanset's attributes in the order its pipeline added them: `by()` labels and
+    /// aggregate values, typed (see [`tracehouse_traceql::label`]).
+    pub fn attributes(&self) -> Vec<(String, HitValue)> {
+        tracehouse_traceql::label::entries(&self.label)
+            .into_iter()
+            .map(|(name, value)| (name, HitValue::from(value)))
+            .collect()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct SpanHit {
     pub span_id: String,
@@ -458,6 +470,22 @@ pub enum HitValue {
     Int(i64),
     Double(f64),
     Bool(bool),
+    /// Tempo's nil: the value is absent.
+    Nil,
+    Array(Vec<HitValue>),
+}
+
+impl From<LabelValue> for HitValue {
+    fn from(v: LabelValue) -> Self {
+        match v {
+            LabelValue::Str(s) => Self::Str(s),
+            LabelValue::Int(i) => Self::Int(i),
+            LabelValue::Double(d) => Self::Double(d),
+            LabelValue::Bool(b) => Self::Bool(b),
+            LabelValue::Nil => Self::Nil,
+            LabelValue::Array(items) => Self::Array(items.into_iter().map(Self::from).collect()),
+        }
+    }
 }
 
 /// Fields whose values search returns with each span: the attributes and the status, kind and

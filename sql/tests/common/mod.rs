@@ -15,6 +15,10 @@ use tracehouse_warehouse::{Warehouse, WarehouseConfig};
 pub const TENANT: &str = "single-tenant";
 /// The tenant holding `deep_wide.json`: a 30-deep chain and a 40-wide fan-out.
 pub const DEEP_WIDE: &str = "deep-wide";
+/// The tenant holding `fidelity.json`: array, boolean and two-typed attributes, integers
+/// beyond 2^53, a trace id with leading zeros, a trace whose root never arrived and one with
+/// an orphaned span (the cases on it were checked against Tempo 3.1).
+pub const FIDELITY: &str = "fidelity";
 
 /// One query of `cases.yaml`: its tenant (the fixture tenant when absent), and either the
 /// expected trace and span names or a fragment of the expected error.
@@ -27,6 +31,10 @@ pub struct Case {
     pub expect: Option<BTreeMap<String, Vec<String>>>,
     #[serde(default)]
     pub error: Option<String>,
+    /// The attributes of each trace's spansets (`by()` labels and aggregate values, typed as
+    /// YAML types them: `200` an int, `"200"` a string, `2.0` a float, `~` Tempo's nil).
+    #[serde(default)]
+    pub spansets: Option<BTreeMap<String, Vec<serde_yaml::Mapping>>>,
 }
 
 /// The cases of `cases.yaml`.
@@ -81,13 +89,15 @@ impl Fixture {
                 assert!(warehouse.flush_tenant(&tenant).await.unwrap() > 0);
             }
         }
-        let body = std::fs::read(dir_path("deep_wide.json")).unwrap();
-        let batch = request_to_batch(&parse_request(&body, BodyFormat::Json).unwrap()).unwrap();
-        warehouse.append(DEEP_WIDE, batch).await.unwrap();
-        warehouse
-            .flush_tenant(&warehouse.tenant(DEEP_WIDE).unwrap())
-            .await
-            .unwrap();
+        for (tenant, file) in [(DEEP_WIDE, "deep_wide.json"), (FIDELITY, "fidelity.json")] {
+            let body = std::fs::read(dir_path(file)).unwrap();
+            let batch = request_to_batch(&parse_request(&body, BodyFormat::Json).unwrap()).unwrap();
+            warehouse.append(tenant, batch).await.unwrap();
+            warehouse
+                .flush_tenant(&warehouse.tenant(tenant).unwrap())
+                .await
+                .unwrap();
+        }
         let engine = QueryEngine::new(warehouse.clone(), QueryEngineConfig::default()).unwrap();
         let ids: Ids = serde_yaml::from_str(&std::fs::read_to_string(dir_path("ids.yaml")).unwrap()).unwrap();
         Self {
