@@ -480,24 +480,32 @@ impl Intrinsic {
         Self::NestedSetParent,
     ];
 
+    /// The intrinsics an unscoped word names, with their words.
+    const WORDS: [(&'static str, Self); 13] = [
+        ("duration", Self::Duration),
+        ("name", Self::Name),
+        ("status", Self::Status),
+        ("statusMessage", Self::StatusMessage),
+        ("kind", Self::Kind),
+        ("childCount", Self::ChildCount),
+        ("parent", Self::Parent),
+        ("rootName", Self::RootName),
+        ("rootServiceName", Self::RootService),
+        ("traceDuration", Self::TraceDuration),
+        ("nestedSetLeft", Self::NestedSetLeft),
+        ("nestedSetRight", Self::NestedSetRight),
+        ("nestedSetParent", Self::NestedSetParent),
+    ];
+
     /// The intrinsic an unscoped word names (`duration`, `rootServiceName`, ...).
     pub fn from_word(word: &str) -> Option<Self> {
-        Some(match word {
-            "duration" => Self::Duration,
-            "name" => Self::Name,
-            "status" => Self::Status,
-            "statusMessage" => Self::StatusMessage,
-            "kind" => Self::Kind,
-            "childCount" => Self::ChildCount,
-            "parent" => Self::Parent,
-            "rootName" => Self::RootName,
-            "rootServiceName" => Self::RootService,
-            "traceDuration" => Self::TraceDuration,
-            "nestedSetLeft" => Self::NestedSetLeft,
-            "nestedSetRight" => Self::NestedSetRight,
-            "nestedSetParent" => Self::NestedSetParent,
-            _ => return None,
-        })
+        Self::WORDS.iter().find(|(w, _)| *w == word).map(|(_, i)| *i)
+    }
+
+    /// The unscoped word of the intrinsic, where it has one (as Tempo prints it in spanset
+    /// attributes: `avg(duration)`).
+    pub fn word(self) -> Option<&'static str> {
+        Self::WORDS.iter().find(|(_, i)| *i == self).map(|(w, _)| *w)
     }
 
     /// The intrinsic `scope:name` names.

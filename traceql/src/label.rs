@@ -105,13 +105,14 @@ impl ScalarUDFImpl for LabelUdf {
     }
 }
 
+/// `prior` (a label this function made, or `""`) with one pair added, as text: the label is
+/// not parsed again at each stage.
 fn appended(prior: &str, name: &str, value: Json) -> String {
-    let mut pairs: Vec<Json> = match serde_json::from_str(prior) {
-        Ok(Json::Array(pairs)) => pairs,
-        _ => Vec::new(),
-    };
-    pairs.push(Json::Array(vec![Json::String(name.to_string()), value]));
-    Json::Array(pairs).to_string()
+    let pair = Json::Array(vec![Json::String(name.to_string()), value]).to_string();
+    match prior.strip_suffix(']') {
+        Some(pairs) => format!("{pairs},{pair}]"),
+        None => format!("[{pair}]"),
+    }
 }
 
 fn float_json(v: f64) -> Json {

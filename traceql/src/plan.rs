@@ -1172,7 +1172,7 @@ impl<'a> Planner<'a> {
             FieldExpr::Static(Static::Bool(b)) => Ok(lit(*b)),
             FieldExpr::Binary(BinOp::Cmp(op), a, b) => self.compare(*op, a, b),
             FieldExpr::Binary(op @ (BinOp::Regex | BinOp::NotRegex), a, b) => {
-                let l = string_of(self.lower_value(a)?);
+                let value = self.lower_value(a)?;
                 let pattern = match &**b {
                     FieldExpr::Static(Static::Str(p)) => lit(format!("^(?:{p})$")),
                     other => concat(vec![lit("^(?:"), string_of(self.lower_value(other)?), lit(")$")]),
@@ -1182,14 +1182,19 @@ impl<'a> Planner<'a> {
                 } else {
                     Operator::RegexNotMatch
                 };
-                let elements = match (self.lower_value(a)?, &pattern) {
-                    (Val::Attr(x, None), Expr::Literal(..)) => {
-                        Some(array::any_element(get_field(x, "array"), operator, pattern.clone()))
-                    }
+                let elements = match (&value, &pattern) {
+                    (Val::Attr(x, None), Expr::Literal(..)) => Some(array::any_element(
+                        get_field(x.clone(), "array"),
+                        operator,
+                        pattern.clone(),
+                    )),
                     _ => None,
                 };
-                let scalar = binary_expr(l, operator, pattern);
-                Ok(elements.map_or(scalar.clone(), |e| scalar.or(e)))
+                let scalar = binary_expr(string_of(value), operator, pattern);
+                Ok(match elements {
+                    Some(e) => scalar.or(e),
+                    None => scalar,
+                })
             }
             other => match self.lower_value(other)? {
                 Val::Attr(v, _) => Ok(get_field(v, "bool").is_true()),
@@ -1282,7 +1287,7 @@ impl<'a> Planner<'a> {
                 Val::Typed(self.lower_bool(e, false)?, Type::Bool)
             }
             FieldExpr::Binary(BinOp::Arith(op), a, b) => {
-                arithmetic(*op, self.lower_value_any(a)?, self.lower_value_any(b)?, t)
+                arithmetic(*op, self.lower_value_any(a)?, self.lower_value_any(b)?, t)?
             }
         })
     }
@@ -1559,49 +1564,46 @@ fn numbers_compared(l: Val, op: Operator, r: Val) -> Expr {
 /// `a op b` as Tempo computes it: integer by integer is integer arithmetic (division
 /// truncates, a zero divisor gives nil), anything else is double arithmetic. `t` is the
 /// static type of the result.
-fn arithmetic(op: ArithOp, a: Val, b: Val, t: Type) -> Val {
+fn arithmetic(op: ArithOp, a: Val, b: Val, t: Type) -> Result<Val> {
     let ((ai, af), (bi, bf)) = (number_parts(a), number_parts(b));
     let both_int = ai
         .clone()
         .zip(bi.clone())
         .map(|(x, y)| x.is_not_null().and(y.is_not_null()));
-    let int = ai.zip(bi).map(|(x, y)| integer_arith(op, x, y));
+    let int = ai.zip(bi).map(|(x, y)| integer_arith(op, x, y)).transpose()?;
     let float = arith(op, af, bf);
     let whole = |f: Expr| Expr::TryCast(TryCast::new(Box::new(f), DataType::Int64));
-    match (t, int, both_int) {
+    Ok(match (t, int, both_int) {
         (Type::Int, Some(int), _) => Val::Typed(int, t),
         (Type::Duration, Some(int), _) => Val::Typed(coalesce(vec![int, whole(float)]), t),
         (Type::Duration, None, _) => Val::Typed(whole(float), t),
         (Type::Number, Some(int), Some(both)) => Val::Num {
-            float: when(both, cast(int.clone(), DataType::Float64))
-                .otherwise(float)
-                .unwrap_or_else(|e| lit(e.to_string())),
+            float: when(both, cast(int.clone(), DataType::Float64)).otherwise(float)?,
             int,
         },
         _ => Val::Typed(float, Type::Float),
-    }
+    })
 }
 
 /// Integer `x op y`: wrapping as in Go; a zero divisor gives null (Tempo fails the span), and
 /// `x ^ y` is the integer part of the power.
-fn integer_arith(op: ArithOp, x: Expr, y: Expr) -> Expr {
+fn integer_arith(op: ArithOp, x: Expr, y: Expr) -> Result<Expr> {
     let guarded = |on_minus_one: Expr, result: Expr| {
         when(y.clone().eq(lit(0i64)), lit(ScalarValue::Int64(None)))
             .when(y.clone().eq(lit(-1i64)), on_minus_one)
             .otherwise(result)
-            .unwrap_or_else(|e| lit(e.to_string()))
     };
-    match op {
+    Ok(match op {
         ArithOp::Add => x + y,
         ArithOp::Sub => x - y,
         ArithOp::Mul => x * y,
-        ArithOp::Div => guarded(Expr::Negative(Box::new(x.clone())), x / y.clone()),
-        ArithOp::Mod => guarded(lit(0i64), x % y.clone()),
+        ArithOp::Div => guarded(Expr::Negative(Box::new(x.clone())), x / y.clone())?,
+        ArithOp::Mod => guarded(lit(0i64), x % y.clone())?,
         ArithOp::Pow => Expr::TryCast(TryCast::new(
             Box::new(power(cast(x, DataType::Float64), cast(y, DataType::Float64))),
             DataType::Int64,
         )),
-    }
+    })
 }
 
 /// A value as a number: attributes read their int (as a double) or double.
@@ -1729,24 +1731,8 @@ fn label_name(a: &Aggregate) -> String {
 /// A field expression as Tempo prints it in spanset attributes.
 fn tempo_text(e: &FieldExpr) -> String {
     match e {
-        FieldExpr::Intrinsic(i) => unscoped_spelling(*i).to_string(),
+        FieldExpr::Intrinsic(i) => i.word().unwrap_or(i.spelling()).to_string(),
         other => other.to_string(),
-    }
-}
-
-/// How Tempo prints an intrinsic: `duration`, `name`, `status`, ... where an unscoped name
-/// exists, else its scoped form.
-fn unscoped_spelling(i: Intrinsic) -> &'static str {
-    match i {
-        Intrinsic::Duration => "duration",
-        Intrinsic::Name => "name",
-        Intrinsic::Status => "status",
-        Intrinsic::StatusMessage => "statusMessage",
-        Intrinsic::Kind => "kind",
-        Intrinsic::TraceDuration => "traceDuration",
-        Intrinsic::RootName => "rootName",
-        Intrinsic::RootService => "rootServiceName",
-        other => other.spelling(),
     }
 }
 
