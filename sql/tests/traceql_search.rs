@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Fixture, TENANT};
+use common::{FIDELITY, Fixture, TENANT};
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use tracehouse_sql::search::{HitValue, SearchPlans, SearchRequest, TraceHit, search};
 
@@ -85,6 +85,69 @@ async fn search_follows_tempo_semantics() {
     for bad in [request("{ .a = }", 20, 3), request("{ }", 0, 3), request("{ }", 20, 0)] {
         assert!(fx.engine.traceql_search(TENANT, &bad).await.is_err());
     }
+}
+
+/// What a returned span shows of the attributes a query compares, as Tempo 3.1 showed it on
+/// the same spans: `= nil` shows nil where the span lacks the attribute (unscoped: the span
+/// itself, whatever its resource holds), and an array shows the elements that matched (one
+/// alone, several as an array).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_show_compared_values_as_tempo_does() {
+    let fx = &Fixture::load().await;
+    let shown = |query: &'static str| async move {
+        let hits = fx
+            .engine
+            .traceql_search(FIDELITY, &request(query, 20, 20))
+            .await
+            .unwrap()
+            .hits;
+        let mut out: Vec<(String, Vec<(String, HitValue)>)> = (hits.iter())
+            .flat_map(|h| &h.spansets)
+            .flat_map(|s| &s.spans)
+            .map(|s| (s.name.clone(), s.attributes.clone()))
+            .filter(|(_, a)| !a.is_empty())
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    };
+    let one = |name: &str, key: &str, v: HitValue| (name.to_string(), vec![(key.to_string(), v)]);
+    let nils = shown("{ .team = nil }").await;
+    assert_eq!(nils.len(), 7, "{nils:?}");
+    assert!(
+        nils.iter().all(|(_, a)| a == &[("team".to_string(), HitValue::Nil)]),
+        "{nils:?}"
+    );
+    assert_eq!(
+        shown("{ .team != nil }").await,
+        vec![
+            one("GET /items", "team", HitValue::Str("res-team".into())),
+            one("cache.get", "team", HitValue::Int(7)),
+            one("db.query", "team", HitValue::Str("span-team".into())),
+            one("render", "team", HitValue::Int(7)),
+        ]
+    );
+    assert_eq!(
+        shown(r#"{ span.tags = "a" }"#).await,
+        vec![one("GET /items", "tags", HitValue::Str("a".into()))]
+    );
+    assert_eq!(
+        shown(r#"{ span.tags != "a" }"#).await,
+        vec![
+            one("GET /items", "tags", HitValue::Str("b".into())),
+            one("db.query", "tags", HitValue::Str("c".into())),
+        ]
+    );
+    assert_eq!(
+        shown("{ span.nums != 2 }").await,
+        vec![
+            one(
+                "GET /items",
+                "nums",
+                HitValue::Array(vec![HitValue::Int(1), HitValue::Int(3)])
+            ),
+            one("db.query", "nums", HitValue::Int(10)),
+        ]
+    );
 }
 
 /// Search looks at the table part by part and stops early; whatever it returns must be what

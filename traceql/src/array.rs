@@ -6,6 +6,9 @@
 //! Elements compare with values of their own type: strings with text (`=~`/`!~` with the
 //! anchored pattern the planner passes), integers with integers, any number with a double,
 //! booleans with booleans. Null when the array is absent.
+//!
+//! [`ElementTest`] and [`kept_elements`] pick, for a span a search returns, the elements that
+//! matched, as Tempo shows an array attribute with a matching span.
 
 use std::sync::{Arc, LazyLock};
 
@@ -17,10 +20,16 @@ use datafusion::logical_expr::{
 };
 use serde_json::Value as Json;
 
+use crate::ast::{BinOp, FieldExpr, Static};
+use crate::label::LabelValue;
+
 /// `array op value` over the elements of the JSON array text `array` (`value` a literal).
 pub fn any_element(array: Expr, op: Operator, value: Expr) -> Expr {
     ARRAY_ANY.call(vec![array, lit(op.to_string()), value])
 }
+
+/// The function's name in plans.
+pub const NAME: &str = "traceql_array_any";
 
 static ARRAY_ANY: LazyLock<Arc<ScalarUDF>> = LazyLock::new(|| Arc::new(ScalarUDF::from(ArrayAnyUdf::new())));
 
@@ -48,7 +57,7 @@ enum Operand {
 
 impl ScalarUDFImpl for ArrayAnyUdf {
     fn name(&self) -> &str {
-        "traceql_array_any"
+        NAME
     }
 
     fn signature(&self) -> &Signature {
@@ -77,6 +86,85 @@ impl ScalarUDFImpl for ArrayAnyUdf {
         };
         let arrays = args.args[0].to_array(args.number_rows)?;
         Ok(ColumnarValue::Array(Arc::new(decide(&arrays, op, &operand)?)))
+    }
+}
+
+/// A comparison of each element of an attribute's array with a literal, as a filter states it
+/// (`span.tags = "a"`, `span.nums > 5`, `span.tags =~ "a.*"`).
+pub struct ElementTest {
+    op: &'static str,
+    operand: Operand,
+}
+
+impl ElementTest {
+    /// The tests `cond` states on `attr`: its comparisons of `attr` with a literal, at any
+    /// depth (`{ span.tags = "a" || span.tags = "b" }` states two).
+    pub fn stated(cond: &FieldExpr, attr: &FieldExpr, out: &mut Vec<ElementTest>) {
+        let FieldExpr::Binary(op, a, b) = cond else {
+            if let FieldExpr::Unary(_, a) = cond {
+                Self::stated(a, attr, out);
+            }
+            return;
+        };
+        let test = match (&**a, &**b) {
+            (x, FieldExpr::Static(v)) if x == attr => Self::of(*op, v, false),
+            (FieldExpr::Static(v), x) if x == attr => Self::of(*op, v, true),
+            _ => None,
+        };
+        match test {
+            Some(t) => out.push(t),
+            None => {
+                Self::stated(a, attr, out);
+                Self::stated(b, attr, out);
+            }
+        }
+    }
+
+    /// `element op value` (`value op element` when `flipped`), for the operators and literals
+    /// that compare elements.
+    fn of(op: BinOp, value: &Static, flipped: bool) -> Option<Self> {
+        use crate::ast::CmpOp::*;
+        let op = match op {
+            BinOp::Regex if !flipped => "~",
+            BinOp::NotRegex if !flipped => "!~",
+            BinOp::Cmp(c) => match (c, flipped) {
+                (Eq, _) => "=",
+                (Neq, _) => "!=",
+                (Lt, false) | (Gt, true) => "<",
+                (Lte, false) | (Gte, true) => "<=",
+                (Gt, false) | (Lt, true) => ">",
+                (Gte, false) | (Lte, true) => ">=",
+            },
+            _ => return None,
+        };
+        let value = match value {
+            Static::Str(s) if op.ends_with('~') => ScalarValue::Utf8(Some(format!("^(?:{s})$"))),
+            Static::Str(s) => ScalarValue::Utf8(Some(s.clone())),
+            Static::Int(i) => ScalarValue::Int64(Some(*i)),
+            Static::Float(f) => ScalarValue::Float64(Some(*f)),
+            Static::Bool(b) => ScalarValue::Boolean(Some(*b)),
+            _ => return None,
+        };
+        let operand = operand(op, &value).ok()??;
+        Some(Self { op, operand })
+    }
+}
+
+/// Of the JSON array `text`, the elements some test holds for, as Tempo shows an array
+/// attribute with a span that matched by its elements: one element alone, several as an
+/// array. `None` when no element passes, or `text` is not an array.
+pub fn kept_elements(text: &str, tests: &[ElementTest]) -> Option<LabelValue> {
+    let Ok(Json::Array(items)) = serde_json::from_str::<Json>(text) else {
+        return None;
+    };
+    let mut kept: Vec<Json> = items
+        .into_iter()
+        .filter(|e| tests.iter().any(|t| element_holds(e, t.op, &t.operand)))
+        .collect();
+    match kept.len() {
+        0 => None,
+        1 => kept.pop().map(|e| LabelValue::of(&e)),
+        _ => Some(LabelValue::of(&Json::Array(kept))),
     }
 }
 
@@ -168,5 +256,47 @@ mod tests {
         assert!(holds("[0.5,1.5]", "=", ScalarValue::Float64(Some(1.5))));
         assert!(holds("[true,false]", "=", ScalarValue::Boolean(Some(false))));
         assert!(!holds(r#"["1"]"#, "=", ScalarValue::Int64(Some(1))), "types do not mix");
+    }
+
+    fn kept(query: &str, attr: &str, array: &str) -> Option<LabelValue> {
+        let q = crate::parse(query).unwrap();
+        let crate::ast::Root::Spanset(crate::ast::SpansetExpr::Filter(cond)) = &q.root else {
+            panic!("one filter");
+        };
+        let attr = match crate::parse(&format!("{{ {attr} }}")).unwrap().root {
+            crate::ast::Root::Spanset(crate::ast::SpansetExpr::Filter(a)) => a,
+            _ => panic!("one attribute"),
+        };
+        let mut tests = Vec::new();
+        ElementTest::stated(cond, &attr, &mut tests);
+        kept_elements(array, &tests)
+    }
+
+    #[test]
+    fn matching_elements_are_kept() {
+        let strs = |v: &[&str]| LabelValue::Array(v.iter().map(|s| LabelValue::Str(s.to_string())).collect());
+        let tags = r#"["a","b","c"]"#;
+        assert_eq!(
+            kept(r#"{ span.tags != "a" }"#, "span.tags", tags),
+            Some(strs(&["b", "c"]))
+        );
+        assert_eq!(
+            kept(r#"{ span.tags = "a" }"#, "span.tags", tags),
+            Some(LabelValue::Str("a".into()))
+        );
+        assert_eq!(
+            kept(r#"{ span.tags =~ "[ab]" }"#, "span.tags", tags),
+            Some(strs(&["a", "b"]))
+        );
+        assert_eq!(
+            kept(r#"{ "c" = span.tags || span.x = 1 }"#, "span.tags", tags),
+            Some(LabelValue::Str("c".into()))
+        );
+        assert_eq!(
+            kept("{ 5 < span.nums }", "span.nums", "[1,10]"),
+            Some(LabelValue::Int(10))
+        );
+        assert_eq!(kept("{ span.nums > 50 }", "span.nums", "[1,10]"), None);
+        assert_eq!(kept(r#"{ span.other = "a" }"#, "span.tags", tags), None);
     }
 }

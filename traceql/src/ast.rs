@@ -803,12 +803,17 @@ impl FmtPrec for FieldExpr {
                 Ok(())
             }
             Self::Static(s) => write!(f, "{s}"),
+            // `{:#}` writes intrinsics by their unscoped word, as Tempo prints labels.
+            Self::Intrinsic(i) if f.alternate() => write!(f, "{}", i.word().unwrap_or(i.spelling())),
             Self::Intrinsic(i) => write!(f, "{}", i.spelling()),
             Self::Attribute(a) => write!(f, "{a}"),
         }
     }
 }
 
+/// Written with `{:#}`, a field expression names its intrinsics by their unscoped words
+/// (`duration * 2`), as Tempo prints them in spanset attributes; plain `{}` writes the scoped
+/// form (`span:duration * 2`).
 impl fmt::Display for FieldExpr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.fmt_prec(f, 0)

@@ -155,7 +155,12 @@ fn attribute_json(s: &datafusion::arrow::array::StructArray, row: usize) -> Json
     let field = |name: &str| s.column_by_name(name).filter(|c| c.is_valid(row));
     if let Some(c) = field("array") {
         let text = c.as_string::<i32>().value(row);
-        return serde_json::from_str(text).unwrap_or_else(|_| Json::String(text.to_string()));
+        // As Tempo labels it, an array of one element is that element (`["c"]` is `"c"`).
+        return match serde_json::from_str(text) {
+            Ok(Json::Array(mut items)) if items.len() == 1 => items.pop().unwrap_or(Json::Null),
+            Ok(v) => v,
+            Err(_) => Json::String(text.to_string()),
+        };
     }
     ["str", "int", "double", "bool", "kvlist"]
         .into_iter()
@@ -176,7 +181,8 @@ pub enum LabelValue {
 }
 
 impl LabelValue {
-    fn of(v: &Json) -> Self {
+    /// A JSON value, typed.
+    pub fn of(v: &Json) -> Self {
         match v {
             Json::Null => Self::Nil,
             Json::Bool(b) => Self::Bool(*b),

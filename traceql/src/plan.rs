@@ -848,7 +848,8 @@ impl<'a> Planner<'a> {
             Stage::ScalarFilter(f) => self.scalar_filter_stage(f, input),
             Stage::By(e) => {
                 let (rel, value) = self.with_values(input, std::slice::from_ref(e), true)?;
-                let grp = labelled(col("__kg"), &format!("by({})", tempo_text(e)), value[0].clone());
+                let shown = as_tempo_shows(e, value[0].clone());
+                let grp = labelled(col("__kg"), &format!("by({})", tempo_text(e)), shown);
                 Ok(LogicalPlanBuilder::from(rel)
                     .project(vec![
                         col("__kt").alias(TRACE_ID),
@@ -950,7 +951,9 @@ impl<'a> Planner<'a> {
         let mut grp = col("__kg");
         for (i, a) in distinct.iter().enumerate() {
             let at = a.arg.as_ref().and_then(|arg| args.iter().position(|x| x == arg));
-            let val = at.map(|at| (at, vals[at].clone()));
+            let val = at
+                .zip(a.arg.as_ref())
+                .map(|(at, e)| (at, as_tempo_shows(e, vals[at].clone())));
             let (windows, value) = aggregate_windows(a, i, val, &part)?;
             // A window an argument shares between aggregates is computed once.
             for w in windows {
@@ -1630,6 +1633,17 @@ fn string_of(v: Val) -> Expr {
 
 /// `label` with the spanset attribute `name` = `v` appended, typed as Tempo types it
 /// (see [`crate::label`]); an absent value is Tempo's nil.
+/// `e`'s value `v` typed as Tempo types it in spanset attributes: arithmetic on durations
+/// gives plain numbers there (`by(duration * 2)` is a double of nanoseconds).
+fn as_tempo_shows(e: &FieldExpr, v: Val) -> Val {
+    match (e, v) {
+        (FieldExpr::Binary(BinOp::Arith(_), ..), Val::Typed(x, Type::Duration)) => {
+            Val::Typed(cast(x, DataType::Float64), Type::Float)
+        }
+        (_, v) => v,
+    }
+}
+
 fn labelled(label: Expr, name: &str, v: Val) -> Expr {
     match v {
         Val::Typed(x, Type::Duration) => label::append(label, name, x, ValueKind::Duration, None),
@@ -1728,12 +1742,10 @@ fn label_name(a: &Aggregate) -> String {
     }
 }
 
-/// A field expression as Tempo prints it in spanset attributes.
+/// A field expression as Tempo prints it in spanset attributes: intrinsics by their unscoped
+/// words, at any depth (`by(duration * 2)`).
 fn tempo_text(e: &FieldExpr) -> String {
-    match e {
-        FieldExpr::Intrinsic(i) => i.word().unwrap_or(i.spelling()).to_string(),
-        other => other.to_string(),
-    }
+    format!("{e:#}")
 }
 
 fn collect_aggregates<'e>(e: &'e ScalarExpr, out: &mut Vec<&'e Aggregate>) {

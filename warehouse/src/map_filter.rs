@@ -138,8 +138,12 @@ fn integer_comparisons(condition: SpanCondition) -> SpanCondition {
     simplified.map_or(condition, |s| s.data)
 }
 
+/// The name of TraceQL's array comparison function (the planner's `traceql_array_any`; the
+/// warehouse does not depend on the planner, so the engine's tests check the two agree).
+pub const ARRAY_ANY_UDF: &str = "traceql_array_any";
+
 /// Whether `expr` is null on every row: a null literal, a comparison with one, or an array
-/// comparison (`traceql_array_any`) of a null array.
+/// comparison ([`ARRAY_ANY_UDF`]) of a null array.
 fn always_null(expr: &Arc<dyn PhysicalExpr>) -> bool {
     use datafusion::logical_expr::Operator::{Eq, Gt, GtEq, Lt, LtEq, NotEq};
     if let Some(l) = expr.downcast_ref::<Literal>() {
@@ -150,7 +154,7 @@ fn always_null(expr: &Arc<dyn PhysicalExpr>) -> bool {
             && (always_null(b.left()) || always_null(b.right()));
     }
     expr.downcast_ref::<ScalarFunctionExpr>()
-        .is_some_and(|f| f.name() == "traceql_array_any" && f.args().first().is_some_and(always_null))
+        .is_some_and(|f| f.name() == ARRAY_ANY_UDF && f.args().first().is_some_and(always_null))
 }
 
 /// `x` of `coalesce(x, NULL...)` or `CASE WHEN x IS NOT NULL THEN x [ELSE NULL] END`.

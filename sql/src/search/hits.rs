@@ -7,7 +7,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
 use arrow::datatypes::Int64Type;
-use tracehouse_traceql::ast::{AttrScope, FieldExpr, Intrinsic};
+use tracehouse_traceql::array::{ElementTest, kept_elements};
+use tracehouse_traceql::ast::{AttrScope, FieldExpr, Intrinsic, Query};
 use tracehouse_traceql::lone_flag;
 use tracehouse_traceql::plan::out;
 
@@ -77,8 +78,9 @@ fn opt_str(a: &dyn Array, i: usize) -> Option<String> {
     a.is_valid(i).then(|| a.as_string::<i32>().value(i).to_string())
 }
 
-/// The value of `key` in row `row` of an attribute map, typed.
-fn map_value(map: &dyn Array, row: usize, key: &str) -> Option<HitValue> {
+/// The value of `key` in row `row` of an attribute map, typed; of an array, the elements the
+/// `tests` keep when some test holds for one ([`kept_elements`]).
+fn map_value(map: &dyn Array, row: usize, key: &str, tests: &[ElementTest]) -> Option<HitValue> {
     let map = map.as_map_opt()?;
     if !map.is_valid(row) {
         return None;
@@ -104,14 +106,21 @@ fn map_value(map: &dyn Array, row: usize, key: &str) -> Option<HitValue> {
     }
     if let Some(c) = field("array") {
         let text = c.as_string::<i32>().value(i);
+        if let Some(kept) = kept_elements(text, tests) {
+            return Some(kept.into());
+        }
         return Some(array_value(text).unwrap_or_else(|| HitValue::Str(text.to_string())));
     }
     field("kvlist").map(|c| HitValue::Str(c.as_string::<i32>().value(i).to_string()))
 }
 
-/// An array attribute (JSON text) as a typed array value.
+/// An array attribute (JSON text) as a typed array value; one of one element is that element,
+/// as Tempo shows it.
 fn array_value(text: &str) -> Option<HitValue> {
-    tracehouse_traceql::label::json_value(text).map(HitValue::from)
+    match tracehouse_traceql::label::json_value(text).map(HitValue::from)? {
+        HitValue::Array(mut items) if items.len() == 1 => items.pop(),
+        v => Some(v),
+    }
 }
 
 /// The name of the output column that carries attribute `name` of `scope` from its dedicated
@@ -120,27 +129,61 @@ pub(crate) fn dedicated_name(scope: AttrScope, name: &str) -> String {
     format!("dedicated:{scope:?}:{name}")
 }
 
-/// The values of `fields` for row `row` of a search result batch.
-fn returned_values(b: &RecordBatch, row: usize, fields: &[FieldExpr]) -> Vec<(String, HitValue)> {
+/// What search shows with each span: the query's [`super::returned_fields`], with the
+/// attributes its filters compare `= nil` ([`super::nil_compared`]) and the element tests its
+/// filters state on each returned attribute (for arrays, [`ElementTest`]).
+pub(crate) struct Shown {
+    fields: Vec<FieldExpr>,
+    nil_compared: Vec<FieldExpr>,
+    /// One entry per field, in the same order.
+    element_tests: Vec<Vec<ElementTest>>,
+}
+
+impl Shown {
+    pub(crate) fn of(query: &Query) -> Self {
+        let fields = super::returned_fields(query);
+        let mut element_tests: Vec<Vec<ElementTest>> = fields.iter().map(|_| Vec::new()).collect();
+        super::visit_spanset_fields(query, &mut |cond, selected| {
+            for (f, tests) in fields.iter().zip(&mut element_tests) {
+                if !selected && matches!(f, FieldExpr::Attribute(_)) {
+                    ElementTest::stated(cond, f, tests);
+                }
+            }
+        });
+        Self {
+            nil_compared: super::nil_compared(query),
+            fields,
+            element_tests,
+        }
+    }
+}
+
+/// The values of the fields `shown` for row `row` of a search result batch.
+fn returned_values(b: &RecordBatch, row: usize, shown: &Shown) -> Vec<(String, HitValue)> {
     let (span_attrs, resource_attrs) = (b.column(12).as_ref(), b.column(13).as_ref());
     let mut out = Vec::new();
-    for f in fields {
+    for (f, tests) in shown.fields.iter().zip(&shown.element_tests) {
         let (name, value) = match f {
             FieldExpr::Attribute(a) => {
                 let in_scope = |scope: AttrScope, map: &dyn Array| {
                     let column = b.column_by_name(&dedicated_name(scope, &a.name));
                     match column {
                         Some(c) => opt_str(c.as_ref(), row).map(HitValue::Str),
-                        None => map_value(map, row, &a.name),
+                        None => map_value(map, row, &a.name, tests),
                     }
                 };
-                let value = match a.scope {
-                    AttrScope::Span => in_scope(AttrScope::Span, span_attrs),
+                let own = match a.scope {
+                    AttrScope::Span | AttrScope::Unscoped => in_scope(AttrScope::Span, span_attrs),
                     AttrScope::Resource => in_scope(AttrScope::Resource, resource_attrs),
-                    AttrScope::Unscoped => {
-                        in_scope(AttrScope::Span, span_attrs).or_else(|| in_scope(AttrScope::Resource, resource_attrs))
-                    }
                     _ => None,
+                };
+                // Compared `= nil`, a span lacking it (unscoped: the span itself) shows nil,
+                // as in Tempo; otherwise an unscoped attribute falls back to the resource's.
+                let value = match own {
+                    Some(v) => Some(v),
+                    None if shown.nil_compared.contains(f) => Some(HitValue::Nil),
+                    None if a.scope == AttrScope::Unscoped => in_scope(AttrScope::Resource, resource_attrs),
+                    None => None,
                 };
                 (a.name.clone(), value)
             }
@@ -167,7 +210,7 @@ fn returned_values(b: &RecordBatch, row: usize, fields: &[FieldExpr]) -> Vec<(St
 }
 
 /// Rows (sorted by trace, spanset, start) into traces: the first `limit`.
-pub(crate) fn hits_from(batches: &[RecordBatch], fields: &[FieldExpr], limit: usize) -> Vec<TraceHit> {
+pub(crate) fn hits_from(batches: &[RecordBatch], fields: &Shown, limit: usize) -> Vec<TraceHit> {
     let mut traces: Vec<TraceHit> = Vec::new();
     for b in batches {
         let c = |i: usize| b.column(i).as_ref();
@@ -230,7 +273,7 @@ pub(crate) fn lone_hits(
     rows: &[RecordBatch],
     spans: &[RecordBatch],
     lone: &LoneStep,
-    fields: &[FieldExpr],
+    fields: &Shown,
     (spss, limit): (usize, usize),
 ) -> Vec<TraceHit> {
     let mut matches = lone_matches(rows, lone);
@@ -345,7 +388,7 @@ fn trace_fields<'a, T>(spans: &'a [RecordBatch], matches: &HashMap<&str, T>) -> 
 }
 
 /// The span of row `row` of a search result batch.
-fn span_hit(b: &RecordBatch, row: usize, fields: &[FieldExpr]) -> SpanHit {
+fn span_hit(b: &RecordBatch, row: usize, fields: &Shown) -> SpanHit {
     let c = |i: usize| b.column(i).as_ref();
     SpanHit {
         span_id: opt_str(c(1), row).unwrap_or_default(),

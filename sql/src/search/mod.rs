@@ -37,7 +37,7 @@ use arrow::compute::{and, filter_record_batch};
 use arrow::datatypes::Int64Type;
 use datafusion::error::DataFusionError;
 use datafusion::prelude::SessionContext;
-use tracehouse_traceql::ast::{FieldExpr, Intrinsic, Query, Root, SpansetExpr, Stage, Static};
+use tracehouse_traceql::ast::{BinOp, CmpOp, FieldExpr, Intrinsic, Query, Root, SpansetExpr, Stage, Static};
 use tracehouse_traceql::compile;
 use tracehouse_traceql::label::LabelValue;
 use tracehouse_warehouse::Warehouse;
@@ -118,7 +118,7 @@ pub async fn search(
         warehouse,
         tenant,
         request,
-        fields: returned_fields(&query),
+        shown: hits::Shown::of(&query),
         prepared,
         snapshot: pruned.read,
         walked: pruned.walk,
@@ -187,8 +187,8 @@ struct Search<'a> {
     warehouse: &'a Warehouse,
     tenant: &'a str,
     request: &'a SearchRequest,
-    /// What the query returns with each span.
-    fields: Vec<FieldExpr>,
+    /// What the query shows with each span.
+    shown: hits::Shown,
     prepared: Arc<prepared::Prepared>,
     snapshot: SnapshotSpans,
     /// The same snapshot with only the data files that may hold a match: those a walk takes
@@ -271,7 +271,7 @@ impl Search<'_> {
         if spans.is_empty() {
             return Ok(Vec::new());
         }
-        let (fields, limit) = (&self.fields, self.request.limit);
+        let (fields, limit) = (&self.shown, self.request.limit);
         let mut hits = match &self.prepared.lone {
             Some(lone) => {
                 let rows = lone.step.run(self.ctx, spans.clone()).await?;
@@ -489,8 +489,8 @@ impl From<LabelValue> for HitValue {
 }
 
 /// Fields whose values search returns with each span: the attributes and the status, kind and
-/// status-message intrinsics the query's filters read, and everything `select()` names; each
-/// once, in order of appearance.
+/// status-message intrinsics the query's filters and `by()`s read, and everything `select()`
+/// names; each once, in order of appearance.
 pub fn returned_fields(query: &Query) -> Vec<FieldExpr> {
     fn wanted(f: &FieldExpr) -> bool {
         match f {
@@ -499,37 +499,73 @@ pub fn returned_fields(query: &Query) -> Vec<FieldExpr> {
             _ => false,
         }
     }
-    fn walk(e: &SpansetExpr, out: &mut Vec<FieldExpr>) {
-        match e {
-            SpansetExpr::Filter(cond) => cond.visit_fields(&mut |f| {
-                if wanted(f) && !out.contains(f) {
-                    out.push(f.clone());
+    let mut out = Vec::new();
+    let mut add = |f: &FieldExpr| {
+        if wanted(f) && !out.contains(f) {
+            out.push(f.clone());
+        }
+    };
+    visit_spanset_fields(query, &mut |cond, selected| match selected {
+        false => cond.visit_fields(&mut add),
+        true => add(cond),
+    });
+    out
+}
+
+/// The attributes the query's filters compare `= nil`: a returned span that lacks one shows
+/// it as nil, as Tempo shows it.
+pub(crate) fn nil_compared(query: &Query) -> Vec<FieldExpr> {
+    fn collect(c: &FieldExpr, out: &mut Vec<FieldExpr>) {
+        match c {
+            FieldExpr::Binary(BinOp::Cmp(CmpOp::Eq), a, b) => {
+                for (x, y) in [(a, b), (b, a)] {
+                    let attr = matches!(&**x, FieldExpr::Attribute(at) if !at.parent);
+                    if attr && **y == FieldExpr::Static(Static::Nil) && !out.contains(x) {
+                        out.push((**x).clone());
+                    }
                 }
-            }),
+            }
+            FieldExpr::Binary(_, a, b) => {
+                collect(a, out);
+                collect(b, out);
+            }
+            FieldExpr::Unary(_, a) => collect(a, out),
+            FieldExpr::Static(_) | FieldExpr::Intrinsic(_) | FieldExpr::Attribute(_) => {}
+        }
+    }
+    let mut out = Vec::new();
+    visit_spanset_fields(query, &mut |cond, selected| {
+        if !selected {
+            collect(cond, &mut out)
+        }
+    });
+    out
+}
+
+/// Calls `f` on the condition of each spanset filter and the expression of each `by()` of the
+/// query (`false`), and each field `select()` names (`true`), in order of appearance.
+pub(crate) fn visit_spanset_fields(query: &Query, f: &mut impl FnMut(&FieldExpr, bool)) {
+    fn walk(e: &SpansetExpr, f: &mut impl FnMut(&FieldExpr, bool)) {
+        match e {
+            SpansetExpr::Filter(cond) => f(cond, false),
             SpansetExpr::Op(_, l, r) => {
-                walk(l, out);
-                walk(r, out);
+                walk(l, f);
+                walk(r, f);
             }
             SpansetExpr::Pipeline(stages) => {
                 for stage in stages {
                     match stage {
-                        Stage::Spanset(e) => walk(e, out),
-                        Stage::Select(fields) => {
-                            for f in fields.iter().filter(|f| wanted(f)) {
-                                if !out.contains(f) {
-                                    out.push(f.clone());
-                                }
-                            }
-                        }
+                        Stage::Spanset(e) => walk(e, f),
+                        Stage::Select(fields) => fields.iter().for_each(|s| f(s, true)),
+                        // Tempo shows the attributes `by()` reads with each span, as a filter's.
+                        Stage::By(e) => f(e, false),
                         _ => {}
                     }
                 }
             }
         }
     }
-    let mut out = Vec::new();
     if let Root::Spanset(e) = &query.root {
-        walk(e, &mut out);
+        walk(e, f);
     }
-    out
 }

@@ -543,3 +543,15 @@ impl ExecutionPlan for RangeScanExec {
         Ok(Box::pin(MemoryStream::try_new(batches, self.schema.clone(), None)?))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The warehouse's scan filters recognise the planner's array comparison by name.
+    #[test]
+    fn array_comparison_has_the_name_the_warehouse_knows() {
+        assert_eq!(
+            tracehouse_warehouse::map_filter::ARRAY_ANY_UDF,
+            tracehouse_traceql::array::NAME
+        );
+    }
+}
