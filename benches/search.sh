@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Search side by side with Tempo on the same spans in the same run (benches/README.md).
-# Usage: benches/search.sh [SPANS] [FILES] [RUNS]
-# FILES 0 keeps every span live (unflushed).
+# Usage: benches/search.sh [SPANS] [FILES] [RUNS] [search flags: --compact, --only NAME, ...]
+# FILES 0 keeps every span live (unflushed); --compact merges the files before the searches.
 # Tempo: TEMPO_BIN (default ~/.cache/tempo-oracle/tempo, as shared/tempo-oracle/build.sh
 # leaves it). Without a Tempo binary, only tracehouse is timed.
 # Tempo runs monolithic on loopback (HTTP 3300, OTLP HTTP 4418), local storage, with its
@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tracehouse-target}"
 cargo build --release --quiet -p tracehouse-benches --bin search
 tempo_bin=${TEMPO_BIN:-$HOME/.cache/tempo-oracle/tempo}
-args=(--spans "$spans" --files "$files" --runs "$runs")
+args=(--spans "$spans" --files "$files" --runs "$runs" "${@:4}")
 if [ -x "$tempo_bin" ]; then
   dir=$(mktemp -d)
   cat > "$dir/tempo.yaml" <<YAML

@@ -5,7 +5,8 @@
 //! - `distributor`: receivers that acknowledge once Kafka has the spans;
 //! - `block-builder`: consumes Kafka into the tables, exactly once;
 //! - `live-store`: consumes Kafka and serves what the tables do not hold yet;
-//! - `querier`: the query servers (Tempo API, Postgres, Flight) over the tables and live-stores.
+//! - `querier`: the query servers (Tempo API, Postgres, Flight) over the tables and live-stores;
+//! - `compactor`: compaction, retention and vacuum of the tables (also in-process in `all`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use tracehouse_ingest::live_store::{self, LiveStore, LiveStoreConfig};
 use tracehouse_warehouse::LiveSource;
 
 use crate::admin::{self, AdminState};
+use crate::compactor::Compactor;
 use crate::config::Config;
 use crate::live::{self, RemoteLiveStores};
 use crate::metrics::ReceiverStats;
@@ -58,11 +60,19 @@ pub enum Target {
     BlockBuilder,
     LiveStore,
     Querier,
+    Compactor,
 }
 
 impl Target {
     /// Every target name, as `-target` takes it.
-    pub const NAMES: [&str; 5] = ["all", "distributor", "block-builder", "live-store", "querier"];
+    pub const NAMES: [&str; 6] = [
+        "all",
+        "distributor",
+        "block-builder",
+        "live-store",
+        "querier",
+        "compactor",
+    ];
 
     pub fn parse(name: &str) -> Result<Self, String> {
         match name {
@@ -71,6 +81,7 @@ impl Target {
             "block-builder" => Ok(Self::BlockBuilder),
             "live-store" => Ok(Self::LiveStore),
             "querier" => Ok(Self::Querier),
+            "compactor" => Ok(Self::Compactor),
             other => Err(format!(
                 "unknown -target={other}; use one of {}",
                 Self::NAMES.join(", ")
@@ -171,7 +182,30 @@ async fn serve_grpc(
     }
 }
 
-/// Runs the configured target until `stop` resolves, then shuts down gracefully.
+/// The upkeep of every tenant's table over `warehouse`, as configured.
+pub fn compactor(config: &Config, warehouse: Arc<Warehouse>) -> Result<Compactor, AppError> {
+    let compaction = &config.compactor.compaction;
+    let upkeep = compaction.upkeep().map_err(AppError::Config)?;
+    Ok(Compactor::new(
+        warehouse,
+        upkeep,
+        config.overrides.clone(),
+        compaction.compaction_cycle,
+    ))
+}
+
+/// One upkeep pass (`tracehouse compact`): over `tenant`, or every tenant with a table, read
+/// and committed through the tables' logs alongside whatever else runs. Returns each
+/// tenant's report or error.
+pub async fn compact_once(
+    config: &Config,
+    tenant: Option<&str>,
+    dry_run: bool,
+) -> Result<Vec<(String, Result<tracehouse_warehouse::UpkeepReport, String>)>, AppError> {
+    let warehouse = Warehouse::open_shared(warehouse_config(config)?, None)?;
+    Ok(compactor(config, warehouse)?.pass(tenant, dry_run).await)
+}
+
 /// The addresses a target listens on, by role (`http`, `otlp-grpc`, `otlp-http`, `postgres`,
 /// `flight`), as configured: what `-config.verify` prints and deployments must expose.
 pub fn listeners(config: &Config, target: Target) -> Vec<(&'static str, String)> {
@@ -201,15 +235,17 @@ pub fn listeners(config: &Config, target: Target) -> Vec<(&'static str, String)>
 /// and the storage settings are complete.
 pub fn verify(config: &Config) -> Result<Target, AppError> {
     let target = Target::parse(config.target.as_deref().unwrap_or("all")).map_err(AppError::Config)?;
-    if target != Target::All {
+    if !matches!(target, Target::All | Target::Compactor) {
         config.ingest.kafka.validate()?;
     }
+    config.compactor.compaction.upkeep().map_err(AppError::Config)?;
     if target != Target::Distributor {
         warehouse_config(config)?;
     }
     Ok(target)
 }
 
+/// Runs the configured target until `stop` resolves, then shuts down gracefully.
 pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) -> Result<(), AppError> {
     let target = verify(&config)?;
     let kafka_config = config.ingest.kafka.clone();
@@ -226,7 +262,9 @@ pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) ->
     let warehouse = match target {
         Target::All => Some(Warehouse::open(warehouse_config(&config)?).await?),
         Target::Distributor => None,
-        Target::BlockBuilder | Target::LiveStore => Some(Warehouse::open_shared(warehouse_config(&config)?, None)?),
+        Target::BlockBuilder | Target::LiveStore | Target::Compactor => {
+            Some(Warehouse::open_shared(warehouse_config(&config)?, None)?)
+        }
         Target::Querier => {
             let source: Option<Arc<dyn LiveSource>> = if config.querier.live_store_addresses.is_empty() {
                 None
@@ -303,6 +341,11 @@ pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) ->
 
     if let (Target::All, Some(w)) = (target, &warehouse) {
         workers.push(tokio::spawn(w.clone().run_flush_loop(shutdown_rx.clone())));
+    }
+    let compacts = target == Target::Compactor || (target == Target::All && config.compactor.compaction.enabled);
+    if let (true, Some(w)) = (compacts, &warehouse) {
+        let compactor = Arc::new(compactor(&config, w.clone())?);
+        tasks.push(tokio::spawn(compactor.run(shutdown_rx.clone())));
     }
     if let Some(producer) = &producer {
         let producer = producer.clone();

@@ -33,6 +33,191 @@ pub struct Config {
     pub querier: QuerierBlock,
     /// Tempo's `query_frontend` block: the search limits.
     pub query_frontend: QueryFrontendBlock,
+    /// Tempo's `compactor` block: compaction, retention and vacuum.
+    pub compactor: CompactorBlock,
+    /// Tempo's `overrides` block: per-tenant settings (so far the retention).
+    pub overrides: OverridesBlock,
+}
+
+/// Tempo's `compactor` block.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CompactorBlock {
+    pub compaction: CompactionBlock,
+}
+
+/// Tempo's `compactor.compaction`: how tables are compacted, expired and vacuumed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CompactionBlock {
+    /// Run upkeep in-process in monolithic mode (`-target=compactor` always runs it).
+    pub enabled: bool,
+    /// How often every tenant's table is looked after.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub compaction_cycle: Duration,
+    /// Files whose spans start in the same window are merged together.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub compaction_window: Duration,
+    /// Files at least this large are left alone; merged files are cut at this size.
+    pub target_file_bytes: u64,
+    /// Bytes of input one merge reads at most.
+    pub max_input_bytes: u64,
+    /// Small files a window not yet ended needs before they merge (an ended one: two).
+    pub min_open_window_files: usize,
+    /// Merges one cycle runs per tenant at most.
+    pub max_merges_per_cycle: usize,
+    /// Memory one merge's sort holds before it spills to disk.
+    pub merge_memory_bytes: usize,
+    /// Spans are kept this long after they end; `0s` keeps them forever. Per tenant in the
+    /// overrides.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub block_retention: Duration,
+    /// Files compaction or retention removed stay on storage this long (running queries and
+    /// other engines' snapshots keep reading them), as do unreferenced files and log entries.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub compacted_block_retention: Duration,
+}
+
+impl Default for CompactionBlock {
+    fn default() -> Self {
+        let upkeep = tracehouse_warehouse::upkeep::UpkeepConfig::default();
+        Self {
+            enabled: true,
+            compaction_cycle: Duration::from_secs(30),
+            compaction_window: upkeep.compaction_window,
+            target_file_bytes: upkeep.target_file_bytes,
+            max_input_bytes: upkeep.max_input_bytes,
+            min_open_window_files: upkeep.min_open_window_files,
+            max_merges_per_cycle: upkeep.max_merges_per_pass,
+            merge_memory_bytes: upkeep.merge_memory_bytes,
+            block_retention: upkeep.block_retention,
+            compacted_block_retention: upkeep.grace,
+        }
+    }
+}
+
+impl CompactionBlock {
+    /// The upkeep settings, or an error naming the key out of range.
+    pub fn upkeep(&self) -> Result<tracehouse_warehouse::upkeep::UpkeepConfig, String> {
+        let key = |k: &str| format!("compactor.compaction.{k}");
+        let min_grace = 2 * tracehouse_warehouse::TABLE_REFRESH_INTERVAL;
+        let checks: [(bool, String); 7] = [
+            (
+                self.compaction_cycle < Duration::from_secs(1),
+                format!("{} must be at least 1s", key("compaction_cycle")),
+            ),
+            (
+                self.compaction_window < Duration::from_secs(60),
+                format!("{} must be at least 1m", key("compaction_window")),
+            ),
+            (
+                self.target_file_bytes < 1 << 20,
+                format!("{} must be at least 1 MiB", key("target_file_bytes")),
+            ),
+            (
+                self.max_input_bytes < self.target_file_bytes,
+                format!(
+                    "{} must be at least {}",
+                    key("max_input_bytes"),
+                    key("target_file_bytes")
+                ),
+            ),
+            (
+                self.min_open_window_files < 2,
+                format!("{} must be at least 2", key("min_open_window_files")),
+            ),
+            (
+                self.max_merges_per_cycle == 0 || self.merge_memory_bytes < 16 << 20,
+                format!(
+                    "{} must be positive and {} at least 16 MiB",
+                    key("max_merges_per_cycle"),
+                    key("merge_memory_bytes")
+                ),
+            ),
+            (
+                self.compacted_block_retention < min_grace,
+                format!(
+                    "{} must be at least {min_grace:?}, twice the table reload interval",
+                    key("compacted_block_retention")
+                ),
+            ),
+        ];
+        if let Some((_, message)) = checks.into_iter().find(|(bad, _)| *bad) {
+            return Err(message);
+        }
+        Ok(tracehouse_warehouse::upkeep::UpkeepConfig {
+            compaction_window: self.compaction_window,
+            target_file_bytes: self.target_file_bytes,
+            max_input_bytes: self.max_input_bytes,
+            min_open_window_files: self.min_open_window_files,
+            max_merges_per_pass: self.max_merges_per_cycle,
+            block_retention: self.block_retention,
+            grace: self.compacted_block_retention,
+            merge_memory_bytes: self.merge_memory_bytes,
+        })
+    }
+}
+
+/// Tempo's `overrides` block: `defaults`, and a per-tenant file read again each cycle.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OverridesBlock {
+    pub defaults: TenantOverrides,
+    /// A YAML file of `overrides: {TENANT: {compaction: {block_retention: 24h}}}`, as Tempo's.
+    pub per_tenant_override_config: Option<PathBuf>,
+}
+
+/// One tenant's overrides (the keys tracehouse reads so far).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TenantOverrides {
+    pub compaction: CompactionOverrides,
+}
+
+/// `compaction` overrides: a tenant's retention.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CompactionOverrides {
+    #[serde(deserialize_with = "optional_duration")]
+    pub block_retention: Option<Duration>,
+}
+
+fn optional_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let text = Option::<String>::deserialize(d)?;
+    text.map(|t| duration::parse_duration(&t))
+        .transpose()
+        .map_err(serde::de::Error::custom)
+}
+
+/// The per-tenant overrides file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PerTenantOverrides {
+    pub overrides: BTreeMap<String, TenantOverrides>,
+}
+
+impl OverridesBlock {
+    /// `tenant`'s retention: its override in `per_tenant`, else the defaults', else `fallback`
+    /// (`compactor.compaction.block_retention`).
+    pub fn block_retention(&self, per_tenant: &PerTenantOverrides, tenant: &str, fallback: Duration) -> Duration {
+        (per_tenant.overrides.get(tenant))
+            .and_then(|o| o.compaction.block_retention)
+            .or(self.defaults.compaction.block_retention)
+            .unwrap_or(fallback)
+    }
+
+    /// Reads the per-tenant file (none: no per-tenant values); a malformed file is an error,
+    /// and the caller keeps the values it had.
+    pub fn per_tenant(&self) -> Result<PerTenantOverrides, String> {
+        let Some(path) = &self.per_tenant_override_config else {
+            return Ok(PerTenantOverrides::default());
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+        if text.trim().is_empty() {
+            return Ok(PerTenantOverrides::default());
+        }
+        serde_yaml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
 }
 
 /// Tempo's `query_frontend` block.

@@ -5,6 +5,7 @@
 mod admin;
 mod app;
 mod auth;
+mod compactor;
 mod config;
 mod errors;
 mod live;
@@ -21,13 +22,18 @@ use crate::config::Config;
 static GLOBAL: MiMalloc = MiMalloc;
 
 const USAGE: &str = "usage: tracehouse [-config.file=PATH] [-target=NAME] [-FIELD.PATH=VALUE ...]
+       tracehouse compact [-config.file=PATH] [-tenant=ID] [-dry-run] [-FIELD.PATH=VALUE ...]
 
   -config.file=PATH   Tempo-style YAML configuration (see tracehouse.example.yaml)
   -target=NAME        components to run: all (monolithic, the default), distributor,
-                      block-builder, live-store, querier
+                      block-builder, live-store, querier, compactor
   -storage.path=DIR   local storage directory (default ./tracehouse-data)
   -config.verify      check the configuration and flags, print the target, and exit
   -version            print the version
+
+compact: one pass of compaction, retention, vacuum and log upkeep over every tenant's table
+(or -tenant's), then exit; 0 when every tenant's pass succeeded. -dry-run changes nothing
+and lists the files vacuum would delete.
 
 Any configuration field is also a flag named by its path, with dashes or underscores:
   -server.http-listen-port=3200         -server.http-listen-address=127.0.0.1
@@ -61,11 +67,24 @@ struct Flags {
     verify: bool,
     /// `(config path, value)`, in order.
     overrides: Vec<(String, String)>,
+    /// `tracehouse compact`: one upkeep pass, then exit.
+    compact: Option<CompactJob>,
+}
+
+/// The flags of `tracehouse compact`.
+#[derive(Debug, Default)]
+struct CompactJob {
+    tenant: Option<String>,
+    dry_run: bool,
 }
 
 fn parse_flags(args: impl IntoIterator<Item = String>) -> Result<Option<Flags>, String> {
     let mut flags = Flags::default();
-    let mut args = args.into_iter();
+    let mut args = args.into_iter().peekable();
+    if args.peek().map(String::as_str) == Some("compact") {
+        args.next();
+        flags.compact = Some(CompactJob::default());
+    }
     while let Some(arg) = args.next() {
         let trimmed = arg.trim_start_matches('-');
         if trimmed.len() == arg.len() {
@@ -85,6 +104,13 @@ fn parse_flags(args: impl IntoIterator<Item = String>) -> Result<Option<Flags>, 
             "config.file" => flags.config_file = Some(PathBuf::from(value(name)?)),
             "target" => flags.target = Some(value(name)?),
             "config.verify" => flags.verify = inline.as_deref() != Some("false"),
+            "tenant" if flags.compact.is_some() => {
+                let tenant = value(name)?;
+                flags.compact.as_mut().expect("checked").tenant = Some(tenant);
+            }
+            "dry-run" if flags.compact.is_some() => {
+                flags.compact.as_mut().expect("checked").dry_run = inline.as_deref() != Some("false");
+            }
             path if path.contains('.') => {
                 let path = FLAG_ALIASES
                     .iter()
@@ -189,12 +215,63 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    if let Some(job) = &flags.compact {
+        return runtime.block_on(compact(&config, job));
+    }
     match runtime.block_on(app::run(config, stop_signal())) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tracehouse: {e}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// `tracehouse compact`: one pass, a line per tenant on stdout (and on a dry run the files
+/// vacuum would delete); fails when any tenant's pass failed.
+async fn compact(config: &Config, job: &CompactJob) -> std::process::ExitCode {
+    let reports = match app::compact_once(config, job.tenant.as_deref(), job.dry_run).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tracehouse compact: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let mut failed = false;
+    for (tenant, done) in reports {
+        match done {
+            Ok(r) => {
+                println!(
+                    "tenant {tenant}: {} merges ({} files into {}, {} -> {} rows, {} -> {} bytes), {} conflicts, {} files expired, {} files {}, {} log files expired",
+                    r.merges,
+                    r.files_compacted,
+                    r.files_written,
+                    r.rows_read,
+                    r.rows_written,
+                    r.bytes_read,
+                    r.bytes_written,
+                    r.conflicts,
+                    r.files_expired,
+                    r.files_vacuumed.len(),
+                    if job.dry_run { "to vacuum" } else { "vacuumed" },
+                    r.log_files_expired,
+                );
+                if job.dry_run {
+                    for path in &r.files_vacuumed {
+                        println!("  would delete {path}");
+                    }
+                }
+            }
+            Err(e) => {
+                failed = true;
+                println!("tenant {tenant}: failed: {e}");
+            }
+        }
+    }
+    if failed {
+        std::process::ExitCode::FAILURE
+    } else {
+        std::process::ExitCode::SUCCESS
     }
 }
 
@@ -260,5 +337,57 @@ mod tests {
             ..Flags::default()
         };
         assert!(load_config(&f).unwrap_err().contains("unknown field"));
+    }
+
+    #[test]
+    fn compact_job_flags() {
+        let args = |a: &[&str]| parse_flags(a.iter().map(|s| s.to_string())).unwrap().unwrap();
+        let f = args(&["compact", "-tenant=shop", "-dry-run", "-config.file=c.yaml"]);
+        let job = f.compact.expect("a compact job");
+        assert_eq!((job.tenant.as_deref(), job.dry_run), (Some("shop"), true));
+        assert_eq!(f.config_file, Some(PathBuf::from("c.yaml")));
+        assert!(args(&["-target=all"]).compact.is_none());
+        // The job's flags mean nothing to a server.
+        assert!(
+            parse_flags(["-tenant=shop".to_string()])
+                .unwrap_err()
+                .contains("unknown flag")
+        );
+    }
+
+    #[test]
+    fn upkeep_settings_out_of_range_are_refused_by_name() {
+        for (key, value, named) in [
+            ("compactor.compaction.compaction_cycle", "0s", "compaction_cycle"),
+            ("compactor.compaction.target_file_bytes", "1000", "target_file_bytes"),
+            (
+                "compactor.compaction.compacted_block_retention",
+                "1m",
+                "compacted_block_retention",
+            ),
+            (
+                "compactor.compaction.min_open_window_files",
+                "1",
+                "min_open_window_files",
+            ),
+        ] {
+            let f = Flags {
+                overrides: vec![(key.into(), value.into())],
+                ..Flags::default()
+            };
+            let config = load_config(&f).unwrap();
+            let err = app::verify(&config).unwrap_err().to_string();
+            assert!(err.contains(named), "{key}={value}: {err}");
+        }
+        let f = Flags {
+            overrides: vec![("overrides.defaults.compaction.block_retention".into(), "336h".into())],
+            ..Flags::default()
+        };
+        let config = load_config(&f).unwrap();
+        let per_tenant = crate::config::PerTenantOverrides::default();
+        let kept = config
+            .overrides
+            .block_retention(&per_tenant, "t", std::time::Duration::ZERO);
+        assert_eq!(kept, std::time::Duration::from_secs(336 * 3600));
     }
 }

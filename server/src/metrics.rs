@@ -107,6 +107,40 @@ pub fn render(
         "Spans committed to Delta tables.",
         r(&warehouse.spans_flushed),
     );
+    for (name, help, value) in [
+        (
+            "tracehouse_upkeep_passes_total",
+            "Upkeep passes over a tenant's table finished.",
+            &warehouse.upkeep_passes,
+        ),
+        (
+            "tracehouse_upkeep_errors_total",
+            "Upkeep passes over a tenant's table that failed.",
+            &warehouse.upkeep_errors,
+        ),
+        (
+            "tracehouse_compactions_total",
+            "Compaction merges committed.",
+            &warehouse.compactions,
+        ),
+        (
+            "tracehouse_compaction_files_total",
+            "Data files compaction replaced.",
+            &warehouse.files_compacted,
+        ),
+        (
+            "tracehouse_retention_files_total",
+            "Data files retention removed from the tables.",
+            &warehouse.files_expired,
+        ),
+        (
+            "tracehouse_vacuum_files_total",
+            "Files vacuum deleted from storage.",
+            &warehouse.files_vacuumed,
+        ),
+    ] {
+        counter(&mut out, name, help, r(value));
+    }
     gauge(
         &mut out,
         "tracehouse_warehouse_live_bytes",

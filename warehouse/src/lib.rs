@@ -14,11 +14,13 @@ pub mod span;
 pub mod storage;
 pub mod table;
 pub mod trace_index;
+pub mod upkeep;
 pub mod wal;
 mod warehouse;
 
 pub use warehouse::{
-    LiveRecord, LiveSource, SpanSource, Tenant, TraceLookup, Warehouse, WarehouseConfig, WarehouseStats,
+    LiveRecord, LiveSource, MAX_SIDECARS, SpanSource, TABLE_REFRESH_INTERVAL, Tenant, TraceLookup, UpkeepReport,
+    Warehouse, WarehouseConfig, WarehouseStats,
 };
 
 /// Errors of the storage layer.
@@ -38,6 +40,8 @@ pub enum Error {
     ShuttingDown,
     #[error("configuration: {0}")]
     Config(String),
+    #[error("conflict: {0}")]
+    Conflict(String),
     #[error("wal: {0}")]
     Wal(String),
     #[error("io: {0}")]

@@ -131,6 +131,20 @@ impl TraceIndex {
             .collect();
     }
 
+    /// Drops the files not in `paths` (files compaction or retention took out of the table);
+    /// the rest keep their traces and their order.
+    pub fn retain_files(&mut self, paths: &HashSet<&str>) {
+        if self.files.iter().all(|f| paths.contains(f.path.as_str())) {
+            return;
+        }
+        let old = std::mem::take(self);
+        for (file, traces) in old.files.iter().zip(&old.by_file) {
+            if paths.contains(file.path.as_str()) {
+                self.insert(file, traces);
+            }
+        }
+    }
+
     /// `files`, newest (last indexed) first; `None` when one of them is not indexed.
     pub fn newest_first(&self, files: &[DataFile]) -> Option<Vec<DataFile>> {
         let mut ids: Vec<u32> = files
@@ -501,6 +515,32 @@ impl TableFiles {
         Ok(())
     }
 
+    /// When the table has more than `max_sidecars` sidecars, merges them into one holding the
+    /// rows of the `live` files (the table's), named `name`, and deletes the others; returns
+    /// how many it deleted. A sidecar written meanwhile (a flush) is left alone; a load that
+    /// listed a deleted one skips it.
+    pub async fn consolidate(&self, live: &[DataFile], name: &str, max_sidecars: usize) -> Result<usize> {
+        let prefix = self.root.clone().join(INDEX_DIR);
+        let metas: Vec<_> = self.store.list(Some(&prefix)).try_collect().await?;
+        if metas.len() <= max_sidecars {
+            return Ok(0);
+        }
+        let index = self.load(live).await?;
+        let entries: Vec<(DataFile, Vec<TraceSpan>)> = (index.files.iter().zip(&index.by_file))
+            .map(|(f, traces)| (f.clone(), traces.to_vec()))
+            .collect();
+        self.write_sidecar(name, &entries).await?;
+        let merged = prefix.clone().join(format!("{name}.parquet").as_str());
+        let mut deleted = 0;
+        for meta in metas.into_iter().filter(|m| m.location != merged) {
+            match self.store.delete(&meta.location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => deleted += 1,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(deleted)
+    }
+
     /// Loads every sidecar, keeping the rows of `live` files; then indexes the live files no
     /// sidecar covered (and writes a sidecar for them).
     pub async fn load(&self, live: &[DataFile]) -> Result<TraceIndex> {
@@ -509,7 +549,13 @@ impl TableFiles {
         let prefix = self.root.clone().join(INDEX_DIR);
         let metas: Vec<_> = self.store.list(Some(&prefix)).try_collect().await?;
         for meta in metas {
-            let bytes = self.store.get(&meta.location).await?.bytes().await?;
+            // A sidecar merged away meanwhile ([`Self::consolidate`]): its files are in the
+            // merged one, or indexed below.
+            let bytes = match self.store.get(&meta.location).await {
+                Ok(got) => got.bytes().await?,
+                Err(object_store::Error::NotFound { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            };
             let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?;
             for batch in reader {
                 let batch = batch?;
@@ -1032,6 +1078,32 @@ fn leaf_holds_values(metadata: &parquet::file::metadata::ParquetMetaData, row_gr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retained_files_keep_their_traces_and_the_rest_are_gone() {
+        let file = |p: &str| DataFile {
+            path: p.into(),
+            size: 1,
+            date: "d".into(),
+        };
+        let mut index = TraceIndex::default();
+        index.insert(&file("a"), &[(1, 10, 20), (2, 10, 20)]);
+        index.insert(&file("b"), &[(2, 30, 40)]);
+        index.insert(&file("c"), &[(3, 50, 60)]);
+        index.retain_files(&["a", "c"].into_iter().collect());
+        assert_eq!(index.file_count(), 2);
+        assert!(!index.has_file("b"));
+        assert_eq!(index.files_of(2, None), vec![file("a")]);
+        assert_eq!(index.files_of(3, None), vec![file("c")]);
+        assert_eq!(index.trace_count(), 3);
+        let newest: Vec<String> = index
+            .newest_first(&[file("a"), file("c")])
+            .unwrap()
+            .into_iter()
+            .map(|f| f.path)
+            .collect();
+        assert_eq!(newest, vec!["c", "a"]);
+    }
 
     #[test]
     fn arrow_footers_count_against_the_footer_bound() {

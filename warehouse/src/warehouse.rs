@@ -26,6 +26,14 @@ use crate::trace_index::{self, DataFile, TableFiles, TraceIndex, TraceSpan};
 use crate::wal::{Wal, WalConfig, WalRecord};
 use crate::{Error, Result, table};
 
+mod upkeep;
+pub use upkeep::{MAX_SIDECARS, UpkeepReport};
+
+/// How often a warehouse that writes its tables itself reloads them from their logs, to see
+/// what other processes (compaction and retention jobs) committed. Vacuum's grace period must
+/// be longer.
+pub const TABLE_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
+
 /// Settings of the warehouse.
 #[derive(Debug, Clone)]
 pub struct WarehouseConfig {
@@ -72,6 +80,18 @@ pub struct WarehouseStats {
     pub flush_errors: AtomicU64,
     pub spans_flushed: AtomicU64,
     pub live_bytes: AtomicUsize,
+    /// Upkeep passes over a tenant's table finished.
+    pub upkeep_passes: AtomicU64,
+    /// Upkeep passes over a tenant's table that failed.
+    pub upkeep_errors: AtomicU64,
+    /// Compaction merges committed.
+    pub compactions: AtomicU64,
+    /// Files compaction replaced.
+    pub files_compacted: AtomicU64,
+    /// Files retention removed from the tables.
+    pub files_expired: AtomicU64,
+    /// Files vacuum deleted from storage.
+    pub files_vacuumed: AtomicU64,
 }
 
 struct Chunk {
@@ -254,28 +274,7 @@ impl Warehouse {
         }
         let table = Arc::new(table);
         if table.version() != before {
-            let indexed = tenant.trace_index.lock().expect("trace index lock").is_some();
-            if indexed {
-                let files = self.table_files(&tenant.name)?;
-                let new: Vec<DataFile> = {
-                    let index = tenant.trace_index.lock().expect("trace index lock");
-                    let index = index.as_ref().expect("checked above");
-                    data_files(&table)?
-                        .into_iter()
-                        .filter(|f| !index.has_file(&f.path))
-                        .collect()
-                };
-                let mut entries = Vec::with_capacity(new.len());
-                for file in new {
-                    let traces = files.index_file(&file).await?;
-                    entries.push((file, traces));
-                }
-                if let Some(index) = tenant.trace_index.lock().expect("trace index lock").as_mut() {
-                    for (file, traces) in &entries {
-                        index.insert(file, traces);
-                    }
-                }
-            }
+            self.sync_index(tenant, &table).await?;
         }
         tenant.state.lock().expect("tenant state lock").table = Some(table.clone());
         Ok(table)
@@ -344,6 +343,7 @@ impl Warehouse {
             for (file, traces) in entries {
                 index.insert(file, traces);
             }
+            index.retain_files(&data_files(&t)?.iter().map(|f| f.path.as_str()).collect());
         }
         Ok((t, entries))
     }
@@ -585,6 +585,10 @@ impl Warehouse {
                         for (file, traces) in entries {
                             index.insert(file, traces);
                         }
+                        // Files another process (compaction, retention) took out meanwhile.
+                        if let Ok(files) = data_files(&t) {
+                            index.retain_files(&files.iter().map(|f| f.path.as_str()).collect());
+                        }
                     }
                     st.table = Some(Arc::new(t));
                     st.flushing.clear();
@@ -642,10 +646,14 @@ impl Warehouse {
         let old: std::collections::HashSet<&str> = before.iter().map(|f| f.path.as_str()).collect();
         let after = data_files(table)?;
         let added: Vec<&DataFile> = after.iter().filter(|f| !old.contains(f.path.as_str())).collect();
+        // The flushed batches tell what each added file holds when the commit added one file per
+        // date of theirs and nothing else (another process's compaction file read in with the
+        // commit is read from the file).
+        let dates = batch_dates(batches)?;
+        let ours = added.len() == dates.len() && added.iter().all(|f| dates.contains(f.date.as_str()));
         let mut entries = Vec::with_capacity(added.len());
         for file in &added {
-            let same_date = added.iter().filter(|f| f.date == file.date).count();
-            let traces = if same_date == 1 {
+            let traces = if ours {
                 trace_index::trace_spans(batches, Some(&file.date))?
             } else {
                 files.index_file(file).await?
@@ -980,14 +988,33 @@ impl Warehouse {
         }
     }
 
-    /// Flushes due tenants every `flush_check_interval` until `shutdown` resolves.
+    /// Reloads the loaded tables from their logs, so that what another process committed
+    /// (a scheduled compaction or retention job) is read, before vacuum deletes the files
+    /// it replaced.
+    async fn refresh_tables(&self) {
+        let tenants: Vec<Arc<Tenant>> = self.tenants.read().expect("tenants lock").values().cloned().collect();
+        for tenant in tenants {
+            let loaded = tenant.state.lock().expect("tenant state lock").table.is_some();
+            if loaded && let Err(e) = self.refresh(&tenant).await {
+                tracing::warn!(tenant = %tenant.name, error = %e, "table not reloaded; retried later");
+            }
+        }
+    }
+
+    /// Flushes due tenants every `flush_check_interval` until `shutdown` resolves, and every
+    /// [`TABLE_REFRESH_INTERVAL`] reloads the loaded tables from their logs.
     pub async fn run_flush_loop(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(self.config.flush_check_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_refresh = Instant::now();
         loop {
             tokio::select! {
                 _ = tick.tick() => {
                     let _ = self.flush_due(false).await;
+                    if !self.is_shared() && last_refresh.elapsed() >= TABLE_REFRESH_INTERVAL {
+                        self.refresh_tables().await;
+                        last_refresh = Instant::now();
+                    }
                 }
                 _ = shutdown.changed() => break,
             }
@@ -1023,6 +1050,28 @@ pub(crate) fn data_files(table: &DeltaTable) -> Result<Vec<DataFile>> {
                 .unwrap_or_default(),
         })
         .collect())
+}
+
+/// The distinct partition values (`date`) of `batches`.
+fn batch_dates(batches: &[RecordBatch]) -> Result<std::collections::HashSet<String>> {
+    use arrow::array::AsArray;
+    let mut out = std::collections::HashSet::new();
+    for b in batches {
+        let Some(column) = b.column_by_name(crate::schema::PARTITION_COLUMN) else {
+            continue;
+        };
+        let Some(dates) = column.as_string_opt::<i32>() else {
+            return Err(Error::InvalidSpan("the partition column is not text".into()));
+        };
+        let mut last: Option<&str> = None;
+        for d in dates.iter().flatten() {
+            if last != Some(d) && !out.contains(d) {
+                out.insert(d.to_string());
+            }
+            last = Some(d);
+        }
+    }
+    Ok(out)
 }
 
 /// The committed versions of `app_ids` in `table` (absent ids have none).

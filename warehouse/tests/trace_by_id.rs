@@ -3,10 +3,11 @@
 //! its sidecars after a restart and rebuilt when they are gone; the live spans' index counted
 //! in the live bytes that bound them.
 
+mod common;
+
 use std::collections::HashSet;
 
 use arrow::array::{Array, AsArray, RecordBatch};
-use tracehouse_warehouse::span::{ScopeRecord, SpanBatchBuilder, SpanKind, SpanRecord, StatusCode};
 use tracehouse_warehouse::trace_index::INDEX_DIR;
 use tracehouse_warehouse::{Warehouse, WarehouseConfig};
 
@@ -16,35 +17,8 @@ const BASE_NS: u64 = 1_780_000_000_000_000_000;
 
 /// `spans` spans of trace `trace` (span ids `trace * 1000 + i`), starting at `start_ns`.
 fn batch(traces: &[(u128, usize, u64)]) -> RecordBatch {
-    let scope = ScopeRecord::default();
-    let mut builder = SpanBatchBuilder::new();
-    for &(trace, spans, start_ns) in traces {
-        let trace_id = trace.to_be_bytes();
-        for i in 0..spans {
-            let span_id = (trace as u64 * 1000 + i as u64 + 1).to_be_bytes();
-            let span = SpanRecord {
-                trace_id: &trace_id,
-                span_id: &span_id,
-                parent_span_id: &[],
-                trace_state: "",
-                name: "op",
-                kind: SpanKind::Server,
-                start_time_unix_nano: start_ns + i as u64,
-                end_time_unix_nano: start_ns + i as u64 + 10,
-                status_code: StatusCode::Unset,
-                status_message: "",
-                flags: 0,
-                attributes: vec![],
-                dropped_attributes_count: 0,
-                events: vec![],
-                dropped_events_count: 0,
-                links: vec![],
-                dropped_links_count: 0,
-            };
-            builder.append(&scope, &span);
-        }
-    }
-    builder.finish().unwrap()
+    let traces: Vec<_> = traces.iter().map(|&(t, n, start)| (t, 0..n, start)).collect();
+    common::spans(&traces)
 }
 
 fn span_ids(batches: &[RecordBatch]) -> HashSet<String> {
@@ -137,12 +111,7 @@ async fn trace_by_id_uses_the_index() {
     drop(w);
 
     // Sidecars lost: the index is rebuilt from the data files, with the same answers.
-    let index_dir = dir
-        .path()
-        .join("data/tenants")
-        .join(TENANT)
-        .join("spans")
-        .join(INDEX_DIR);
+    let index_dir = common::table_dir(dir.path(), TENANT).join(INDEX_DIR);
     assert!(index_dir.read_dir().unwrap().count() >= 3, "one sidecar per flush");
     std::fs::remove_dir_all(&index_dir).unwrap();
     let w = Warehouse::open(config).await.unwrap();

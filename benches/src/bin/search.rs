@@ -4,7 +4,7 @@
 //! (`limit=20&spss=3`, the last hour), median of `--runs`, and a markdown table with the ratio
 //! Tempo ms ÷ tracehouse ms is printed (above 1: tracehouse is faster).
 //!
-//! Usage: search [--spans N] [--files F] [--runs R] [--only NAME | --query Q] [--metrics]
+//! Usage: search [--spans N] [--files F] [--runs R] [--only NAME | --query Q] [--metrics] [--compact]
 //!               [--tempo http://127.0.0.1:3300 --tempo-otlp http://127.0.0.1:4418] [--tempo-wait-s S]
 //! `--only` times the shapes whose name contains NAME; `--metrics` prints each search's
 //! response metrics (inspected traces, spans, bytes, jobs) to stderr.
@@ -168,6 +168,30 @@ async fn time_search(client: &reqwest::Client, base: &str, q: &str, runs: usize,
     ((times[times.len() / 2].as_secs_f64() * 1e4).round() / 10.0, traces)
 }
 
+/// `--compact`: one upkeep pass merging every file into target-size files before the
+/// searches; prints what it did and how fast.
+async fn compact(warehouse: &Warehouse, spans: usize) {
+    let config = tracehouse_warehouse::upkeep::UpkeepConfig {
+        min_open_window_files: 2,
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let r = warehouse
+        .upkeep_tenant(TENANT, &config, false)
+        .await
+        .expect("compaction");
+    let s = started.elapsed().as_secs_f64();
+    println!(
+        "compaction: {} files into {} in {s:.1}s ({:.0} spans/s; {} -> {} bytes, {:.1} bytes/span)\n",
+        r.files_compacted,
+        r.files_written,
+        r.rows_read as f64 / s,
+        r.bytes_read,
+        r.bytes_written,
+        r.bytes_written as f64 / spans.max(1) as f64,
+    );
+}
+
 #[tokio::main]
 async fn main() {
     let spans: usize = arg("--spans").map_or(500_000, |s| s.parse().expect("--spans N"));
@@ -182,6 +206,9 @@ async fn main() {
     let started = Instant::now();
     let warehouse = load(tmp.path(), spans, files, tempo_otlp.as_deref()).await;
     eprintln!("loaded in {:.1}s", started.elapsed().as_secs_f64());
+    if std::env::args().any(|a| a == "--compact") {
+        compact(&warehouse, spans).await;
+    }
     let engine = Arc::new(QueryEngine::new(warehouse, QueryEngineConfig::default()).expect("engine"));
     let ours = serve_tempo_api(engine).await;
     if tempo.is_some() {
