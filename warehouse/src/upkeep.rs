@@ -13,8 +13,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::array::{Array, ArrayRef, RecordBatch, StringArray};
-use arrow::datatypes::{Field, Schema};
+use arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{Field, Int64Type, Schema};
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext, col};
@@ -247,17 +247,24 @@ fn merge_context(table: &DeltaTable, files: usize, config: &UpkeepConfig) -> Res
 /// and start in it or to `before` (the last row of the previous batch).
 fn drop_repeats(batch: &RecordBatch, before: Option<&RecordBatch>) -> Result<RecordBatch> {
     let n = batch.num_rows();
-    let same_key = |i: usize, other: &RecordBatch, j: usize| -> bool {
-        ["trace_id", "start_time_unix_nano"]
-            .iter()
-            .all(|c| match (batch.column_by_name(c), other.column_by_name(c)) {
-                (Some(a), Some(b)) => a.slice(i, 1).to_data() == b.slice(j, 1).to_data(),
-                _ => false,
-            })
+    // The key columns, typed once (a comparison per row, not an array per row).
+    let keys = |b: &RecordBatch| -> Option<(StringArray, Int64Array)> {
+        let ids = b.column_by_name("trace_id")?.as_string_opt::<i32>()?.clone();
+        let starts = b
+            .column_by_name("start_time_unix_nano")?
+            .as_primitive_opt::<Int64Type>()?
+            .clone();
+        Some((ids, starts))
+    };
+    let (Some(mine), theirs) = (keys(batch), before.and_then(keys)) else {
+        return Ok(batch.clone());
+    };
+    let same_key = |i: usize, other: Option<&(StringArray, Int64Array)>, j: usize| -> bool {
+        let (ids, starts) = other.unwrap_or(&mine);
+        mine.0.value(i) == ids.value(j) && mine.1.value(i) == starts.value(j)
     };
     let same_row = |i: usize, other: &RecordBatch, j: usize| -> bool {
-        same_key(i, other, j)
-            && batch.schema() == other.schema()
+        batch.schema() == other.schema()
             && (0..batch.num_columns())
                 .all(|c| batch.column(c).slice(i, 1).to_data() == other.column(c).slice(j, 1).to_data())
     };
@@ -265,13 +272,14 @@ fn drop_repeats(batch: &RecordBatch, before: Option<&RecordBatch>) -> Result<Rec
     // earlier one repeats it.
     let repeats = |i: usize| {
         let mut j = i;
-        while j > 0 && same_key(i, batch, j - 1) {
+        while j > 0 && same_key(i, None, j - 1) {
             j -= 1;
             if same_row(i, batch, j) {
                 return true;
             }
         }
-        j == 0 && before.is_some_and(|b| same_row(i, b, 0))
+        let previous = before.zip(theirs.as_ref());
+        j == 0 && previous.is_some_and(|(b, k)| same_key(i, Some(k), 0) && same_row(i, b, 0))
     };
     let keep: Vec<bool> = (0..n).map(|i| !repeats(i)).collect();
     if keep.iter().all(|k| *k) {
