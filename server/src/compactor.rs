@@ -22,7 +22,13 @@ pub struct Compactor {
     cycle: Duration,
     /// The per-tenant overrides last read well.
     per_tenant: Mutex<PerTenantOverrides>,
+    /// Passes run, for tidying every [`TIDY_EVERY_PASSES`].
+    passes: std::sync::atomic::AtomicU64,
 }
+
+/// A loop vacuums, expires the log and merges sidecars every this many passes (each lists the
+/// table's files); the first pass (and so every one-shot job) does.
+pub const TIDY_EVERY_PASSES: u64 = 10;
 
 impl Compactor {
     pub fn new(warehouse: Arc<Warehouse>, config: UpkeepConfig, overrides: OverridesBlock, cycle: Duration) -> Self {
@@ -32,6 +38,7 @@ impl Compactor {
             overrides,
             cycle,
             per_tenant: Mutex::new(PerTenantOverrides::default()),
+            passes: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -46,12 +53,15 @@ impl Compactor {
             },
         };
         let per_tenant = self.reload_overrides();
+        let pass = self.passes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tidy = pass.is_multiple_of(TIDY_EVERY_PASSES);
         let mut out = Vec::with_capacity(tenants.len());
         for tenant in tenants {
             let config = UpkeepConfig {
                 block_retention: self
                     .overrides
                     .block_retention(&per_tenant, &tenant, self.config.block_retention),
+                tidy,
                 ..self.config.clone()
             };
             let done = self.warehouse.upkeep_tenant(&tenant, &config, dry_run).await;

@@ -154,6 +154,7 @@ impl CompactionBlock {
             block_retention: self.block_retention,
             grace: self.compacted_block_retention,
             merge_memory_bytes: self.merge_memory_bytes,
+            tidy: true,
         })
     }
 }

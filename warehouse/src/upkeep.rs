@@ -55,6 +55,9 @@ pub struct UpkeepConfig {
     pub grace: Duration,
     /// Memory one merge's sort may hold before it spills to disk.
     pub merge_memory_bytes: usize,
+    /// Whether the pass also vacuums, expires the log and merges sidecars (each lists the
+    /// table's files; a loop does it every few cycles).
+    pub tidy: bool,
 }
 
 impl Default for UpkeepConfig {
@@ -68,6 +71,7 @@ impl Default for UpkeepConfig {
             block_retention: Duration::ZERO,
             grace: Duration::from_secs(3600),
             merge_memory_bytes: 256 << 20,
+            tidy: true,
         }
     }
 }
@@ -406,19 +410,42 @@ pub async fn vacuum(table: &DeltaTable, grace: Duration, dry_run: bool) -> Resul
     Ok((table, metrics.files_deleted))
 }
 
-/// Writes a checkpoint of the table's current version, then deletes log entries older than
-/// `grace` that the checkpoint makes unnecessary. Returns the number of log files deleted.
+/// A pass writes a checkpoint when the table has none this recent (commits make one every 100
+/// versions too, deltalake's default interval).
+pub const CHECKPOINT_EVERY_VERSIONS: u64 = 100;
+
+/// Writes a checkpoint of the table's current version unless one is less than
+/// [`CHECKPOINT_EVERY_VERSIONS`] old, then deletes log entries older than `grace` that a
+/// checkpoint makes unnecessary. Returns the number of log files deleted.
 pub async fn expire_log(table: &DeltaTable, grace: Duration) -> Result<usize> {
     let Some(version) = table.version() else {
         return Ok(0);
     };
-    deltalake::protocol::checkpoints::create_checkpoint(table, None).await?;
+    let last = last_checkpoint(table).await?;
+    if last.is_none_or(|c| version.saturating_sub(c) >= CHECKPOINT_EVERY_VERSIONS) {
+        deltalake::protocol::checkpoints::create_checkpoint(table, None).await?;
+    }
     let grace_ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
     let cutoff = chrono::Utc::now().timestamp_millis().saturating_sub(grace_ms);
     Ok(
         deltalake::protocol::checkpoints::cleanup_expired_logs_for(version, table.log_store().as_ref(), cutoff, None)
             .await?,
     )
+}
+
+/// The version of the table's latest checkpoint, from its log's listing.
+async fn last_checkpoint(table: &DeltaTable) -> Result<Option<u64>> {
+    use futures::TryStreamExt;
+    let store = table.log_store().object_store(None);
+    let log = table.log_store().log_path().clone();
+    let listed: Vec<object_store::ObjectMeta> = store.list(Some(&log)).try_collect().await?;
+    Ok(listed
+        .iter()
+        .filter_map(|m| {
+            let (version, rest) = m.location.filename()?.split_once('.')?;
+            rest.starts_with("checkpoint").then(|| version.parse().ok()).flatten()
+        })
+        .max())
 }
 
 #[cfg(test)]

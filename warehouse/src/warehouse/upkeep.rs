@@ -67,9 +67,9 @@ impl Warehouse {
         Ok(out)
     }
 
-    /// One upkeep pass over `tenant`'s table: retention, compaction, then (unless
-    /// `dry_run`, which lists what vacuum would delete and changes nothing) vacuum and log
-    /// upkeep.
+    /// One upkeep pass over `tenant`'s table: retention, compaction, then (with
+    /// `config.tidy`) vacuum, log upkeep and the sidecar merge; `dry_run` changes nothing and
+    /// lists what vacuum would delete.
     pub async fn upkeep_tenant(&self, tenant: &str, config: &UpkeepConfig, dry_run: bool) -> Result<UpkeepReport> {
         let done = self.upkeep_pass(tenant, config, dry_run).await;
         let counter = match &done {
@@ -92,7 +92,7 @@ impl Warehouse {
             self.compact(&tenant, config, &mut report).await?;
         }
         let table = self.refresh(&tenant).await?;
-        if !table::is_created(&table) {
+        if !table::is_created(&table) || !config.tidy {
             return Ok(report);
         }
         let (vacuumed, files) = upkeep::vacuum(&table, config.grace, dry_run).await?;
