@@ -185,9 +185,8 @@ impl Warehouse {
     ) -> Result<()> {
         let _guard = tenant.flush_lock.lock().await;
         let before: HashSet<String> = data_files(read)?.into_iter().map(|f| f.path).collect();
-        let mut committed = upkeep::commit_replace(read, removed, added, data_change, operation).await?;
-        committed.update_incremental(None).await?;
-        let committed = Arc::new(committed);
+        // At the version it committed (commit_replace read the log just before).
+        let committed = Arc::new(upkeep::commit_replace(read, removed, added, data_change, operation).await?);
         self.sync_index(tenant, &committed).await?;
         let version = committed.version().unwrap_or_default();
         tenant.state.lock().expect("tenant state lock").table = Some(committed.clone());
