@@ -199,11 +199,11 @@ pub fn compactor(config: &Config, warehouse: Arc<Warehouse>) -> Result<Compactor
 /// tenant's report or error.
 pub async fn compact_once(
     config: &Config,
-    tenant: Option<&str>,
-    dry_run: bool,
+    options: &crate::compactor::PassOptions,
+    progress: &(dyn Fn(&str, tracehouse_warehouse::UpkeepProgress) + Sync),
 ) -> Result<Vec<(String, Result<tracehouse_warehouse::UpkeepReport, String>)>, AppError> {
     let warehouse = Warehouse::open_shared(warehouse_config(config)?, None)?;
-    Ok(compactor(config, warehouse)?.pass(tenant, dry_run).await)
+    Ok(compactor(config, warehouse)?.pass_with(options, progress).await)
 }
 
 /// The addresses a target listens on, by role (`http`, `otlp-grpc`, `otlp-http`, `postgres`,
@@ -243,6 +243,13 @@ pub fn verify(config: &Config) -> Result<Target, AppError> {
         warehouse_config(config)?;
     }
     Ok(target)
+}
+
+/// Checks the configuration of a `tracehouse compact` job: its upkeep and storage settings
+/// (a job listens on nothing, and the target setting means nothing to it).
+pub fn verify_compact(config: &Config) -> Result<(), AppError> {
+    config.compactor.compaction.upkeep().map_err(AppError::Config)?;
+    warehouse_config(config).map(|_| ())
 }
 
 /// Runs the configured target until `stop` resolves, then shuts down gracefully.

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use tracehouse_warehouse::upkeep::UpkeepConfig;
-use tracehouse_warehouse::{UpkeepReport, Warehouse};
+use tracehouse_warehouse::{UpkeepProgress, UpkeepReport, Warehouse};
 
 use crate::config::{OverridesBlock, PerTenantOverrides};
 
@@ -24,6 +24,17 @@ pub struct Compactor {
     per_tenant: Mutex<PerTenantOverrides>,
     /// Passes run, for tidying every [`TIDY_EVERY_PASSES`].
     passes: std::sync::atomic::AtomicU64,
+}
+
+/// What a pass covers and does.
+#[derive(Debug, Default, Clone)]
+pub struct PassOptions {
+    /// One tenant, or every tenant with a table.
+    pub only: Option<String>,
+    /// Change nothing; list what vacuum would delete.
+    pub dry_run: bool,
+    /// Apply retention (and tidy) without merging files.
+    pub retention_only: bool,
 }
 
 /// A loop vacuums, expires the log and merges sidecars every this many passes (each lists the
@@ -42,9 +53,19 @@ impl Compactor {
         }
     }
 
-    /// One pass over `only` (or every tenant with a table): each tenant's report, or the
-    /// error that stopped its pass (the others go on).
-    pub async fn pass(&self, only: Option<&str>, dry_run: bool) -> Vec<(String, Result<UpkeepReport, String>)> {
+    /// One pass of the loop over every tenant with a table ([`Self::pass_with`]).
+    pub async fn pass(&self) -> Vec<(String, Result<UpkeepReport, String>)> {
+        self.pass_with(&PassOptions::default(), &|_, _| {}).await
+    }
+
+    /// One pass over `options.only` (or every tenant with a table): each tenant's report, or
+    /// the error that stopped its pass (the others go on). `progress` hears of each merge.
+    pub async fn pass_with(
+        &self,
+        options: &PassOptions,
+        progress: &(dyn Fn(&str, UpkeepProgress) + Sync),
+    ) -> Vec<(String, Result<UpkeepReport, String>)> {
+        let only = options.only.as_deref();
         let tenants = match only {
             Some(t) => vec![t.to_string()],
             None => match self.warehouse.stored_tenants().await {
@@ -62,11 +83,20 @@ impl Compactor {
                     .overrides
                     .block_retention(&per_tenant, &tenant, self.config.block_retention),
                 tidy,
+                compact: !options.retention_only,
                 ..self.config.clone()
             };
-            let done = self.warehouse.upkeep_tenant(&tenant, &config, dry_run).await;
+            let progress = |p| progress(&tenant, p);
+            let done = (self.warehouse)
+                .upkeep_tenant_with(&tenant, &config, options.dry_run, &progress)
+                .await;
             match &done {
-                Ok(r) if *r != UpkeepReport::default() => tracing::info!(tenant = %tenant, report = ?r, "table upkeep"),
+                Ok(r) if r.held_by.is_some() => {
+                    tracing::info!(tenant = %tenant, held_by = ?r.held_by, "table upkeep skipped: another process holds it")
+                }
+                Ok(r) if r.merges + r.files_expired + r.files_vacuumed.len() > 0 => {
+                    tracing::info!(tenant = %tenant, report = ?r, "table upkeep")
+                }
                 Ok(_) => {}
                 Err(e) => tracing::error!(tenant = %tenant, error = %e, "table upkeep failed; retried next cycle"),
             }
@@ -96,7 +126,7 @@ impl Compactor {
                 _ = shutdown.changed() => break,
             }
             tokio::select! {
-                _ = self.pass(None, false) => {}
+                _ = self.pass() => {}
                 _ = shutdown.changed() => break,
             }
         }

@@ -76,6 +76,10 @@ pub struct CompactionBlock {
     /// other engines' snapshots keep reading them), as do unreferenced files and log entries.
     #[serde(deserialize_with = "duration::deserialize")]
     pub compacted_block_retention: Duration,
+    /// How long a tenant's upkeep lease lasts unrenewed (one process looks after a tenant at
+    /// a time; one killed holding it keeps the tenant waiting this long).
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub lease_duration: Duration,
 }
 
 impl Default for CompactionBlock {
@@ -92,6 +96,7 @@ impl Default for CompactionBlock {
             merge_memory_bytes: upkeep.merge_memory_bytes,
             block_retention: upkeep.block_retention,
             compacted_block_retention: upkeep.grace,
+            lease_duration: upkeep.lease_ttl,
         }
     }
 }
@@ -101,7 +106,11 @@ impl CompactionBlock {
     pub fn upkeep(&self) -> Result<tracehouse_warehouse::upkeep::UpkeepConfig, String> {
         let key = |k: &str| format!("compactor.compaction.{k}");
         let min_grace = 2 * tracehouse_warehouse::TABLE_REFRESH_INTERVAL;
-        let checks: [(bool, String); 7] = [
+        let checks: [(bool, String); 8] = [
+            (
+                self.lease_duration < Duration::from_secs(3),
+                format!("{} must be at least 3s", key("lease_duration")),
+            ),
             (
                 self.compaction_cycle < Duration::from_secs(1),
                 format!("{} must be at least 1s", key("compaction_cycle")),
@@ -155,6 +164,8 @@ impl CompactionBlock {
             grace: self.compacted_block_retention,
             merge_memory_bytes: self.merge_memory_bytes,
             tidy: true,
+            compact: true,
+            lease_ttl: self.lease_duration,
         })
     }
 }

@@ -5,6 +5,7 @@
 mod admin;
 mod app;
 mod auth;
+mod compact_job;
 mod compactor;
 mod config;
 mod errors;
@@ -22,7 +23,7 @@ use crate::config::Config;
 static GLOBAL: MiMalloc = MiMalloc;
 
 const USAGE: &str = "usage: tracehouse [-config.file=PATH] [-target=NAME] [-FIELD.PATH=VALUE ...]
-       tracehouse compact [-config.file=PATH] [-tenant=ID] [-dry-run] [-FIELD.PATH=VALUE ...]
+       tracehouse compact [-config.file=PATH] [-tenant=ID] [-dry-run] [-retention-only] [-FIELD.PATH=VALUE ...]
 
   -config.file=PATH   Tempo-style YAML configuration (see tracehouse.example.yaml)
   -target=NAME        components to run: all (monolithic, the default), distributor,
@@ -33,7 +34,8 @@ const USAGE: &str = "usage: tracehouse [-config.file=PATH] [-target=NAME] [-FIEL
 
 compact: one pass of compaction, retention, vacuum and log upkeep over every tenant's table
 (or -tenant's), then exit; 0 when every tenant's pass succeeded. -dry-run changes nothing
-and lists the files vacuum would delete.
+and lists the files vacuum would delete; -retention-only removes expired spans and tidies
+without merging. A progress bar on a terminal, plain lines otherwise, then a summary.
 
 Any configuration field is also a flag named by its path, with dashes or underscores:
   -server.http-listen-port=3200         -server.http-listen-address=127.0.0.1
@@ -72,11 +74,7 @@ struct Flags {
 }
 
 /// The flags of `tracehouse compact`.
-#[derive(Debug, Default)]
-struct CompactJob {
-    tenant: Option<String>,
-    dry_run: bool,
-}
+type CompactJob = compactor::PassOptions;
 
 fn parse_flags(args: impl IntoIterator<Item = String>) -> Result<Option<Flags>, String> {
     let mut flags = Flags::default();
@@ -106,10 +104,13 @@ fn parse_flags(args: impl IntoIterator<Item = String>) -> Result<Option<Flags>, 
             "config.verify" => flags.verify = inline.as_deref() != Some("false"),
             "tenant" if flags.compact.is_some() => {
                 let tenant = value(name)?;
-                flags.compact.as_mut().expect("checked").tenant = Some(tenant);
+                flags.compact.as_mut().expect("checked").only = Some(tenant);
             }
             "dry-run" if flags.compact.is_some() => {
                 flags.compact.as_mut().expect("checked").dry_run = inline.as_deref() != Some("false");
+            }
+            "retention-only" if flags.compact.is_some() => {
+                flags.compact.as_mut().expect("checked").retention_only = inline.as_deref() != Some("false");
             }
             path if path.contains('.') => {
                 let path = FLAG_ALIASES
@@ -174,6 +175,18 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    if flags.verify && flags.compact.is_some() {
+        return match app::verify_compact(&config) {
+            Ok(()) => {
+                println!("config ok: target compact");
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("tracehouse: {e}");
+                std::process::ExitCode::from(2)
+            }
+        };
+    }
     if flags.verify {
         return match app::verify(&config) {
             Ok(target) => {
@@ -216,7 +229,7 @@ fn main() -> std::process::ExitCode {
         }
     };
     if let Some(job) = &flags.compact {
-        return runtime.block_on(compact(&config, job));
+        return runtime.block_on(compact_job::run(&config, job));
     }
     match runtime.block_on(app::run(config, stop_signal())) {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -224,54 +237,6 @@ fn main() -> std::process::ExitCode {
             eprintln!("tracehouse: {e}");
             std::process::ExitCode::FAILURE
         }
-    }
-}
-
-/// `tracehouse compact`: one pass, a line per tenant on stdout (and on a dry run the files
-/// vacuum would delete); fails when any tenant's pass failed.
-async fn compact(config: &Config, job: &CompactJob) -> std::process::ExitCode {
-    let reports = match app::compact_once(config, job.tenant.as_deref(), job.dry_run).await {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("tracehouse compact: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    let mut failed = false;
-    for (tenant, done) in reports {
-        match done {
-            Ok(r) => {
-                println!(
-                    "tenant {tenant}: {} merges ({} files into {}, {} -> {} rows, {} -> {} bytes), {} conflicts, {} files expired, {} files {}, {} log files expired",
-                    r.merges,
-                    r.files_compacted,
-                    r.files_written,
-                    r.rows_read,
-                    r.rows_written,
-                    r.bytes_read,
-                    r.bytes_written,
-                    r.conflicts,
-                    r.files_expired,
-                    r.files_vacuumed.len(),
-                    if job.dry_run { "to vacuum" } else { "vacuumed" },
-                    r.log_files_expired,
-                );
-                if job.dry_run {
-                    for path in &r.files_vacuumed {
-                        println!("  would delete {path}");
-                    }
-                }
-            }
-            Err(e) => {
-                failed = true;
-                println!("tenant {tenant}: failed: {e}");
-            }
-        }
-    }
-    if failed {
-        std::process::ExitCode::FAILURE
-    } else {
-        std::process::ExitCode::SUCCESS
     }
 }
 
@@ -344,7 +309,12 @@ mod tests {
         let args = |a: &[&str]| parse_flags(a.iter().map(|s| s.to_string())).unwrap().unwrap();
         let f = args(&["compact", "-tenant=shop", "-dry-run", "-config.file=c.yaml"]);
         let job = f.compact.expect("a compact job");
-        assert_eq!((job.tenant.as_deref(), job.dry_run), (Some("shop"), true));
+        assert_eq!(
+            (job.only.as_deref(), job.dry_run, job.retention_only),
+            (Some("shop"), true, false)
+        );
+        let job = args(&["compact", "--retention-only"]).compact.expect("a compact job");
+        assert!(job.retention_only && !job.dry_run && job.only.is_none());
         assert_eq!(f.config_file, Some(PathBuf::from("c.yaml")));
         assert!(args(&["-target=all"]).compact.is_none());
         // The job's flags mean nothing to a server.

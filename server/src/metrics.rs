@@ -26,6 +26,26 @@ fn gauge(out: &mut String, name: &str, help: &str, value: u64) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
 }
 
+/// The time upkeep took, and each tenant's small files left to merge (the number to alert
+/// on, as Tempo's `tempodb_compaction_outstanding_blocks`).
+fn render_upkeep_time_and_backlog(out: &mut String, warehouse: &WarehouseStats) {
+    let name = "tracehouse_upkeep_seconds_total";
+    let seconds = warehouse.upkeep_micros.load(Ordering::Relaxed) as f64 / 1e6;
+    let _ = writeln!(
+        out,
+        "# HELP {name} Time upkeep passes took.\n# TYPE {name} counter\n{name} {seconds}"
+    );
+    let name = "tracehouse_compaction_outstanding_files";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Small files of a tenant that compaction would still merge, after its last pass.\n# TYPE {name} gauge"
+    );
+    for (tenant, files) in warehouse.outstanding_files.lock().expect("outstanding lock").iter() {
+        // Tenant ids are letters, digits, '_', '-' and '.': nothing to escape.
+        let _ = writeln!(out, "{name}{{tenant=\"{tenant}\"}} {files}");
+    }
+}
+
 /// Renders every counter in the Prometheus text format.
 pub fn render(
     receivers: &ReceiverStats,
@@ -138,9 +158,40 @@ pub fn render(
             "Files vacuum deleted from storage.",
             &warehouse.files_vacuumed,
         ),
+        (
+            "tracehouse_upkeep_lease_busy_total",
+            "Upkeep passes skipped because another process was looking after the tenant.",
+            &warehouse.upkeep_lease_busy,
+        ),
+        (
+            "tracehouse_compaction_conflicts_total",
+            "Compaction merges skipped on a conflict with another writer.",
+            &warehouse.upkeep_conflicts,
+        ),
+        (
+            "tracehouse_compaction_bytes_read_total",
+            "Bytes of data files compaction read.",
+            &warehouse.compaction_bytes_read,
+        ),
+        (
+            "tracehouse_compaction_bytes_written_total",
+            "Bytes of data files compaction wrote.",
+            &warehouse.compaction_bytes_written,
+        ),
+        (
+            "tracehouse_compaction_spans_deduplicated_total",
+            "Spans stored twice that compaction wrote once.",
+            &warehouse.spans_deduplicated,
+        ),
+        (
+            "tracehouse_retention_spans_total",
+            "Spans retention removed.",
+            &warehouse.spans_expired,
+        ),
     ] {
         counter(&mut out, name, help, r(value));
     }
+    render_upkeep_time_and_backlog(&mut out, warehouse);
     gauge(
         &mut out,
         "tracehouse_warehouse_live_bytes",

@@ -95,7 +95,8 @@ async fn a_scheduled_job_compacts_while_the_server_runs() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains(&format!("tenant {TENANT}: 1 merges")), "{stdout}");
+    assert!(stdout.contains(&format!("tenant {TENANT}: files ")), "{stdout}");
+    assert!(stdout.contains(", 1 merges ("), "{stdout}");
 
     // The running server still reads the files it knew (kept for the grace period) ...
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -135,18 +135,25 @@ fn kubernetes_manifests_name_only_existing_targets_ports_and_keys() {
     let mut pods: Vec<(BTreeMap<String, String>, Value, Verified)> = Vec::new();
     for w in docs
         .iter()
-        .filter(|d| d["kind"] == "Deployment" || d["kind"] == "StatefulSet")
+        .filter(|d| ["Deployment", "StatefulSet", "CronJob"].iter().any(|k| d["kind"] == *k))
     {
         let name = s(&w["metadata"]["name"]);
-        let spec = &w["spec"]["template"]["spec"];
-        let labels: BTreeMap<String, String> =
-            serde_yaml::from_value(w["spec"]["template"]["metadata"]["labels"].clone()).unwrap();
-        let selector: BTreeMap<String, String> =
-            serde_yaml::from_value(w["spec"]["selector"]["matchLabels"].clone()).unwrap();
-        assert!(
-            selector.iter().all(|(k, v)| labels.get(k) == Some(v)),
-            "{name}: selector does not match its pods"
-        );
+        let job = w["kind"] == "CronJob";
+        // A CronJob's pods are its jobs' pods.
+        let template = match job {
+            true => &w["spec"]["jobTemplate"]["spec"]["template"],
+            false => &w["spec"]["template"],
+        };
+        let spec = &template["spec"];
+        let labels: BTreeMap<String, String> = serde_yaml::from_value(template["metadata"]["labels"].clone()).unwrap();
+        if !job {
+            let selector: BTreeMap<String, String> =
+                serde_yaml::from_value(w["spec"]["selector"]["matchLabels"].clone()).unwrap();
+            assert!(
+                selector.iter().all(|(k, v)| labels.get(k) == Some(v)),
+                "{name}: selector does not match its pods"
+            );
+        }
         if w["kind"] == "StatefulSet" {
             find(&docs, "Service", s(&w["spec"]["serviceName"]));
         }
@@ -206,6 +213,13 @@ fn kubernetes_manifests_name_only_existing_targets_ports_and_keys() {
                 "{what}: declared ports differ from what -target={} listens on",
                 verified.target
             );
+            targets.insert(verified.target.clone());
+            if job {
+                // A job runs to its end: no probe, and (checked above) no ports.
+                assert!(c["readinessProbe"].is_null(), "{what}: a job has no readiness probe");
+                assert_eq!(spec["restartPolicy"], "OnFailure", "{what}");
+                continue;
+            }
             let probe = &c["readinessProbe"]["httpGet"];
             assert_eq!(s(&probe["path"]), "/ready", "{what}");
             assert_eq!(
@@ -213,16 +227,15 @@ fn kubernetes_manifests_name_only_existing_targets_ports_and_keys() {
                 verified.ports["http"],
                 "{what}: probe port"
             );
-            targets.insert(verified.target.clone());
             pods.push((labels.clone(), c.clone(), verified));
         }
     }
     assert_eq!(
         targets,
-        ["block-builder", "distributor", "live-store", "querier"]
+        ["block-builder", "compact", "distributor", "live-store", "querier"]
             .map(String::from)
             .into(),
-        "every microservices target is deployed"
+        "every microservices target is deployed, and the scheduled upkeep job"
     );
 
     // Every Service selects tracehouse pods and forwards to ports they declare.
@@ -310,7 +323,7 @@ fn docker_compose_names_only_existing_targets_ports_and_keys() {
     let by_target: BTreeSet<&str> = targets.values().map(|v| v.target.as_str()).collect();
     assert_eq!(
         by_target,
-        ["block-builder", "distributor", "live-store", "querier"].into()
+        ["block-builder", "compactor", "distributor", "live-store", "querier"].into()
     );
     assert!(
         targets.values().filter(|v| v.target == "block-builder").count() >= 2,

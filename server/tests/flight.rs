@@ -475,8 +475,10 @@ async fn cancel_or_disconnect_stops_the_query() {
     let (req, _) = generator.request(2_000);
     assert_eq!(sender.send(&req, Some("shop")).await.unwrap().status, 200);
 
-    /// Waits until no Flight stream is open; the CPU seconds the server used over the next
-    /// two seconds.
+    /// Waits until no Flight stream is open, then until the server is idle: the CPU seconds
+    /// it used in the first one-second window under 0.2 CPU s, within 10 s (a query's tasks
+    /// stop at their next yield point, which takes longer on a loaded machine); the smallest
+    /// window seen if none was.
     async fn settled_cpu(server: &TestServer) -> f64 {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while server.metric("tracehouse_flight_streams_active").await > 0 {
@@ -486,9 +488,16 @@ async fn cancel_or_disconnect_stops_the_query() {
             );
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
-        let before = server.cpu_seconds();
-        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-        server.cpu_seconds() - before
+        let mut least = f64::MAX;
+        for _ in 0..10 {
+            let before = server.cpu_seconds();
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            least = least.min(server.cpu_seconds() - before);
+            if least < 0.2 {
+                break;
+            }
+        }
+        least
     }
 
     let run = |mode: &'static str| {
@@ -511,8 +520,8 @@ async fn cancel_or_disconnect_stops_the_query() {
     assert!(busy > 1.0, "the server used only {busy:.2} CPU s while the query ran");
     let idle = settled_cpu(&server).await;
     assert!(
-        idle < 0.5,
-        "the server burned {idle:.2} CPU s after the client cancelled"
+        idle < 0.2,
+        "the server still burned {idle:.2} CPU s a second, 10 s after the client cancelled"
     );
     assert_eq!(server.metric("tracehouse_flight_streams_cancelled_total").await, 1);
 
@@ -520,8 +529,8 @@ async fn cancel_or_disconnect_stops_the_query() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "rows True\n");
     let idle = settled_cpu(&server).await;
     assert!(
-        idle < 0.5,
-        "the server burned {idle:.2} CPU s after the client went away"
+        idle < 0.2,
+        "the server still burned {idle:.2} CPU s a second, 10 s after the client went away"
     );
     assert_eq!(server.metric("tracehouse_flight_streams_cancelled_total").await, 2);
     assert_eq!(server.metric("tracehouse_flight_streams_started_total").await, 2);

@@ -6,6 +6,7 @@
 //! Tempo's API); receivers hand it [`span::SpanRecord`]s or finished `spans` batches.
 
 pub mod id_range;
+pub mod lease;
 pub mod live;
 pub mod map_filter;
 pub mod provider;
@@ -19,8 +20,8 @@ pub mod wal;
 mod warehouse;
 
 pub use warehouse::{
-    LiveRecord, LiveSource, MAX_SIDECARS, SpanSource, TABLE_REFRESH_INTERVAL, Tenant, TraceLookup, UpkeepReport,
-    Warehouse, WarehouseConfig, WarehouseStats,
+    LiveRecord, LiveSource, MAX_SIDECARS, MAX_TENANTS_REPORTED, SpanSource, TABLE_REFRESH_INTERVAL, TableSize, Tenant,
+    TraceLookup, UpkeepProgress, UpkeepReport, Warehouse, WarehouseConfig, WarehouseStats,
 };
 
 /// Errors of the storage layer.

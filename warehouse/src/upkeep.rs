@@ -58,6 +58,11 @@ pub struct UpkeepConfig {
     /// Whether the pass also vacuums, expires the log and merges sidecars (each lists the
     /// table's files; a loop does it every few cycles).
     pub tidy: bool,
+    /// Whether the pass merges small files (not for a retention-only job).
+    pub compact: bool,
+    /// How long the tenant's upkeep lease lasts unrenewed ([`crate::lease`]): a process
+    /// killed while holding it keeps the tenant's upkeep waiting this long.
+    pub lease_ttl: Duration,
 }
 
 impl Default for UpkeepConfig {
@@ -72,6 +77,8 @@ impl Default for UpkeepConfig {
             grace: Duration::from_secs(3600),
             merge_memory_bytes: 256 << 20,
             tidy: true,
+            compact: true,
+            lease_ttl: crate::lease::LEASE_TTL,
         }
     }
 }
@@ -82,6 +89,8 @@ pub struct TimedFile {
     pub file: DataFile,
     pub start_ns: i64,
     pub end_ns: i64,
+    /// Rows (spans) the file holds, by its statistics.
+    pub rows: u64,
 }
 
 /// The table's data files with their time spans; files without statistics are left out (no
@@ -94,7 +103,7 @@ pub fn timed_files(table: &DeltaTable) -> Result<Vec<TimedFile>> {
     let mut out = Vec::new();
     for f in snapshot.log_data().iter() {
         let Some(stats) = f.stats() else { continue };
-        let Some((start_ns, end_ns)) = stats_span(&stats) else {
+        let Some((start_ns, end_ns, rows)) = stats_span(&stats) else {
             continue;
         };
         let date = f.partition_values_map().get(PARTITION_COLUMN).cloned().flatten();
@@ -106,17 +115,20 @@ pub fn timed_files(table: &DeltaTable) -> Result<Vec<TimedFile>> {
             },
             start_ns,
             end_ns,
+            rows,
         });
     }
     Ok(out)
 }
 
-/// The first start and last end of a file's rows, from its Delta statistics JSON.
-fn stats_span(stats: &str) -> Option<(i64, i64)> {
+/// The first start and last end of a file's rows, and how many rows it has, from its Delta
+/// statistics JSON.
+fn stats_span(stats: &str) -> Option<(i64, i64, u64)> {
     let v: serde_json::Value = serde_json::from_str(stats).ok()?;
     let start = v.get("minValues")?.get("start_time_unix_nano")?.as_i64()?;
     let end = v.get("maxValues")?.get("end_time_unix_nano")?.as_i64()?;
-    Some((start, end))
+    let rows = v.get("numRecords").and_then(serde_json::Value::as_u64).unwrap_or(0);
+    Some((start, end, rows))
 }
 
 /// Groups of files to merge, each into target-size files: files smaller than the target,
@@ -156,6 +168,16 @@ pub fn plan_compaction(files: &[TimedFile], config: &UpkeepConfig, now_ns: i64) 
     groups.extend(enough(&current).then_some(current));
     groups.truncate(config.max_merges_per_pass);
     groups
+}
+
+/// Small files compaction would merge if it ran now without a limit on merges (Tempo's
+/// outstanding blocks): the number an operator alerts on when compaction falls behind.
+pub fn outstanding(files: &[TimedFile], config: &UpkeepConfig, now_ns: i64) -> usize {
+    let unlimited = UpkeepConfig {
+        max_merges_per_pass: usize::MAX,
+        ..config.clone()
+    };
+    plan_compaction(files, &unlimited, now_ns).iter().map(Vec::len).sum()
 }
 
 /// The files retention removes: those whose spans all ended before `cutoff_ns`.
@@ -461,6 +483,7 @@ mod tests {
             },
             start_ns,
             end_ns: start_ns + 1,
+            rows: 1,
         }
     }
 

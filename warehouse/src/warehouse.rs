@@ -27,7 +27,7 @@ use crate::wal::{Wal, WalConfig, WalRecord};
 use crate::{Error, Result, table};
 
 mod upkeep;
-pub use upkeep::{MAX_SIDECARS, UpkeepReport};
+pub use upkeep::{MAX_SIDECARS, MAX_TENANTS_REPORTED, TableSize, UpkeepProgress, UpkeepReport};
 
 /// How often a warehouse that writes its tables itself reloads them from their logs, to see
 /// what other processes (compaction and retention jobs) committed. Vacuum's grace period must
@@ -92,6 +92,21 @@ pub struct WarehouseStats {
     pub files_expired: AtomicU64,
     /// Files vacuum deleted from storage.
     pub files_vacuumed: AtomicU64,
+    /// Upkeep passes skipped because another process held the tenant's upkeep lease.
+    pub upkeep_lease_busy: AtomicU64,
+    /// Merges skipped on a conflict with another writer.
+    pub upkeep_conflicts: AtomicU64,
+    /// Time upkeep passes took, in microseconds.
+    pub upkeep_micros: AtomicU64,
+    /// Bytes of data files compaction read and wrote.
+    pub compaction_bytes_read: AtomicU64,
+    pub compaction_bytes_written: AtomicU64,
+    /// Spans compaction wrote once that were stored twice (a client's retry).
+    pub spans_deduplicated: AtomicU64,
+    /// Spans retention removed.
+    pub spans_expired: AtomicU64,
+    /// Per tenant, the small files compaction would still merge after its last pass.
+    pub outstanding_files: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 struct Chunk {
@@ -200,6 +215,8 @@ pub struct Warehouse {
     app_id: String,
     tenants: RwLock<HashMap<String, Arc<Tenant>>>,
     stats: Arc<WarehouseStats>,
+    /// This warehouse's name as the holder of tenants' upkeep leases ([`crate::lease`]).
+    upkeep_owner: String,
     footers: Arc<trace_index::FooterCache>,
 }
 
@@ -220,6 +237,7 @@ impl Warehouse {
             tenants: RwLock::new(HashMap::new()),
             stats: Arc::new(WarehouseStats::default()),
             footers: Arc::default(),
+            upkeep_owner: crate::lease::new_owner(),
         });
         warehouse.replay(records).await?;
         let weak = Arc::downgrade(&warehouse);
@@ -247,6 +265,7 @@ impl Warehouse {
             tenants: RwLock::new(HashMap::new()),
             stats: Arc::new(WarehouseStats::default()),
             footers: Arc::default(),
+            upkeep_owner: crate::lease::new_owner(),
         }))
     }
 

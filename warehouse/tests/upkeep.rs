@@ -311,3 +311,37 @@ async fn many_sidecars_merge_into_one_and_the_index_holds() {
     assert!(!repaired(&index_dir), "the merged sidecar covers every file");
     w.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_never_look_after_a_tenant_at_once() {
+    let (_dir, config, w) = open().await;
+    let start = now_ns() - 60_000_000_000;
+    for f in 0..40u128 {
+        w.append(TENANT, batch(&[(f + 1, 3)], start + f as u64 * 1000))
+            .await
+            .unwrap();
+        w.flush_due(true).await.unwrap();
+    }
+    // A second compactor replica over the same storage.
+    let replica = Warehouse::open_shared(config.clone(), None).unwrap();
+    let small = merge_everything();
+    let (mut skipped, mut merges, mut conflicts) = (0, 0, 0);
+    for _ in 0..8 {
+        let (a, b) = tokio::join!(
+            w.upkeep_tenant(TENANT, &small, false),
+            replica.upkeep_tenant(TENANT, &small, false)
+        );
+        for r in [a.unwrap(), b.unwrap()] {
+            skipped += usize::from(r.held_by.is_some());
+            merges += r.merges;
+            conflicts += r.conflicts;
+        }
+    }
+    assert!(skipped > 0, "one replica found the other looking after the tenant");
+    assert_eq!(merges, 1, "the 40 files merged once");
+    assert_eq!(conflicts, 0, "no two merges of the same files ran at once");
+    let spans = spans_of(&w, 1..=40).await;
+    assert_eq!(spans.len(), 40 * 3);
+    assert!(spans.values().all(|n| *n == 1));
+    w.shutdown().await.unwrap();
+}

@@ -11,6 +11,7 @@ use deltalake::DeltaTable;
 use deltalake::protocol::DeltaOperation;
 
 use super::{Tenant, Warehouse, data_files};
+use crate::lease::{self, Lease};
 use crate::trace_index::DataFile;
 use crate::upkeep::{self, TimedFile, UpkeepConfig};
 use crate::{Error, Result, table};
@@ -18,6 +19,11 @@ use crate::{Error, Result, table};
 /// What one upkeep pass did to a tenant's table.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct UpkeepReport {
+    /// When another process held the tenant's upkeep lease: its name (the pass did nothing).
+    pub held_by: Option<String>,
+    /// The table's data files before the pass and after it.
+    pub before: TableSize,
+    pub after: TableSize,
     /// Merges committed.
     pub merges: usize,
     /// Merges skipped because another writer removed one of their files meanwhile.
@@ -28,18 +34,51 @@ pub struct UpkeepReport {
     pub rows_written: u64,
     pub bytes_read: u64,
     pub bytes_written: u64,
-    /// Files retention removed from the table.
+    /// Files retention removed from the table, and the spans they held.
     pub files_expired: usize,
+    pub rows_expired: u64,
     /// Files deleted from storage (listed only, on a dry run).
     pub files_vacuumed: Vec<String>,
     /// Delta log files deleted.
     pub log_files_expired: usize,
     /// Trace-id index sidecars merged into one.
     pub sidecars_merged: usize,
+    /// Small files left that compaction would merge (Tempo's outstanding blocks).
+    pub outstanding: usize,
+}
+
+/// A table's data files: how many, their bytes and their rows (spans), by the Delta log.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TableSize {
+    pub files: usize,
+    pub bytes: u64,
+    pub rows: u64,
+}
+
+impl TableSize {
+    fn of(files: &[TimedFile]) -> Self {
+        Self {
+            files: files.len(),
+            bytes: files.iter().map(|f| f.file.size).sum(),
+            rows: files.iter().map(|f| f.rows).sum(),
+        }
+    }
+}
+
+/// Where a pass is, for a job's progress bar: merges done of those planned.
+#[derive(Debug, Clone, Copy)]
+pub struct UpkeepProgress {
+    pub merges_done: usize,
+    pub merges_planned: usize,
+    /// Input bytes of the merges done.
+    pub bytes_done: u64,
 }
 
 /// Sidecars a table may have before upkeep merges them (a load reads each).
 pub const MAX_SIDECARS: usize = 64;
+
+/// Tenants whose outstanding small files `/metrics` reports at most.
+pub const MAX_TENANTS_REPORTED: usize = 10_000;
 
 impl Warehouse {
     /// The tenants that have a table on storage, sorted.
@@ -67,32 +106,106 @@ impl Warehouse {
         Ok(out)
     }
 
+    /// One upkeep pass over `tenant`'s table ([`Self::upkeep_tenant_with`]), without progress.
+    pub async fn upkeep_tenant(&self, tenant: &str, config: &UpkeepConfig, dry_run: bool) -> Result<UpkeepReport> {
+        self.upkeep_tenant_with(tenant, config, dry_run, &|_| {}).await
+    }
+
     /// One upkeep pass over `tenant`'s table: retention, compaction, then (with
     /// `config.tidy`) vacuum, log upkeep and the sidecar merge; `dry_run` changes nothing and
-    /// lists what vacuum would delete.
-    pub async fn upkeep_tenant(&self, tenant: &str, config: &UpkeepConfig, dry_run: bool) -> Result<UpkeepReport> {
-        let done = self.upkeep_pass(tenant, config, dry_run).await;
-        let counter = match &done {
-            Ok(_) => &self.stats.upkeep_passes,
-            Err(_) => &self.stats.upkeep_errors,
+    /// lists what vacuum would delete. A pass that changes the table holds the tenant's
+    /// upkeep lease ([`crate::lease`]); when another process holds it, the pass does nothing
+    /// and says who. `progress` hears of each merge.
+    pub async fn upkeep_tenant_with(
+        &self,
+        tenant: &str,
+        config: &UpkeepConfig,
+        dry_run: bool,
+        progress: &(dyn Fn(UpkeepProgress) + Sync),
+    ) -> Result<UpkeepReport> {
+        // Upkeep of a tenant without a table creates nothing.
+        if !self.storage.table_exists(tenant).await? {
+            return Ok(UpkeepReport::default());
+        }
+        let started = std::time::Instant::now();
+        let lease = match dry_run {
+            true => None,
+            false => match self.upkeep_lease(tenant, config.lease_ttl).await? {
+                lease::Acquired::Held(l) => Some(l),
+                lease::Acquired::Busy { owner, .. } => {
+                    self.stats.upkeep_lease_busy.fetch_add(1, Ordering::Relaxed);
+                    return Ok(UpkeepReport {
+                        held_by: Some(owner),
+                        ..Default::default()
+                    });
+                }
+            },
         };
-        counter.fetch_add(1, Ordering::Relaxed);
+        let done = self
+            .upkeep_pass(tenant, config, dry_run, lease.as_ref(), progress)
+            .await;
+        if let Some(lease) = lease
+            && let Err(e) = lease.release().await
+        {
+            tracing::warn!(tenant, error = %e, "upkeep lease not released; it expires");
+        }
+        self.count_pass(tenant, &done, started.elapsed());
         done
     }
 
-    async fn upkeep_pass(&self, tenant: &str, config: &UpkeepConfig, dry_run: bool) -> Result<UpkeepReport> {
-        let mut report = UpkeepReport::default();
-        // Upkeep of a tenant without a table creates nothing.
-        if !self.storage.table_exists(tenant).await? {
-            return Ok(report);
+    /// Takes `tenant`'s upkeep lease for this process.
+    async fn upkeep_lease(&self, tenant: &str, ttl: std::time::Duration) -> Result<lease::Acquired> {
+        let dir = self.table_files(tenant)?.root.join(lease::LEASE_DIR);
+        lease::acquire(self.storage.store.clone(), dir, &self.upkeep_owner, ttl).await
+    }
+
+    fn count_pass(&self, tenant: &str, done: &Result<UpkeepReport>, took: std::time::Duration) {
+        let stats = &self.stats;
+        let add = |counter: &std::sync::atomic::AtomicU64, n: u64| counter.fetch_add(n, Ordering::Relaxed);
+        add(
+            &stats.upkeep_micros,
+            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+        );
+        let Ok(r) = done else {
+            add(&stats.upkeep_errors, 1);
+            return;
+        };
+        add(&stats.upkeep_passes, 1);
+        add(&stats.compaction_bytes_read, r.bytes_read);
+        add(&stats.compaction_bytes_written, r.bytes_written);
+        add(&stats.spans_deduplicated, r.rows_read.saturating_sub(r.rows_written));
+        add(&stats.spans_expired, r.rows_expired);
+        add(&stats.upkeep_conflicts, r.conflicts as u64);
+        let mut outstanding = stats.outstanding_files.lock().expect("outstanding lock");
+        if outstanding.len() < MAX_TENANTS_REPORTED || outstanding.contains_key(tenant) {
+            outstanding.insert(tenant.to_string(), r.outstanding as u64);
         }
+    }
+
+    async fn upkeep_pass(
+        &self,
+        tenant: &str,
+        config: &UpkeepConfig,
+        dry_run: bool,
+        lease: Option<&Lease>,
+        progress: &(dyn Fn(UpkeepProgress) + Sync),
+    ) -> Result<UpkeepReport> {
+        let mut report = UpkeepReport::default();
         let tenant = self.tenant(tenant)?;
+        let table = self.refresh(&tenant).await?;
+        report.before = TableSize::of(&upkeep::timed_files(&table)?);
         if !dry_run {
-            report.files_expired = self.expire(&tenant, config).await?;
-            self.compact(&tenant, config, &mut report).await?;
+            (report.files_expired, report.rows_expired) = self.expire(&tenant, config, lease).await?;
+            if config.compact {
+                self.compact(&tenant, config, lease, &mut report, progress).await?;
+            }
         }
         let table = self.refresh(&tenant).await?;
-        if !table::is_created(&table) || !config.tidy {
+        let files = upkeep::timed_files(&table)?;
+        report.after = TableSize::of(&files);
+        let now_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
+        report.outstanding = upkeep::outstanding(&files, config, now_ns);
+        if !table::is_created(&table) || !config.tidy || lease.is_some_and(Lease::lost) {
             return Ok(report);
         }
         let (vacuumed, files) = upkeep::vacuum(&table, config.grace, dry_run).await?;
@@ -111,10 +224,10 @@ impl Warehouse {
         Ok(report)
     }
 
-    /// Removes the files retention expires; returns how many.
-    async fn expire(&self, tenant: &Arc<Tenant>, config: &UpkeepConfig) -> Result<usize> {
+    /// Removes the files retention expires; returns how many, and the spans they held.
+    async fn expire(&self, tenant: &Arc<Tenant>, config: &UpkeepConfig, lease: Option<&Lease>) -> Result<(usize, u64)> {
         if config.block_retention.is_zero() {
-            return Ok(0);
+            return Ok((0, 0));
         }
         let table = self.refresh(tenant).await?;
         let retention_ns = i64::try_from(config.block_retention.as_nanos()).unwrap_or(i64::MAX);
@@ -122,30 +235,53 @@ impl Warehouse {
         let cutoff = now_ns.saturating_sub(retention_ns);
         let gone = upkeep::expired(&upkeep::timed_files(&table)?, cutoff);
         if gone.is_empty() {
-            return Ok(0);
+            return Ok((0, 0));
         }
         let operation = DeltaOperation::Delete {
             predicate: Some(format!("end_time_unix_nano < {cutoff}")),
         };
-        self.commit_upkeep(tenant, &table, &gone, Vec::new(), true, operation)
+        self.commit_upkeep(tenant, lease, &table, &gone, Vec::new(), true, operation)
             .await?;
         self.stats.files_expired.fetch_add(gone.len() as u64, Ordering::Relaxed);
         tracing::info!(tenant = %tenant.name, files = gone.len(), "retention removed files");
-        Ok(gone.len())
+        Ok((gone.len(), gone.iter().map(|f| f.rows).sum()))
     }
 
     /// Merges the groups of small files compaction plans, each committed on its own.
-    async fn compact(&self, tenant: &Arc<Tenant>, config: &UpkeepConfig, report: &mut UpkeepReport) -> Result<()> {
+    async fn compact(
+        &self,
+        tenant: &Arc<Tenant>,
+        config: &UpkeepConfig,
+        lease: Option<&Lease>,
+        report: &mut UpkeepReport,
+        progress: &(dyn Fn(UpkeepProgress) + Sync),
+    ) -> Result<()> {
         let table = self.refresh(tenant).await?;
         let now_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
-        for group in upkeep::plan_compaction(&upkeep::timed_files(&table)?, config, now_ns) {
+        let groups = upkeep::plan_compaction(&upkeep::timed_files(&table)?, config, now_ns);
+        let mut done = UpkeepProgress {
+            merges_done: 0,
+            merges_planned: groups.len(),
+            bytes_done: 0,
+        };
+        progress(done);
+        for group in groups {
+            if lease.is_some_and(Lease::lost) {
+                return Err(Error::Conflict("the upkeep lease was lost; the pass stops".into()));
+            }
             let (adds, stats) = upkeep::merge(&table, &group, config).await?;
             let written = adds.len();
             let operation = DeltaOperation::Optimize {
                 predicate: None,
                 target_size: i64::try_from(config.target_file_bytes).unwrap_or(i64::MAX),
             };
-            match self.commit_upkeep(tenant, &table, &group, adds, false, operation).await {
+            done.merges_done += 1;
+            done.bytes_done += stats.bytes_read;
+            let committed = self
+                .commit_upkeep(tenant, lease, &table, &group, adds, false, operation)
+                .await;
+            progress(done);
+            match committed {
                 Ok(()) => {
                     report.merges += 1;
                     report.files_compacted += group.len();
@@ -174,9 +310,11 @@ impl Warehouse {
     /// Commits `removed` out and `added` in, read at `read` (the version the plan saw), then
     /// makes the result the tenant's table and brings the trace-id index up to date, all
     /// under the flush lock.
+    #[allow(clippy::too_many_arguments)]
     async fn commit_upkeep(
         &self,
         tenant: &Arc<Tenant>,
+        lease: Option<&Lease>,
         read: &DeltaTable,
         removed: &[TimedFile],
         added: Vec<deltalake::kernel::Add>,
@@ -184,6 +322,9 @@ impl Warehouse {
         operation: DeltaOperation,
     ) -> Result<()> {
         let _guard = tenant.flush_lock.lock().await;
+        if lease.is_some_and(Lease::lost) {
+            return Err(Error::Conflict("the upkeep lease was lost; nothing committed".into()));
+        }
         let before: HashSet<String> = data_files(read)?.into_iter().map(|f| f.path).collect();
         // At the version it committed (commit_replace read the log just before).
         let committed = Arc::new(upkeep::commit_replace(read, removed, added, data_change, operation).await?);
