@@ -132,7 +132,8 @@ async fn compaction_runs_on_s3() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("tenant s3-compacted: 1 merges"), "{stdout}");
+    assert!(stdout.contains("tenant s3-compacted: files "), "{stdout}");
+    assert!(stdout.contains(", 1 merges ("), "{stdout}");
     let (status, _) = server.terminate();
     assert!(status.success(), "log:\n{}", server.log());
     server.spawn().await;
