@@ -489,3 +489,44 @@ fn age_files(dir: &std::path::Path, age: Duration) {
         .unwrap();
     assert!(status.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_compactor_replicas_never_look_after_a_tenant_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("data");
+    let sent = small_files(&storage, 600, 21, Duration::from_secs(60)).await;
+    let yaml = "target: compactor\ncompactor:\n  compaction:\n    compaction_cycle: 1s\n    \
+                lease_duration: 6s\n    max_merges_per_cycle: 2\n";
+    let replicas = [
+        TestServer::start_component(&dir.path().join("a"), &storage, yaml, &[]).await,
+        TestServer::start_component(&dir.path().join("b"), &storage, yaml, &[]).await,
+    ];
+    // Each pass merges two groups of 64 files (seconds of work), and each replica starts one
+    // every second: they meet, and one of them finds the other looking after the tenant.
+    let (mut busy, mut compactions) = (0, 0);
+    for _ in 0..120 {
+        (busy, compactions) = (0, 0);
+        for r in &replicas {
+            busy += r.metric("tracehouse_upkeep_lease_busy_total").await;
+            compactions += r.metric("tracehouse_compactions_total").await;
+        }
+        if busy > 0 && compactions > 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(busy > 0, "neither replica found the other holding the lease in 60 s");
+    assert!(compactions > 2, "{compactions} merges in 60 s");
+    for r in &replicas {
+        assert_eq!(r.metric("tracehouse_compaction_conflicts_total").await, 0);
+    }
+    drop(replicas);
+    let server = TestServer::start_component(
+        &dir.path().join("reader"),
+        &storage,
+        "compactor:\n  compaction:\n    enabled: false\n",
+        &[],
+    )
+    .await;
+    assert_exact(&server, &sent, "after two replicas compacted").await;
+}
