@@ -433,6 +433,108 @@ fn with_lookups(condition: SpanCondition) -> (SpanCondition, Vec<Lookup>) {
     }
 }
 
+/// `get_field(map, key, field)` evaluated by a direct lookup: per row, the field of the first
+/// entry with the key ([`look_up`]). DataFusion's `get_field` on a map first copies each
+/// row's whole value struct (every text and array leaf of it) and then takes the field; a
+/// plan that compares an attribute as an int, a double and an array did that three times.
+#[derive(Debug, Eq)]
+pub struct MapValue {
+    map: Arc<dyn PhysicalExpr>,
+    key: String,
+    field: String,
+    data_type: DataType,
+}
+
+// By hand, as DataFusion's own expressions (Arc<dyn PhysicalExpr> fields).
+impl PartialEq for MapValue {
+    fn eq(&self, other: &Self) -> bool {
+        self.map.eq(&other.map)
+            && (&self.key, &self.field, &self.data_type) == (&other.key, &other.field, &other.data_type)
+    }
+}
+
+impl std::hash::Hash for MapValue {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        std::hash::Hash::hash(&self.map, state);
+        std::hash::Hash::hash(&(&self.key, &self.field, &self.data_type), state);
+    }
+}
+
+impl std::fmt::Display for MapValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "map_value({}, {:?}, {:?})", self.map, self.key, self.field)
+    }
+}
+
+impl PhysicalExpr for MapValue {
+    fn data_type(&self, _schema: &Schema) -> datafusion::common::Result<DataType> {
+        Ok(self.data_type.clone())
+    }
+
+    fn nullable(&self, _schema: &Schema) -> datafusion::common::Result<bool> {
+        Ok(true)
+    }
+
+    fn evaluate(&self, batch: &RecordBatch) -> datafusion::common::Result<datafusion::logical_expr::ColumnarValue> {
+        let map = self.map.evaluate(batch)?.into_array(batch.num_rows())?;
+        let values = look_up(&map, &self.key, &self.field, &self.data_type)?;
+        Ok(datafusion::logical_expr::ColumnarValue::Array(values))
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn PhysicalExpr>> {
+        vec![&self.map]
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn PhysicalExpr>>,
+    ) -> datafusion::common::Result<Arc<dyn PhysicalExpr>> {
+        let [map] = <[_; 1]>::try_from(children)
+            .map_err(|_| datafusion::error::DataFusionError::Internal("map_value has one child".into()))?;
+        Ok(Arc::new(Self {
+            map,
+            key: self.key.clone(),
+            field: self.field.clone(),
+            data_type: self.data_type.clone(),
+        }))
+    }
+
+    fn fmt_sql(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
+/// `expr` with each value it reads out of an attribute map (`get_field(map, 'k', 'f')`, or
+/// nested) read by a [`MapValue`] instead; `None` when it reads none. For plans over rows
+/// already in memory: the readers that push conditions into files know `get_field`, not this.
+pub fn with_map_values(expr: &Arc<dyn PhysicalExpr>) -> Option<Arc<dyn PhysicalExpr>> {
+    let rewritten = expr
+        .clone()
+        .transform_down(|e| {
+            let (Some((_, key, field)), Some(f)) = (map_value_key_field(&e), e.downcast_ref::<ScalarFunctionExpr>())
+            else {
+                return Ok(Transformed::no(e));
+            };
+            let map = match f.args() {
+                [inner, _] => get_field_args(inner).and_then(|a| a.first()).cloned(),
+                [map, _, _] => Some(map.clone()),
+                _ => None,
+            };
+            let Some(map) = map else {
+                return Ok(Transformed::no(e));
+            };
+            let value: Arc<dyn PhysicalExpr> = Arc::new(MapValue {
+                map,
+                key,
+                field,
+                data_type: f.return_type().clone(),
+            });
+            Ok(Transformed::new(value, true, TreeNodeRecursion::Jump))
+        })
+        .ok()?;
+    rewritten.transformed.then_some(rewritten.data)
+}
+
 /// `batch` with a column per lookup.
 fn with_looked_up(batch: RecordBatch, lookups: &[Lookup]) -> Result<RecordBatch, ArrowError> {
     let mut fields: Vec<FieldRef> = batch.schema().fields().iter().cloned().collect();
@@ -459,11 +561,13 @@ fn look_up(map: &ArrayRef, key: &str, field: &str, data_type: &DataType) -> Resu
     let Some(values) = values.column_by_name(field) else {
         return Ok(new_null_array(data_type, map.len()));
     };
-    let matched = key_matches(entries.column(0), key)?;
+    // The entries of this map's rows only (a slice of a map shares all of its entries).
     let offsets = map.value_offsets();
+    let (first, end) = (offsets[0] as usize, offsets[map.len()] as usize);
+    let matched = key_matches(&entries.column(0).slice(first, end - first), key)?;
     let mut indices: Vec<Option<u32>> = vec![None; map.len()];
     let mut row = 0usize;
-    for entry in matched.set_indices() {
+    for entry in matched.set_indices().map(|i| first + i) {
         while offsets[row + 1] as usize <= entry {
             row += 1;
         }
@@ -561,6 +665,58 @@ mod tests {
             split(&physical(col("status_code").eq(lit("error")))).1.map(|_| ()),
             None
         );
+    }
+
+    #[test]
+    fn map_values_read_what_get_field_reads() {
+        use crate::span::{AttrValue, ScopeRecord, SpanBatchBuilder, SpanKind, SpanRecord, StatusCode};
+        let key = "http.response.status_code";
+        let values = [
+            vec![(key, AttrValue::Int(500)), ("other", AttrValue::Str("x"))],
+            vec![("other", AttrValue::Int(1)), (key, AttrValue::Str("503"))],
+            vec![(key, AttrValue::Array("[500,501]".into()))],
+            vec![],
+        ];
+        let mut builder = SpanBatchBuilder::new();
+        for (i, attributes) in values.into_iter().enumerate() {
+            let (trace, span) = ([1u8; 16], (i as u64 + 1).to_be_bytes());
+            let record = SpanRecord {
+                trace_id: &trace,
+                span_id: &span,
+                parent_span_id: &[],
+                trace_state: "",
+                name: "op",
+                kind: SpanKind::Server,
+                start_time_unix_nano: 1,
+                end_time_unix_nano: 2,
+                status_code: StatusCode::Unset,
+                status_message: "",
+                flags: 0,
+                attributes,
+                dropped_attributes_count: 0,
+                events: vec![],
+                dropped_events_count: 0,
+                links: vec![],
+                dropped_links_count: 0,
+            };
+            builder.append(&ScopeRecord::default(), &record);
+        }
+        let batch = builder.finish().expect("batch");
+        for field in ["int", "str", "double", "array"] {
+            let read = physical(attr("span_attributes", key, field));
+            let looked_up = with_map_values(&read).expect("a map value");
+            assert!(looked_up.to_string().starts_with("map_value("), "{looked_up}");
+            let expected = read.evaluate(&batch).unwrap().into_array(4).unwrap();
+            let got = looked_up.evaluate(&batch).unwrap().into_array(4).unwrap();
+            assert_eq!(got.as_ref(), expected.as_ref(), "{field}");
+            // A slice reads its own rows' entries, not the ones before it.
+            let slice = batch.slice(1, 2);
+            let expected = read.evaluate(&slice).unwrap().into_array(2).unwrap();
+            let got = looked_up.evaluate(&slice).unwrap().into_array(2).unwrap();
+            assert_eq!(got.as_ref(), expected.as_ref(), "{field} of a slice");
+        }
+        // Nothing read out of a map: nothing to change.
+        assert!(with_map_values(&physical(col("status_code").eq(lit("error")))).is_none());
     }
 
     #[test]

@@ -192,6 +192,107 @@ async fn compact(warehouse: &Warehouse, spans: usize) {
     );
 }
 
+/// Median ms of `runs` GETs of `url` (after one warm-up): a trace by id.
+async fn time_get(client: &reqwest::Client, url: &str, runs: usize) -> f64 {
+    let mut times = Vec::with_capacity(runs);
+    for run in 0..=runs {
+        let t = Instant::now();
+        let resp = client.get(url).send().await.expect("get");
+        let status = resp.status();
+        resp.bytes().await.expect("body");
+        assert!(status.is_success(), "{url}: {status}");
+        if run > 0 {
+            times.push(t.elapsed());
+        }
+    }
+    times.sort();
+    (times[times.len() / 2].as_secs_f64() * 1e4).round() / 10.0
+}
+
+/// Median ms of `runs` runs of `sql` on the engine (after one warm-up).
+async fn time_sql(engine: &QueryEngine, sql: &str, runs: usize) -> f64 {
+    let mut times = Vec::with_capacity(runs);
+    for run in 0..=runs {
+        let t = Instant::now();
+        engine.sql(TENANT, sql).await.expect("sql");
+        if run > 0 {
+            times.push(t.elapsed());
+        }
+    }
+    times.sort();
+    (times[times.len() / 2].as_secs_f64() * 1e4).round() / 10.0
+}
+
+/// What every table times: the servers, the search window and the runs.
+struct Bench {
+    client: reqwest::Client,
+    ours: String,
+    tempo: Option<String>,
+    engine: Arc<QueryEngine>,
+    window: (u64, u64),
+    runs: usize,
+}
+
+/// SQL over the same spans (Tempo has none): a count by service and one trace's spans.
+const SQL_SHAPES: &[(&str, &str)] = &[
+    (
+        "SQL: spans by service",
+        "SELECT service_name, count(*) FROM spans GROUP BY service_name",
+    ),
+    (
+        "SQL: errors by service, p99",
+        "SELECT service_name, approx_percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_ns) \
+         FROM spans WHERE status_code = 'error' GROUP BY service_name",
+    ),
+];
+
+/// The markdown table of `shapes` on both servers, then trace by id and the SQL shapes.
+async fn print_table(bench: &Bench, shapes: &[(&str, String)]) {
+    println!("| shape | query | Tempo ms | tracehouse ms | Tempo ÷ tracehouse | traces (Tempo / tracehouse) |");
+    println!("|---|---|---|---|---|---|");
+    let row = |name: &str, q: &str, tempo_ms: Option<f64>, ms: f64, counts: String| {
+        let ratio = tempo_ms.map_or("–".into(), |t| format!("{:.2}", t / ms.max(0.001)));
+        let tempo_ms = tempo_ms.map_or("–".into(), |t| t.to_string());
+        let q = q.replace('|', "\\|");
+        println!("| {name} | `{q}` | {tempo_ms} | {ms} | {ratio} | {counts} |");
+    };
+    for (name, q) in shapes {
+        // One warm-up each, as a dashboard refresh finds caches warm.
+        time_search(&bench.client, &bench.ours, q, 1, bench.window).await;
+        let (ms, n) = time_search(&bench.client, &bench.ours, q, bench.runs, bench.window).await;
+        let (tempo_ms, tempo_n) = match &bench.tempo {
+            Some(base) => {
+                time_search(&bench.client, base, q, 1, bench.window).await;
+                let (t, n) = time_search(&bench.client, base, q, bench.runs, bench.window).await;
+                (Some(t), n.to_string())
+            }
+            None => (None, "–".into()),
+        };
+        row(name, q, tempo_ms, ms, format!("{tempo_n} / {n}"));
+    }
+    let first = bench
+        .engine
+        .sql(TENANT, "SELECT min(trace_id) FROM spans")
+        .await
+        .expect("a trace");
+    let ids = arrow::compute::cast(first[0].column(0), &arrow::datatypes::DataType::Utf8).expect("text");
+    let ids = arrow::array::AsArray::as_string::<i32>(&ids);
+    if arrow::array::Array::len(ids) > 0 {
+        let id = ids.value(0);
+        let path = format!("/api/v2/traces/{id}");
+        let ms = time_get(&bench.client, &format!("{}{path}", bench.ours), bench.runs).await;
+        let tempo_ms = match &bench.tempo {
+            Some(base) => Some(time_get(&bench.client, &format!("{base}{path}"), bench.runs).await),
+            None => None,
+        };
+        row("trace by id (no range)", &path, tempo_ms, ms, "1 / 1".into());
+    }
+    for (name, sql) in SQL_SHAPES {
+        let ms = time_sql(&bench.engine, sql, bench.runs).await;
+        row(name, sql, None, ms, "–".into());
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let spans: usize = arg("--spans").map_or(500_000, |s| s.parse().expect("--spans N"));
@@ -206,44 +307,35 @@ async fn main() {
     let started = Instant::now();
     let warehouse = load(tmp.path(), spans, files, tempo_otlp.as_deref()).await;
     eprintln!("loaded in {:.1}s", started.elapsed().as_secs_f64());
-    if std::env::args().any(|a| a == "--compact") {
-        compact(&warehouse, spans).await;
-    }
-    let engine = Arc::new(QueryEngine::new(warehouse, QueryEngineConfig::default()).expect("engine"));
-    let ours = serve_tempo_api(engine).await;
+    let compact_after = std::env::args().any(|a| a == "--compact");
+    let engine = Arc::new(QueryEngine::new(warehouse.clone(), QueryEngineConfig::default()).expect("engine"));
+    let ours = serve_tempo_api(engine.clone()).await;
     if tempo.is_some() {
         // Tempo cuts blocks after a few seconds and reads only its backend for older data.
         eprintln!("waiting {wait_s}s for Tempo's blocks");
         tokio::time::sleep(Duration::from_secs(wait_s)).await;
     }
-    let client = tenant_client(TENANT);
     let now_s = now_ns() / 1_000_000_000;
-    let window = (now_s - 3600, now_s);
-    println!("spans {spans}, tracehouse data files {files}, median of {runs}\n");
-    println!("| shape | query | Tempo ms | tracehouse ms | Tempo ÷ tracehouse | traces (Tempo / tracehouse) |");
-    println!("|---|---|---|---|---|---|");
+    let bench = Bench {
+        client: tenant_client(TENANT),
+        ours,
+        tempo,
+        engine,
+        window: (now_s - 3600, now_s),
+        runs,
+    };
     // `--query Q` times Q instead of the shapes.
     let asked = arg("--query").map(|q| vec![("query", q)]);
     let shapes: Vec<(&str, String)> = asked.unwrap_or_else(|| {
         let chosen = SHAPES.iter().filter(|(name, _)| name.contains(only.as_str()));
         chosen.map(|(name, q)| (*name, q.to_string())).collect()
     });
-    for (name, q) in &shapes {
-        // One warm-up each, as a dashboard refresh finds caches warm.
-        time_search(&client, &ours, q, 1, window).await;
-        let (ms, n) = time_search(&client, &ours, q, runs, window).await;
-        let (tempo_ms, tempo_n) = match &tempo {
-            Some(base) => {
-                time_search(&client, base, q, 1, window).await;
-                let (t, n) = time_search(&client, base, q, runs, window).await;
-                (format!("{t}"), format!("{n}"))
-            }
-            None => ("–".into(), "–".into()),
-        };
-        let ratio = tempo_ms
-            .parse::<f64>()
-            .map_or("–".into(), |t| format!("{:.2}", t / ms.max(0.001)));
-        let q = q.replace('|', "\\|");
-        println!("| {name} | `{q}` | {tempo_ms} | {ms} | {ratio} | {tempo_n} / {n} |");
+    println!("spans {spans}, tracehouse data files {files}, median of {runs}\n");
+    print_table(&bench, &shapes).await;
+    if compact_after {
+        println!();
+        compact(&warehouse, spans).await;
+        println!("after compaction, median of {runs}\n");
+        print_table(&bench, &shapes).await;
     }
 }

@@ -30,16 +30,16 @@ use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, TableType,
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType, reset_plan_states};
-use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::filter::{FilterExec, FilterExecBuilder};
 use datafusion::physical_plan::memory::MemoryStream;
-use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::projection::{ProjectionExec, ProjectionExpr};
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
 use datafusion::prelude::SessionContext;
 use tracehouse_traceql::PlanOptions;
 use tracehouse_traceql::ast::{AttrScope, BinOp, CmpOp, FieldExpr, Intrinsic, Query, Root, SpansetExpr, Static};
 use tracehouse_traceql::{Lone, LoneSet, lone_flag, plan_lone_filter, plan_query, plan_search};
 use tracehouse_warehouse::id_range::SpanCondition;
-use tracehouse_warehouse::map_filter::{MapFields, map_fields, reads_map_text};
+use tracehouse_warehouse::map_filter::{MapFields, map_fields, reads_map_text, with_map_values};
 use tracehouse_warehouse::schema::spans_schema;
 
 use super::candidates::necessary_filter;
@@ -190,6 +190,7 @@ async fn prepare(ctx: &SessionContext, query: &Query, spss: usize, whole_only: b
         .build();
     let mut search = step(&state, &plan, &ALWAYS_READ).await?;
     search.narrowed = narrowed(query, &search);
+    search.plan = with_looked_up_values(search.plan)?;
     let lone = match whole_only {
         true => None,
         false => lone_step(&state, query, &options, columns).await?,
@@ -254,7 +255,39 @@ async fn lone_step(
     let plan = LogicalPlanBuilder::from(plan).project(columns)?.build()?;
     let mut lone = step(state, &plan, &[&ALWAYS_READ[..], &TRACE_FIELDS_READ].concat()).await?;
     lone.narrowed = narrowed(query, &lone);
+    lone.plan = with_looked_up_values(lone.plan)?;
     Ok(Some(LoneStep { step: lone, set, flags }))
+}
+
+/// `plan` with the values its filters and projections read out of attribute maps read by
+/// direct lookups ([`with_map_values`]). Only for the steps that run over rows already read:
+/// a candidate step's condition goes to the readers, which push `get_field` into files.
+fn with_looked_up_values(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    let rewritten = plan.transform_up(|node| {
+        if let Some(filter) = node.downcast_ref::<FilterExec>()
+            && let Some(predicate) = with_map_values(filter.predicate())
+        {
+            let rebuilt = FilterExecBuilder::from(filter).with_predicate(predicate).build()?;
+            return Ok(Transformed::yes(Arc::new(rebuilt) as Arc<dyn ExecutionPlan>));
+        }
+        let Some(projection) = node.downcast_ref::<ProjectionExec>() else {
+            return Ok(Transformed::no(node));
+        };
+        let exprs: Vec<(ProjectionExpr, bool)> = (projection.expr().iter())
+            .map(|p| match with_map_values(&p.expr) {
+                Some(expr) => (ProjectionExpr::new(expr, p.alias.clone()), true),
+                None => (p.clone(), false),
+            })
+            .collect();
+        if !exprs.iter().any(|(_, changed)| *changed) {
+            return Ok(Transformed::no(node));
+        }
+        let exprs = exprs.into_iter().map(|(e, _)| e);
+        let rebuilt = ProjectionExec::try_new(exprs, projection.input().clone())?;
+        Ok(Transformed::yes(Arc::new(rebuilt) as Arc<dyn ExecutionPlan>))
+    })?;
+    Ok(rewritten.data)
 }
 
 /// `plan` made physical, with the columns its scans read and `always`.
