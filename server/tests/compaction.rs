@@ -63,6 +63,13 @@ async fn compacted(server: &TestServer) -> bool {
     false
 }
 
+/// The smallest trace id of the tenant, over the Postgres wire.
+async fn a_trace(server: &TestServer) -> String {
+    let client = server.pg(TENANT).await;
+    let row = client.query_one("SELECT min(trace_id) FROM spans", &[]).await.unwrap();
+    row.get(0)
+}
+
 async fn assert_exact(server: &TestServer, sent: &HashSet<String>, when: &str) {
     let (count, distinct, ids) = server.stored_span_ids(TENANT).await;
     assert_eq!(count, distinct, "{when}: no span twice");
@@ -130,13 +137,7 @@ async fn in_process_upkeep_compacts_as_spans_flush() {
     let sent = send(&server, 3, 8).await;
     assert!(compacted(&server).await, "upkeep compacted within 10 s");
     assert_exact(&server, &sent, "after in-process compaction").await;
-    let trace = server
-        .pg(TENANT)
-        .await
-        .query_one("SELECT trace_id FROM spans LIMIT 1", &[])
-        .await
-        .unwrap()
-        .get::<_, String>(0);
+    let trace = a_trace(&server).await;
     let found = reqwest::Client::new()
         .get(format!("{}/api/traces/{trace}", server.http()))
         .header("X-Scope-OrgID", TENANT)
@@ -329,13 +330,7 @@ async fn the_job_looks_after_a_thousand_small_files_even_when_killed() {
     assert!(stdout.contains("summary: 1 tenants (0 failed, 0 skipped)"), "{stdout}");
     server.terminate();
     server.spawn().await;
-    let trace = server
-        .pg(TENANT)
-        .await
-        .query_one("SELECT min(trace_id) FROM spans", &[])
-        .await
-        .unwrap()
-        .get::<_, String>(0);
+    let trace = a_trace(&server).await;
     let before = answers(&server, &trace).await;
     assert_eq!(before.2, kept, "retention removed exactly the old spans");
 

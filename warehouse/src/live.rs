@@ -604,31 +604,14 @@ mod tests {
 
     #[test]
     fn segments_know_the_string_values_their_maps_hold() {
-        use crate::span::{AttrValue, ScopeRecord, SpanBatchBuilder, SpanKind, SpanRecord, StatusCode};
+        use crate::span::{AttrValue, ScopeRecord, SpanBatchBuilder, SpanRecord};
         let spans = |user: &'static str, service: &'static str| {
             let scope = ScopeRecord {
                 resource_attributes: vec![("service.name", AttrValue::Str(service))],
                 ..ScopeRecord::default()
             };
-            let span = SpanRecord {
-                trace_id: &[1; 16],
-                span_id: &[2; 8],
-                parent_span_id: &[],
-                trace_state: "",
-                name: "op",
-                kind: SpanKind::Server,
-                start_time_unix_nano: 1,
-                end_time_unix_nano: 2,
-                status_code: StatusCode::Unset,
-                status_message: "",
-                flags: 0,
-                attributes: vec![("user.id", AttrValue::Str(user)), ("n", AttrValue::Int(7))],
-                dropped_attributes_count: 0,
-                events: Vec::new(),
-                dropped_events_count: 0,
-                links: Vec::new(),
-                dropped_links_count: 0,
-            };
+            let attributes = vec![("user.id", AttrValue::Str(user)), ("n", AttrValue::Int(7))];
+            let span = SpanRecord::for_test(&[1; 16], &[2; 8], attributes);
             let mut builder = SpanBatchBuilder::new();
             builder.append(&scope, &span);
             builder.append(&scope, &span);

@@ -669,7 +669,7 @@ mod tests {
 
     #[test]
     fn map_values_read_what_get_field_reads() {
-        use crate::span::{AttrValue, ScopeRecord, SpanBatchBuilder, SpanKind, SpanRecord, StatusCode};
+        use crate::span::{AttrValue, ScopeRecord, SpanBatchBuilder, SpanRecord};
         let key = "http.response.status_code";
         let values = [
             vec![(key, AttrValue::Int(500)), ("other", AttrValue::Str("x"))],
@@ -680,25 +680,7 @@ mod tests {
         let mut builder = SpanBatchBuilder::new();
         for (i, attributes) in values.into_iter().enumerate() {
             let (trace, span) = ([1u8; 16], (i as u64 + 1).to_be_bytes());
-            let record = SpanRecord {
-                trace_id: &trace,
-                span_id: &span,
-                parent_span_id: &[],
-                trace_state: "",
-                name: "op",
-                kind: SpanKind::Server,
-                start_time_unix_nano: 1,
-                end_time_unix_nano: 2,
-                status_code: StatusCode::Unset,
-                status_message: "",
-                flags: 0,
-                attributes,
-                dropped_attributes_count: 0,
-                events: vec![],
-                dropped_events_count: 0,
-                links: vec![],
-                dropped_links_count: 0,
-            };
+            let record = SpanRecord::for_test(&trace, &span, attributes);
             builder.append(&ScopeRecord::default(), &record);
         }
         let batch = builder.finish().expect("batch");

@@ -159,6 +159,32 @@ pub struct SpanRecord<'a> {
     pub dropped_links_count: u32,
 }
 
+#[cfg(test)]
+impl<'a> SpanRecord<'a> {
+    /// A server span "op" of the crate's unit tests, at 1..2 ns, with `attributes`.
+    pub(crate) fn for_test(trace_id: &'a [u8], span_id: &'a [u8], attributes: Vec<Attr<'a>>) -> Self {
+        Self {
+            trace_id,
+            span_id,
+            parent_span_id: &[],
+            trace_state: "",
+            name: "op",
+            kind: SpanKind::Server,
+            start_time_unix_nano: 1,
+            end_time_unix_nano: 2,
+            status_code: StatusCode::Unset,
+            status_message: "",
+            flags: 0,
+            attributes,
+            dropped_attributes_count: 0,
+            events: Vec::new(),
+            dropped_events_count: 0,
+            links: Vec::new(),
+            dropped_links_count: 0,
+        }
+    }
+}
+
 /// Validates the identifiers of a span: a trace id of 16 bytes, not all zero; a span id of
 /// 8 bytes, not all zero; a parent span id empty or of 8 bytes.
 pub fn validate_ids(span: &SpanRecord<'_>) -> Result<()> {

@@ -164,8 +164,7 @@ async fn time_search(client: &reqwest::Client, base: &str, q: &str, runs: usize,
             eprintln!("{q}: {:?}", parsed.metrics);
         }
     }
-    times.sort();
-    ((times[times.len() / 2].as_secs_f64() * 1e4).round() / 10.0, traces)
+    (median_ms(times), traces)
 }
 
 /// `--compact`: one upkeep pass merging every file into target-size files before the
@@ -192,6 +191,12 @@ async fn compact(warehouse: &Warehouse, spans: usize) {
     );
 }
 
+/// The median of `times` in ms, to a tenth.
+fn median_ms(mut times: Vec<Duration>) -> f64 {
+    times.sort();
+    (times[times.len() / 2].as_secs_f64() * 1e4).round() / 10.0
+}
+
 /// Median ms of `runs` GETs of `url` (after one warm-up): a trace by id.
 async fn time_get(client: &reqwest::Client, url: &str, runs: usize) -> f64 {
     let mut times = Vec::with_capacity(runs);
@@ -205,8 +210,7 @@ async fn time_get(client: &reqwest::Client, url: &str, runs: usize) -> f64 {
             times.push(t.elapsed());
         }
     }
-    times.sort();
-    (times[times.len() / 2].as_secs_f64() * 1e4).round() / 10.0
+    median_ms(times)
 }
 
 /// Median ms of `runs` runs of `sql` on the engine (after one warm-up).
@@ -219,8 +223,7 @@ async fn time_sql(engine: &QueryEngine, sql: &str, runs: usize) -> f64 {
             times.push(t.elapsed());
         }
     }
-    times.sort();
-    (times[times.len() / 2].as_secs_f64() * 1e4).round() / 10.0
+    median_ms(times)
 }
 
 /// What every table times: the servers, the search window and the runs.

@@ -192,16 +192,25 @@ impl Warehouse {
     ) -> Result<UpkeepReport> {
         let mut report = UpkeepReport::default();
         let tenant = self.tenant(tenant)?;
-        let table = self.refresh(&tenant).await?;
-        report.before = TableSize::of(&upkeep::timed_files(&table)?);
+        // The table is read again only after this pass committed to it.
+        let mut table = self.refresh(&tenant).await?;
+        let mut files = upkeep::timed_files(&table)?;
+        report.before = TableSize::of(&files);
         if !dry_run {
-            (report.files_expired, report.rows_expired) = self.expire(&tenant, config, lease).await?;
+            (report.files_expired, report.rows_expired) = self.expire(&tenant, &table, &files, config, lease).await?;
             if config.compact {
-                self.compact(&tenant, config, lease, &mut report, progress).await?;
+                if report.files_expired > 0 {
+                    table = self.refresh(&tenant).await?;
+                    files = upkeep::timed_files(&table)?;
+                }
+                self.compact(&tenant, &table, &files, config, lease, &mut report, progress)
+                    .await?;
+            }
+            if report.files_expired + report.merges > 0 {
+                table = self.refresh(&tenant).await?;
+                files = upkeep::timed_files(&table)?;
             }
         }
-        let table = self.refresh(&tenant).await?;
-        let files = upkeep::timed_files(&table)?;
         report.after = TableSize::of(&files);
         let now_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
         report.outstanding = upkeep::outstanding(&files, config, now_ns);
@@ -225,22 +234,29 @@ impl Warehouse {
     }
 
     /// Removes the files retention expires; returns how many, and the spans they held.
-    async fn expire(&self, tenant: &Arc<Tenant>, config: &UpkeepConfig, lease: Option<&Lease>) -> Result<(usize, u64)> {
+    /// `files` are `table`'s, read at the start of the pass.
+    async fn expire(
+        &self,
+        tenant: &Arc<Tenant>,
+        table: &DeltaTable,
+        files: &[TimedFile],
+        config: &UpkeepConfig,
+        lease: Option<&Lease>,
+    ) -> Result<(usize, u64)> {
         if config.block_retention.is_zero() {
             return Ok((0, 0));
         }
-        let table = self.refresh(tenant).await?;
         let retention_ns = i64::try_from(config.block_retention.as_nanos()).unwrap_or(i64::MAX);
         let now_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
         let cutoff = now_ns.saturating_sub(retention_ns);
-        let gone = upkeep::expired(&upkeep::timed_files(&table)?, cutoff);
+        let gone = upkeep::expired(files, cutoff);
         if gone.is_empty() {
             return Ok((0, 0));
         }
         let operation = DeltaOperation::Delete {
             predicate: Some(format!("end_time_unix_nano < {cutoff}")),
         };
-        self.commit_upkeep(tenant, lease, &table, &gone, Vec::new(), true, operation)
+        self.commit_upkeep(tenant, lease, table, &gone, Vec::new(), true, operation)
             .await?;
         self.stats.files_expired.fetch_add(gone.len() as u64, Ordering::Relaxed);
         tracing::info!(tenant = %tenant.name, files = gone.len(), "retention removed files");
@@ -248,17 +264,20 @@ impl Warehouse {
     }
 
     /// Merges the groups of small files compaction plans, each committed on its own.
+    /// `files` are `table`'s.
+    #[allow(clippy::too_many_arguments)]
     async fn compact(
         &self,
         tenant: &Arc<Tenant>,
+        table: &DeltaTable,
+        files: &[TimedFile],
         config: &UpkeepConfig,
         lease: Option<&Lease>,
         report: &mut UpkeepReport,
         progress: &(dyn Fn(UpkeepProgress) + Sync),
     ) -> Result<()> {
-        let table = self.refresh(tenant).await?;
         let now_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
-        let groups = upkeep::plan_compaction(&upkeep::timed_files(&table)?, config, now_ns);
+        let groups = upkeep::plan_compaction(files, config, now_ns);
         let mut done = UpkeepProgress {
             merges_done: 0,
             merges_planned: groups.len(),
@@ -269,7 +288,7 @@ impl Warehouse {
             if lease.is_some_and(Lease::lost) {
                 return Err(Error::Conflict("the upkeep lease was lost; the pass stops".into()));
             }
-            let (adds, stats) = upkeep::merge(&table, &group, config).await?;
+            let (adds, stats) = upkeep::merge(table, &group, config).await?;
             let written = adds.len();
             let operation = DeltaOperation::Optimize {
                 predicate: None,
@@ -278,7 +297,7 @@ impl Warehouse {
             done.merges_done += 1;
             done.bytes_done += stats.bytes_read;
             let committed = self
-                .commit_upkeep(tenant, lease, &table, &group, adds, false, operation)
+                .commit_upkeep(tenant, lease, table, &group, adds, false, operation)
                 .await;
             progress(done);
             match committed {
