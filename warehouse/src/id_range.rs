@@ -771,6 +771,14 @@ fn conform(array: &ArrayRef, to: &DataType) -> Result<ArrayRef> {
     }
 }
 
+/// `batch` typed as `schema` (of the same columns), by [`conform`].
+pub(crate) fn conform_batch(batch: &RecordBatch, schema: SchemaRef) -> Result<RecordBatch> {
+    let columns = (batch.columns().iter().zip(schema.fields()))
+        .map(|(c, f)| conform(c, f.data_type()))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(RecordBatch::try_new(schema, columns)?)
+}
+
 /// `columns` of `batch`, typed as in the `spans` schema; the partition column is `date` when
 /// the batch lacks it, and a map `narrowed` to no fields (not read) is null.
 pub(crate) fn project_spans(

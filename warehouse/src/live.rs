@@ -16,14 +16,21 @@
 
 use std::sync::{Arc, OnceLock};
 
-use arrow::array::{Array, AsArray, BooleanArray, BooleanBufferBuilder, RecordBatch, StringArray, UInt32Array};
+use std::collections::BTreeSet;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, BooleanBufferBuilder, MapArray, RecordBatch, StringArray, StructArray,
+    UInt32Array,
+};
 use arrow::buffer::BooleanBuffer;
 use arrow::compute::{and, concat_batches, filter, filter_record_batch, take_record_batch};
+use arrow::datatypes::{DataType, Field, Fields, Schema};
 
 use datafusion::common::hash_utils::{RandomState, create_hashes};
 
+use crate::id_range::conform_batch;
 use crate::id_range::{Read, Wanted};
-use crate::map_filter::{self, MapLookups};
+use crate::map_filter::{self, MapFields, MapLookups};
 use crate::table::ATTRIBUTE_STRING_LEAVES;
 use crate::trace_index::{IdParser, TraceSpan, int_column, parse_trace_id, search_each, string_column, trace_id_hex};
 use crate::{Error, Result};
@@ -270,7 +277,7 @@ impl LiveSegment {
     }
 
     /// The rows `wanted` (its range, its listed traces and its condition), `columns` only.
-    pub fn read(&self, wanted: Wanted<'_>, columns: &[String]) -> Result<Read> {
+    pub fn read(&self, wanted: Wanted<'_>, columns: &[String], narrowed: Option<&MapFields>) -> Result<Read> {
         let chosen = self.chosen(&wanted)?;
         let marked = self.marked(chosen.iter().flat_map(|&t| self.rows_of(t)));
         let mut read = Read::default();
@@ -289,7 +296,7 @@ impl LiveSegment {
                 true => on_dedicated.as_ref().or(condition.as_ref()),
                 false => condition.as_ref(),
             };
-            kept.extend(rows_of_batch(batch, rows, condition, columns)?);
+            kept.extend(rows_of_batch(batch, rows, condition, columns, narrowed)?);
         }
         let Some(first) = kept.first() else {
             return Ok(read);
@@ -300,34 +307,107 @@ impl LiveSegment {
     }
 }
 
-/// Of `batch`, `columns` of the rows `marked` that pass `condition`. When the rows are most
-/// of the batch, the condition is evaluated over the batch as it is; otherwise the columns it
-/// reads are taken out first, and the others only for the rows that pass.
+/// Of `batch`, `columns` of the rows `marked` that pass `condition`; of the maps `narrowed`
+/// names, the keys and the value fields it lists (the other fields null, as a file read
+/// leaves them). When the rows are most of the batch, the condition is evaluated over the
+/// batch as it is; otherwise the columns it reads are taken out first, and the others only
+/// for the rows that pass.
 fn rows_of_batch(
     batch: &RecordBatch,
     marked: BooleanBuffer,
     condition: Option<&MapLookups>,
     columns: &[String],
+    narrowed: Option<&MapFields>,
 ) -> Result<Option<RecordBatch>> {
     debug_assert_eq!(marked.len(), batch.num_rows());
-    let out = project_named(batch, columns)?;
-    if marked.count_set_bits() * WHOLE_BATCH_SHARE >= batch.num_rows() {
+    let full = project_named(batch, columns)?;
+    let out = match narrowed {
+        Some(fields) => narrow_maps(&full, fields)?,
+        None => full.clone(),
+    };
+    let picked = if marked.count_set_bits() * WHOLE_BATCH_SHARE >= batch.num_rows() {
         let mut mask = BooleanArray::new(marked, None);
         if let Some(condition) = condition {
             mask = and(&mask, &condition.passes(&project_named(batch, condition.columns())?)?)?;
         }
-        return Ok(match mask.true_count() {
-            0 => None,
-            n if n == batch.num_rows() => Some(out),
-            _ => Some(filter_record_batch(&out, &mask)?),
-        });
+        match mask.true_count() {
+            0 => return Ok(None),
+            n if n == batch.num_rows() => out,
+            _ => filter_record_batch(&out, &mask)?,
+        }
+    } else {
+        let mut rows: UInt32Array = marked.set_indices().map(|r| r as u32).collect();
+        if let Some(condition) = condition {
+            let read = take_record_batch(&project_named(batch, condition.columns())?, &rows)?;
+            rows = filter(&rows, &condition.passes(&read)?)?.as_primitive().clone();
+        }
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        take_record_batch(&out, &rows)?
+    };
+    match narrowed {
+        Some(_) => Ok(Some(conform_batch(&picked, full.schema())?)),
+        None => Ok(Some(picked)),
     }
-    let mut rows: UInt32Array = marked.set_indices().map(|r| r as u32).collect();
-    if let Some(condition) = condition {
-        let read = take_record_batch(&project_named(batch, condition.columns())?, &rows)?;
-        rows = filter(&rows, &condition.passes(&read)?)?.as_primitive().clone();
+}
+
+/// `batch` with each map `fields` names cut down to its keys and the value fields listed: a
+/// take or a filter of it copies those leaves only.
+fn narrow_maps(batch: &RecordBatch, fields: &MapFields) -> Result<RecordBatch> {
+    let mut columns = batch.columns().to_vec();
+    let mut schema_fields: Vec<Arc<Field>> = batch.schema().fields().iter().cloned().collect();
+    for (i, field) in batch.schema().fields().iter().enumerate() {
+        let (Some(wanted), Some(map)) = (fields.get(field.name()), columns[i].as_map_opt()) else {
+            continue;
+        };
+        let narrowed = narrow_map(map, wanted)?;
+        schema_fields[i] = Arc::new(field.as_ref().clone().with_data_type(narrowed.data_type().clone()));
+        columns[i] = narrowed;
     }
-    Ok((!rows.is_empty()).then(|| take_record_batch(&out, &rows)).transpose()?)
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(schema_fields)), columns)?)
+}
+
+/// `map` with its keys and the value fields named in `wanted` only.
+fn narrow_map(map: &MapArray, wanted: &BTreeSet<String>) -> Result<ArrayRef> {
+    let entries = map.entries();
+    let (Some(key), Some(value)) = (
+        entries.column_by_name("key"),
+        entries.column_by_name("value").and_then(|v| v.as_struct_opt()),
+    ) else {
+        return Err(Error::InvalidSpan("an attribute map without keys or values".into()));
+    };
+    let (value_fields, value_columns): (Vec<_>, Vec<_>) = (value.fields().iter().zip(value.columns()))
+        .filter(|(f, _)| wanted.contains(f.name()))
+        .map(|(f, c)| (f.clone(), c.clone()))
+        .unzip();
+    let value =
+        StructArray::try_new_with_length(value_fields.into(), value_columns, value.nulls().cloned(), value.len())?;
+    let entry_fields = Fields::from(vec![
+        Field::new("key", key.data_type().clone(), false),
+        Field::new("value", value.data_type().clone(), true),
+    ]);
+    let entries = StructArray::try_new(
+        entry_fields,
+        vec![key.clone(), Arc::new(value)],
+        entries.nulls().cloned(),
+    )?;
+    let DataType::Map(entries_field, sorted) = map.data_type() else {
+        return Err(Error::InvalidSpan("an attribute map that is not a map".into()));
+    };
+    let entries_field = Arc::new(
+        entries_field
+            .as_ref()
+            .clone()
+            .with_data_type(entries.data_type().clone()),
+    );
+    Ok(Arc::new(MapArray::try_new(
+        entries_field,
+        map.offsets().clone(),
+        entries,
+        map.nulls().cloned(),
+        *sorted,
+    )?))
 }
 
 /// Rows of a batch are taken out before they are evaluated when they are under one in this
@@ -485,11 +565,16 @@ impl LiveSpans {
     }
 }
 
-/// The rows of every live segment that are `wanted`, `columns` only.
-pub(crate) fn read_segments(segments: &[Arc<LiveSegment>], wanted: Wanted<'_>, columns: &[String]) -> Result<Read> {
+/// The rows of every live segment that are `wanted`, `columns` only (maps `narrowed`).
+pub(crate) fn read_segments(
+    segments: &[Arc<LiveSegment>],
+    wanted: Wanted<'_>,
+    columns: &[String],
+    narrowed: Option<&MapFields>,
+) -> Result<Read> {
     let mut read = Read::default();
     for segment in segments {
-        read.extend(segment.read(wanted, columns)?);
+        read.extend(segment.read(wanted, columns, narrowed)?);
     }
     Ok(read)
 }
@@ -583,7 +668,7 @@ mod tests {
             condition: None,
         };
         assert_eq!(
-            ids(s.read(all(&range), &columns).unwrap()),
+            ids(s.read(all(&range), &columns, None).unwrap()),
             vec![(2, 0), (2, 1), (3, 0)]
         );
         let listed: Vec<String> = [2u128, 4, 5].map(crate::trace_index::trace_id_hex).to_vec();
@@ -593,7 +678,7 @@ mod tests {
             traces: Some(&listed),
             condition: None,
         };
-        let read = s.read(wanted, &columns).unwrap();
+        let read = s.read(wanted, &columns, None).unwrap();
         assert_eq!(read.scanned, 3);
         assert_eq!(ids(read), vec![(2, 0), (2, 1), (4, 0)]);
         assert_eq!(

@@ -876,7 +876,7 @@ impl Warehouse {
                     );
                     files.push(file.clone());
                 }
-                SpanSource::Live(segment) => read.extend(segment.read(*wanted, columns)?),
+                SpanSource::Live(segment) => read.extend(segment.read(*wanted, columns, narrowed)?),
             }
         }
         let by_path = &by_path;
@@ -904,7 +904,7 @@ impl Warehouse {
                 files.read_id_range(&file, wanted, columns, narrowed).await
             })
             .await?;
-        let mut read = live::read_segments(&snapshot.live_segments()?, wanted, columns)?;
+        let mut read = live::read_segments(&snapshot.live_segments()?, wanted, columns, narrowed)?;
         reads.into_iter().for_each(|r| read.extend(r));
         Ok(read)
     }
