@@ -13,18 +13,20 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray};
-use arrow::datatypes::{Field, Int64Type, Schema};
+use arrow::array::{Array, AsArray, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::Int64Type;
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext, col};
 use deltalake::DeltaTable;
+use deltalake::kernel::scalars::ScalarExt;
 use deltalake::kernel::transaction::CommitBuilder;
 use deltalake::kernel::{Action, Add, Remove};
 use deltalake::operations::vacuum::VacuumMode;
 use deltalake::protocol::DeltaOperation;
-use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use deltalake::writer::{DeltaWriter, RecordBatchWriter, WriteMode};
 use futures::StreamExt;
+use indexmap::IndexMap;
 
 use crate::schema::PARTITION_COLUMN;
 use crate::table::writer_properties;
@@ -188,6 +190,7 @@ pub fn expired(files: &[TimedFile], cutoff_ns: i64) -> Vec<TimedFile> {
 /// What one merge did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct MergeStats {
+    pub files_written: usize,
     pub rows_read: u64,
     pub rows_written: u64,
     pub bytes_read: u64,
@@ -214,6 +217,10 @@ pub async fn merge(table: &DeltaTable, group: &[TimedFile], config: &UpkeepConfi
     let options = ParquetReadOptions::default().file_sort_order(vec![sorted.to_vec()]);
     let frame = ctx.read_parquet(urls, options).await?.sort(sorted.to_vec())?;
     let mut stream = frame.execute_stream().await?;
+    // The kernel's scalar type, which deltalake does not re-export, inferred from its use.
+    let day = ScalarExt::from_array(&StringArray::from(vec![date.as_str()]), 0)
+        .ok_or_else(|| Error::Config(format!("bad partition value {date:?}")))?;
+    let partition = IndexMap::from([(PARTITION_COLUMN.to_string(), day)]);
     let mut writer = RecordBatchWriter::for_table(table)?
         .with_writer_properties(writer_properties())
         .with_target_file_size(config.target_file_bytes);
@@ -231,10 +238,12 @@ pub async fn merge(table: &DeltaTable, group: &[TimedFile], config: &UpkeepConfi
         }
         if kept.num_rows() > 0 {
             stats.rows_written += kept.num_rows() as u64;
-            writer.write(with_date(&kept, &date)?).await?;
+            // The one partition named, not split out of a date column (a copy of each batch).
+            writer.write_partition(kept, &partition, WriteMode::Default).await?;
         }
     }
     let mut adds = writer.flush().await?;
+    stats.files_written = adds.len();
     for add in &mut adds {
         add.data_change = false;
         stats.bytes_written += u64::try_from(add.size).unwrap_or_default();
@@ -312,23 +321,6 @@ fn drop_repeats(batch: &RecordBatch, before: Option<&RecordBatch>) -> Result<Rec
         return Ok(batch.clone());
     }
     Ok(arrow::compute::filter_record_batch(batch, &keep.into())?)
-}
-
-/// `batch` with the partition column set to `date`.
-fn with_date(batch: &RecordBatch, date: &str) -> Result<RecordBatch> {
-    let mut fields: Vec<Arc<Field>> = batch.schema().fields().iter().cloned().collect();
-    let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
-    if let Ok(i) = batch.schema().index_of(PARTITION_COLUMN) {
-        fields.remove(i);
-        columns.remove(i);
-    }
-    fields.push(Arc::new(Field::new(
-        PARTITION_COLUMN,
-        arrow::datatypes::DataType::Utf8,
-        false,
-    )));
-    columns.push(Arc::new(StringArray::from(vec![date; batch.num_rows()])));
-    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
 }
 
 /// Commits `removed` out of the table and `added` into it as one transaction: compaction
@@ -473,6 +465,7 @@ async fn last_checkpoint(table: &DeltaTable) -> Result<Option<u64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow::datatypes::{Field, Schema};
 
     fn file(path: &str, date: &str, size: u64, start_ns: i64) -> TimedFile {
         TimedFile {

@@ -74,6 +74,20 @@ pub struct UpkeepProgress {
     pub bytes_done: u64,
 }
 
+/// What one step of a pass (retention, a merge, their commits) works on: the tenant's
+/// table as the pass read it, its files, the settings and the lease the pass holds.
+struct Pass<'a> {
+    tenant: &'a Arc<Tenant>,
+    table: &'a DeltaTable,
+    /// `table`'s files.
+    files: &'a [TimedFile],
+    config: &'a UpkeepConfig,
+    lease: Option<&'a Lease>,
+}
+
+/// Merges of one pass running at once (each holds at most `merge_memory_bytes`).
+const MERGES_IN_FLIGHT: usize = 2;
+
 /// Sidecars a table may have before upkeep merges them (a load reads each).
 pub const MAX_SIDECARS: usize = 64;
 
@@ -197,14 +211,27 @@ impl Warehouse {
         let mut files = upkeep::timed_files(&table)?;
         report.before = TableSize::of(&files);
         if !dry_run {
-            (report.files_expired, report.rows_expired) = self.expire(&tenant, &table, &files, config, lease).await?;
+            let pass = Pass {
+                tenant: &tenant,
+                table: &table,
+                files: &files,
+                config,
+                lease,
+            };
+            (report.files_expired, report.rows_expired) = self.expire(&pass).await?;
             if config.compact {
                 if report.files_expired > 0 {
                     table = self.refresh(&tenant).await?;
                     files = upkeep::timed_files(&table)?;
                 }
-                self.compact(&tenant, &table, &files, config, lease, &mut report, progress)
-                    .await?;
+                let pass = Pass {
+                    tenant: &tenant,
+                    table: &table,
+                    files: &files,
+                    config,
+                    lease,
+                };
+                self.compact(&pass, &mut report, progress).await?;
             }
             if report.files_expired + report.merges > 0 {
                 table = self.refresh(&tenant).await?;
@@ -234,112 +261,133 @@ impl Warehouse {
     }
 
     /// Removes the files retention expires; returns how many, and the spans they held.
-    /// `files` are `table`'s, read at the start of the pass.
-    async fn expire(
-        &self,
-        tenant: &Arc<Tenant>,
-        table: &DeltaTable,
-        files: &[TimedFile],
-        config: &UpkeepConfig,
-        lease: Option<&Lease>,
-    ) -> Result<(usize, u64)> {
+    async fn expire(&self, pass: &Pass<'_>) -> Result<(usize, u64)> {
+        let (tenant, config) = (pass.tenant, pass.config);
         if config.block_retention.is_zero() {
             return Ok((0, 0));
         }
         let retention_ns = i64::try_from(config.block_retention.as_nanos()).unwrap_or(i64::MAX);
         let now_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
         let cutoff = now_ns.saturating_sub(retention_ns);
-        let gone = upkeep::expired(files, cutoff);
+        let gone = upkeep::expired(pass.files, cutoff);
         if gone.is_empty() {
             return Ok((0, 0));
         }
         let operation = DeltaOperation::Delete {
             predicate: Some(format!("end_time_unix_nano < {cutoff}")),
         };
-        self.commit_upkeep(tenant, lease, table, &gone, Vec::new(), true, operation)
-            .await?;
+        self.commit_upkeep(pass, &gone, Vec::new(), true, operation).await?;
         self.stats.files_expired.fetch_add(gone.len() as u64, Ordering::Relaxed);
         tracing::info!(tenant = %tenant.name, files = gone.len(), "retention removed files");
         Ok((gone.len(), gone.iter().map(|f| f.rows).sum()))
     }
 
-    /// Merges the groups of small files compaction plans, each committed on its own.
-    /// `files` are `table`'s.
-    #[allow(clippy::too_many_arguments)]
+    /// Merges the groups of small files compaction plans, each committed on its own, up to
+    /// [`MERGES_IN_FLIGHT`] merging at once (a merge runs on one core: it decodes, merges and
+    /// encodes in turn); commits take turns.
     async fn compact(
         &self,
-        tenant: &Arc<Tenant>,
-        table: &DeltaTable,
-        files: &[TimedFile],
-        config: &UpkeepConfig,
-        lease: Option<&Lease>,
+        pass: &Pass<'_>,
         report: &mut UpkeepReport,
         progress: &(dyn Fn(UpkeepProgress) + Sync),
     ) -> Result<()> {
         let now_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
-        let groups = upkeep::plan_compaction(files, config, now_ns);
+        let mut groups = upkeep::plan_compaction(pass.files, pass.config, now_ns).into_iter();
         let mut done = UpkeepProgress {
             merges_done: 0,
             merges_planned: groups.len(),
             bytes_done: 0,
         };
         progress(done);
-        for group in groups {
-            if lease.is_some_and(Lease::lost) {
+        // Dropped on an early return: the merges still running stop (their files are orphans).
+        let mut merges = tokio::task::JoinSet::new();
+        loop {
+            while merges.len() < MERGES_IN_FLIGHT
+                && let Some(group) = groups.next()
+            {
+                let (table, config) = (pass.table.clone(), pass.config.clone());
+                merges.spawn(async move {
+                    let merged = upkeep::merge(&table, &group, &config).await;
+                    (group, merged)
+                });
+            }
+            let Some(joined) = merges.join_next().await else {
+                return Ok(());
+            };
+            let (group, merged) = joined.map_err(|e| Error::Unavailable(format!("a merge stopped: {e}")))?;
+            if pass.lease.is_some_and(Lease::lost) {
                 return Err(Error::Conflict("the upkeep lease was lost; the pass stops".into()));
             }
-            let (adds, stats) = upkeep::merge(table, &group, config).await?;
-            let written = adds.len();
-            let operation = DeltaOperation::Optimize {
-                predicate: None,
-                target_size: i64::try_from(config.target_file_bytes).unwrap_or(i64::MAX),
-            };
+            let (adds, stats) = merged?;
             done.merges_done += 1;
             done.bytes_done += stats.bytes_read;
-            let committed = self
-                .commit_upkeep(tenant, lease, table, &group, adds, false, operation)
-                .await;
+            let committed = self.commit_merge(pass, &group, adds).await;
             progress(done);
-            match committed {
-                Ok(()) => {
-                    report.merges += 1;
-                    report.files_compacted += group.len();
-                    report.files_written += written;
-                    report.rows_read += stats.rows_read;
-                    report.rows_written += stats.rows_written;
-                    report.bytes_read += stats.bytes_read;
-                    report.bytes_written += stats.bytes_written;
-                    self.stats.compactions.fetch_add(1, Ordering::Relaxed);
-                    self.stats
-                        .files_compacted
-                        .fetch_add(group.len() as u64, Ordering::Relaxed);
-                }
-                Err(Error::Conflict(e)) => {
-                    // Another compaction or retention removed one of these files: the files
-                    // written are orphans, which vacuum deletes after the grace period.
-                    tracing::warn!(tenant = %tenant.name, error = %e, "compaction skipped a group on a conflict");
-                    report.conflicts += 1;
-                }
-                Err(e) => return Err(e),
-            }
+            self.count_merge(pass, &group, stats, committed, report)?;
         }
-        Ok(())
     }
 
-    /// Commits `removed` out and `added` in, read at `read` (the version the plan saw), then
-    /// makes the result the tenant's table and brings the trace-id index up to date, all
-    /// under the flush lock.
-    #[allow(clippy::too_many_arguments)]
+    /// Commits a merge of `group` that wrote the files `adds` (OPTIMIZE, no data change).
+    async fn commit_merge(
+        &self,
+        pass: &Pass<'_>,
+        group: &[TimedFile],
+        adds: Vec<deltalake::kernel::Add>,
+    ) -> Result<()> {
+        let operation = DeltaOperation::Optimize {
+            predicate: None,
+            target_size: i64::try_from(pass.config.target_file_bytes).unwrap_or(i64::MAX),
+        };
+        self.commit_upkeep(pass, group, adds, false, operation).await
+    }
+
+    /// Adds a merge of `group` (`stats`) to `report` when it committed; a conflict skips it.
+    fn count_merge(
+        &self,
+        pass: &Pass<'_>,
+        group: &[TimedFile],
+        stats: upkeep::MergeStats,
+        committed: Result<()>,
+        report: &mut UpkeepReport,
+    ) -> Result<()> {
+        match committed {
+            Ok(()) => {
+                report.merges += 1;
+                report.files_compacted += group.len();
+                report.files_written += stats.files_written;
+                report.rows_read += stats.rows_read;
+                report.rows_written += stats.rows_written;
+                report.bytes_read += stats.bytes_read;
+                report.bytes_written += stats.bytes_written;
+                self.stats.compactions.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .files_compacted
+                    .fetch_add(group.len() as u64, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(Error::Conflict(e)) => {
+                // Another compaction or retention removed one of these files: the files
+                // written are orphans, which vacuum deletes after the grace period.
+                tracing::warn!(tenant = %pass.tenant.name, error = %e, "compaction skipped a group on a conflict");
+                report.conflicts += 1;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Commits `removed` out and `added` in, over the version `pass` read, then makes the
+    /// result the tenant's table and brings the trace-id index up to date, all under the
+    /// flush lock.
     async fn commit_upkeep(
         &self,
-        tenant: &Arc<Tenant>,
-        lease: Option<&Lease>,
-        read: &DeltaTable,
+        pass: &Pass<'_>,
         removed: &[TimedFile],
         added: Vec<deltalake::kernel::Add>,
         data_change: bool,
         operation: DeltaOperation,
     ) -> Result<()> {
+        let (tenant, lease, read) = (pass.tenant, pass.lease, pass.table);
         let _guard = tenant.flush_lock.lock().await;
         if lease.is_some_and(Lease::lost) {
             return Err(Error::Conflict("the upkeep lease was lost; nothing committed".into()));
