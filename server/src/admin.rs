@@ -54,6 +54,11 @@ pub fn app(state: Arc<AdminState>) -> Router {
         .with_state(state)
 }
 
+/// An unknown path: Tempo's plain-text 404.
+pub async fn not_found() -> impl IntoResponse {
+    (StatusCode::NOT_FOUND, "404 page not found\n")
+}
+
 async fn ready(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
     if !state.ready.load(Ordering::Acquire) {
         return (StatusCode::SERVICE_UNAVAILABLE, "not ready: starting or shutting down");

@@ -475,7 +475,9 @@ pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) ->
             )));
         }
     }
-    let http_app = http_app.layer(axum::middleware::from_fn_with_state(server_auth, crate::auth::require));
+    let http_app = http_app
+        .fallback(admin::not_found)
+        .layer(axum::middleware::from_fn_with_state(server_auth, crate::auth::require));
     tasks.push(tokio::spawn(serve_http(admin_listener, http_app, shutdown_rx.clone())));
 
     admin_state.ready.store(true, Ordering::Release);

@@ -62,6 +62,13 @@ async fn search_and_buildinfo() {
         .collect();
     assert!(version >= vec![2, 7, 0], "{version:?}");
 
+    // An unknown path is Tempo's plain 404 (Grafana's feature probes read it as "not there"),
+    // not a gRPC answer; the StreamingQuerier's own paths stay gRPC.
+    for path in ["/api/nothing-here", "/api/metrics/summary", "/tempopb.Nothing/Call"] {
+        let (status, body) = get(&server, path, Some("shop")).await;
+        assert_eq!((status, body.as_str()), (404, "404 page not found\n"), "{path}");
+    }
+
     // TraceQL search: shape, limits and order, and the same traces SQL finds. By default the
     // first `limit` traces found, each a match; with Tempo's hint, the most recent.
     let (status, body) = get(

@@ -59,9 +59,11 @@ impl Default for SearchLimits {
     }
 }
 
-/// Tempo's query API routes, and the StreamingQuerier gRPC service beside them.
+/// Tempo's query API routes, and the StreamingQuerier gRPC service beside them (on its own
+/// paths only: an unknown path is a plain 404, as Tempo answers, which Grafana's feature
+/// probes read as "not there").
 pub fn app(state: Arc<ApiState>) -> Router {
-    let grpc = tonic::service::Routes::new(grpc::service(state.clone())).into_axum_router();
+    let grpc = grpc::service(state.clone());
     Router::new()
         .route("/api/status/buildinfo", get(buildinfo))
         .route("/api/traces/{id}", get(traces::v1))
@@ -72,8 +74,11 @@ pub fn app(state: Arc<ApiState>) -> Router {
         .route("/api/search/tag/{tag}/values", get(tags::values_v1))
         .route("/api/v2/search/tag/{tag}/values", get(tags::values_v2))
         .with_state(state)
-        .merge(grpc)
+        .route_service(GRPC_PATHS, grpc)
 }
+
+/// The paths of the StreamingQuerier gRPC service.
+const GRPC_PATHS: &str = "/tempopb.StreamingQuerier/{*method}";
 
 /// `value` as a JSON response (protobuf JSON for `tempopb` messages).
 pub fn json<T: serde::Serialize>(value: &T) -> Response {
