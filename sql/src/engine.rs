@@ -284,6 +284,24 @@ impl QueryEngine {
             .map_err(|_| Error::Timeout(timeout))?
     }
 
+    /// Runs a TraceQL metrics query over a range for `tenant` ([`crate::metrics`]), within the
+    /// query timeout and the engine's memory limits.
+    pub async fn metrics_query_range(
+        &self,
+        tenant: &str,
+        request: &crate::metrics::MetricsRequest,
+        limits: &QueryLimits,
+    ) -> Result<crate::metrics::MetricsOutcome> {
+        let (query, range) = crate::metrics::prepare(request)?;
+        let ctx = self.context(tenant).await?;
+        let spans = ctx.table("spans").await?.into_unoptimized_plan();
+        let (plan, shape) = crate::metrics::plan(&query, crate::metrics::spans_in(spans, &range)?, &range)?;
+        let stream = self.execute(&ctx.state(), plan, limits).await?;
+        let rows = datafusion::physical_plan::common::collect(stream).await?;
+        let series = crate::metrics::series_of(&rows, &shape, &range, request.max_series)?;
+        Ok(crate::metrics::MetricsOutcome { series })
+    }
+
     /// The spans of one trace of `tenant`, found through the warehouse's trace-id index;
     /// `range_ns` (unix ns, inclusive) narrows the files opened.
     pub async fn trace_by_id(

@@ -8,6 +8,7 @@ pub mod budget;
 pub mod engine;
 pub mod errors;
 pub mod guard;
+pub mod metrics;
 pub mod pgwire;
 pub mod search;
 pub mod stop;

@@ -14,7 +14,10 @@ pub mod structure;
 pub mod validate;
 
 pub use parser::{ParseError, parse};
-pub use plan::{Lone, LoneSet, PlanOptions, lone_flag, plan_lone_filter, plan_query, plan_search};
+pub use plan::{
+    Lone, LoneSet, MetricsShape, PlanOptions, StepRange, lone_flag, plan_lone_filter, plan_metrics, plan_query,
+    plan_search,
+};
 pub use validate::{ValidateError, validate};
 
 /// Errors of the TraceQL crate.

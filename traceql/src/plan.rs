@@ -39,6 +39,10 @@ use datafusion::logical_expr::{
     expr::WindowFunction, lit, not, when,
 };
 
+pub mod metrics;
+
+pub use metrics::{MetricsShape, StepRange, plan_metrics};
+
 use crate::array;
 use crate::ast::*;
 use crate::label::{self, ValueKind};
@@ -877,6 +881,17 @@ impl<'a> Planner<'a> {
         exprs: &[FieldExpr],
         as_text: bool,
     ) -> Result<(LogicalPlan, Vec<Val>)> {
+        self.with_values_and(keys, exprs, as_text, &[])
+    }
+
+    /// [`Self::with_values`], and the span columns `columns` under their own names.
+    fn with_values_and(
+        &mut self,
+        keys: LogicalPlan,
+        exprs: &[FieldExpr],
+        as_text: bool,
+        columns: &[&str],
+    ) -> Result<(LogicalPlan, Vec<Val>)> {
         let needs = exprs.iter().fold(Needs::default(), |n, e| n.union(Needs::of(e)));
         let base = self.base(needs)?.build()?;
         let k = self.alias("k");
@@ -910,6 +925,7 @@ impl<'a> Planner<'a> {
             projection.push(expr.alias(name));
             vals.push(val);
         }
+        projection.extend(columns.iter().map(|c| q("s", c).alias(*c)));
         let rel = LogicalPlanBuilder::from(keys)
             .alias(&k)?
             .join_on(
