@@ -815,3 +815,104 @@ async fn grafana_sized_search_returns_every_match() {
         grown >> 20
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_query_range_over_http_and_grpc() {
+    use tempopb::streaming_querier_client::StreamingQuerierClient;
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(dir.path(), "").await;
+    let mut generator = common::generator(31);
+    let mut sender = server.sender(Protocol::HttpProtobuf, false).await;
+    for i in 0..6 {
+        let (req, _) = generator.request(300);
+        assert_eq!(sender.send(&req, Some("shop")).await.unwrap().status, 200);
+        if i == 2 {
+            assert_eq!(get(&server, "/flush", None).await.0, 204);
+        }
+    }
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let (start, end) = (now_s - 600, now_s + 600);
+    let q = "%7B%20%7D%20%7C%20count_over_time()%20by%20(resource.service.name)";
+    let path = format!("/api/metrics/query_range?q={q}&start={start}&end={end}&step=30s");
+
+    // JSON: Tempo's QueryRangeResponse, strictly; per service, the samples add up to SQL's count.
+    let (status, body) = get_bytes(&server, &path, Some("shop"), "*/*").await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let json: tempopb::QueryRangeResponse = strict(&body);
+    let mut totals: BTreeMap<String, i64> = BTreeMap::new();
+    for s in &json.series {
+        let [label] = s.labels.as_slice() else { panic!("{s:?}") };
+        assert_eq!(label.key, "resource.service.name");
+        let Some(tracehouse_tempo_api::tempopb::common::v1::any_value::Value::StringValue(service)) =
+            label.value.as_ref().and_then(|v| v.value.clone())
+        else {
+            panic!("{label:?}")
+        };
+        // Every 30 s bucket of the aligned range, oldest first, stamped at its end.
+        let (first, last) = (start - start % 30 - 30, end.div_ceil(30) * 30);
+        assert_eq!(s.samples.len() as u64, (last - first) / 30, "{s:?}");
+        assert_eq!(s.samples[0].timestamp_ms as u64, (first + 30) * 1_000);
+        assert!(
+            s.samples
+                .windows(2)
+                .all(|w| w[1].timestamp_ms - w[0].timestamp_ms == 30_000)
+        );
+        assert_eq!(s.samples[0].timestamp_ms % 30_000, 0);
+        *totals.entry(service).or_default() += s.samples.iter().map(|x| x.value as i64).sum::<i64>();
+    }
+    let pg = server.pg("shop").await;
+    let rows = pg
+        .query("SELECT service_name, count(*) FROM spans GROUP BY 1", &[])
+        .await
+        .unwrap();
+    let sql: BTreeMap<String, i64> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert!(sql.len() >= 3, "{sql:?}");
+    assert_eq!(totals, sql);
+
+    // Protobuf when asked, the same answer; gRPC (h2c on the HTTP port) the same too.
+    let (status, body) = get_bytes(&server, &path, Some("shop"), "application/protobuf").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        <tempopb::QueryRangeResponse as prost::Message>::decode(body.as_slice()).unwrap(),
+        json
+    );
+    let mut client = StreamingQuerierClient::connect(format!("http://127.0.0.1:{}", server.http_port))
+        .await
+        .unwrap();
+    let mut request = tonic::Request::new(tempopb::QueryRangeRequest {
+        query: "{ } | count_over_time() by (resource.service.name)".into(),
+        start: start * 1_000_000_000,
+        end: end * 1_000_000_000,
+        step: 30_000_000_000,
+        ..Default::default()
+    });
+    request.metadata_mut().insert("x-scope-orgid", "shop".parse().unwrap());
+    let grpc = one_message(client.metrics_query_range(request).await.unwrap()).await;
+    assert_eq!(grpc.series, json.series);
+
+    // rate() without by(): one series named __name__=rate; another tenant has none.
+    let rate = format!("/api/metrics/query_range?q=%7B%7D%7Crate()&start={start}&end={end}&step=60");
+    let (status, body) = get_bytes(&server, &rate, Some("shop"), "*/*").await;
+    assert_eq!(status, 200);
+    let series = strict::<tempopb::QueryRangeResponse>(&body).series;
+    assert_eq!(series.len(), 1);
+    assert_eq!(series[0].labels[0].key, "__name__");
+    let (status, body) = get_bytes(&server, &rate, Some("someone-else"), "*/*").await;
+    assert_eq!(status, 200);
+    assert!(strict::<tempopb::QueryRangeResponse>(&body).series.is_empty());
+
+    // A search query, a bad query and a bad step are 400s with a message.
+    for (q, step) in [
+        ("%7B%20status%20%3D%20error%20%7D", "60"),
+        ("%7B%7D%7Crate(", "60"),
+        ("%7B%7D%7Crate()", "soon"),
+    ] {
+        let path = format!("/api/metrics/query_range?q={q}&start={start}&end={end}&step={step}");
+        let (status, body) = get(&server, &path, Some("shop")).await;
+        assert_eq!(status, 400, "{q}: {body}");
+        assert!(!body.is_empty());
+    }
+}

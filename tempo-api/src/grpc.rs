@@ -4,7 +4,8 @@
 //! Search runs in two jobs and streams after each: first over the most recent part of the
 //! range (the last quarter of `start`..`end`, or the last hour when the request has no range),
 //! then over all of it. The last message holds the complete result, as in Tempo; each
-//! message's metrics say how many of the jobs are done. Tag requests answer in one message.
+//! message's metrics say how many of the jobs are done. Tag requests and metrics query ranges
+//! answer in one message.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -16,10 +17,10 @@ use tonic::{Request, Response, Status};
 
 use crate::tempopb::streaming_querier_server::{StreamingQuerier, StreamingQuerierServer};
 use crate::tempopb::{
-    SearchRequest, SearchResponse, SearchTagValuesRequest, SearchTagValuesResponse, SearchTagValuesV2Response,
-    SearchTagsRequest, SearchTagsResponse, SearchTagsV2Response,
+    QueryRangeRequest, QueryRangeResponse, SearchRequest, SearchResponse, SearchTagValuesRequest,
+    SearchTagValuesResponse, SearchTagValuesV2Response, SearchTagsRequest, SearchTagsResponse, SearchTagsV2Response,
 };
-use crate::{ApiError, ApiState, search, tags};
+use crate::{ApiError, ApiState, metrics, search, tags};
 
 /// Messages a search stream may hold before the client reads them.
 pub const STREAM_QUEUE_MESSAGES: usize = 4;
@@ -88,6 +89,17 @@ impl StreamingQuerier for Querier {
     type SearchTagsV2Stream = Messages<SearchTagsV2Response>;
     type SearchTagValuesStream = Messages<SearchTagValuesResponse>;
     type SearchTagValuesV2Stream = Messages<SearchTagValuesV2Response>;
+    type MetricsQueryRangeStream = Messages<QueryRangeResponse>;
+
+    /// One message: the whole answer (the engine runs the range as one aggregation).
+    async fn metrics_query_range(
+        &self,
+        request: Request<QueryRangeRequest>,
+    ) -> Result<Response<Self::MetricsQueryRangeStream>, Status> {
+        let tenant = tenant_of(&request);
+        let metrics_request = metrics::grpc_request_of(request.get_ref()).map_err(status)?;
+        once(metrics::run(&self.state, &tenant, &metrics_request).await)
+    }
 
     async fn search(&self, request: Request<SearchRequest>) -> Result<Response<Self::SearchStream>, Status> {
         let tenant = tenant_of(&request);

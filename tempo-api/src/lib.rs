@@ -16,6 +16,7 @@
 //! never the Flight crate.
 
 pub mod grpc;
+pub mod metrics;
 pub mod otlp;
 pub mod search;
 pub mod tags;
@@ -69,6 +70,7 @@ pub fn app(state: Arc<ApiState>) -> Router {
         .route("/api/traces/{id}", get(traces::v1))
         .route("/api/v2/traces/{id}", get(traces::v2))
         .route("/api/search", get(search::handler))
+        .route("/api/metrics/query_range", get(metrics::query_range))
         .route("/api/search/tags", get(tags::tags_v1))
         .route("/api/v2/search/tags", get(tags::tags_v2))
         .route("/api/search/tag/{tag}/values", get(tags::values_v1))
@@ -128,6 +130,7 @@ pub fn param<T: std::str::FromStr>(params: &HashMap<String, String>, name: &str,
 }
 
 /// An error as Tempo returns it: a status and a plain-text message.
+#[derive(Debug)]
 pub struct ApiError(pub StatusCode, pub String);
 
 impl IntoResponse for ApiError {

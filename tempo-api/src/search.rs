@@ -92,7 +92,7 @@ fn logfmt_pairs(text: &str) -> Vec<String> {
 }
 
 /// A Go duration (`100ms`, `1h30m`) in nanoseconds, through the TraceQL lexer.
-fn parse_go_duration(text: &str) -> Option<i64> {
+pub(crate) fn parse_go_duration(text: &str) -> Option<i64> {
     let tokens = tracehouse_traceql::lexer::lex(text).ok()?;
     match tokens.as_slice() {
         [t, eof] if eof.tok == tracehouse_traceql::lexer::Tok::Eof => match t.tok {
@@ -113,7 +113,7 @@ fn string_kv(key: String, value: String) -> KeyValue {
     }
 }
 
-fn hit_kv(key: &str, v: &HitValue) -> KeyValue {
+pub(crate) fn hit_kv(key: &str, v: &HitValue) -> KeyValue {
     KeyValue {
         key: key.to_string(),
         value: Some(any_value(v)),

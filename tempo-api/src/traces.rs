@@ -47,14 +47,14 @@ fn range_of(params: &HashMap<String, String>) -> Result<Option<(i64, i64)>, ApiE
     )))
 }
 
-fn wants_protobuf(headers: &HeaderMap) -> bool {
+pub(crate) fn wants_protobuf(headers: &HeaderMap) -> bool {
     headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains(PROTOBUF))
 }
 
-fn protobuf(message: &impl Message) -> Response {
+pub(crate) fn protobuf(message: &impl Message) -> Response {
     (
         [(header::CONTENT_TYPE, HeaderValue::from_static(PROTOBUF))],
         message.encode_to_vec(),

@@ -262,6 +262,97 @@ pub struct Trace {
     #[prost(message, repeated, tag = "1")]
     pub resource_spans: ::prost::alloc::vec::Vec<trace::v1::ResourceSpans>,
 }
+/// TraceQL metrics: a query over a range in steps, answered as series of samples.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct QueryRangeRequest {
+    #[prost(string, tag = "1")]
+    pub query: ::prost::alloc::string::String,
+    #[prost(uint64, tag = "2")]
+    pub start: u64,
+    #[prost(uint64, tag = "3")]
+    pub end: u64,
+    #[prost(uint64, tag = "4")]
+    pub step: u64,
+    #[prost(string, tag = "7")]
+    pub query_mode: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "16")]
+    pub exemplars: u32,
+    #[prost(uint32, tag = "17")]
+    pub max_series: u32,
+    #[prost(bool, optional, tag = "18")]
+    pub instant: ::core::option::Option<bool>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct QueryRangeResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub series: ::prost::alloc::vec::Vec<TimeSeries>,
+    #[prost(message, optional, tag = "2")]
+    pub metrics: ::core::option::Option<SearchMetrics>,
+    #[prost(enumeration = "PartialStatus", tag = "3")]
+    pub status: i32,
+    #[prost(string, tag = "4")]
+    pub message: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Exemplar {
+    #[prost(message, repeated, tag = "1")]
+    pub labels: ::prost::alloc::vec::Vec<common::v1::KeyValue>,
+    #[prost(double, tag = "2")]
+    pub value: f64,
+    #[prost(int64, tag = "3")]
+    pub timestamp_ms: i64,
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, ::prost::Message)]
+pub struct Sample {
+    #[prost(int64, tag = "2")]
+    pub timestamp_ms: i64,
+    #[prost(double, tag = "1")]
+    pub value: f64,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct TimeSeries {
+    /// Series labels containing name and value, typed.
+    #[prost(message, repeated, tag = "1")]
+    pub labels: ::prost::alloc::vec::Vec<common::v1::KeyValue>,
+    /// Sorted by time, oldest sample first.
+    #[prost(message, repeated, tag = "2")]
+    pub samples: ::prost::alloc::vec::Vec<Sample>,
+    /// Sorted by time, oldest exemplar first.
+    #[prost(message, repeated, tag = "4")]
+    pub exemplars: ::prost::alloc::vec::Vec<Exemplar>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum PartialStatus {
+    Complete = 0,
+    Partial = 1,
+}
+impl PartialStatus {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Complete => "COMPLETE",
+            Self::Partial => "PARTIAL",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "COMPLETE" => Some(Self::Complete),
+            "PARTIAL" => Some(Self::Partial),
+            _ => None,
+        }
+    }
+}
 /// Generated client implementations.
 pub mod streaming_querier_client {
     #![allow(
@@ -476,6 +567,32 @@ pub mod streaming_querier_client {
                 );
             self.inner.server_streaming(req, path, codec).await
         }
+        pub async fn metrics_query_range(
+            &mut self,
+            request: impl tonic::IntoRequest<super::QueryRangeRequest>,
+        ) -> std::result::Result<
+            tonic::Response<tonic::codec::Streaming<super::QueryRangeResponse>>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/tempopb.StreamingQuerier/MetricsQueryRange",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("tempopb.StreamingQuerier", "MetricsQueryRange"),
+                );
+            self.inner.server_streaming(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -551,6 +668,19 @@ pub mod streaming_querier_server {
             request: tonic::Request<super::SearchTagValuesRequest>,
         ) -> std::result::Result<
             tonic::Response<Self::SearchTagValuesV2Stream>,
+            tonic::Status,
+        >;
+        /// Server streaming response type for the MetricsQueryRange method.
+        type MetricsQueryRangeStream: tonic::codegen::tokio_stream::Stream<
+                Item = std::result::Result<super::QueryRangeResponse, tonic::Status>,
+            >
+            + std::marker::Send
+            + 'static;
+        async fn metrics_query_range(
+            &self,
+            request: tonic::Request<super::QueryRangeRequest>,
+        ) -> std::result::Result<
+            tonic::Response<Self::MetricsQueryRangeStream>,
             tonic::Status,
         >;
     }
@@ -854,6 +984,56 @@ pub mod streaming_querier_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = SearchTagValuesV2Svc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.server_streaming(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/tempopb.StreamingQuerier/MetricsQueryRange" => {
+                    #[allow(non_camel_case_types)]
+                    struct MetricsQueryRangeSvc<T: StreamingQuerier>(pub Arc<T>);
+                    impl<
+                        T: StreamingQuerier,
+                    > tonic::server::ServerStreamingService<super::QueryRangeRequest>
+                    for MetricsQueryRangeSvc<T> {
+                        type Response = super::QueryRangeResponse;
+                        type ResponseStream = T::MetricsQueryRangeStream;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::ResponseStream>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::QueryRangeRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as StreamingQuerier>::metrics_query_range(
+                                        &inner,
+                                        request,
+                                    )
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = MetricsQueryRangeSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

@@ -1,3 +1,135 @@
+impl serde::Serialize for Exemplar {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        use serde::ser::SerializeStruct;
+        let mut len = 0;
+        if !self.labels.is_empty() {
+            len += 1;
+        }
+        if self.value != 0. {
+            len += 1;
+        }
+        if self.timestamp_ms != 0 {
+            len += 1;
+        }
+        let mut struct_ser = serializer.serialize_struct("tempopb.Exemplar", len)?;
+        if !self.labels.is_empty() {
+            struct_ser.serialize_field("labels", &self.labels)?;
+        }
+        if self.value != 0. {
+            struct_ser.serialize_field("value", &self.value)?;
+        }
+        if self.timestamp_ms != 0 {
+            #[allow(clippy::needless_borrow)]
+            #[allow(clippy::needless_borrows_for_generic_args)]
+            struct_ser.serialize_field("timestampMs", ToString::to_string(&self.timestamp_ms).as_str())?;
+        }
+        struct_ser.end()
+    }
+}
+impl<'de> serde::Deserialize<'de> for Exemplar {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &[
+            "labels",
+            "value",
+            "timestamp_ms",
+            "timestampMs",
+        ];
+
+        #[allow(clippy::enum_variant_names)]
+        enum GeneratedField {
+            Labels,
+            Value,
+            TimestampMs,
+        }
+        impl<'de> serde::Deserialize<'de> for GeneratedField {
+            fn deserialize<D>(deserializer: D) -> std::result::Result<GeneratedField, D::Error>
+            where
+                D: serde::Deserializer<'de>,
+            {
+                struct GeneratedVisitor;
+
+                impl serde::de::Visitor<'_> for GeneratedVisitor {
+                    type Value = GeneratedField;
+
+                    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        write!(formatter, "expected one of: {:?}", &FIELDS)
+                    }
+
+                    #[allow(unused_variables)]
+                    fn visit_str<E>(self, value: &str) -> std::result::Result<GeneratedField, E>
+                    where
+                        E: serde::de::Error,
+                    {
+                        match value {
+                            "labels" => Ok(GeneratedField::Labels),
+                            "value" => Ok(GeneratedField::Value),
+                            "timestampMs" | "timestamp_ms" => Ok(GeneratedField::TimestampMs),
+                            _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
+                        }
+                    }
+                }
+                deserializer.deserialize_identifier(GeneratedVisitor)
+            }
+        }
+        struct GeneratedVisitor;
+        impl<'de> serde::de::Visitor<'de> for GeneratedVisitor {
+            type Value = Exemplar;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str("struct tempopb.Exemplar")
+            }
+
+            fn visit_map<V>(self, mut map_: V) -> std::result::Result<Exemplar, V::Error>
+                where
+                    V: serde::de::MapAccess<'de>,
+            {
+                let mut labels__ = None;
+                let mut value__ = None;
+                let mut timestamp_ms__ = None;
+                while let Some(k) = map_.next_key()? {
+                    match k {
+                        GeneratedField::Labels => {
+                            if labels__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("labels"));
+                            }
+                            labels__ = Some(map_.next_value()?);
+                        }
+                        GeneratedField::Value => {
+                            if value__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("value"));
+                            }
+                            value__ = 
+                                Some(map_.next_value::<::pbjson::private::NumberDeserialize<_>>()?.0)
+                            ;
+                        }
+                        GeneratedField::TimestampMs => {
+                            if timestamp_ms__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("timestampMs"));
+                            }
+                            timestamp_ms__ = 
+                                Some(map_.next_value::<::pbjson::private::NumberDeserialize<_>>()?.0)
+                            ;
+                        }
+                    }
+                }
+                Ok(Exemplar {
+                    labels: labels__.unwrap_or_default(),
+                    value: value__.unwrap_or_default(),
+                    timestamp_ms: timestamp_ms__.unwrap_or_default(),
+                })
+            }
+        }
+        deserializer.deserialize_struct("tempopb.Exemplar", FIELDS, GeneratedVisitor)
+    }
+}
 impl serde::Serialize for MetadataMetrics {
     #[allow(deprecated)]
     fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
@@ -169,6 +301,562 @@ impl<'de> serde::Deserialize<'de> for MetadataMetrics {
             }
         }
         deserializer.deserialize_struct("tempopb.MetadataMetrics", FIELDS, GeneratedVisitor)
+    }
+}
+impl serde::Serialize for PartialStatus {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        let variant = match self {
+            Self::Complete => "COMPLETE",
+            Self::Partial => "PARTIAL",
+        };
+        serializer.serialize_str(variant)
+    }
+}
+impl<'de> serde::Deserialize<'de> for PartialStatus {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &[
+            "COMPLETE",
+            "PARTIAL",
+        ];
+
+        struct GeneratedVisitor;
+
+        impl serde::de::Visitor<'_> for GeneratedVisitor {
+            type Value = PartialStatus;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(formatter, "expected one of: {:?}", &FIELDS)
+            }
+
+            fn visit_i64<E>(self, v: i64) -> std::result::Result<Self::Value, E>
+            where
+                E: serde::de::Error,
+            {
+                i32::try_from(v)
+                    .ok()
+                    .and_then(|x| x.try_into().ok())
+                    .ok_or_else(|| {
+                        serde::de::Error::invalid_value(serde::de::Unexpected::Signed(v), &self)
+                    })
+            }
+
+            fn visit_u64<E>(self, v: u64) -> std::result::Result<Self::Value, E>
+            where
+                E: serde::de::Error,
+            {
+                i32::try_from(v)
+                    .ok()
+                    .and_then(|x| x.try_into().ok())
+                    .ok_or_else(|| {
+                        serde::de::Error::invalid_value(serde::de::Unexpected::Unsigned(v), &self)
+                    })
+            }
+
+            fn visit_str<E>(self, value: &str) -> std::result::Result<Self::Value, E>
+            where
+                E: serde::de::Error,
+            {
+                match value {
+                    "COMPLETE" => Ok(PartialStatus::Complete),
+                    "PARTIAL" => Ok(PartialStatus::Partial),
+                    _ => Err(serde::de::Error::unknown_variant(value, FIELDS)),
+                }
+            }
+        }
+        deserializer.deserialize_any(GeneratedVisitor)
+    }
+}
+impl serde::Serialize for QueryRangeRequest {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        use serde::ser::SerializeStruct;
+        let mut len = 0;
+        if !self.query.is_empty() {
+            len += 1;
+        }
+        if self.start != 0 {
+            len += 1;
+        }
+        if self.end != 0 {
+            len += 1;
+        }
+        if self.step != 0 {
+            len += 1;
+        }
+        if !self.query_mode.is_empty() {
+            len += 1;
+        }
+        if self.exemplars != 0 {
+            len += 1;
+        }
+        if self.max_series != 0 {
+            len += 1;
+        }
+        if self.instant.is_some() {
+            len += 1;
+        }
+        let mut struct_ser = serializer.serialize_struct("tempopb.QueryRangeRequest", len)?;
+        if !self.query.is_empty() {
+            struct_ser.serialize_field("query", &self.query)?;
+        }
+        if self.start != 0 {
+            #[allow(clippy::needless_borrow)]
+            #[allow(clippy::needless_borrows_for_generic_args)]
+            struct_ser.serialize_field("start", ToString::to_string(&self.start).as_str())?;
+        }
+        if self.end != 0 {
+            #[allow(clippy::needless_borrow)]
+            #[allow(clippy::needless_borrows_for_generic_args)]
+            struct_ser.serialize_field("end", ToString::to_string(&self.end).as_str())?;
+        }
+        if self.step != 0 {
+            #[allow(clippy::needless_borrow)]
+            #[allow(clippy::needless_borrows_for_generic_args)]
+            struct_ser.serialize_field("step", ToString::to_string(&self.step).as_str())?;
+        }
+        if !self.query_mode.is_empty() {
+            struct_ser.serialize_field("queryMode", &self.query_mode)?;
+        }
+        if self.exemplars != 0 {
+            struct_ser.serialize_field("exemplars", &self.exemplars)?;
+        }
+        if self.max_series != 0 {
+            struct_ser.serialize_field("maxSeries", &self.max_series)?;
+        }
+        if let Some(v) = self.instant.as_ref() {
+            struct_ser.serialize_field("instant", v)?;
+        }
+        struct_ser.end()
+    }
+}
+impl<'de> serde::Deserialize<'de> for QueryRangeRequest {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &[
+            "query",
+            "start",
+            "end",
+            "step",
+            "queryMode",
+            "exemplars",
+            "maxSeries",
+            "instant",
+        ];
+
+        #[allow(clippy::enum_variant_names)]
+        enum GeneratedField {
+            Query,
+            Start,
+            End,
+            Step,
+            QueryMode,
+            Exemplars,
+            MaxSeries,
+            Instant,
+        }
+        impl<'de> serde::Deserialize<'de> for GeneratedField {
+            fn deserialize<D>(deserializer: D) -> std::result::Result<GeneratedField, D::Error>
+            where
+                D: serde::Deserializer<'de>,
+            {
+                struct GeneratedVisitor;
+
+                impl serde::de::Visitor<'_> for GeneratedVisitor {
+                    type Value = GeneratedField;
+
+                    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        write!(formatter, "expected one of: {:?}", &FIELDS)
+                    }
+
+                    #[allow(unused_variables)]
+                    fn visit_str<E>(self, value: &str) -> std::result::Result<GeneratedField, E>
+                    where
+                        E: serde::de::Error,
+                    {
+                        match value {
+                            "query" => Ok(GeneratedField::Query),
+                            "start" => Ok(GeneratedField::Start),
+                            "end" => Ok(GeneratedField::End),
+                            "step" => Ok(GeneratedField::Step),
+                            "queryMode" => Ok(GeneratedField::QueryMode),
+                            "exemplars" => Ok(GeneratedField::Exemplars),
+                            "maxSeries" => Ok(GeneratedField::MaxSeries),
+                            "instant" => Ok(GeneratedField::Instant),
+                            _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
+                        }
+                    }
+                }
+                deserializer.deserialize_identifier(GeneratedVisitor)
+            }
+        }
+        struct GeneratedVisitor;
+        impl<'de> serde::de::Visitor<'de> for GeneratedVisitor {
+            type Value = QueryRangeRequest;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str("struct tempopb.QueryRangeRequest")
+            }
+
+            fn visit_map<V>(self, mut map_: V) -> std::result::Result<QueryRangeRequest, V::Error>
+                where
+                    V: serde::de::MapAccess<'de>,
+            {
+                let mut query__ = None;
+                let mut start__ = None;
+                let mut end__ = None;
+                let mut step__ = None;
+                let mut query_mode__ = None;
+                let mut exemplars__ = None;
+                let mut max_series__ = None;
+                let mut instant__ = None;
+                while let Some(k) = map_.next_key()? {
+                    match k {
+                        GeneratedField::Query => {
+                            if query__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("query"));
+                            }
+                            query__ = Some(map_.next_value()?);
+                        }
+                        GeneratedField::Start => {
+                            if start__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("start"));
+                            }
+                            start__ = 
+                                Some(map_.next_value::<::pbjson::private::NumberDeserialize<_>>()?.0)
+                            ;
+                        }
+                        GeneratedField::End => {
+                            if end__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("end"));
+                            }
+                            end__ = 
+                                Some(map_.next_value::<::pbjson::private::NumberDeserialize<_>>()?.0)
+                            ;
+                        }
+                        GeneratedField::Step => {
+                            if step__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("step"));
+                            }
+                            step__ = 
+                                Some(map_.next_value::<::pbjson::private::NumberDeserialize<_>>()?.0)
+                            ;
+                        }
+                        GeneratedField::QueryMode => {
+                            if query_mode__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("queryMode"));
+                            }
+                            query_mode__ = Some(map_.next_value()?);
+                        }
+                        GeneratedField::Exemplars => {
+                            if exemplars__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("exemplars"));
+                            }
+                            exemplars__ = 
+                                Some(map_.next_value::<::pbjson::private::NumberDeserialize<_>>()?.0)
+                            ;
+                        }
+                        GeneratedField::MaxSeries => {
+                            if max_series__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("maxSeries"));
+                            }
+                            max_series__ = 
+                                Some(map_.next_value::<::pbjson::private::NumberDeserialize<_>>()?.0)
+                            ;
+                        }
+                        GeneratedField::Instant => {
+                            if instant__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("instant"));
+                            }
+                            instant__ = map_.next_value()?;
+                        }
+                    }
+                }
+                Ok(QueryRangeRequest {
+                    query: query__.unwrap_or_default(),
+                    start: start__.unwrap_or_default(),
+                    end: end__.unwrap_or_default(),
+                    step: step__.unwrap_or_default(),
+                    query_mode: query_mode__.unwrap_or_default(),
+                    exemplars: exemplars__.unwrap_or_default(),
+                    max_series: max_series__.unwrap_or_default(),
+                    instant: instant__,
+                })
+            }
+        }
+        deserializer.deserialize_struct("tempopb.QueryRangeRequest", FIELDS, GeneratedVisitor)
+    }
+}
+impl serde::Serialize for QueryRangeResponse {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        use serde::ser::SerializeStruct;
+        let mut len = 0;
+        if !self.series.is_empty() {
+            len += 1;
+        }
+        if self.metrics.is_some() {
+            len += 1;
+        }
+        if self.status != 0 {
+            len += 1;
+        }
+        if !self.message.is_empty() {
+            len += 1;
+        }
+        let mut struct_ser = serializer.serialize_struct("tempopb.QueryRangeResponse", len)?;
+        if !self.series.is_empty() {
+            struct_ser.serialize_field("series", &self.series)?;
+        }
+        if let Some(v) = self.metrics.as_ref() {
+            struct_ser.serialize_field("metrics", v)?;
+        }
+        if self.status != 0 {
+            let v = PartialStatus::try_from(self.status)
+                .map_err(|_| serde::ser::Error::custom(format!("Invalid variant {}", self.status)))?;
+            struct_ser.serialize_field("status", &v)?;
+        }
+        if !self.message.is_empty() {
+            struct_ser.serialize_field("message", &self.message)?;
+        }
+        struct_ser.end()
+    }
+}
+impl<'de> serde::Deserialize<'de> for QueryRangeResponse {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &[
+            "series",
+            "metrics",
+            "status",
+            "message",
+        ];
+
+        #[allow(clippy::enum_variant_names)]
+        enum GeneratedField {
+            Series,
+            Metrics,
+            Status,
+            Message,
+        }
+        impl<'de> serde::Deserialize<'de> for GeneratedField {
+            fn deserialize<D>(deserializer: D) -> std::result::Result<GeneratedField, D::Error>
+            where
+                D: serde::Deserializer<'de>,
+            {
+                struct GeneratedVisitor;
+
+                impl serde::de::Visitor<'_> for GeneratedVisitor {
+                    type Value = GeneratedField;
+
+                    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        write!(formatter, "expected one of: {:?}", &FIELDS)
+                    }
+
+                    #[allow(unused_variables)]
+                    fn visit_str<E>(self, value: &str) -> std::result::Result<GeneratedField, E>
+                    where
+                        E: serde::de::Error,
+                    {
+                        match value {
+                            "series" => Ok(GeneratedField::Series),
+                            "metrics" => Ok(GeneratedField::Metrics),
+                            "status" => Ok(GeneratedField::Status),
+                            "message" => Ok(GeneratedField::Message),
+                            _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
+                        }
+                    }
+                }
+                deserializer.deserialize_identifier(GeneratedVisitor)
+            }
+        }
+        struct GeneratedVisitor;
+        impl<'de> serde::de::Visitor<'de> for GeneratedVisitor {
+            type Value = QueryRangeResponse;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str("struct tempopb.QueryRangeResponse")
+            }
+
+            fn visit_map<V>(self, mut map_: V) -> std::result::Result<QueryRangeResponse, V::Error>
+                where
+                    V: serde::de::MapAccess<'de>,
+            {
+                let mut series__ = None;
+                let mut metrics__ = None;
+                let mut status__ = None;
+                let mut message__ = None;
+                while let Some(k) = map_.next_key()? {
+                    match k {
+                        GeneratedField::Series => {
+                            if series__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("series"));
+                            }
+                            series__ = Some(map_.next_value()?);
+                        }
+                        GeneratedField::Metrics => {
+                            if metrics__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("metrics"));
+                            }
+                            metrics__ = map_.next_value()?;
+                        }
+                        GeneratedField::Status => {
+                            if status__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("status"));
+                            }
+                            status__ = Some(map_.next_value::<PartialStatus>()? as i32);
+                        }
+                        GeneratedField::Message => {
+                            if message__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("message"));
+                            }
+                            message__ = Some(map_.next_value()?);
+                        }
+                    }
+                }
+                Ok(QueryRangeResponse {
+                    series: series__.unwrap_or_default(),
+                    metrics: metrics__,
+                    status: status__.unwrap_or_default(),
+                    message: message__.unwrap_or_default(),
+                })
+            }
+        }
+        deserializer.deserialize_struct("tempopb.QueryRangeResponse", FIELDS, GeneratedVisitor)
+    }
+}
+impl serde::Serialize for Sample {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        use serde::ser::SerializeStruct;
+        let mut len = 0;
+        if self.timestamp_ms != 0 {
+            len += 1;
+        }
+        if self.value != 0. {
+            len += 1;
+        }
+        let mut struct_ser = serializer.serialize_struct("tempopb.Sample", len)?;
+        if self.timestamp_ms != 0 {
+            #[allow(clippy::needless_borrow)]
+            #[allow(clippy::needless_borrows_for_generic_args)]
+            struct_ser.serialize_field("timestampMs", ToString::to_string(&self.timestamp_ms).as_str())?;
+        }
+        if self.value != 0. {
+            struct_ser.serialize_field("value", &self.value)?;
+        }
+        struct_ser.end()
+    }
+}
+impl<'de> serde::Deserialize<'de> for Sample {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &[
+            "timestamp_ms",
+            "timestampMs",
+            "value",
+        ];
+
+        #[allow(clippy::enum_variant_names)]
+        enum GeneratedField {
+            TimestampMs,
+            Value,
+        }
+        impl<'de> serde::Deserialize<'de> for GeneratedField {
+            fn deserialize<D>(deserializer: D) -> std::result::Result<GeneratedField, D::Error>
+            where
+                D: serde::Deserializer<'de>,
+            {
+                struct GeneratedVisitor;
+
+                impl serde::de::Visitor<'_> for GeneratedVisitor {
+                    type Value = GeneratedField;
+
+                    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        write!(formatter, "expected one of: {:?}", &FIELDS)
+                    }
+
+                    #[allow(unused_variables)]
+                    fn visit_str<E>(self, value: &str) -> std::result::Result<GeneratedField, E>
+                    where
+                        E: serde::de::Error,
+                    {
+                        match value {
+                            "timestampMs" | "timestamp_ms" => Ok(GeneratedField::TimestampMs),
+                            "value" => Ok(GeneratedField::Value),
+                            _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
+                        }
+                    }
+                }
+                deserializer.deserialize_identifier(GeneratedVisitor)
+            }
+        }
+        struct GeneratedVisitor;
+        impl<'de> serde::de::Visitor<'de> for GeneratedVisitor {
+            type Value = Sample;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str("struct tempopb.Sample")
+            }
+
+            fn visit_map<V>(self, mut map_: V) -> std::result::Result<Sample, V::Error>
+                where
+                    V: serde::de::MapAccess<'de>,
+            {
+                let mut timestamp_ms__ = None;
+                let mut value__ = None;
+                while let Some(k) = map_.next_key()? {
+                    match k {
+                        GeneratedField::TimestampMs => {
+                            if timestamp_ms__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("timestampMs"));
+                            }
+                            timestamp_ms__ = 
+                                Some(map_.next_value::<::pbjson::private::NumberDeserialize<_>>()?.0)
+                            ;
+                        }
+                        GeneratedField::Value => {
+                            if value__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("value"));
+                            }
+                            value__ = 
+                                Some(map_.next_value::<::pbjson::private::NumberDeserialize<_>>()?.0)
+                            ;
+                        }
+                    }
+                }
+                Ok(Sample {
+                    timestamp_ms: timestamp_ms__.unwrap_or_default(),
+                    value: value__.unwrap_or_default(),
+                })
+            }
+        }
+        deserializer.deserialize_struct("tempopb.Sample", FIELDS, GeneratedVisitor)
     }
 }
 impl serde::Serialize for SearchMetrics {
@@ -2136,6 +2824,131 @@ impl<'de> serde::Deserialize<'de> for TagValue {
             }
         }
         deserializer.deserialize_struct("tempopb.TagValue", FIELDS, GeneratedVisitor)
+    }
+}
+impl serde::Serialize for TimeSeries {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        use serde::ser::SerializeStruct;
+        let mut len = 0;
+        if !self.labels.is_empty() {
+            len += 1;
+        }
+        if !self.samples.is_empty() {
+            len += 1;
+        }
+        if !self.exemplars.is_empty() {
+            len += 1;
+        }
+        let mut struct_ser = serializer.serialize_struct("tempopb.TimeSeries", len)?;
+        if !self.labels.is_empty() {
+            struct_ser.serialize_field("labels", &self.labels)?;
+        }
+        if !self.samples.is_empty() {
+            struct_ser.serialize_field("samples", &self.samples)?;
+        }
+        if !self.exemplars.is_empty() {
+            struct_ser.serialize_field("exemplars", &self.exemplars)?;
+        }
+        struct_ser.end()
+    }
+}
+impl<'de> serde::Deserialize<'de> for TimeSeries {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &[
+            "labels",
+            "samples",
+            "exemplars",
+        ];
+
+        #[allow(clippy::enum_variant_names)]
+        enum GeneratedField {
+            Labels,
+            Samples,
+            Exemplars,
+        }
+        impl<'de> serde::Deserialize<'de> for GeneratedField {
+            fn deserialize<D>(deserializer: D) -> std::result::Result<GeneratedField, D::Error>
+            where
+                D: serde::Deserializer<'de>,
+            {
+                struct GeneratedVisitor;
+
+                impl serde::de::Visitor<'_> for GeneratedVisitor {
+                    type Value = GeneratedField;
+
+                    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        write!(formatter, "expected one of: {:?}", &FIELDS)
+                    }
+
+                    #[allow(unused_variables)]
+                    fn visit_str<E>(self, value: &str) -> std::result::Result<GeneratedField, E>
+                    where
+                        E: serde::de::Error,
+                    {
+                        match value {
+                            "labels" => Ok(GeneratedField::Labels),
+                            "samples" => Ok(GeneratedField::Samples),
+                            "exemplars" => Ok(GeneratedField::Exemplars),
+                            _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
+                        }
+                    }
+                }
+                deserializer.deserialize_identifier(GeneratedVisitor)
+            }
+        }
+        struct GeneratedVisitor;
+        impl<'de> serde::de::Visitor<'de> for GeneratedVisitor {
+            type Value = TimeSeries;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str("struct tempopb.TimeSeries")
+            }
+
+            fn visit_map<V>(self, mut map_: V) -> std::result::Result<TimeSeries, V::Error>
+                where
+                    V: serde::de::MapAccess<'de>,
+            {
+                let mut labels__ = None;
+                let mut samples__ = None;
+                let mut exemplars__ = None;
+                while let Some(k) = map_.next_key()? {
+                    match k {
+                        GeneratedField::Labels => {
+                            if labels__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("labels"));
+                            }
+                            labels__ = Some(map_.next_value()?);
+                        }
+                        GeneratedField::Samples => {
+                            if samples__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("samples"));
+                            }
+                            samples__ = Some(map_.next_value()?);
+                        }
+                        GeneratedField::Exemplars => {
+                            if exemplars__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("exemplars"));
+                            }
+                            exemplars__ = Some(map_.next_value()?);
+                        }
+                    }
+                }
+                Ok(TimeSeries {
+                    labels: labels__.unwrap_or_default(),
+                    samples: samples__.unwrap_or_default(),
+                    exemplars: exemplars__.unwrap_or_default(),
+                })
+            }
+        }
+        deserializer.deserialize_struct("tempopb.TimeSeries", FIELDS, GeneratedVisitor)
     }
 }
 impl serde::Serialize for Trace {

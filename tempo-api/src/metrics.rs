@@ -1,0 +1,235 @@
+//! TraceQL metrics: `GET /api/metrics/query_range` (Tempo's `QueryRangeResponse`, protobuf JSON
+//! or protobuf when Accept asks for it) and `tempopb.StreamingQuerier/MetricsQueryRange`.
+//!
+//! Parameters as Tempo takes them: the query in `q` (or `query`); `start` and `end` as unix
+//! seconds (10 digits or fewer, fractions allowed), unix nanoseconds or RFC 3339, by default
+//! `since` (default one hour) before `end` (default now); `step` as seconds or a Go duration,
+//! by default Tempo's step for the range (about 240 points).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use tracehouse_sql::QueryLimits;
+use tracehouse_sql::metrics::{MAX_SERIES, MetricsOutcome, MetricsRequest};
+
+use crate::search::{hit_kv, parse_go_duration};
+use crate::tempopb::{QueryRangeRequest, QueryRangeResponse, Sample, SearchMetrics, TimeSeries};
+use crate::traces::{protobuf, wants_protobuf};
+use crate::{ApiError, ApiState, engine_error, json_listing, tenant};
+
+/// The range a request without `start` covers, before its end (Tempo's default `since`).
+const DEFAULT_SINCE_NS: i64 = 3_600 * SECOND_NS;
+const SECOND_NS: i64 = 1_000_000_000;
+
+pub async fn query_range(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let answer = match request_of(&params, now_ns()) {
+        Ok(request) => run(&state, &tenant(&headers), &request).await,
+        Err(e) => Err(e),
+    };
+    match answer {
+        Ok(response) if wants_protobuf(&headers) => protobuf(&response),
+        Ok(response) => json_listing(&response, Some("series")),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Runs `request` for `tenant`: Tempo's answer, or the error as Tempo's status.
+pub async fn run(state: &ApiState, tenant: &str, request: &MetricsRequest) -> Result<QueryRangeResponse, ApiError> {
+    let outcome = (state.engine)
+        .metrics_query_range(tenant, request, &QueryLimits::default())
+        .await
+        .map_err(engine_error)?;
+    Ok(response_of(&outcome))
+}
+
+/// The engine's request for Tempo's query range parameters, `now_ns` standing for now.
+pub fn request_of(params: &HashMap<String, String>, now_ns: i64) -> Result<MetricsRequest, ApiError> {
+    let bad = |message: String| ApiError(StatusCode::BAD_REQUEST, message);
+    let get = |name: &str| params.get(name).map(String::as_str).filter(|v| !v.is_empty());
+    let query = get("q").or(get("query")).unwrap_or_default().to_string();
+    let since = match get("since") {
+        Some(v) => parse_go_duration(v).ok_or_else(|| bad(format!("could not parse 'since' parameter {v:?}")))?,
+        None => DEFAULT_SINCE_NS,
+    };
+    let end = match get("end") {
+        Some(v) => timestamp_ns(v).ok_or_else(|| bad(format!("could not parse 'end' parameter {v:?}")))?,
+        None => now_ns,
+    };
+    let start = match get("start") {
+        Some(v) => timestamp_ns(v).ok_or_else(|| bad(format!("could not parse 'start' parameter {v:?}")))?,
+        None => end.min(now_ns).saturating_sub(since),
+    };
+    if end <= start {
+        return Err(bad("invalid range: end must be after start".into()));
+    }
+    let step_ns = match get("step") {
+        Some(v) => seconds_or_duration_ns(v).ok_or_else(|| bad(format!("cannot parse {v:?} to a valid duration")))?,
+        None => default_step_ns(end - start),
+    };
+    if step_ns <= 0 {
+        return Err(bad("step must be positive".into()));
+    }
+    Ok(MetricsRequest {
+        query,
+        start_unix_nano: start,
+        end_unix_nano: end,
+        step_ns,
+        max_series: MAX_SERIES,
+    })
+}
+
+/// The engine's request for a gRPC `QueryRangeRequest` (times in ns).
+pub fn grpc_request_of(r: &QueryRangeRequest) -> Result<MetricsRequest, ApiError> {
+    let ns = |v: u64| i64::try_from(v).map_err(|_| ApiError(StatusCode::BAD_REQUEST, "time out of range".into()));
+    let (start, end) = (ns(r.start)?, ns(r.end)?);
+    let step = match r.step {
+        0 => default_step_ns(end.saturating_sub(start)),
+        s => ns(s)?,
+    };
+    let max_series = match r.max_series {
+        0 => MAX_SERIES,
+        n => (n as usize).min(MAX_SERIES),
+    };
+    Ok(MetricsRequest {
+        query: r.query.clone(),
+        start_unix_nano: start,
+        end_unix_nano: end,
+        step_ns: step,
+        max_series,
+    })
+}
+
+/// Tempo's `QueryRangeResponse` of an outcome.
+pub fn response_of(outcome: &MetricsOutcome) -> QueryRangeResponse {
+    let series = (outcome.series.iter())
+        .map(|s| TimeSeries {
+            labels: s.labels.iter().map(|(k, v)| hit_kv(k, v)).collect(),
+            samples: (s.samples.iter())
+                .map(|&(timestamp_ms, value)| Sample { timestamp_ms, value })
+                .collect(),
+            exemplars: Vec::new(),
+        })
+        .collect();
+    QueryRangeResponse {
+        series,
+        metrics: Some(SearchMetrics {
+            completed_jobs: 1,
+            total_jobs: 1,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A timestamp as Tempo parses it: unix seconds (10 digits or fewer, or with a fraction),
+/// unix nanoseconds, or RFC 3339.
+fn timestamp_ns(v: &str) -> Option<i64> {
+    if v.contains('.')
+        && let Ok(seconds) = v.parse::<f64>()
+    {
+        return float_ns(seconds);
+    }
+    match v.parse::<i64>() {
+        Ok(n) if v.len() <= 10 => n.checked_mul(SECOND_NS),
+        Ok(n) => Some(n),
+        Err(_) => chrono::DateTime::parse_from_rfc3339(v).ok()?.timestamp_nanos_opt(),
+    }
+}
+
+/// Seconds (a number) or a Go duration, in ns.
+fn seconds_or_duration_ns(v: &str) -> Option<i64> {
+    match v.parse::<f64>() {
+        Ok(seconds) => float_ns(seconds),
+        Err(_) => parse_go_duration(v),
+    }
+}
+
+fn float_ns(seconds: f64) -> Option<i64> {
+    let ns = (seconds * SECOND_NS as f64).round();
+    (ns.is_finite() && ns.abs() < i64::MAX as f64).then_some(ns as i64)
+}
+
+/// Tempo's default step for a range: about 240 points, rounded down to an hour, 5 minutes, a
+/// minute, 15, 5 or 1 second (ranges under a minute: to 50 ms).
+pub fn default_step_ns(range_ns: i64) -> i64 {
+    let baseline = range_ns / 240;
+    if range_ns < 60 * SECOND_NS {
+        let g = 50_000_000;
+        return if baseline > g { baseline / g * g } else { g };
+    }
+    let granularities = [3_600, 300, 60, 15, 5, 1].map(|s| s * SECOND_NS);
+    (granularities.into_iter())
+        .find(|g| baseline > *g)
+        .map_or(SECOND_NS, |g| baseline / g * g)
+}
+
+fn now_ns() -> i64 {
+    chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn parameters_are_taken_as_tempo_takes_them() {
+        let now = 1_800_000_000 * SECOND_NS;
+        let r = request_of(&params(&[("q", "{ } | rate()")]), now).unwrap();
+        assert_eq!((r.start_unix_nano, r.end_unix_nano), (now - 3_600 * SECOND_NS, now));
+        assert_eq!(r.step_ns, 15 * SECOND_NS, "an hour in 240 points");
+        let r = request_of(
+            &params(&[
+                ("query", "{ } | rate()"),
+                ("start", "1700000000"),
+                ("end", "1700000600.5"),
+                ("step", "30"),
+            ]),
+            now,
+        )
+        .unwrap();
+        assert_eq!(r.query, "{ } | rate()");
+        assert_eq!(r.start_unix_nano, 1_700_000_000 * SECOND_NS);
+        assert_eq!(r.end_unix_nano, 1_700_000_600 * SECOND_NS + 500_000_000);
+        assert_eq!(r.step_ns, 30 * SECOND_NS);
+        let r = request_of(
+            &params(&[
+                ("start", "2023-11-14T22:13:20Z"),
+                ("end", "1700000600000000000"),
+                ("step", "1m"),
+            ]),
+            now,
+        )
+        .unwrap();
+        assert_eq!(r.start_unix_nano, 1_700_000_000 * SECOND_NS);
+        assert_eq!(r.step_ns, 60 * SECOND_NS);
+        for bad in [
+            &[("start", "yesterday")][..],
+            &[("step", "-5")],
+            &[("step", "soon")],
+            &[("start", "1700000600"), ("end", "1700000000")],
+        ] {
+            let e = request_of(&params(bad), now).unwrap_err();
+            assert_eq!(e.0, StatusCode::BAD_REQUEST, "{bad:?}: {}", e.1);
+        }
+    }
+
+    #[test]
+    fn default_steps_follow_tempo() {
+        assert_eq!(default_step_ns(24 * 3_600 * SECOND_NS), 300 * SECOND_NS);
+        assert_eq!(default_step_ns(6 * 3_600 * SECOND_NS), 60 * SECOND_NS);
+        assert_eq!(default_step_ns(30 * SECOND_NS), 100_000_000);
+        assert_eq!(default_step_ns(SECOND_NS), 50_000_000);
+        assert_eq!(default_step_ns(100 * SECOND_NS), SECOND_NS);
+    }
+}
