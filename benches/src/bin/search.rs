@@ -7,7 +7,9 @@
 //! Usage: search [--spans N] [--files F] [--runs R] [--only NAME | --query Q] [--metrics] [--compact]
 //!               [--tempo http://127.0.0.1:3300 --tempo-otlp http://127.0.0.1:4418] [--tempo-wait-s S]
 //! `--only` times the shapes whose name contains NAME; `--metrics` prints each search's
-//! response metrics (inspected traces, spans, bytes, jobs) to stderr.
+//! response metrics (inspected traces, spans, bytes, jobs) to stderr. A second table times
+//! TraceQL metrics query ranges (one-minute steps over the same hour) on both servers, next
+//! to the SQL that computes the same buckets.
 //! `benches/search.sh` starts Tempo (a binary built by shared/tempo-oracle) and runs this.
 
 use std::sync::Arc;
@@ -296,6 +298,98 @@ async fn print_table(bench: &Bench, shapes: &[(&str, String)]) {
     }
 }
 
+/// TraceQL metrics shapes (issue 18) and the SQL that answers the same over the window
+/// (`{S}`, `{E}`: its ns bounds), one-minute steps.
+const METRICS_SHAPES: &[(&str, &str, &str)] = &[
+    (
+        "metrics: rate",
+        "{ } | rate()",
+        "SELECT (start_time_unix_nano - {S} - 1) / 60000000000 AS b, count(*) / 60.0 FROM spans \
+         WHERE start_time_unix_nano > {S} AND start_time_unix_nano <= {E} GROUP BY b",
+    ),
+    (
+        "metrics: count by service",
+        "{ } | count_over_time() by (resource.service.name)",
+        "SELECT service_name, (start_time_unix_nano - {S} - 1) / 60000000000 AS b, count(*) FROM spans \
+         WHERE start_time_unix_nano > {S} AND start_time_unix_nano <= {E} GROUP BY 1, 2",
+    ),
+    (
+        "metrics: avg server duration by service",
+        "{ kind = server } | avg_over_time(duration) by (resource.service.name)",
+        "SELECT service_name, (start_time_unix_nano - {S} - 1) / 60000000000 AS b, avg(duration_ns) / 1e9 \
+         FROM spans WHERE kind = 'server' AND start_time_unix_nano > {S} AND start_time_unix_nano <= {E} \
+         GROUP BY 1, 2",
+    ),
+];
+
+/// Median ms of `runs` metrics query ranges of `q` over `window` (unix s) in one-minute steps
+/// on `base`, and the series of the last answer; `None` when the server refuses it.
+async fn time_metrics(
+    client: &reqwest::Client,
+    base: &str,
+    q: &str,
+    runs: usize,
+    window: (u64, u64),
+) -> Option<(f64, usize)> {
+    let url = format!("{base}/api/metrics/query_range");
+    let (start, end) = (window.0.to_string(), window.1.to_string());
+    let params = [
+        ("q", q),
+        ("start", start.as_str()),
+        ("end", end.as_str()),
+        ("step", "60s"),
+    ];
+    let mut times = Vec::with_capacity(runs);
+    let mut series = 0;
+    for run in 0..=runs {
+        let t = Instant::now();
+        let resp = client.get(&url).query(&params).send().await.ok()?;
+        let ok = resp.status().is_success();
+        let body = resp.bytes().await.ok()?;
+        if !ok {
+            eprintln!("{base}: {q}: {}", String::from_utf8_lossy(&body));
+            return None;
+        }
+        let parsed: serde_json::Value = serde_json::from_slice(&body).ok()?;
+        series = parsed["series"].as_array().map_or(0, Vec::len);
+        if run > 0 {
+            times.push(t.elapsed());
+        }
+    }
+    Some((median_ms(times), series))
+}
+
+/// The markdown table of the metrics shapes on both servers, and their SQL on the engine.
+async fn print_metrics_table(bench: &Bench, only: &str) {
+    println!(
+        "| shape | query | Tempo ms | tracehouse ms | Tempo ÷ tracehouse | series (Tempo / tracehouse) | same in SQL, ms |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    let s_ns = bench.window.0 * 1_000_000_000;
+    let e_ns = bench.window.1 * 1_000_000_000;
+    for (name, q, sql) in METRICS_SHAPES.iter().filter(|(n, ..)| n.contains(only)) {
+        let ours = time_metrics(&bench.client, &bench.ours, q, bench.runs, bench.window).await;
+        let tempo = match &bench.tempo {
+            Some(base) => time_metrics(&bench.client, base, q, bench.runs, bench.window).await,
+            None => None,
+        };
+        let sql = sql.replace("{S}", &s_ns.to_string()).replace("{E}", &e_ns.to_string());
+        let sql_ms = time_sql(&bench.engine, &sql, bench.runs).await;
+        let show = |m: Option<(f64, usize)>| {
+            m.map_or(("–".to_string(), "–".to_string()), |(ms, n)| {
+                (ms.to_string(), n.to_string())
+            })
+        };
+        let ratio = match (tempo, ours) {
+            (Some((t, _)), Some((o, _))) => format!("{:.2}", t / o.max(0.001)),
+            _ => "–".into(),
+        };
+        let ((tempo_ms, tempo_n), (ms, n)) = (show(tempo), show(ours));
+        let q = q.replace('|', "\\|");
+        println!("| {name} | `{q}` | {tempo_ms} | {ms} | {ratio} | {tempo_n} / {n} | {sql_ms} |");
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let spans: usize = arg("--spans").map_or(500_000, |s| s.parse().expect("--spans N"));
@@ -335,6 +429,10 @@ async fn main() {
     });
     println!("spans {spans}, tracehouse data files {files}, median of {runs}\n");
     print_table(&bench, &shapes).await;
+    if arg("--query").is_none() {
+        println!();
+        print_metrics_table(&bench, &only).await;
+    }
     if compact_after {
         println!();
         compact(&warehouse, spans).await;
