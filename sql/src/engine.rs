@@ -181,7 +181,11 @@ impl QueryEngine {
         let ctx = SessionContext::new_with_state(state);
         let spans = Arc::new(SpansTable::new(self.warehouse.clone(), tenant));
         ctx.register_table("spans", spans.clone())?;
-        ctx.register_udtf("traceql", Arc::new(crate::traceql::TraceqlFunction::new(spans)));
+        ctx.register_udtf("traceql", Arc::new(crate::traceql::TraceqlFunction::new(spans.clone())));
+        ctx.register_udtf(
+            "traceql_metrics",
+            Arc::new(crate::traceql::TraceqlMetricsFunction::new(spans)),
+        );
         ctx.sql(TRACES_VIEW_SQL).await?.collect().await?;
         crate::udf::register(&ctx, self.pool.clone());
         setup_pg_catalog(&ctx, tenant, EmptyContextProvider).map_err(|e| *e)?;

@@ -81,6 +81,24 @@ pub fn plan(
     Ok(plan_metrics(query, spans, &crate::traceql::plan_options(), range).map_err(to_df)?)
 }
 
+/// A metrics plan's rows for SQL: the `by()` labels as text columns named as Tempo names them,
+/// `time` (the bucket's end, a UTC timestamp) and `value`.
+pub fn as_rows(
+    plan: datafusion::logical_expr::LogicalPlan,
+    shape: &MetricsShape,
+    range: &StepRange,
+) -> datafusion::error::Result<datafusion::logical_expr::LogicalPlan> {
+    use datafusion::arrow::datatypes::TimeUnit;
+    let mut columns: Vec<datafusion::logical_expr::Expr> = (shape.labels.iter().enumerate())
+        .map(|(i, name)| col(out::label(i)).alias(name))
+        .collect();
+    let end_ns = lit(range.start_ns) + (col(out::BUCKET) + lit(1i64)) * lit(range.step_ns);
+    let utc = DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()));
+    columns.push(datafusion::logical_expr::cast(end_ns, utc).alias("time"));
+    columns.push(col(out::VALUE));
+    LogicalPlanBuilder::from(plan).project(columns)?.build()
+}
+
 /// The series of a metrics plan's `rows`, as Tempo shapes them: a series without `by()` is
 /// named `__name__` = the function; counts and rates are 0 in buckets without spans; other
 /// functions have no sample there.
@@ -147,9 +165,74 @@ fn samples_of(buckets: &BTreeMap<i64, f64>, shape: &MetricsShape, range: &StepRa
     }
 }
 
+const SECOND_NS: i64 = 1_000_000_000;
+
+/// A timestamp as Tempo parses it: unix seconds (10 digits or fewer, or with a fraction),
+/// unix nanoseconds, or RFC 3339.
+pub fn timestamp_ns(v: &str) -> Option<i64> {
+    if v.contains('.')
+        && let Ok(seconds) = v.parse::<f64>()
+    {
+        return float_ns(seconds);
+    }
+    match v.parse::<i64>() {
+        Ok(n) if v.len() <= 10 => n.checked_mul(SECOND_NS),
+        Ok(n) => Some(n),
+        Err(_) => chrono::DateTime::parse_from_rfc3339(v).ok()?.timestamp_nanos_opt(),
+    }
+}
+
+/// Seconds (a number) or a Go duration, in ns.
+pub fn seconds_or_duration_ns(v: &str) -> Option<i64> {
+    match v.parse::<f64>() {
+        Ok(seconds) => float_ns(seconds),
+        Err(_) => go_duration_ns(v),
+    }
+}
+
+fn float_ns(seconds: f64) -> Option<i64> {
+    let ns = (seconds * SECOND_NS as f64).round();
+    (ns.is_finite() && ns.abs() < i64::MAX as f64).then_some(ns as i64)
+}
+
+/// Tempo's default step for a range: about 240 points, rounded down to an hour, 5 minutes, a
+/// minute, 15, 5 or 1 second (ranges under a minute: to 50 ms).
+pub fn default_step_ns(range_ns: i64) -> i64 {
+    let baseline = range_ns / 240;
+    if range_ns < 60 * SECOND_NS {
+        let g = 50_000_000;
+        return if baseline > g { baseline / g * g } else { g };
+    }
+    let granularities = [3_600, 300, 60, 15, 5, 1].map(|s| s * SECOND_NS);
+    (granularities.into_iter())
+        .find(|g| baseline > *g)
+        .map_or(SECOND_NS, |g| baseline / g * g)
+}
+
+/// A Go duration (`100ms`, `1h30m`) in nanoseconds, through the TraceQL lexer.
+pub fn go_duration_ns(text: &str) -> Option<i64> {
+    let tokens = tracehouse_traceql::lexer::lex(text).ok()?;
+    match tokens.as_slice() {
+        [t, eof] if eof.tok == tracehouse_traceql::lexer::Tok::Eof => match t.tok {
+            tracehouse_traceql::lexer::Tok::Duration(ns) => Some(ns),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn default_steps_follow_tempo() {
+        assert_eq!(default_step_ns(24 * 3_600 * SECOND_NS), 300 * SECOND_NS);
+        assert_eq!(default_step_ns(6 * 3_600 * SECOND_NS), 60 * SECOND_NS);
+        assert_eq!(default_step_ns(30 * SECOND_NS), 100_000_000);
+        assert_eq!(default_step_ns(SECOND_NS), 50_000_000);
+        assert_eq!(default_step_ns(100 * SECOND_NS), SECOND_NS);
+    }
 
     #[test]
     fn ranges_align_as_tempo_aligns_them() {

@@ -8,9 +8,10 @@
 use std::sync::Arc;
 
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
+use datafusion::common::ScalarValue;
 use datafusion::datasource::{ViewTable, provider_as_source};
 use datafusion::error::DataFusionError;
-use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder};
+use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder};
 use tracehouse_traceql::ast::AttrScope;
 use tracehouse_traceql::{PlanOptions, compile, plan_query};
 use tracehouse_warehouse::provider::text_literal;
@@ -70,6 +71,74 @@ impl TableFunctionImpl for TraceqlFunction {
         let scan = spans_scan(self.spans.clone())?;
         let plan = plan_query(&parsed, scan, &self.options).map_err(to_df)?;
         Ok(Arc::new(ViewTable::new(plan, Some(format!("traceql({text:?})")))))
+    }
+}
+
+/// The `traceql_metrics(query, start, end, step)` table function of one tenant: one row per
+/// series and bucket that holds spans, the `by()` labels as text columns named as Tempo names
+/// them, `time` (the bucket's end, as Tempo stamps its sample) and `value`. `start` and `end`
+/// are text as Tempo's API takes them (unix seconds, ns or RFC 3339) or integer ns; `step` is
+/// text (seconds or a Go duration) or integer ns.
+#[derive(Debug)]
+pub struct TraceqlMetricsFunction {
+    spans: Arc<dyn TableProvider>,
+}
+
+impl TraceqlMetricsFunction {
+    pub fn new(spans: Arc<dyn TableProvider>) -> Self {
+        Self { spans }
+    }
+}
+
+impl TableFunctionImpl for TraceqlMetricsFunction {
+    fn call_with_args(&self, args: TableFunctionArgs) -> datafusion::error::Result<Arc<dyn TableProvider>> {
+        let usage = || {
+            DataFusionError::Plan(
+                "traceql_metrics() takes four literals: the TraceQL metrics query, start, end (unix seconds, \
+                 ns or RFC 3339) and step (seconds, a Go duration such as '1m', or ns)"
+                    .into(),
+            )
+        };
+        let [query, start, end, step] = args.exprs() else {
+            return Err(usage());
+        };
+        let text = text_literal(query).ok_or_else(usage)?;
+        let time = |e: &Expr| int_literal(e).or_else(|| text_literal(e).and_then(crate::metrics::timestamp_ns));
+        let step = int_literal(step).or_else(|| text_literal(step).and_then(crate::metrics::seconds_or_duration_ns));
+        let (Some(start), Some(end), Some(step)) = (time(start), time(end), step) else {
+            return Err(usage());
+        };
+        let request = crate::metrics::MetricsRequest {
+            query: text.to_string(),
+            start_unix_nano: start,
+            end_unix_nano: end,
+            step_ns: step,
+            max_series: usize::MAX,
+        };
+        let (parsed, range) = crate::metrics::prepare(&request).map_err(to_plain_df)?;
+        let scan = crate::metrics::spans_in(spans_scan(self.spans.clone())?, &range).map_err(to_plain_df)?;
+        let (plan, shape) = crate::metrics::plan(&parsed, scan, &range).map_err(to_plain_df)?;
+        let plan = crate::metrics::as_rows(plan, &shape, &range)?;
+        Ok(Arc::new(ViewTable::new(
+            plan,
+            Some(format!("traceql_metrics({text:?})")),
+        )))
+    }
+}
+
+/// An integer literal's value.
+fn int_literal(e: &Expr) -> Option<i64> {
+    match e {
+        Expr::Literal(ScalarValue::Int64(Some(v)), _) => Some(*v),
+        Expr::Literal(ScalarValue::Int32(Some(v)), _) => Some(i64::from(*v)),
+        _ => None,
+    }
+}
+
+fn to_plain_df(e: crate::Error) -> DataFusionError {
+    match e {
+        crate::Error::DataFusion(df) => df,
+        other => DataFusionError::Plan(other.to_string()),
     }
 }
 

@@ -246,3 +246,56 @@ async fn metrics_errors_are_clear() {
     let e = run(r).await.unwrap_err().to_string();
     assert!(e.contains("steps"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sql_function_answers_as_the_api() {
+    let fx = &Fixture::load().await;
+    let r = request("{ } | count_over_time() by (resource.service.name)", 60);
+    let api = keyed(&series(fx, TENANT, &r).await, "resource.service.name");
+    let sql = format!(
+        "SELECT \"resource.service.name\", CAST(time AS BIGINT) / 1000000, value \
+         FROM traceql_metrics('{{ }} | count_over_time() by (resource.service.name)', {}, {}, '1m')",
+        r.start_unix_nano, r.end_unix_nano
+    );
+    let mut rows = BTreeMap::new();
+    for b in fx.engine.sql(TENANT, &sql).await.unwrap() {
+        let label = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8).unwrap();
+        let (label, ts, value) = (
+            label.as_string::<i32>(),
+            b.column(1).as_primitive::<Int64Type>(),
+            b.column(2).as_primitive::<Float64Type>(),
+        );
+        for i in 0..b.num_rows() {
+            rows.insert((label.value(i).to_string(), ts.value(i)), value.value(i));
+        }
+    }
+    assert!(!rows.is_empty());
+    assert_eq!(rows, api);
+
+    // Times as text (unix seconds, RFC 3339), a step in seconds; ungrouped: time and value.
+    let batches = fx
+        .engine
+        .sql(
+            TENANT,
+            "SELECT sum(value) FROM traceql_metrics('{ status = error } | count_over_time()', \
+             '2026-11-20T11:00:00Z', '1795179600', '30')",
+        )
+        .await
+        .unwrap();
+    let errors = fx
+        .engine
+        .sql(TENANT, "SELECT CAST(count(*) AS DOUBLE) FROM spans WHERE status_code = 'error'")
+        .await
+        .unwrap();
+    assert_eq!(
+        batches[0].column(0).as_primitive::<Float64Type>().value(0),
+        errors[0].column(0).as_primitive::<Float64Type>().value(0)
+    );
+    let e = fx
+        .engine
+        .sql(TENANT, "SELECT * FROM traceql_metrics('{ } | rate()', 'soon', 'later', '1m')")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("traceql_metrics() takes four literals"), "{e}");
+}

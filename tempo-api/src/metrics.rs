@@ -13,9 +13,11 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tracehouse_sql::QueryLimits;
-use tracehouse_sql::metrics::{MAX_SERIES, MetricsOutcome, MetricsRequest};
+use tracehouse_sql::metrics::{
+    MAX_SERIES, MetricsOutcome, MetricsRequest, default_step_ns, go_duration_ns, seconds_or_duration_ns, timestamp_ns,
+};
 
-use crate::search::{hit_kv, parse_go_duration};
+use crate::search::hit_kv;
 use crate::tempopb::{QueryRangeRequest, QueryRangeResponse, Sample, SearchMetrics, TimeSeries};
 use crate::traces::{protobuf, wants_protobuf};
 use crate::{ApiError, ApiState, engine_error, json_listing, tenant};
@@ -55,7 +57,7 @@ pub fn request_of(params: &HashMap<String, String>, now_ns: i64) -> Result<Metri
     let get = |name: &str| params.get(name).map(String::as_str).filter(|v| !v.is_empty());
     let query = get("q").or(get("query")).unwrap_or_default().to_string();
     let since = match get("since") {
-        Some(v) => parse_go_duration(v).ok_or_else(|| bad(format!("could not parse 'since' parameter {v:?}")))?,
+        Some(v) => go_duration_ns(v).ok_or_else(|| bad(format!("could not parse 'since' parameter {v:?}")))?,
         None => DEFAULT_SINCE_NS,
     };
     let end = match get("end") {
@@ -128,48 +130,6 @@ pub fn response_of(outcome: &MetricsOutcome) -> QueryRangeResponse {
     }
 }
 
-/// A timestamp as Tempo parses it: unix seconds (10 digits or fewer, or with a fraction),
-/// unix nanoseconds, or RFC 3339.
-fn timestamp_ns(v: &str) -> Option<i64> {
-    if v.contains('.')
-        && let Ok(seconds) = v.parse::<f64>()
-    {
-        return float_ns(seconds);
-    }
-    match v.parse::<i64>() {
-        Ok(n) if v.len() <= 10 => n.checked_mul(SECOND_NS),
-        Ok(n) => Some(n),
-        Err(_) => chrono::DateTime::parse_from_rfc3339(v).ok()?.timestamp_nanos_opt(),
-    }
-}
-
-/// Seconds (a number) or a Go duration, in ns.
-fn seconds_or_duration_ns(v: &str) -> Option<i64> {
-    match v.parse::<f64>() {
-        Ok(seconds) => float_ns(seconds),
-        Err(_) => parse_go_duration(v),
-    }
-}
-
-fn float_ns(seconds: f64) -> Option<i64> {
-    let ns = (seconds * SECOND_NS as f64).round();
-    (ns.is_finite() && ns.abs() < i64::MAX as f64).then_some(ns as i64)
-}
-
-/// Tempo's default step for a range: about 240 points, rounded down to an hour, 5 minutes, a
-/// minute, 15, 5 or 1 second (ranges under a minute: to 50 ms).
-pub fn default_step_ns(range_ns: i64) -> i64 {
-    let baseline = range_ns / 240;
-    if range_ns < 60 * SECOND_NS {
-        let g = 50_000_000;
-        return if baseline > g { baseline / g * g } else { g };
-    }
-    let granularities = [3_600, 300, 60, 15, 5, 1].map(|s| s * SECOND_NS);
-    (granularities.into_iter())
-        .find(|g| baseline > *g)
-        .map_or(SECOND_NS, |g| baseline / g * g)
-}
-
 fn now_ns() -> i64 {
     chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX)
 }
@@ -222,14 +182,5 @@ mod tests {
             let e = request_of(&params(bad), now).unwrap_err();
             assert_eq!(e.0, StatusCode::BAD_REQUEST, "{bad:?}: {}", e.1);
         }
-    }
-
-    #[test]
-    fn default_steps_follow_tempo() {
-        assert_eq!(default_step_ns(24 * 3_600 * SECOND_NS), 300 * SECOND_NS);
-        assert_eq!(default_step_ns(6 * 3_600 * SECOND_NS), 60 * SECOND_NS);
-        assert_eq!(default_step_ns(30 * SECOND_NS), 100_000_000);
-        assert_eq!(default_step_ns(SECOND_NS), 50_000_000);
-        assert_eq!(default_step_ns(100 * SECOND_NS), SECOND_NS);
     }
 }

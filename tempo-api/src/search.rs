@@ -57,7 +57,7 @@ pub fn query_of(params: &HashMap<String, String>) -> Result<String, String> {
     }
     for (param, op) in [("minDuration", ">="), ("maxDuration", "<=")] {
         if let Some(d) = params.get(param).filter(|d| !d.is_empty()) {
-            let ns = parse_go_duration(d).ok_or_else(|| format!("invalid {param} {d:?}"))?;
+            let ns = tracehouse_sql::metrics::go_duration_ns(d).ok_or_else(|| format!("invalid {param} {d:?}"))?;
             conds.push(format!("trace:duration {op} {}", format_duration(ns)));
         }
     }
@@ -89,18 +89,6 @@ fn logfmt_pairs(text: &str) -> Vec<String> {
         out.push(cur);
     }
     out
-}
-
-/// A Go duration (`100ms`, `1h30m`) in nanoseconds, through the TraceQL lexer.
-pub(crate) fn parse_go_duration(text: &str) -> Option<i64> {
-    let tokens = tracehouse_traceql::lexer::lex(text).ok()?;
-    match tokens.as_slice() {
-        [t, eof] if eof.tok == tracehouse_traceql::lexer::Tok::Eof => match t.tok {
-            tracehouse_traceql::lexer::Tok::Duration(ns) => Some(ns),
-            _ => None,
-        },
-        _ => None,
-    }
 }
 
 fn string_kv(key: String, value: String) -> KeyValue {

@@ -8,6 +8,7 @@
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
+use datafusion::functions::core::expr_fn::{coalesce, get_field};
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, cast, col, lit};
 
 use super::{Planner, Type, Val, labelled, numeric, plan_err, tempo_text};
@@ -23,6 +24,11 @@ pub mod out {
     pub const BUCKET: &str = "bucket";
     /// The bucket's value (Float64); null where the function has none (Tempo's NaN).
     pub const VALUE: &str = "value";
+
+    /// The text of `by()` label `i` (null for Tempo's nil), for SQL's columns.
+    pub fn label(i: usize) -> String {
+        format!("label_{i}")
+    }
 }
 
 /// Longest range a metrics query may span, in steps (Tempo answers at most this many points
@@ -86,6 +92,8 @@ pub struct MetricsShape {
     pub grouped: bool,
     /// Buckets without spans are 0 (counts and rates), not absent.
     pub zero_filled: bool,
+    /// The `by()` labels' names, in order (Tempo's text of each expression).
+    pub labels: Vec<String>,
 }
 
 /// Plans the metrics query `query` over `spans` for `range`: columns [`out`], one row per
@@ -107,6 +115,7 @@ pub fn plan_metrics(
         func: f.func,
         grouped: !f.by.is_empty(),
         zero_filled: matches!(f.func, MetricsFunc::Rate | MetricsFunc::CountOverTime),
+        labels: f.by.iter().map(tempo_text).collect(),
     };
     let mut p = Planner::new(spans, options);
     let plan = p.metrics(spanset, f, range)?;
@@ -139,8 +148,10 @@ impl Planner<'_> {
         exprs.extend(arg.clone());
         let (rel, vals) = self.with_values_and(keys, &exprs, true, &[START])?;
         let mut series = lit("");
-        for (e, v) in f.by.iter().zip(&vals) {
+        let mut group = Vec::new();
+        for (i, (e, v)) in f.by.iter().zip(&vals).enumerate() {
             series = labelled(series, &tempo_text(e), super::as_tempo_shows(e, v.clone()));
+            group.push(label_text(v.clone()).alias(out::label(i)));
         }
         let value = arg
             .as_ref()
@@ -155,7 +166,9 @@ impl Planner<'_> {
         Ok(LogicalPlanBuilder::from(rel)
             .filter(in_range)?
             .aggregate(
-                vec![series.alias(out::SERIES), bucket.alias(out::BUCKET)],
+                [series.alias(out::SERIES), bucket.alias(out::BUCKET)]
+                    .into_iter()
+                    .chain(group),
                 vec![aggregate.alias(out::VALUE)],
             )?
             .build()?)
@@ -174,6 +187,21 @@ fn over_time_value(a: &FieldExpr, v: Val) -> Expr {
             lit(ScalarValue::Float64(None))
         }
         (_, v) => cast(numeric(v), DataType::Float64),
+    }
+}
+
+/// A `by()` value as text, whatever its type (null where the span has none).
+fn label_text(v: Val) -> Expr {
+    let text = |x: Expr| cast(x, DataType::Utf8);
+    match v {
+        Val::Typed(x, _) | Val::Num { float: x, .. } => text(x),
+        Val::Attr(x, _) => coalesce(
+            ["str", "int", "double", "bool", "array"]
+                .into_iter()
+                .map(|f| text(get_field(x.clone(), f)))
+                .collect(),
+        ),
+        Val::Nil => lit(ScalarValue::Utf8(None)),
     }
 }
 
