@@ -284,7 +284,10 @@ async fn the_sql_function_answers_as_the_api() {
         .unwrap();
     let errors = fx
         .engine
-        .sql(TENANT, "SELECT CAST(count(*) AS DOUBLE) FROM spans WHERE status_code = 'error'")
+        .sql(
+            TENANT,
+            "SELECT CAST(count(*) AS DOUBLE) FROM spans WHERE status_code = 'error'",
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -293,7 +296,10 @@ async fn the_sql_function_answers_as_the_api() {
     );
     let e = fx
         .engine
-        .sql(TENANT, "SELECT * FROM traceql_metrics('{ } | rate()', 'soon', 'later', '1m')")
+        .sql(
+            TENANT,
+            "SELECT * FROM traceql_metrics('{ } | rate()', 'soon', 'later', '1m')",
+        )
         .await
         .unwrap_err()
         .to_string();

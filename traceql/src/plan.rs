@@ -904,6 +904,24 @@ impl<'a> Planner<'a> {
             q(&k, SPAN_ID).alias("__ks"),
             q(&k, GRP).alias("__kg"),
         ];
+        let vals = self.value_columns(exprs, as_text, &mut projection)?;
+        projection.extend(columns.iter().map(|c| q("s", c).alias(*c)));
+        let rel = LogicalPlanBuilder::from(keys)
+            .alias(&k)?
+            .join_on(
+                base,
+                JoinType::Inner,
+                vec![q(&k, TRACE_ID).eq(q("s", TRACE_ID)), q(&k, SPAN_ID).eq(q("s", SPAN_ID))],
+            )?
+            .project(projection)?
+            .build()?;
+        Ok((rel, vals))
+    }
+
+    /// The values of `exprs` over the spans relation `s`, each pushed onto `projection` as
+    /// `__v0`, `__v1`, ... (`as_text` as in [`Self::with_values`]); the returned values read
+    /// those columns.
+    fn value_columns(&self, exprs: &[FieldExpr], as_text: bool, projection: &mut Vec<Expr>) -> Result<Vec<Val>> {
         let mut vals = Vec::new();
         for (i, e) in exprs.iter().enumerate() {
             let name = format!("__v{i}");
@@ -925,17 +943,7 @@ impl<'a> Planner<'a> {
             projection.push(expr.alias(name));
             vals.push(val);
         }
-        projection.extend(columns.iter().map(|c| q("s", c).alias(*c)));
-        let rel = LogicalPlanBuilder::from(keys)
-            .alias(&k)?
-            .join_on(
-                base,
-                JoinType::Inner,
-                vec![q(&k, TRACE_ID).eq(q("s", TRACE_ID)), q(&k, SPAN_ID).eq(q("s", SPAN_ID))],
-            )?
-            .project(projection)?
-            .build()?;
-        Ok((rel, vals))
+        Ok(vals)
     }
 
     fn scalar_filter_stage(&mut self, f: &ScalarFilter, input: LogicalPlan) -> Result<LogicalPlan> {

@@ -11,7 +11,7 @@ use datafusion::common::ScalarValue;
 use datafusion::functions::core::expr_fn::{coalesce, get_field};
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, cast, col, lit};
 
-use super::{Planner, Type, Val, labelled, numeric, plan_err, tempo_text};
+use super::{Needs, Planner, Type, Val, labelled, numeric, plan_err, tempo_text};
 use crate::ast::{FieldExpr, Intrinsic, MetricsExpr, MetricsFn, MetricsFunc, Query, Root, SpansetExpr};
 use crate::{PlanOptions, Result};
 
@@ -135,18 +135,9 @@ impl Planner<'_> {
             },
             other => return plan_err(format!("{}() is not supported yet", other.name())),
         };
-        // Each span once, whatever spansets it belongs to.
-        let keys = LogicalPlanBuilder::from(self.spanset(spanset)?)
-            .project(vec![
-                col(super::TRACE_ID),
-                col(super::SPAN_ID),
-                lit("").alias(super::GRP),
-            ])?
-            .distinct()?
-            .build()?;
         let mut exprs = f.by.clone();
         exprs.extend(arg.clone());
-        let (rel, vals) = self.with_values_and(keys, &exprs, true, &[START])?;
+        let (rel, vals) = self.matched_values(spanset, &exprs)?;
         let mut series = lit("");
         let mut group = Vec::new();
         for (i, (e, v)) in f.by.iter().zip(&vals).enumerate() {
@@ -172,6 +163,34 @@ impl Planner<'_> {
                 vec![aggregate.alias(out::VALUE)],
             )?
             .build()?)
+    }
+}
+
+impl Planner<'_> {
+    /// The spans `spanset` matches, each once, with the values of `exprs` (`__v0`, ...) and
+    /// the start time. A lone filter reads them straight from its filtered scan; any other
+    /// spanset's keys join the spans back.
+    fn matched_values(&mut self, spanset: &SpansetExpr, exprs: &[FieldExpr]) -> Result<(LogicalPlan, Vec<Val>)> {
+        if let SpansetExpr::Filter(e) = spanset {
+            let needs = exprs.iter().fold(Needs::of(e), |n, x| n.union(Needs::of(x)));
+            if !needs.events && !needs.links {
+                let cond = self.lower_bool(e, false)?;
+                let mut projection = vec![super::q("s", START).alias(START)];
+                let vals = self.value_columns(exprs, true, &mut projection)?;
+                let rel = self.base(needs)?.filter(cond)?.project(projection)?.build()?;
+                return Ok((rel, vals));
+            }
+        }
+        // Each span once, whatever spansets it belongs to.
+        let keys = LogicalPlanBuilder::from(self.spanset(spanset)?)
+            .project(vec![
+                col(super::TRACE_ID),
+                col(super::SPAN_ID),
+                lit("").alias(super::GRP),
+            ])?
+            .distinct()?
+            .build()?;
+        self.with_values_and(keys, exprs, true, &[START])
     }
 }
 
