@@ -144,16 +144,8 @@ async fn over_time_functions_equal_sql_and_skip_empty_buckets() {
             60,
         );
         let got = series(fx, TENANT, &r).await;
-        // Durations in seconds, as Tempo gives them; buckets without spans have no sample.
-        let all = format!("{agg}(CAST(duration_ns AS DOUBLE)) / 1e9");
-        let sql = sql_samples(fx, TENANT, &r, "service_name", &all).await;
-        let kinds = fx
-            .engine
-            .sql(TENANT, "SELECT count(*) FROM spans WHERE kind = 'server'")
-            .await
-            .unwrap();
-        assert!(kinds[0].column(0).as_primitive::<Int64Type>().value(0) > 0);
-        // SQL over kind = server only.
+        // Durations in seconds, as Tempo gives them; buckets without server spans have no
+        // sample (SQL's null), so SQL over kind = server only.
         let want = sql_samples(
             fx,
             TENANT,
@@ -162,14 +154,13 @@ async fn over_time_functions_equal_sql_and_skip_empty_buckets() {
             &format!("{agg}(CASE WHEN kind = 'server' THEN CAST(duration_ns AS DOUBLE) END) / 1e9"),
         )
         .await;
-        let want: BTreeMap<_, _> = want.into_iter().collect();
+        assert!(!want.is_empty(), "{func}");
         let got = keyed(&got, "resource.service.name");
         assert_eq!(got.len(), want.len(), "{func}: {got:?} vs {want:?}");
         for (k, v) in &want {
             let g = got.get(k).unwrap_or_else(|| panic!("{func}: no sample {k:?}"));
             assert!((g - v).abs() < 1e-9, "{func} {k:?}: {g} vs {v}");
         }
-        assert!(sql.len() >= want.len());
     }
 }
 
