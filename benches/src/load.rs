@@ -121,6 +121,7 @@ pub async fn serve_tempo_api(engine: Arc<tracehouse_sql::QueryEngine>) -> String
     let app = tracehouse_tempo_api::app(Arc::new(tracehouse_tempo_api::ApiState {
         engine,
         limits: tracehouse_tempo_api::SearchLimits::default(),
+        metrics: tracehouse_sql::metrics::MetricsLimits::default(),
     }));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));

@@ -453,6 +453,7 @@ pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) ->
         http_app = http_app.merge(tracehouse_tempo_api::app(Arc::new(tracehouse_tempo_api::ApiState {
             engine: engine.clone(),
             limits: config.query_frontend.search.limits().map_err(AppError::Config)?,
+            metrics: config.query_frontend.metrics.limits().map_err(AppError::Config)?,
         })));
         if let Some(listener) = flight_listener {
             tasks.push(tokio::spawn(serve_grpc(

@@ -237,6 +237,56 @@ impl OverridesBlock {
 #[serde(default, deny_unknown_fields)]
 pub struct QueryFrontendBlock {
     pub search: FrontendSearch,
+    pub metrics: FrontendMetrics,
+}
+
+/// Tempo's `query_frontend.metrics`: the bounds of a metrics query.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FrontendMetrics {
+    /// Longest range a metrics query may cover (Tempo's default 24h).
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub max_duration: Duration,
+    /// Most steps in a range (Tempo's default 10,000).
+    pub max_intervals: u64,
+    /// Most series an answer holds; more is a 400 (Tempo's 0, unbounded, is not accepted).
+    pub max_response_series: usize,
+}
+
+impl Default for FrontendMetrics {
+    fn default() -> Self {
+        let d = tracehouse_sql::metrics::MetricsLimits::default();
+        Self {
+            max_duration: Duration::from_nanos(d.max_range_ns as u64),
+            max_intervals: d.max_intervals as u64,
+            max_response_series: d.max_series,
+        }
+    }
+}
+
+impl FrontendMetrics {
+    /// The limits, or an error naming the key out of range.
+    pub fn limits(&self) -> Result<tracehouse_sql::metrics::MetricsLimits, String> {
+        let key = |k: &str| format!("query_frontend.metrics.{k}");
+        let most_intervals = tracehouse_sql::metrics::MAX_INTERVALS as u64 - 2;
+        if self.max_duration.is_zero() || self.max_duration > Duration::from_secs(366 * 86_400) {
+            return Err(format!("{} must be between 1ns and 366 days", key("max_duration")));
+        }
+        if !(1..=most_intervals).contains(&self.max_intervals) {
+            return Err(format!(
+                "{} must be between 1 and {most_intervals}",
+                key("max_intervals")
+            ));
+        }
+        if !(1..=100_000).contains(&self.max_response_series) {
+            return Err(format!("{} must be between 1 and 100000", key("max_response_series")));
+        }
+        Ok(tracehouse_sql::metrics::MetricsLimits {
+            max_series: self.max_response_series,
+            max_range_ns: self.max_duration.as_nanos() as i64,
+            max_intervals: self.max_intervals as i64,
+        })
+    }
 }
 
 /// Tempo's `query_frontend.search`: the largest `limit` and `spss` a search may ask for.

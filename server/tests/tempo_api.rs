@@ -916,3 +916,107 @@ async fn metrics_query_range_over_http_and_grpc() {
         assert!(!body.is_empty());
     }
 }
+
+/// A label's value in a Tempo answer.
+fn label_value(labels: &[tempopb::common::v1::KeyValue], key: &str) -> Option<tempopb::common::v1::any_value::Value> {
+    labels
+        .iter()
+        .find(|l| l.key == key)
+        .and_then(|l| l.value.as_ref()?.value.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_instant_quantiles_histograms_and_limits() {
+    use tempopb::common::v1::any_value::Value;
+    use tempopb::streaming_querier_client::StreamingQuerierClient;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = "query_frontend:\n  metrics:\n    max_duration: 2h\n    max_response_series: 50\n";
+    let server = TestServer::start_in(dir.path(), yaml).await;
+    let mut generator = common::generator(37);
+    let mut sender = server.sender(Protocol::HttpProtobuf, false).await;
+    for _ in 0..3 {
+        let (req, _) = generator.request(300);
+        assert_eq!(sender.send(&req, Some("shop")).await.unwrap().status, 200);
+    }
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let (start, end) = (now_s - 1_800, now_s + 1_800);
+
+    // Instant: one value per series over [start, end], equal to SQL's count; gRPC the same.
+    let q = "%7B%20%7D%20%7C%20count_over_time()%20by%20(resource.service.name)";
+    let path = format!("/api/metrics/query?q={q}&start={start}&end={end}");
+    let (status, body) = get_bytes(&server, &path, Some("shop"), "*/*").await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let instant: tempopb::QueryInstantResponse = strict(&body);
+    let counts: BTreeMap<String, i64> = (instant.series.iter())
+        .map(|s| match label_value(&s.labels, "resource.service.name") {
+            Some(Value::StringValue(service)) => (service, s.value as i64),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let pg = server.pg("shop").await;
+    let rows = pg
+        .query("SELECT service_name, count(*) FROM spans GROUP BY 1", &[])
+        .await
+        .unwrap();
+    let sql: BTreeMap<String, i64> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert!(sql.len() >= 3, "{sql:?}");
+    assert_eq!(counts, sql);
+    let mut client = StreamingQuerierClient::connect(format!("http://127.0.0.1:{}", server.http_port))
+        .await
+        .unwrap();
+    let mut request = tonic::Request::new(tempopb::QueryInstantRequest {
+        query: "{ } | count_over_time() by (resource.service.name)".into(),
+        start: start * 1_000_000_000,
+        end: end * 1_000_000_000,
+    });
+    request.metadata_mut().insert("x-scope-orgid", "shop".parse().unwrap());
+    let grpc = one_message(client.metrics_query_instant(request).await.unwrap()).await;
+    assert_eq!(grpc.series.len(), instant.series.len());
+
+    // Quantiles carry a float `p` label; histograms a float `__bucket` (seconds); protobuf the same.
+    let q = "%7B%20%7D%20%7C%20quantile_over_time(duration%2C%200.5%2C%200.99)";
+    let path = format!("/api/metrics/query_range?q={q}&start={start}&end={end}&step=5m");
+    let (status, body) = get_bytes(&server, &path, Some("shop"), "*/*").await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let quantiles: tempopb::QueryRangeResponse = strict(&body);
+    let ps: Vec<Option<Value>> = quantiles.series.iter().map(|s| label_value(&s.labels, "p")).collect();
+    assert_eq!(ps, vec![Some(Value::DoubleValue(0.5)), Some(Value::DoubleValue(0.99))]);
+    let (status, body) = get_bytes(&server, &path, Some("shop"), "application/protobuf").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        <tempopb::QueryRangeResponse as prost::Message>::decode(body.as_slice()).unwrap(),
+        quantiles
+    );
+    let q = "%7B%20%7D%20%7C%20histogram_over_time(duration)";
+    let path = format!("/api/metrics/query_range?q={q}&start={start}&end={end}&step=5m");
+    let (status, body) = get_bytes(&server, &path, Some("shop"), "*/*").await;
+    assert_eq!(status, 200);
+    let histogram: tempopb::QueryRangeResponse = strict(&body);
+    let mut spans = 0;
+    for s in &histogram.series {
+        let Some(Value::DoubleValue(bound)) = label_value(&s.labels, "__bucket") else {
+            panic!("{s:?}")
+        };
+        assert_eq!((bound * 1e9).log2().fract(), 0.0, "a power of two ns: {bound}");
+        spans += s.samples.iter().map(|x| x.value as i64).sum::<i64>();
+    }
+    assert_eq!(spans, sql.values().sum::<i64>());
+
+    // The configured limits: a range over 2h and more than 50 series are 400s with Tempo's text.
+    let q = "%7B%7D%7Crate()";
+    let path = format!("/api/metrics/query_range?q={q}&start={}&end={end}", start - 3_601);
+    let (status, body) = get(&server, &path, Some("shop")).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("exceeds the maximum allowed duration of 2h0m0s"),
+        "{body}"
+    );
+    let q = "%7B%7D%7Crate()%20by%20(span%3Aid)";
+    let path = format!("/api/metrics/query_range?q={q}&start={start}&end={end}");
+    let (status, body) = get(&server, &path, Some("shop")).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("more than 50 series"), "{body}");
+}

@@ -299,11 +299,23 @@ impl QueryEngine {
         let (query, range) = crate::metrics::prepare(request)?;
         let ctx = self.context(tenant).await?;
         let spans = ctx.table("spans").await?.into_unoptimized_plan();
-        let (plan, shape) = crate::metrics::plan(&query, crate::metrics::spans_in(spans, &range)?, &range)?;
-        let stream = self.execute(&ctx.state(), plan, limits).await?;
-        let rows = datafusion::physical_plan::common::collect(stream).await?;
-        let series = crate::metrics::series_of(&rows, &shape, &range, request.max_series)?;
-        Ok(crate::metrics::MetricsOutcome { series })
+        let max_series = request.limits.max_series;
+        let mut leaves = Vec::new();
+        for (plan, shape) in crate::metrics::plans(&query, crate::metrics::spans_in(spans, &range)?, &range)? {
+            let stream = self.execute(&ctx.state(), plan, limits).await?;
+            let rows = datafusion::physical_plan::common::collect(stream).await?;
+            leaves.push(crate::metrics::series_of(&rows, &shape, &range, max_series)?);
+        }
+        let tracehouse_traceql::ast::Root::Metrics(root) = &query.root else {
+            return Err(crate::Error::Internal("a metrics query without its expression".into()));
+        };
+        match crate::metrics::stages::combine(root, &mut leaves.into_iter(), max_series)? {
+            crate::metrics::stages::Operand::Series(series) => Ok(crate::metrics::MetricsOutcome { series }),
+            crate::metrics::stages::Operand::Number(_) => Err(datafusion::error::DataFusionError::Plan(
+                "a metrics query needs a metrics function, not only numbers".into(),
+            )
+            .into()),
+        }
     }
 
     /// The spans of one trace of `tenant`, found through the warehouse's trace-id index;

@@ -113,11 +113,12 @@ impl TableFunctionImpl for TraceqlMetricsFunction {
             start_unix_nano: start,
             end_unix_nano: end,
             step_ns: step,
-            max_series: usize::MAX,
+            instant: false,
+            limits: crate::metrics::MetricsLimits::default(),
         };
         let (parsed, range) = crate::metrics::prepare(&request).map_err(to_plain_df)?;
         let scan = crate::metrics::spans_in(spans_scan(self.spans.clone())?, &range).map_err(to_plain_df)?;
-        let (plan, shape) = crate::metrics::plan(&parsed, scan, &range).map_err(to_plain_df)?;
+        let (plan, shape) = crate::metrics::lone_plan(&parsed, scan, &range).map_err(to_plain_df)?;
         let plan = crate::metrics::as_rows(plan, &shape, &range)?;
         Ok(Arc::new(ViewTable::new(
             plan,

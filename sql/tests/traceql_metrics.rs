@@ -12,7 +12,7 @@ use arrow::array::{Array, AsArray};
 use arrow::datatypes::{Float64Type, Int64Type};
 use common::{FIDELITY, Fixture, TENANT};
 use tracehouse_sql::QueryLimits;
-use tracehouse_sql::metrics::{MetricsRequest, Series};
+use tracehouse_sql::metrics::{MetricsLimits, MetricsRequest, Series};
 use tracehouse_sql::search::HitValue;
 
 /// 2026-11-20T12:00:00Z, the fixtures' time zero.
@@ -26,7 +26,8 @@ fn request(query: &str, step_s: i64) -> MetricsRequest {
         start_unix_nano: BASE_NS - 3_600 * SECOND + 7 * SECOND,
         end_unix_nano: BASE_NS + 3_600 * SECOND - 3 * SECOND,
         step_ns: step_s * SECOND,
-        max_series: 1_000,
+        instant: false,
+        limits: MetricsLimits::default(),
     }
 }
 
@@ -229,13 +230,26 @@ async fn metrics_errors_are_clear() {
     let e = run(request("{ } | rate(", 60)).await.unwrap_err().to_string();
     assert!(e.contains("parse error"), "{e}");
     let mut r = request("{ } | rate() by (name)", 60);
-    r.max_series = 2;
+    r.limits.max_series = 2;
     let e = run(r).await.unwrap_err().to_string();
     assert!(e.contains("more than 2 series"), "{e}");
-    let mut r = request("{ } | rate()", 1);
+    // Tempo's limits and messages: the range (24h by default) and the steps in it.
+    let mut r = request("{ } | rate()", 60);
     r.start_unix_nano -= 30 * 24 * 3_600 * SECOND;
     let e = run(r).await.unwrap_err().to_string();
-    assert!(e.contains("steps"), "{e}");
+    assert!(e.contains("exceeds the maximum allowed duration of 24h0m0s"), "{e}");
+    let mut r = request("{ } | rate()", 60);
+    r.limits.max_intervals = 100;
+    let e = run(r).await.unwrap_err().to_string();
+    assert!(
+        e.contains("step of 1m0s is too small, minimum step for given range is 1m11"),
+        "{e}"
+    );
+    let e = run(request("({ } | rate()) % ({ } | rate())", 60))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("operator '%' is not defined between metrics"), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -295,4 +309,220 @@ async fn the_sql_function_answers_as_the_api() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("traceql_metrics() takes four literals"), "{e}");
+}
+
+/// A label's value as a float (`__bucket`, `p`).
+fn float_label(s: &Series, name: &str) -> f64 {
+    match s.labels.iter().find(|(k, _)| k == name) {
+        Some((_, HitValue::Double(v))) => *v,
+        other => panic!("{name} is not a float label of {s:?}: {other:?}"),
+    }
+}
+
+fn text_label(s: &Series, name: &str) -> String {
+    match s.labels.iter().find(|(k, _)| k == name) {
+        Some((_, HitValue::Str(v))) => v.clone(),
+        other => panic!("{name} is not a text label of {s:?}: {other:?}"),
+    }
+}
+
+/// SQL's power-of-two bucket of a duration in seconds (an expression apart from the planner's).
+const SQL_BOUND: &str = "power(2, ceil(log2(CAST(duration_ns AS DOUBLE)))) / 1e9";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn histograms_count_spans_per_power_of_two_bucket() {
+    let fx = &Fixture::load().await;
+    let r = request(
+        "{ kind = server } | histogram_over_time(duration) by (resource.service.name)",
+        300,
+    );
+    let got = series(fx, TENANT, &r).await;
+    let mut counts: BTreeMap<(String, String, i64), f64> = BTreeMap::new();
+    for s in &got {
+        // by() labels, then __bucket (seconds, a float); every bucket of the range has a sample.
+        assert_eq!(s.labels[0].0, "resource.service.name", "{s:?}");
+        assert_eq!(s.labels[1].0, "__bucket", "{s:?}");
+        assert_eq!(s.samples.len(), 25, "{s:?}");
+        let bound = float_label(s, "__bucket");
+        for &(ts, v) in s.samples.iter().filter(|(_, v)| *v != 0.0) {
+            counts.insert((text_label(s, "resource.service.name"), format!("{bound:e}"), ts), v);
+        }
+    }
+    let label = format!("service_name || '|' || CAST({SQL_BOUND} AS VARCHAR)");
+    let want = sql_samples(
+        fx,
+        TENANT,
+        &r,
+        &label,
+        "CAST(count(CASE WHEN kind = 'server' AND duration_ns >= 2 THEN 1 END) AS DOUBLE)",
+    )
+    .await;
+    let want: BTreeMap<(String, String, i64), f64> = (want.into_iter())
+        .filter(|(_, v)| *v != 0.0)
+        .map(|((label, ts), v)| {
+            let (service, bound) = label.split_once('|').unwrap();
+            (
+                (service.to_string(), format!("{:e}", bound.parse::<f64>().unwrap()), ts),
+                v,
+            )
+        })
+        .collect();
+    assert!(!want.is_empty());
+    assert_eq!(counts, want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quantiles_fall_in_the_bucket_of_the_exact_value() {
+    let fx = &Fixture::load().await;
+    let r = request(
+        "{ kind = server } | quantile_over_time(duration, 0.5, 1) by (resource.service.name)",
+        3_600,
+    );
+    let got = series(fx, TENANT, &r).await;
+    // Exact quantiles per service and hour: the ceil(p * n)-th smallest duration.
+    let (step, start) = (r.step_ns, r.start_unix_nano - r.start_unix_nano % r.step_ns - r.step_ns);
+    let sql = format!(
+        "SELECT service_name, CAST(ceil(CAST(start_time_unix_nano - {start} AS DOUBLE) / {step}) AS BIGINT) - 1, \
+         array_sort(array_agg(duration_ns)) FROM spans WHERE kind = 'server' AND duration_ns >= 2 GROUP BY 1, 2"
+    );
+    let mut exact: BTreeMap<(String, i64), Vec<i64>> = BTreeMap::new();
+    for b in fx.engine.sql(TENANT, &sql).await.unwrap() {
+        let names = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8).unwrap();
+        let (buckets, lists) = (b.column(1).as_primitive::<Int64Type>(), b.column(2).as_list::<i32>());
+        for i in 0..b.num_rows() {
+            let d = lists.value(i);
+            let ts_ms = (start + (buckets.value(i) + 1) * step) / 1_000_000;
+            let key = (names.as_string::<i32>().value(i).to_string(), ts_ms);
+            exact.insert(key, d.as_primitive::<Int64Type>().values().to_vec());
+        }
+    }
+    let bound = |ns: i64| (ns as f64).log2().ceil().exp2() / 1e9;
+    let mut checked = 0;
+    for s in &got {
+        let (service, p) = (text_label(s, "resource.service.name"), float_label(s, "p"));
+        assert_eq!(s.labels.len(), 2, "{s:?}");
+        // Zero where the hour has no server span of the service, as Tempo fills it.
+        for &(ts, v) in &s.samples {
+            let Some(durations) = exact.get(&(service.clone(), ts)) else {
+                assert_eq!(v, 0.0, "{s:?}");
+                continue;
+            };
+            let nth = ((p * durations.len() as f64).ceil() as usize).max(1);
+            let want = bound(durations[nth - 1]);
+            if p == 1.0 {
+                assert_eq!(v, want, "{service}: the largest bucket's bound");
+            } else {
+                assert!(v > 0.0 && v <= want, "{service} p{p}: {v} above the bucket {want}");
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 2 * exact.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instant_queries_count_the_whole_range() {
+    let fx = &Fixture::load().await;
+    let mut r = request("{ } | count_over_time() by (resource.service.name)", 60);
+    r.instant = true;
+    let (start, end) = (BASE_NS - 3_600 * SECOND, BASE_NS + 3_600 * SECOND);
+    (r.start_unix_nano, r.end_unix_nano, r.step_ns) = (start, end, end - start);
+    let got = series(fx, TENANT, &r).await;
+    let mut counts = BTreeMap::new();
+    for s in &got {
+        let [(ts, v)] = s.samples.as_slice() else {
+            panic!("one value: {s:?}")
+        };
+        assert_eq!(*ts, end / 1_000_000);
+        counts.insert(text_label(s, "resource.service.name"), *v);
+    }
+    let sql = format!(
+        "SELECT service_name, CAST(count(*) AS DOUBLE) FROM spans \
+         WHERE start_time_unix_nano >= {start} AND start_time_unix_nano <= {end} GROUP BY 1"
+    );
+    let mut want = BTreeMap::new();
+    for b in fx.engine.sql(TENANT, &sql).await.unwrap() {
+        let names = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8).unwrap();
+        for i in 0..b.num_rows() {
+            let n = b.column(1).as_primitive::<Float64Type>().value(i);
+            want.insert(names.as_string::<i32>().value(i).to_string(), n);
+        }
+    }
+    assert!(!want.is_empty());
+    assert_eq!(counts, want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_stages_and_arithmetic_apply_to_the_series() {
+    let fx = &Fixture::load().await;
+    let all = series(
+        fx,
+        TENANT,
+        &request("{ } | count_over_time() by (resource.service.name)", 600),
+    )
+    .await;
+    // topk(2): at each timestamp, the two highest values.
+    let top = series(
+        fx,
+        TENANT,
+        &request("{ } | count_over_time() by (resource.service.name) | topk(2)", 600),
+    )
+    .await;
+    let mut at: BTreeMap<i64, Vec<f64>> = BTreeMap::new();
+    for s in &all {
+        for &(ts, v) in &s.samples {
+            at.entry(ts).or_default().push(v);
+        }
+    }
+    for (ts, mut values) in at {
+        values.sort_by(|a, b| b.total_cmp(a));
+        let mut kept: Vec<f64> = (top.iter())
+            .flat_map(|s| s.samples.iter().filter(|(t, _)| *t == ts).map(|(_, v)| *v))
+            .collect();
+        kept.sort_by(|a, b| b.total_cmp(a));
+        assert_eq!(kept, values[..2.min(values.len())], "at {ts}");
+    }
+    // A filter keeps the samples above it, and the series that have one.
+    let over = series(
+        fx,
+        TENANT,
+        &request("{ } | count_over_time() by (resource.service.name) > 3", 600),
+    )
+    .await;
+    let want: usize = all
+        .iter()
+        .map(|s| s.samples.iter().filter(|(_, v)| *v > 3.0).count())
+        .sum();
+    assert!(want > 0);
+    assert_eq!(over.iter().map(|s| s.samples.len()).sum::<usize>(), want);
+    assert!(over.iter().all(|s| s.samples.iter().all(|(_, v)| *v > 3.0)));
+
+    // The error share per service: errors by service over the unlabelled total, times 100.
+    let q = "100 * (({ status = error } | count_over_time() by (resource.service.name)) / ({ } | count_over_time()))";
+    let share = series(fx, TENANT, &request(q, 600)).await;
+    let errors = series(
+        fx,
+        TENANT,
+        &request("{ status = error } | count_over_time() by (resource.service.name)", 600),
+    )
+    .await;
+    let total = &series(fx, TENANT, &request("{ } | count_over_time()", 600)).await[0];
+    let mut compared = 0;
+    for e in &errors {
+        let s = share
+            .iter()
+            .find(|s| s.labels == e.labels)
+            .expect("a share per service");
+        for &(ts, n) in &e.samples {
+            let t = total.samples.iter().find(|(x, _)| *x == ts).unwrap().1;
+            let got = s.samples.iter().find(|(x, _)| *x == ts).map(|(_, v)| *v);
+            if t == 0.0 {
+                assert_eq!(got, None, "0 / 0 is NaN: no sample");
+            } else {
+                assert_eq!(got, Some(100.0 * n / t), "{ts}");
+                compared += 1;
+            }
+        }
+    }
+    assert!(compared > 0);
 }

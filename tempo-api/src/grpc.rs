@@ -17,8 +17,9 @@ use tonic::{Request, Response, Status};
 
 use crate::tempopb::streaming_querier_server::{StreamingQuerier, StreamingQuerierServer};
 use crate::tempopb::{
-    QueryRangeRequest, QueryRangeResponse, SearchRequest, SearchResponse, SearchTagValuesRequest,
-    SearchTagValuesResponse, SearchTagValuesV2Response, SearchTagsRequest, SearchTagsResponse, SearchTagsV2Response,
+    QueryInstantRequest, QueryInstantResponse, QueryRangeRequest, QueryRangeResponse, SearchRequest, SearchResponse,
+    SearchTagValuesRequest, SearchTagValuesResponse, SearchTagValuesV2Response, SearchTagsRequest, SearchTagsResponse,
+    SearchTagsV2Response,
 };
 use crate::{ApiError, ApiState, metrics, search, tags};
 
@@ -90,6 +91,7 @@ impl StreamingQuerier for Querier {
     type SearchTagValuesStream = Messages<SearchTagValuesResponse>;
     type SearchTagValuesV2Stream = Messages<SearchTagValuesV2Response>;
     type MetricsQueryRangeStream = Messages<QueryRangeResponse>;
+    type MetricsQueryInstantStream = Messages<QueryInstantResponse>;
 
     /// One message: the whole answer (the engine runs the range as one aggregation).
     async fn metrics_query_range(
@@ -97,8 +99,20 @@ impl StreamingQuerier for Querier {
         request: Request<QueryRangeRequest>,
     ) -> Result<Response<Self::MetricsQueryRangeStream>, Status> {
         let tenant = tenant_of(&request);
-        let metrics_request = metrics::grpc_request_of(request.get_ref()).map_err(status)?;
+        let metrics_request = metrics::grpc_request_of(request.get_ref(), self.state.metrics).map_err(status)?;
         once(metrics::run(&self.state, &tenant, &metrics_request).await)
+    }
+
+    /// One message: the whole answer.
+    async fn metrics_query_instant(
+        &self,
+        request: Request<QueryInstantRequest>,
+    ) -> Result<Response<Self::MetricsQueryInstantStream>, Status> {
+        let tenant = tenant_of(&request);
+        let metrics_request =
+            metrics::grpc_instant_request_of(request.get_ref(), self.state.metrics).map_err(status)?;
+        let answer = metrics::run(&self.state, &tenant, &metrics_request).await;
+        once(answer.map(|r| metrics::instant_response_of(&r)))
     }
 
     async fn search(&self, request: Request<SearchRequest>) -> Result<Response<Self::SearchStream>, Status> {

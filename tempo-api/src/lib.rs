@@ -41,6 +41,8 @@ pub const TEMPO_COMPAT_VERSION: &str = "2.9.0";
 pub struct ApiState {
     pub engine: Arc<QueryEngine>,
     pub limits: SearchLimits,
+    /// Tempo's `query_frontend.metrics` bounds.
+    pub metrics: tracehouse_sql::metrics::MetricsLimits,
 }
 
 /// The largest `limit` and `spss` a search may ask for (Tempo's
@@ -71,6 +73,7 @@ pub fn app(state: Arc<ApiState>) -> Router {
         .route("/api/v2/traces/{id}", get(traces::v2))
         .route("/api/search", get(search::handler))
         .route("/api/metrics/query_range", get(metrics::query_range))
+        .route("/api/metrics/query", get(metrics::query_instant))
         .route("/api/search/tags", get(tags::tags_v1))
         .route("/api/v2/search/tags", get(tags::tags_v2))
         .route("/api/search/tag/{tag}/values", get(tags::values_v1))

@@ -1,10 +1,13 @@
-//! TraceQL metrics: `GET /api/metrics/query_range` (Tempo's `QueryRangeResponse`, protobuf JSON
-//! or protobuf when Accept asks for it) and `tempopb.StreamingQuerier/MetricsQueryRange`.
+//! TraceQL metrics: `GET /api/metrics/query_range` and `GET /api/metrics/query` (instant),
+//! answering Tempo's `QueryRangeResponse` / `QueryInstantResponse` in protobuf JSON, or
+//! protobuf when Accept asks for it, and `tempopb.StreamingQuerier/MetricsQueryRange` and
+//! `MetricsQueryInstant`.
 //!
 //! Parameters as Tempo takes them: the query in `q` (or `query`); `start` and `end` as unix
 //! seconds (10 digits or fewer, fractions allowed), unix nanoseconds or RFC 3339, by default
 //! `since` (default one hour) before `end` (default now); `step` as seconds or a Go duration,
-//! by default Tempo's step for the range (about 240 points).
+//! by default Tempo's step for the range (about 240 points). An instant query takes the same
+//! `start`, `end` and `since` and answers one value per series over `[start, end]`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,11 +17,15 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tracehouse_sql::QueryLimits;
 use tracehouse_sql::metrics::{
-    MAX_SERIES, MetricsOutcome, MetricsRequest, default_step_ns, go_duration_ns, seconds_or_duration_ns, timestamp_ns,
+    MetricsLimits, MetricsOutcome, MetricsRequest, default_step_ns, go_duration_ns, seconds_or_duration_ns,
+    timestamp_ns,
 };
 
 use crate::search::hit_kv;
-use crate::tempopb::{QueryRangeRequest, QueryRangeResponse, Sample, SearchMetrics, TimeSeries};
+use crate::tempopb::{
+    InstantSeries, QueryInstantRequest, QueryInstantResponse, QueryRangeRequest, QueryRangeResponse, Sample,
+    SearchMetrics, TimeSeries,
+};
 use crate::traces::{protobuf, wants_protobuf};
 use crate::{ApiError, ApiState, engine_error, json_listing, tenant};
 
@@ -31,7 +38,7 @@ pub async fn query_range(
     headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
-    let answer = match request_of(&params, now_ns()) {
+    let answer = match request_of(&params, now_ns(), state.metrics) {
         Ok(request) => run(&state, &tenant(&headers), &request).await,
         Err(e) => Err(e),
     };
@@ -39,6 +46,47 @@ pub async fn query_range(
         Ok(response) if wants_protobuf(&headers) => protobuf(&response),
         Ok(response) => json_listing(&response, Some("series")),
         Err(e) => e.into_response(),
+    }
+}
+
+/// `GET /api/metrics/query`: the query over `[start, end]`, one value per series.
+pub async fn query_instant(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let answer = match request_of(&params, now_ns(), state.metrics) {
+        Ok(request) => run(&state, &tenant(&headers), &instant(request)).await,
+        Err(e) => Err(e),
+    };
+    match answer.map(|r| instant_response_of(&r)) {
+        Ok(response) if wants_protobuf(&headers) => protobuf(&response),
+        Ok(response) => json_listing(&response, Some("series")),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `request` as an instant query: its range is its one step.
+fn instant(mut request: MetricsRequest) -> MetricsRequest {
+    request.instant = true;
+    request.step_ns = request.end_unix_nano - request.start_unix_nano;
+    request
+}
+
+/// Tempo's instant answer of a range answer over one step: each series' value.
+pub fn instant_response_of(range: &QueryRangeResponse) -> QueryInstantResponse {
+    QueryInstantResponse {
+        series: (range.series.iter())
+            .filter_map(|s| {
+                Some(InstantSeries {
+                    labels: s.labels.clone(),
+                    value: s.samples.first()?.value,
+                })
+            })
+            .collect(),
+        metrics: range.metrics,
+        status: range.status,
+        message: range.message.clone(),
     }
 }
 
@@ -52,7 +100,11 @@ pub async fn run(state: &ApiState, tenant: &str, request: &MetricsRequest) -> Re
 }
 
 /// The engine's request for Tempo's query range parameters, `now_ns` standing for now.
-pub fn request_of(params: &HashMap<String, String>, now_ns: i64) -> Result<MetricsRequest, ApiError> {
+pub fn request_of(
+    params: &HashMap<String, String>,
+    now_ns: i64,
+    limits: MetricsLimits,
+) -> Result<MetricsRequest, ApiError> {
     let bad = |message: String| ApiError(StatusCode::BAD_REQUEST, message);
     let get = |name: &str| params.get(name).map(String::as_str).filter(|v| !v.is_empty());
     let query = get("q").or(get("query")).unwrap_or_default().to_string();
@@ -83,29 +135,59 @@ pub fn request_of(params: &HashMap<String, String>, now_ns: i64) -> Result<Metri
         start_unix_nano: start,
         end_unix_nano: end,
         step_ns,
-        max_series: MAX_SERIES,
+        instant: false,
+        limits,
     })
 }
 
-/// The engine's request for a gRPC `QueryRangeRequest` (times in ns).
-pub fn grpc_request_of(r: &QueryRangeRequest) -> Result<MetricsRequest, ApiError> {
-    let ns = |v: u64| i64::try_from(v).map_err(|_| ApiError(StatusCode::BAD_REQUEST, "time out of range".into()));
-    let (start, end) = (ns(r.start)?, ns(r.end)?);
+/// The engine's request for a gRPC `QueryRangeRequest` (times in ns); `maxSeries` can only
+/// narrow the configured limit.
+pub fn grpc_request_of(r: &QueryRangeRequest, mut limits: MetricsLimits) -> Result<MetricsRequest, ApiError> {
+    let (start, end) = grpc_times(r.start, r.end)?;
     let step = match r.step {
         0 => default_step_ns(end.saturating_sub(start)),
-        s => ns(s)?,
+        s => i64::try_from(s).map_err(|_| ApiError(StatusCode::BAD_REQUEST, "step out of range".into()))?,
     };
-    let max_series = match r.max_series {
-        0 => MAX_SERIES,
-        n => (n as usize).min(MAX_SERIES),
-    };
-    Ok(MetricsRequest {
+    if r.max_series != 0 {
+        limits.max_series = limits.max_series.min(r.max_series as usize);
+    }
+    let request = MetricsRequest {
         query: r.query.clone(),
         start_unix_nano: start,
         end_unix_nano: end,
         step_ns: step,
-        max_series,
+        instant: false,
+        limits,
+    };
+    Ok(match r.instant {
+        Some(true) => instant(request),
+        _ => request,
     })
+}
+
+/// The engine's request for a gRPC `QueryInstantRequest` (times in ns).
+pub fn grpc_instant_request_of(r: &QueryInstantRequest, limits: MetricsLimits) -> Result<MetricsRequest, ApiError> {
+    let (start, end) = grpc_times(r.start, r.end)?;
+    Ok(instant(MetricsRequest {
+        query: r.query.clone(),
+        start_unix_nano: start,
+        end_unix_nano: end,
+        step_ns: 0,
+        instant: true,
+        limits,
+    }))
+}
+
+fn grpc_times(start: u64, end: u64) -> Result<(i64, i64), ApiError> {
+    let ns = |v: u64| i64::try_from(v).map_err(|_| ApiError(StatusCode::BAD_REQUEST, "time out of range".into()));
+    let (start, end) = (ns(start)?, ns(end)?);
+    if end <= start {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "invalid range: end must be after start".into(),
+        ));
+    }
+    Ok((start, end))
 }
 
 /// Tempo's `QueryRangeResponse` of an outcome.
@@ -145,7 +227,8 @@ mod tests {
     #[test]
     fn parameters_are_taken_as_tempo_takes_them() {
         let now = 1_800_000_000 * SECOND_NS;
-        let r = request_of(&params(&[("q", "{ } | rate()")]), now).unwrap();
+        let limits = MetricsLimits::default();
+        let r = request_of(&params(&[("q", "{ } | rate()")]), now, limits).unwrap();
         assert_eq!((r.start_unix_nano, r.end_unix_nano), (now - 3_600 * SECOND_NS, now));
         assert_eq!(r.step_ns, 15 * SECOND_NS, "an hour in 240 points");
         let r = request_of(
@@ -156,6 +239,7 @@ mod tests {
                 ("step", "30"),
             ]),
             now,
+            limits,
         )
         .unwrap();
         assert_eq!(r.query, "{ } | rate()");
@@ -169,6 +253,7 @@ mod tests {
                 ("step", "1m"),
             ]),
             now,
+            limits,
         )
         .unwrap();
         assert_eq!(r.start_unix_nano, 1_700_000_000 * SECOND_NS);
@@ -179,7 +264,7 @@ mod tests {
             &[("step", "soon")],
             &[("start", "1700000600"), ("end", "1700000000")],
         ] {
-            let e = request_of(&params(bad), now).unwrap_err();
+            let e = request_of(&params(bad), now, limits).unwrap_err();
             assert_eq!(e.0, StatusCode::BAD_REQUEST, "{bad:?}: {}", e.1);
         }
     }

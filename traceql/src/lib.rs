@@ -8,6 +8,7 @@ pub mod array;
 pub mod ast;
 pub mod label;
 pub mod lexer;
+pub mod log2;
 pub mod parser;
 pub mod plan;
 pub mod structure;

@@ -283,6 +283,38 @@ pub struct QueryRangeRequest {
     #[prost(bool, optional, tag = "18")]
     pub instant: ::core::option::Option<bool>,
 }
+/// TraceQL metrics at one instant: a query over \[start, end\] as one value per series.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct QueryInstantRequest {
+    #[prost(string, tag = "1")]
+    pub query: ::prost::alloc::string::String,
+    #[prost(uint64, tag = "2")]
+    pub start: u64,
+    #[prost(uint64, tag = "3")]
+    pub end: u64,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct QueryInstantResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub series: ::prost::alloc::vec::Vec<InstantSeries>,
+    #[prost(message, optional, tag = "2")]
+    pub metrics: ::core::option::Option<SearchMetrics>,
+    #[prost(enumeration = "PartialStatus", tag = "3")]
+    pub status: i32,
+    #[prost(string, tag = "4")]
+    pub message: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct InstantSeries {
+    /// Series labels containing name and value, typed.
+    #[prost(message, repeated, tag = "1")]
+    pub labels: ::prost::alloc::vec::Vec<common::v1::KeyValue>,
+    #[prost(double, tag = "2")]
+    pub value: f64,
+}
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct QueryRangeResponse {
@@ -593,6 +625,32 @@ pub mod streaming_querier_client {
                 );
             self.inner.server_streaming(req, path, codec).await
         }
+        pub async fn metrics_query_instant(
+            &mut self,
+            request: impl tonic::IntoRequest<super::QueryInstantRequest>,
+        ) -> std::result::Result<
+            tonic::Response<tonic::codec::Streaming<super::QueryInstantResponse>>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/tempopb.StreamingQuerier/MetricsQueryInstant",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("tempopb.StreamingQuerier", "MetricsQueryInstant"),
+                );
+            self.inner.server_streaming(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -681,6 +739,19 @@ pub mod streaming_querier_server {
             request: tonic::Request<super::QueryRangeRequest>,
         ) -> std::result::Result<
             tonic::Response<Self::MetricsQueryRangeStream>,
+            tonic::Status,
+        >;
+        /// Server streaming response type for the MetricsQueryInstant method.
+        type MetricsQueryInstantStream: tonic::codegen::tokio_stream::Stream<
+                Item = std::result::Result<super::QueryInstantResponse, tonic::Status>,
+            >
+            + std::marker::Send
+            + 'static;
+        async fn metrics_query_instant(
+            &self,
+            request: tonic::Request<super::QueryInstantRequest>,
+        ) -> std::result::Result<
+            tonic::Response<Self::MetricsQueryInstantStream>,
             tonic::Status,
         >;
     }
@@ -1034,6 +1105,56 @@ pub mod streaming_querier_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = MetricsQueryRangeSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.server_streaming(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/tempopb.StreamingQuerier/MetricsQueryInstant" => {
+                    #[allow(non_camel_case_types)]
+                    struct MetricsQueryInstantSvc<T: StreamingQuerier>(pub Arc<T>);
+                    impl<
+                        T: StreamingQuerier,
+                    > tonic::server::ServerStreamingService<super::QueryInstantRequest>
+                    for MetricsQueryInstantSvc<T> {
+                        type Response = super::QueryInstantResponse;
+                        type ResponseStream = T::MetricsQueryInstantStream;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::ResponseStream>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::QueryInstantRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as StreamingQuerier>::metrics_query_instant(
+                                        &inner,
+                                        request,
+                                    )
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = MetricsQueryInstantSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

@@ -12,7 +12,7 @@ use datafusion::functions::core::expr_fn::{coalesce, get_field};
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, cast, col, lit};
 
 use super::{Needs, Planner, Type, Val, labelled, numeric, plan_err, tempo_text};
-use crate::ast::{FieldExpr, Intrinsic, MetricsExpr, MetricsFn, MetricsFunc, Query, Root, SpansetExpr};
+use crate::ast::{FieldExpr, Intrinsic, MetricsExpr, MetricsFn, MetricsFunc, Query, Root, SpansetExpr, Static};
 use crate::{PlanOptions, Result};
 
 /// Output columns of a metrics plan.
@@ -41,6 +41,9 @@ pub struct StepRange {
     pub start_ns: i64,
     pub end_ns: i64,
     pub step_ns: i64,
+    /// An instant query: one bucket holding the spans that start in `[start, end]` (the start
+    /// included, unlike a range's buckets).
+    pub instant: bool,
 }
 
 impl StepRange {
@@ -63,6 +66,7 @@ impl StepRange {
             start_ns: start,
             end_ns: end,
             step_ns,
+            instant: false,
         };
         if range.intervals() > MAX_INTERVALS {
             return plan_err(format!(
@@ -71,6 +75,29 @@ impl StepRange {
             ));
         }
         Ok(range)
+    }
+
+    /// An instant query over `[start, end]`, unaligned as Tempo leaves it: one bucket, one
+    /// step long, stamped at the end.
+    pub fn instant(start_ns: i64, end_ns: i64) -> Result<Self> {
+        if start_ns < 0 || end_ns <= start_ns {
+            return plan_err("end must be after start");
+        }
+        Ok(Self {
+            start_ns,
+            end_ns,
+            step_ns: end_ns - start_ns,
+            instant: true,
+        })
+    }
+
+    /// Whether a span starting at `start` (an Int64 expression of ns) is in the range.
+    pub fn holds(&self, start: Expr) -> Expr {
+        let after = match self.instant {
+            true => start.clone().gt_eq(lit(self.start_ns)),
+            false => start.clone().gt(lit(self.start_ns)),
+        };
+        after.and(start.lt_eq(lit(self.end_ns)))
     }
 
     /// Buckets in the range.
@@ -90,82 +117,193 @@ pub struct MetricsShape {
     pub func: MetricsFunc,
     /// A series without `by()` is named `__name__` = the function's name, as Tempo names it.
     pub grouped: bool,
-    /// Buckets without spans are 0 (counts and rates), not absent.
+    /// Buckets without spans are 0 (counts, rates, histograms and quantiles), not absent.
     pub zero_filled: bool,
-    /// The `by()` labels' names, in order (Tempo's text of each expression).
+    /// The labels' names, in order: Tempo's text of each `by()` expression, then `__bucket`
+    /// for a histogram's bucket or `p` for a quantile.
     pub labels: Vec<String>,
 }
 
-/// Plans the metrics query `query` over `spans` for `range`: columns [`out`], one row per
-/// series and bucket that holds a span.
+/// Plans each pipeline of the metrics query `query` over `spans` for `range`, in the order
+/// [`pipelines`] lists them: columns [`out`], one row per series and bucket that holds a span.
+/// Second stages and arithmetic between pipelines apply to their series afterwards.
 pub fn plan_metrics(
     query: &Query,
     spans: LogicalPlan,
     options: &PlanOptions,
     range: &StepRange,
-) -> Result<(LogicalPlan, MetricsShape)> {
+) -> Result<Vec<(LogicalPlan, MetricsShape)>> {
     super::check_cost(&query.root)?;
     let Root::Metrics(m) = &query.root else {
         return plan_err("not a metrics query: add a metrics function such as `| rate()`");
     };
-    let MetricsExpr::Pipeline(spanset, f) = m else {
-        return plan_err("second stages and arithmetic between metrics queries are not supported yet");
-    };
-    let shape = MetricsShape {
+    let mut plans = Vec::new();
+    for (spanset, f) in pipelines(m) {
+        let mut p = Planner::new(spans.clone(), options);
+        let plan = p.metrics(spanset, f, range)?;
+        plans.push((super::checked_size(plan)?, shape_of(f)));
+    }
+    Ok(plans)
+}
+
+/// The pipelines (`spansets | function()`) of a metrics expression, left to right.
+pub fn pipelines(e: &MetricsExpr) -> Vec<(&SpansetExpr, &MetricsFn)> {
+    match e {
+        MetricsExpr::Pipeline(s, f) => vec![(s.as_ref(), f)],
+        MetricsExpr::Stage(e, _) => pipelines(e),
+        MetricsExpr::Binary(_, a, b) => {
+            let mut all = pipelines(a);
+            all.extend(pipelines(b));
+            all
+        }
+        MetricsExpr::Number(_) => Vec::new(),
+    }
+}
+
+fn shape_of(f: &MetricsFn) -> MetricsShape {
+    let mut labels: Vec<String> = f.by.iter().map(tempo_text).collect();
+    match f.func {
+        MetricsFunc::HistogramOverTime => labels.push("__bucket".into()),
+        MetricsFunc::QuantileOverTime => labels.push("p".into()),
+        _ => {}
+    }
+    MetricsShape {
         func: f.func,
-        grouped: !f.by.is_empty(),
-        zero_filled: matches!(f.func, MetricsFunc::Rate | MetricsFunc::CountOverTime),
-        labels: f.by.iter().map(tempo_text).collect(),
-    };
-    let mut p = Planner::new(spans, options);
-    let plan = p.metrics(spanset, f, range)?;
-    Ok((super::checked_size(plan)?, shape))
+        grouped: !labels.is_empty(),
+        zero_filled: !matches!(
+            f.func,
+            MetricsFunc::MinOverTime | MetricsFunc::MaxOverTime | MetricsFunc::SumOverTime | MetricsFunc::AvgOverTime
+        ),
+        labels,
+    }
 }
 
 impl Planner<'_> {
     fn metrics(&mut self, spanset: &SpansetExpr, f: &MetricsFn, range: &StepRange) -> Result<LogicalPlan> {
-        let arg = match f.func {
-            MetricsFunc::Rate | MetricsFunc::CountOverTime => None,
-            MetricsFunc::MinOverTime
-            | MetricsFunc::MaxOverTime
-            | MetricsFunc::SumOverTime
-            | MetricsFunc::AvgOverTime => match f.args.as_slice() {
-                [a] => Some(a.clone()),
-                _ => return plan_err(format!("{}() takes one attribute", f.func.name())),
-            },
-            other => return plan_err(format!("{}() is not supported yet", other.name())),
-        };
+        let (arg, quantiles) = arguments(f)?;
         let mut exprs = f.by.clone();
         exprs.extend(arg.clone());
         let (rel, vals) = self.matched_values(spanset, &exprs)?;
-        let mut series = lit("");
+        // Group on the typed by() values; their labels are written once per series and bucket.
         let mut group = Vec::new();
-        for (i, (e, v)) in f.by.iter().zip(&vals).enumerate() {
-            series = labelled(series, &tempo_text(e), super::as_tempo_shows(e, v.clone()));
-            group.push(label_text(v.clone()).alias(out::label(i)));
-        }
-        let value = arg
-            .as_ref()
-            .zip(vals.last())
-            .map(|(a, v)| over_time_value(a, v.clone()));
+        let by: Vec<Val> = (vals.iter().take(f.by.len()).enumerate())
+            .map(|(i, v)| grouped(v, i, &mut group))
+            .collect();
+        let names: Vec<String> = group.iter().map(|g| g.schema_name().to_string()).collect();
         let (start, step) = (lit(range.start_ns), lit(range.step_ns));
-        // (start_time - start - 1) / step is the bucket of a right-closed interval.
-        let bucket = (col(START) - start.clone() - lit(1i64)) / step;
-        let in_range = col(START).gt(start).and(col(START).lt_eq(lit(range.end_ns)));
-        let step_seconds = range.step_ns as f64 / 1e9;
-        let aggregate = aggregate_of(f.func, value, step_seconds);
-        Ok(LogicalPlanBuilder::from(rel)
-            .filter(in_range)?
-            .aggregate(
-                [series.alias(out::SERIES), bucket.alias(out::BUCKET)]
-                    .into_iter()
-                    .chain(group),
-                vec![aggregate.alias(out::VALUE)],
-            )?
-            .build()?)
+        // (start_time - start - 1) / step is the bucket of a right-closed interval (and 0 for
+        // an instant's start, -1 / step truncating to 0).
+        let bucket = (col(START) - start - lit(1i64)) / step;
+        let mut kept = range.holds(col(START));
+        group.push(bucket.alias(out::BUCKET));
+        let histogram = matches!(f.func, MetricsFunc::QuantileOverTime | MetricsFunc::HistogramOverTime);
+        let value = arg.as_ref().zip(vals.last());
+        if histogram && let Some((_, v)) = value {
+            let bound = log2_bound(v.clone());
+            kept = kept.and(bound.clone().is_not_null());
+            group.push(bound.alias(LOG2_BOUND));
+        }
+        let value = value.map(|(a, v)| over_time_value(a, v.clone()));
+        let aggregate = aggregate_of(f.func, value, range.step_ns as f64 / 1e9);
+        let mut plan = LogicalPlanBuilder::from(rel)
+            .filter(kept)?
+            .aggregate(group, vec![aggregate.alias(out::VALUE)])?;
+        let mut extra = None;
+        match f.func {
+            MetricsFunc::HistogramOverTime => extra = Some(("__bucket", col(LOG2_BOUND))),
+            MetricsFunc::QuantileOverTime => {
+                plan = quantiles_of(plan, &names, &quantiles)?;
+                extra = Some(("p", col(QUANTILE)));
+            }
+            _ => {}
+        }
+        Ok(plan.project(series_columns(f, &by, extra))?.build()?)
     }
 }
 
+/// The field a metrics function reads, and `quantile_over_time`'s quantiles.
+fn arguments(f: &MetricsFn) -> Result<(Option<FieldExpr>, Vec<f64>)> {
+    let quantile = |e: &FieldExpr| match e {
+        FieldExpr::Static(Static::Int(i)) => Ok(*i as f64),
+        FieldExpr::Static(Static::Float(x)) => Ok(*x),
+        _ => plan_err("quantiles must be numbers between 0 and 1"),
+    };
+    match (f.func, f.args.as_slice()) {
+        (MetricsFunc::Rate | MetricsFunc::CountOverTime, _) => Ok((None, Vec::new())),
+        (MetricsFunc::Compare, _) => plan_err("compare() is not supported yet"),
+        (MetricsFunc::QuantileOverTime, [a, qs @ ..]) if !qs.is_empty() => {
+            Ok((Some(a.clone()), qs.iter().map(quantile).collect::<Result<_>>()?))
+        }
+        (MetricsFunc::QuantileOverTime, _) => plan_err("quantile_over_time() takes a field and at least one quantile"),
+        (_, [a]) => Ok((Some(a.clone()), Vec::new())),
+        (func, _) => plan_err(format!("{}() takes one field", func.name())),
+    }
+}
+
+/// `v` read from group columns `__g{i}...` (their expressions pushed onto `group`).
+fn grouped(v: &Val, i: usize, group: &mut Vec<Expr>) -> Val {
+    let mut column = |x: &Expr, suffix: &str| {
+        let name = format!("__g{i}{suffix}");
+        group.push(x.clone().alias(&name));
+        col(name)
+    };
+    match v {
+        Val::Typed(x, t) => Val::Typed(column(x, ""), *t),
+        Val::Attr(x, text) => {
+            let x = column(x, "");
+            Val::Attr(x, text.as_ref().map(|t| column(t, "_text")))
+        }
+        Val::Num { int, float } => Val::Num {
+            float: column(float, ""),
+            int: column(int, "_int"),
+        },
+        Val::Nil => Val::Nil,
+    }
+}
+
+/// The final columns: the series' label text (by() labels, then `extra`), each by() label as
+/// text, the bucket and the value.
+fn series_columns(f: &MetricsFn, by: &[Val], extra: Option<(&str, Expr)>) -> Vec<Expr> {
+    let mut series = lit("");
+    let mut labels = Vec::new();
+    for (e, v) in f.by.iter().zip(by) {
+        series = labelled(series, &tempo_text(e), super::as_tempo_shows(e, v.clone()));
+        labels.push(label_text(v.clone()));
+    }
+    if let Some((name, x)) = extra {
+        series = labelled(series, name, Val::Typed(x.clone(), Type::Float));
+        labels.push(cast(x, DataType::Utf8));
+    }
+    let mut columns = vec![series.alias(out::SERIES)];
+    columns.extend(labels.into_iter().enumerate().map(|(i, l)| l.alias(out::label(i))));
+    columns.extend([col(out::BUCKET), col(out::VALUE)]);
+    columns
+}
+
+/// Per series and bucket, each of `quantiles` (column [`QUANTILE`]) of the histogram that
+/// `counts` holds (one row per series, bucket and [`LOG2_BOUND`], its count in `value`).
+fn quantiles_of(counts: LogicalPlanBuilder, group: &[String], quantiles: &[f64]) -> Result<LogicalPlanBuilder> {
+    use datafusion::functions_aggregate::expr_fn::array_agg;
+    let keys: Vec<Expr> = (group.iter().map(|g| col(g.as_str())))
+        .chain([col(out::BUCKET)])
+        .collect();
+    let histograms = counts.aggregate(
+        keys,
+        vec![
+            array_agg(col(LOG2_BOUND)).alias("__bounds"),
+            array_agg(cast(col(out::VALUE), DataType::Int64)).alias("__counts"),
+        ],
+    )?;
+    let ps = LogicalPlanBuilder::values(quantiles.iter().map(|q| vec![lit(*q)]).collect())?
+        .project(vec![col("column1").alias(QUANTILE)])?
+        .build()?;
+    let value = crate::log2::quantile_expr(col("__bounds"), col("__counts"), col(QUANTILE));
+    let mut columns: Vec<Expr> = group.iter().map(|g| col(g.as_str())).collect();
+    columns.extend([col(out::BUCKET), col(QUANTILE), value.alias(out::VALUE)]);
+    Ok(LogicalPlanBuilder::from(histograms.build()?)
+        .cross_join(ps)?
+        .project(columns)?)
+}
 impl Planner<'_> {
     /// The spans `spanset` matches, each once, with the values of `exprs` (`__v0`, ...) and
     /// the start time. A lone filter reads them straight from its filtered scan; any other
@@ -196,6 +334,25 @@ impl Planner<'_> {
 
 /// The spans' start time column, carried next to the values.
 const START: &str = "start_time_unix_nano";
+/// A span's power-of-two bucket in a histogram (its upper bound).
+const LOG2_BOUND: &str = "__log2_bound";
+/// The quantile a row of `quantile_over_time` holds.
+const QUANTILE: &str = "__quantile";
+
+/// The upper bound of a span's power-of-two bucket for `histogram_over_time(a)` and
+/// `quantile_over_time(a, ...)`, as Tempo buckets it: durations in seconds, integers as they
+/// are; null (the span counts in no bucket) for values below 2 and for other types.
+fn log2_bound(v: Val) -> Expr {
+    let bucket = |x: Expr| crate::log2::bucket_expr(cast(x, DataType::Int64));
+    let seconds = |x: Expr| bucket(x) / lit(1e9);
+    match v {
+        Val::Typed(x, Type::Duration) => seconds(x),
+        Val::Typed(x, Type::Int) => bucket(x),
+        Val::Num { int, .. } => bucket(int),
+        Val::Attr(x, _) => bucket(get_field(x, "int")),
+        _ => lit(ScalarValue::Float64(None)),
+    }
+}
 
 /// A span's value for `min/max/sum/avg_over_time(a)`: its duration in seconds, as Tempo's, or
 /// the attribute as a number (null where it has none).

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
 use datafusion::logical_expr::{LogicalPlanBuilder, col, lit};
-use tracehouse_traceql::ast::Root;
-use tracehouse_traceql::label::entries;
+use tracehouse_traceql::ast::{MetricsExpr, Root};
+use tracehouse_traceql::label::{entries, go_duration};
 use tracehouse_traceql::plan::metrics::out;
 use tracehouse_traceql::{MetricsShape, StepRange, compile, plan_metrics};
 
@@ -18,19 +18,45 @@ use crate::traceql::to_df;
 use crate::{Error, Result};
 use datafusion::error::DataFusionError;
 
-/// Series one answer holds at most unless configured otherwise (Tempo's
-/// `max_response_series` default).
+pub mod stages;
+
+pub use tracehouse_traceql::plan::metrics::MAX_INTERVALS;
+
+/// Series one answer holds at most unless configured otherwise.
 pub const MAX_SERIES: usize = 1_000;
 
-/// A metrics query over `(start, end]`, in `step` buckets (all ns since the epoch).
+/// The bounds of a metrics query (Tempo's `query_frontend.metrics` settings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsLimits {
+    /// Series the answer may hold; more is an error (`max_response_series`).
+    pub max_series: usize,
+    /// Longest `end - start` (`max_duration`, Tempo's default 24 h).
+    pub max_range_ns: i64,
+    /// Most steps in a range (`max_intervals`, Tempo's default 10,000).
+    pub max_intervals: i64,
+}
+
+impl Default for MetricsLimits {
+    fn default() -> Self {
+        Self {
+            max_series: MAX_SERIES,
+            max_range_ns: 24 * 3_600 * SECOND_NS,
+            max_intervals: 10_000,
+        }
+    }
+}
+
+/// A metrics query over `(start, end]`, in `step` buckets (all ns since the epoch), or an
+/// instant query over `[start, end]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MetricsRequest {
     pub query: String,
     pub start_unix_nano: i64,
     pub end_unix_nano: i64,
+    /// Ignored by an instant query (its one step is the range).
     pub step_ns: i64,
-    /// Series the answer may hold; more is an error.
-    pub max_series: usize,
+    pub instant: bool,
+    pub limits: MetricsLimits,
 }
 
 /// One series: its labels (typed, in `by()` order) and samples `(timestamp ms, value)`.
@@ -55,8 +81,27 @@ pub fn prepare(request: &MetricsRequest) -> Result<(tracehouse_traceql::ast::Que
         )
         .into());
     }
-    let range = StepRange::aligned(request.start_unix_nano, request.end_unix_nano, request.step_ns).map_err(to_df)?;
-    Ok((query, range))
+    let (start, end) = (request.start_unix_nano, request.end_unix_nano);
+    let limits = &request.limits;
+    let invalid = |message: String| Err(DataFusionError::Plan(message).into());
+    if end.saturating_sub(start) > limits.max_range_ns {
+        return invalid(format!(
+            "metrics query time range exceeds the maximum allowed duration of {}",
+            go_duration(limits.max_range_ns)
+        ));
+    }
+    if !request.instant && request.step_ns > 0 && (end - start) / request.step_ns > limits.max_intervals {
+        return invalid(format!(
+            "step of {} is too small, minimum step for given range is {}",
+            go_duration(request.step_ns),
+            go_duration((end - start) / limits.max_intervals)
+        ));
+    }
+    let range = match request.instant {
+        true => StepRange::instant(start, end),
+        false => StepRange::aligned(start, end, request.step_ns),
+    };
+    Ok((query, range.map_err(to_df)?))
 }
 
 /// `spans` (the tenant's table), only the spans that start in `range`.
@@ -64,21 +109,39 @@ pub fn spans_in(
     spans: datafusion::logical_expr::LogicalPlan,
     range: &StepRange,
 ) -> Result<datafusion::logical_expr::LogicalPlan> {
-    let start = col("start_time_unix_nano");
-    let kept = start
-        .clone()
-        .gt(lit(range.start_ns))
-        .and(start.lt_eq(lit(range.end_ns)));
+    let kept = range.holds(col("start_time_unix_nano"));
     Ok(LogicalPlanBuilder::from(spans).filter(kept)?.build()?)
 }
 
-/// Plans `query` over `spans` (already narrowed to `range`).
-pub fn plan(
+/// Plans each pipeline of `query` over `spans` (already narrowed to `range`), in the order
+/// [`stages::combine`] takes their series.
+pub fn plans(
+    query: &tracehouse_traceql::ast::Query,
+    spans: datafusion::logical_expr::LogicalPlan,
+    range: &StepRange,
+) -> Result<Vec<(datafusion::logical_expr::LogicalPlan, MetricsShape)>> {
+    Ok(plan_metrics(query, spans, &crate::traceql::plan_options(), range).map_err(to_df)?)
+}
+
+/// The plan of a query that is one pipeline (`{ ... } | rate() by (...)`), for SQL, whose own
+/// ORDER BY, LIMIT and WHERE do what second stages do.
+pub fn lone_plan(
     query: &tracehouse_traceql::ast::Query,
     spans: datafusion::logical_expr::LogicalPlan,
     range: &StepRange,
 ) -> Result<(datafusion::logical_expr::LogicalPlan, MetricsShape)> {
-    Ok(plan_metrics(query, spans, &crate::traceql::plan_options(), range).map_err(to_df)?)
+    if !matches!(query.root, Root::Metrics(MetricsExpr::Pipeline(..))) {
+        return Err(DataFusionError::Plan(
+            "traceql_metrics() runs one metrics function; for topk, filters on values or arithmetic \
+             between queries use SQL on its rows, or /api/metrics/query_range"
+                .into(),
+        )
+        .into());
+    }
+    let mut plans = plans(query, spans, range)?;
+    plans
+        .pop()
+        .ok_or_else(|| Error::Internal("a metrics pipeline without a plan".into()))
 }
 
 /// A metrics plan's rows for SQL: the `by()` labels as text columns named as Tempo names them,
@@ -146,10 +209,17 @@ pub fn series_of(
         .collect())
 }
 
+/// A series' labels as Tempo names them: without `by()`, `__name__` = the function; with it,
+/// the labels with a value, or the first label as nil when none has one.
 fn labels_of(text: &str, shape: &MetricsShape) -> Vec<(String, HitValue)> {
-    match shape.grouped {
-        true => entries(text).into_iter().map(|(k, v)| (k, v.into())).collect(),
-        false => vec![("__name__".to_string(), HitValue::Str(shape.func.name().to_string()))],
+    if !shape.grouped {
+        return vec![("__name__".to_string(), HitValue::Str(shape.func.name().to_string()))];
+    }
+    let all: Vec<(String, HitValue)> = entries(text).into_iter().map(|(k, v)| (k, v.into())).collect();
+    let valued: Vec<(String, HitValue)> = (all.iter()).filter(|(_, v)| *v != HitValue::Nil).cloned().collect();
+    match valued.is_empty() {
+        true => all.into_iter().take(1).collect(),
+        false => valued,
     }
 }
 
