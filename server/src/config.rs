@@ -251,6 +251,8 @@ pub struct FrontendMetrics {
     pub max_intervals: u64,
     /// Most series an answer holds; more is a 400 (Tempo's 0, unbounded, is not accepted).
     pub max_response_series: usize,
+    /// Most exemplars per series (Tempo's default 100; 0 for none).
+    pub max_exemplars: usize,
 }
 
 impl Default for FrontendMetrics {
@@ -260,6 +262,7 @@ impl Default for FrontendMetrics {
             max_duration: Duration::from_nanos(d.max_range_ns as u64),
             max_intervals: d.max_intervals as u64,
             max_response_series: d.max_series,
+            max_exemplars: d.max_exemplars,
         }
     }
 }
@@ -281,7 +284,11 @@ impl FrontendMetrics {
         if !(1..=100_000).contains(&self.max_response_series) {
             return Err(format!("{} must be between 1 and 100000", key("max_response_series")));
         }
+        if self.max_exemplars > 10_000 {
+            return Err(format!("{} must be at most 10000", key("max_exemplars")));
+        }
         Ok(tracehouse_sql::metrics::MetricsLimits {
+            max_exemplars: self.max_exemplars,
             max_series: self.max_response_series,
             max_range_ns: self.max_duration.as_nanos() as i64,
             max_intervals: self.max_intervals as i64,

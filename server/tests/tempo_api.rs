@@ -984,6 +984,24 @@ async fn metrics_instant_quantiles_histograms_and_limits() {
     let quantiles: tempopb::QueryRangeResponse = strict(&body);
     let ps: Vec<Option<Value>> = quantiles.series.iter().map(|s| label_value(&s.labels, "p")).collect();
     assert_eq!(ps, vec![Some(Value::DoubleValue(0.5)), Some(Value::DoubleValue(0.99))]);
+    // Exemplars by default (Tempo's 100 at most): spans that SQL finds, by trace:id and span:id.
+    for s in &quantiles.series {
+        assert!(!s.exemplars.is_empty() && s.exemplars.len() <= 100, "{s:?}");
+        let e = &s.exemplars[0];
+        let (Some(Value::StringValue(trace)), Some(Value::StringValue(span))) =
+            (label_value(&e.labels, "trace:id"), label_value(&e.labels, "span:id"))
+        else {
+            panic!("{e:?}")
+        };
+        let row = pg
+            .query_one(
+                "SELECT duration_ns FROM spans WHERE trace_id = $1 AND span_id = $2",
+                &[&trace, &span],
+            )
+            .await
+            .unwrap();
+        assert_eq!(e.value, row.get::<_, i64>(0) as f64 / 1e9);
+    }
     let (status, body) = get_bytes(&server, &path, Some("shop"), "application/protobuf").await;
     assert_eq!(status, 200);
     assert_eq!(

@@ -300,11 +300,13 @@ impl QueryEngine {
         let ctx = self.context(tenant).await?;
         let spans = ctx.table("spans").await?.into_unoptimized_plan();
         let max_series = request.limits.max_series;
+        let exemplars = crate::metrics::exemplars_of(&query, request);
+        let spans = crate::metrics::spans_in(spans, &range)?;
         let mut leaves = Vec::new();
-        for (plan, shape) in crate::metrics::plans(&query, crate::metrics::spans_in(spans, &range)?, &range)? {
+        for (plan, shape) in crate::metrics::plans(&query, spans, &range, exemplars > 0)? {
             let stream = self.execute(&ctx.state(), plan, limits).await?;
             let rows = datafusion::physical_plan::common::collect(stream).await?;
-            leaves.push(crate::metrics::series_of(&rows, &shape, &range, max_series)?);
+            leaves.push(crate::metrics::series_of(&rows, &shape, &range, max_series, exemplars)?);
         }
         let tracehouse_traceql::ast::Root::Metrics(root) = &query.root else {
             return Err(crate::Error::Internal("a metrics query without its expression".into()));

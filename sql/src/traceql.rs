@@ -114,6 +114,7 @@ impl TableFunctionImpl for TraceqlMetricsFunction {
             end_unix_nano: end,
             step_ns: step,
             instant: false,
+            exemplars: 0,
             limits: crate::metrics::MetricsLimits::default(),
         };
         let (parsed, range) = crate::metrics::prepare(&request).map_err(to_plain_df)?;

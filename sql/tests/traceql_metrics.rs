@@ -27,6 +27,7 @@ fn request(query: &str, step_s: i64) -> MetricsRequest {
         end_unix_nano: BASE_NS + 3_600 * SECOND - 3 * SECOND,
         step_ns: step_s * SECOND,
         instant: false,
+        exemplars: 0,
         limits: MetricsLimits::default(),
     }
 }
@@ -525,4 +526,63 @@ async fn second_stages_and_arithmetic_apply_to_the_series() {
         }
     }
     assert!(compared > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exemplars_are_matching_spans_of_their_series() {
+    let fx = &Fixture::load().await;
+    let q = "{ kind = server } | max_over_time(duration) by (resource.service.name)";
+    let got = series(fx, TENANT, &request(q, 600)).await;
+    let mut checked = 0;
+    for s in &got {
+        let service = text_label(s, "resource.service.name");
+        assert!(!s.exemplars.is_empty() && s.exemplars.len() <= 100, "{s:?}");
+        for e in &s.exemplars {
+            // The exemplar is a server span of the series, its value its duration in seconds,
+            // stamped at its start, inside a bucket the series has a sample for.
+            let sql = format!(
+                "SELECT service_name, kind, duration_ns, start_time_unix_nano FROM spans \
+                 WHERE trace_id = '{}' AND span_id = '{}'",
+                e.trace_id,
+                e.span_id.as_deref().unwrap()
+            );
+            let rows = fx.engine.sql(TENANT, &sql).await.unwrap();
+            let b = &rows[0];
+            let text = |i: usize| {
+                let c = arrow::compute::cast(b.column(i), &arrow::datatypes::DataType::Utf8).unwrap();
+                c.as_string::<i32>().value(0).to_string()
+            };
+            assert_eq!((text(0), text(1)), (service.clone(), "server".to_string()));
+            let duration = b.column(2).as_primitive::<Int64Type>().value(0);
+            assert_eq!(e.value, duration as f64 / 1e9);
+            assert_eq!(
+                e.timestamp_ms,
+                b.column(3).as_primitive::<Int64Type>().value(0) / 1_000_000
+            );
+            let sample = s
+                .samples
+                .iter()
+                .find(|(t, _)| *t >= e.timestamp_ms)
+                .expect("its bucket");
+            assert!(
+                sample.0 - e.timestamp_ms < 600_000 && sample.1 >= e.value,
+                "{e:?} in {sample:?}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 0);
+
+    // Counts: the exemplar's value is its bucket's count. Asked for fewer, or none by a hint.
+    let mut r = request("{ } | count_over_time() by (resource.service.name)", 60);
+    r.exemplars = 3;
+    for s in series(fx, TENANT, &r).await {
+        assert!(!s.exemplars.is_empty() && s.exemplars.len() <= 3, "{s:?}");
+        for e in &s.exemplars {
+            let sample = s.samples.iter().find(|(t, _)| *t >= e.timestamp_ms).unwrap();
+            assert_eq!(e.value, sample.1);
+        }
+    }
+    let none = request("{ } | rate() with(exemplars=false)", 60);
+    assert!(series(fx, TENANT, &none).await[0].exemplars.is_empty());
 }

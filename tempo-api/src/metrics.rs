@@ -23,7 +23,7 @@ use tracehouse_sql::metrics::{
 
 use crate::search::hit_kv;
 use crate::tempopb::{
-    InstantSeries, QueryInstantRequest, QueryInstantResponse, QueryRangeRequest, QueryRangeResponse, Sample,
+    Exemplar, InstantSeries, QueryInstantRequest, QueryInstantResponse, QueryRangeRequest, QueryRangeResponse, Sample,
     SearchMetrics, TimeSeries,
 };
 use crate::traces::{protobuf, wants_protobuf};
@@ -130,12 +130,15 @@ pub fn request_of(
     if step_ns <= 0 {
         return Err(bad("step must be positive".into()));
     }
+    // As Tempo reads it: a number, or the most allowed when absent or not a number.
+    let exemplars = get("exemplars").and_then(|v| v.parse::<u32>().ok()).unwrap_or(0);
     Ok(MetricsRequest {
         query,
         start_unix_nano: start,
         end_unix_nano: end,
         step_ns,
         instant: false,
+        exemplars,
         limits,
     })
 }
@@ -157,6 +160,7 @@ pub fn grpc_request_of(r: &QueryRangeRequest, mut limits: MetricsLimits) -> Resu
         end_unix_nano: end,
         step_ns: step,
         instant: false,
+        exemplars: r.exemplars,
         limits,
     };
     Ok(match r.instant {
@@ -174,6 +178,7 @@ pub fn grpc_instant_request_of(r: &QueryInstantRequest, limits: MetricsLimits) -
         end_unix_nano: end,
         step_ns: 0,
         instant: true,
+        exemplars: 0,
         limits,
     }))
 }
@@ -198,7 +203,7 @@ pub fn response_of(outcome: &MetricsOutcome) -> QueryRangeResponse {
             samples: (s.samples.iter())
                 .map(|&(timestamp_ms, value)| Sample { timestamp_ms, value })
                 .collect(),
-            exemplars: Vec::new(),
+            exemplars: s.exemplars.iter().map(exemplar_of).collect(),
         })
         .collect();
     QueryRangeResponse {
@@ -209,6 +214,21 @@ pub fn response_of(outcome: &MetricsOutcome) -> QueryRangeResponse {
             ..Default::default()
         }),
         ..Default::default()
+    }
+}
+
+/// Tempo's exemplar: the span's ids as labels `trace:id` and `span:id` (hex text), its value
+/// and time.
+fn exemplar_of(e: &tracehouse_sql::metrics::Exemplar) -> Exemplar {
+    use tracehouse_sql::traceql::HitValue;
+    let mut labels = vec![hit_kv("trace:id", &HitValue::Str(e.trace_id.clone()))];
+    if let Some(span) = &e.span_id {
+        labels.push(hit_kv("span:id", &HitValue::Str(span.clone())));
+    }
+    Exemplar {
+        labels,
+        value: e.value,
+        timestamp_ms: e.timestamp_ms,
     }
 }
 

@@ -456,6 +456,8 @@ impl<'a> Lexer<'a> {
                 self.bump();
                 Tok::Str(self.string(c, pos)?)
             }
+            // `.5` is a number, as Tempo's scanner reads it (`quantile_over_time(duration, .99)`).
+            '.' if self.peek2().is_some_and(|c| c.is_ascii_digit()) => self.number(pos)?,
             '.' => {
                 self.bump();
                 Tok::Attr {
@@ -599,6 +601,25 @@ mod tests {
                 Tok::NotTilde,
                 Tok::LBrace,
                 Tok::RBrace,
+                Tok::Eof
+            ]
+        );
+    }
+
+    #[test]
+    fn a_leading_dot_before_a_digit_is_a_number() {
+        assert_eq!(
+            toks("quantile_over_time(duration, .5, 0.9) .a5"),
+            vec![
+                Tok::Ident("quantile_over_time".into()),
+                Tok::LParen,
+                Tok::Ident("duration".into()),
+                Tok::Comma,
+                Tok::Float(0.5),
+                Tok::Comma,
+                Tok::Float(0.9),
+                Tok::RParen,
+                attr(AttrScope::Unscoped, "a5"),
                 Tok::Eof
             ]
         );

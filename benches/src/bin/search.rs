@@ -320,6 +320,23 @@ const METRICS_SHAPES: &[(&str, &str, &str)] = &[
          FROM spans WHERE kind = 'server' AND start_time_unix_nano > {S} AND start_time_unix_nano <= {E} \
          GROUP BY 1, 2",
     ),
+    (
+        "metrics: server duration p50/p90/p99 by service",
+        "{ kind = server } | quantile_over_time(duration, .5, .9, .99) by (resource.service.name)",
+        "SELECT service_name, (start_time_unix_nano - {S} - 1) / 60000000000 AS b, \
+         approx_percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_ns), \
+         approx_percentile_cont(0.9) WITHIN GROUP (ORDER BY duration_ns), \
+         approx_percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_ns) \
+         FROM spans WHERE kind = 'server' AND start_time_unix_nano > {S} AND start_time_unix_nano <= {E} \
+         GROUP BY 1, 2",
+    ),
+    (
+        "metrics: duration histogram",
+        "{ } | histogram_over_time(duration)",
+        "SELECT power(2, ceil(log2(CAST(duration_ns AS DOUBLE)))) / 1e9 AS le, \
+         (start_time_unix_nano - {S} - 1) / 60000000000 AS b, count(*) FROM spans \
+         WHERE duration_ns >= 2 AND start_time_unix_nano > {S} AND start_time_unix_nano <= {E} GROUP BY 1, 2",
+    ),
 ];
 
 /// Median ms of `runs` metrics query ranges of `q` over `window` (unix s) in one-minute steps

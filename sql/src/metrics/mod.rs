@@ -34,6 +34,8 @@ pub struct MetricsLimits {
     pub max_range_ns: i64,
     /// Most steps in a range (`max_intervals`, Tempo's default 10,000).
     pub max_intervals: i64,
+    /// Most exemplars per series (`max_exemplars`, Tempo's default 100).
+    pub max_exemplars: usize,
 }
 
 impl Default for MetricsLimits {
@@ -42,6 +44,7 @@ impl Default for MetricsLimits {
             max_series: MAX_SERIES,
             max_range_ns: 24 * 3_600 * SECOND_NS,
             max_intervals: 10_000,
+            max_exemplars: 100,
         }
     }
 }
@@ -56,20 +59,52 @@ pub struct MetricsRequest {
     /// Ignored by an instant query (its one step is the range).
     pub step_ns: i64,
     pub instant: bool,
+    /// Exemplars per series as Tempo's `exemplars` parameter asks: 0 for the most allowed; a
+    /// `with(exemplars=N)` or `with(exemplars=false)` hint in the query wins. Instant queries
+    /// have none.
+    pub exemplars: u32,
     pub limits: MetricsLimits,
 }
 
-/// One series: its labels (typed, in `by()` order) and samples `(timestamp ms, value)`.
+/// One series: its labels (typed, in `by()` order), samples `(timestamp ms, value)` and
+/// exemplars, oldest first.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Series {
     pub labels: Vec<(String, HitValue)>,
     pub samples: Vec<(i64, f64)>,
+    pub exemplars: Vec<Exemplar>,
+}
+
+/// A span that stands for a series at a time, for "jump to trace".
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exemplar {
+    pub trace_id: String,
+    pub span_id: Option<String>,
+    pub timestamp_ms: i64,
+    /// The span's value (its duration for `quantile_over_time(duration)`), or the series'
+    /// value at that time for counts and rates.
+    pub value: f64,
 }
 
 /// The series of a metrics query, ordered by their labels.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MetricsOutcome {
     pub series: Vec<Series>,
+}
+
+/// The exemplars per series `request` gets, as Tempo settles them.
+pub fn exemplars_of(query: &tracehouse_traceql::ast::Query, request: &MetricsRequest) -> usize {
+    use tracehouse_traceql::ast::Static;
+    let most = request.limits.max_exemplars;
+    let hint = query.hints.iter().rev().find(|h| h.name == "exemplars");
+    let asked = match hint.map(|h| &h.value) {
+        _ if request.instant => 0,
+        Some(Static::Int(n)) => usize::try_from(*n).unwrap_or(0),
+        Some(Static::Bool(false)) => 0,
+        _ if request.exemplars == 0 => most,
+        _ => request.exemplars as usize,
+    };
+    asked.min(most)
 }
 
 /// Compiles `request`'s query, refusing what is not a metrics query, and aligns its range.
@@ -119,8 +154,9 @@ pub fn plans(
     query: &tracehouse_traceql::ast::Query,
     spans: datafusion::logical_expr::LogicalPlan,
     range: &StepRange,
+    exemplars: bool,
 ) -> Result<Vec<(datafusion::logical_expr::LogicalPlan, MetricsShape)>> {
-    Ok(plan_metrics(query, spans, &crate::traceql::plan_options(), range).map_err(to_df)?)
+    Ok(plan_metrics(query, spans, &crate::traceql::plan_options(), range, exemplars).map_err(to_df)?)
 }
 
 /// The plan of a query that is one pipeline (`{ ... } | rate() by (...)`), for SQL, whose own
@@ -138,7 +174,7 @@ pub fn lone_plan(
         )
         .into());
     }
-    let mut plans = plans(query, spans, range)?;
+    let mut plans = plans(query, spans, range, false)?;
     plans
         .pop()
         .ok_or_else(|| Error::Internal("a metrics pipeline without a plan".into()))
@@ -164,14 +200,16 @@ pub fn as_rows(
 
 /// The series of a metrics plan's `rows`, as Tempo shapes them: a series without `by()` is
 /// named `__name__` = the function; counts and rates are 0 in buckets without spans; other
-/// functions have no sample there.
+/// functions have no sample there. Up to `exemplars` exemplars per series, spread over the
+/// range, where the plan picked them.
 pub fn series_of(
     rows: &[RecordBatch],
     shape: &MetricsShape,
     range: &StepRange,
     max_series: usize,
+    exemplars: usize,
 ) -> Result<Vec<Series>> {
-    let mut by_series: BTreeMap<String, BTreeMap<i64, f64>> = BTreeMap::new();
+    let mut by_series: BTreeMap<String, Buckets> = BTreeMap::new();
     for batch in rows {
         let (Some(series), Some(bucket), Some(value)) = (
             batch.column_by_name(out::SERIES),
@@ -186,10 +224,14 @@ pub fn series_of(
             bucket.as_primitive::<Int64Type>(),
             value.as_primitive::<Float64Type>(),
         );
+        let picked = ExemplarColumns::of(batch)?;
         for row in 0..batch.num_rows() {
-            let samples = by_series.entry(series.value(row).to_string()).or_default();
+            let buckets = by_series.entry(series.value(row).to_string()).or_default();
             if value.is_valid(row) {
-                samples.insert(bucket.value(row), value.value(row));
+                buckets.values.insert(bucket.value(row), value.value(row));
+            }
+            if let Some(e) = picked.as_ref().and_then(|p| p.exemplar(row)) {
+                buckets.exemplars.insert(bucket.value(row), e);
             }
             if by_series.len() > max_series {
                 return Err(Refusal::TooComplex(format!(
@@ -203,10 +245,86 @@ pub fn series_of(
         .into_iter()
         .map(|(text, buckets)| Series {
             labels: labels_of(&text, shape),
-            samples: samples_of(&buckets, shape, range),
+            samples: samples_of(&buckets.values, shape, range),
+            exemplars: spread_exemplars(&buckets, exemplars),
         })
         .filter(|s| !s.samples.is_empty())
         .collect())
+}
+
+/// One series' values and exemplars by bucket.
+#[derive(Default)]
+struct Buckets {
+    values: BTreeMap<i64, f64>,
+    exemplars: BTreeMap<i64, Exemplar>,
+}
+
+/// A series' exemplars, at most `limit`, evenly spread over its buckets; an exemplar without a
+/// value of its own (counts, rates) takes its bucket's.
+fn spread_exemplars(buckets: &Buckets, limit: usize) -> Vec<Exemplar> {
+    let all: Vec<Exemplar> = (buckets.exemplars.iter())
+        .map(|(b, e)| match e.value.is_nan() {
+            true => Exemplar {
+                value: buckets.values.get(b).copied().unwrap_or(f64::NAN),
+                ..e.clone()
+            },
+            false => e.clone(),
+        })
+        .filter(|e| !e.value.is_nan())
+        .collect();
+    if all.len() <= limit {
+        return all;
+    }
+    (0..limit).map(|i| all[i * all.len() / limit].clone()).collect()
+}
+
+/// The exemplar columns of a plan's rows, where it has them.
+struct ExemplarColumns<'a> {
+    trace: &'a datafusion::arrow::array::StringArray,
+    span: &'a datafusion::arrow::array::StringArray,
+    time: &'a datafusion::arrow::array::Int64Array,
+    value: &'a datafusion::arrow::array::Float64Array,
+}
+
+impl<'a> ExemplarColumns<'a> {
+    fn of(batch: &'a RecordBatch) -> Result<Option<Self>> {
+        let column = |name: &str| batch.column_by_name(name);
+        let (Some(trace), Some(span), Some(time), Some(value)) = (
+            column(out::EXEMPLAR_TRACE),
+            column(out::EXEMPLAR_SPAN),
+            column(out::EXEMPLAR_TIME),
+            column(out::EXEMPLAR_VALUE),
+        ) else {
+            return Ok(None);
+        };
+        let typed = || -> Option<Self> {
+            Some(Self {
+                trace: trace.as_string_opt::<i32>()?,
+                span: span.as_string_opt::<i32>()?,
+                time: time.as_primitive_opt::<Int64Type>()?,
+                value: value.as_primitive_opt::<Float64Type>()?,
+            })
+        };
+        typed()
+            .map(Some)
+            .ok_or_else(|| Error::Internal("exemplar columns of unexpected types".into()))
+    }
+
+    fn exemplar(&self, row: usize) -> Option<Exemplar> {
+        if self.trace.is_null(row) || self.time.is_null(row) {
+            return None;
+        }
+        Some(Exemplar {
+            trace_id: self.trace.value(row).to_string(),
+            span_id: self.span.is_valid(row).then(|| self.span.value(row).to_string()),
+            timestamp_ms: self.time.value(row) / 1_000_000,
+            value: if self.value.is_valid(row) {
+                self.value.value(row)
+            } else {
+                f64::NAN
+            },
+        })
+    }
 }
 
 /// A series' labels as Tempo names them: without `by()`, `__name__` = the function; with it,

@@ -81,6 +81,7 @@ fn filtered(series: Vec<Series>, op: CmpOp, value: f64) -> Vec<Series> {
     (series.into_iter())
         .map(|mut s| {
             s.samples.retain(|&(_, v)| keep(v));
+            s.exemplars.retain(|e| keep(e.value));
             s
         })
         .filter(|s| !s.samples.is_empty())
@@ -177,6 +178,7 @@ fn matched(
             out.push(Series {
                 labels: merged_labels(op, &a.labels, &b.labels),
                 samples,
+                exemplars: a.exemplars.iter().chain(&b.exemplars).cloned().collect(),
             });
         }
     }
@@ -220,6 +222,7 @@ mod tests {
         Series {
             labels: vec![("svc".into(), HitValue::Str(label.into()))],
             samples: samples.to_vec(),
+            exemplars: Vec::new(),
         }
     }
 
@@ -247,6 +250,7 @@ mod tests {
         let total = Series {
             labels: vec![("__name__".into(), HitValue::Str("rate".into()))],
             samples: vec![(1, 10.0), (2, 0.0)],
+            exemplars: Vec::new(),
         };
         let errors = vec![series("a", &[(1, 2.0), (2, 1.0)]), series("b", &[(1, 5.0)])];
         let Operand::Series(out) =

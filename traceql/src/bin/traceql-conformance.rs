@@ -5,14 +5,31 @@
 //! `validate_fails` must parse and fail validation; `unsupported` (what Tempo parses but
 //! refuses) must parse, and tracehouse either runs it or rejects it with a type error, never
 //! "unsupported". Every query that parses must also print (`Display`) as text that parses
-//! back to the same tree.
+//! back to the same tree, and every valid metrics query must plan (into DataFusion logical
+//! plans over the spans table, for a one-hour range in one-minute steps).
 //!
 //! Usage: `traceql-conformance PATH/test_examples.yaml`
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
-use tracehouse_traceql::{parse, validate};
+use tracehouse_traceql::ast::{Query, Root};
+use tracehouse_traceql::{PlanOptions, StepRange, parse, plan_metrics, validate};
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
+/// A valid query checked further: a metrics query must plan.
+fn planned(query: &Query) -> Result<(), String> {
+    if !matches!(query.root, Root::Metrics(_)) {
+        return Ok(());
+    }
+    let hour_ns = 3_600 * 1_000_000_000;
+    let range = StepRange::aligned(hour_ns, 2 * hour_ns, 60 * 1_000_000_000).map_err(|e| e.to_string())?;
+    plan_metrics(query, common::spans(), &PlanOptions::default(), &range, true)
+        .map(|_| ())
+        .map_err(|e| format!("plan: {e}"))
+}
 
 fn main() -> ExitCode {
     let Some(path) = std::env::args().nth(1) else {
@@ -60,7 +77,9 @@ fn main() -> ExitCode {
                 }
             }
             let outcome = match (section.as_str(), &parsed) {
-                ("valid", Ok(query)) => validate(query).map_err(|e| format!("validate: {e}")),
+                ("valid", Ok(query)) => validate(query)
+                    .map_err(|e| format!("validate: {e}"))
+                    .and_then(|()| planned(query)),
                 ("valid", Err(e)) => Err(format!("parse: {e}")),
                 ("parse_fails", Ok(_)) => Err("parsed, but must fail to parse".into()),
                 ("parse_fails", Err(_)) => Ok(()),

@@ -25,6 +25,13 @@ pub mod out {
     /// The bucket's value (Float64); null where the function has none (Tempo's NaN).
     pub const VALUE: &str = "value";
 
+    /// With exemplars: one span of the series' bucket (its earliest), by trace id, span id,
+    /// start time (ns) and value (the function's input; null for counts and rates).
+    pub const EXEMPLAR_TRACE: &str = "exemplar_trace_id";
+    pub const EXEMPLAR_SPAN: &str = "exemplar_span_id";
+    pub const EXEMPLAR_TIME: &str = "exemplar_time_unix_nano";
+    pub const EXEMPLAR_VALUE: &str = "exemplar_value";
+
     /// The text of `by()` label `i` (null for Tempo's nil), for SQL's columns.
     pub fn label(i: usize) -> String {
         format!("label_{i}")
@@ -126,12 +133,15 @@ pub struct MetricsShape {
 
 /// Plans each pipeline of the metrics query `query` over `spans` for `range`, in the order
 /// [`pipelines`] lists them: columns [`out`], one row per series and bucket that holds a span.
-/// Second stages and arithmetic between pipelines apply to their series afterwards.
+/// Second stages and arithmetic between pipelines apply to their series afterwards. With
+/// `exemplars`, each row also names one span of its series and bucket ([`out::EXEMPLAR_TRACE`]
+/// and the columns after it).
 pub fn plan_metrics(
     query: &Query,
     spans: LogicalPlan,
     options: &PlanOptions,
     range: &StepRange,
+    exemplars: bool,
 ) -> Result<Vec<(LogicalPlan, MetricsShape)>> {
     super::check_cost(&query.root)?;
     let Root::Metrics(m) = &query.root else {
@@ -140,7 +150,7 @@ pub fn plan_metrics(
     let mut plans = Vec::new();
     for (spanset, f) in pipelines(m) {
         let mut p = Planner::new(spans.clone(), options);
-        let plan = p.metrics(spanset, f, range)?;
+        let plan = p.metrics(spanset, f, range, exemplars)?;
         plans.push((super::checked_size(plan)?, shape_of(f)));
     }
     Ok(plans)
@@ -179,11 +189,17 @@ fn shape_of(f: &MetricsFn) -> MetricsShape {
 }
 
 impl Planner<'_> {
-    fn metrics(&mut self, spanset: &SpansetExpr, f: &MetricsFn, range: &StepRange) -> Result<LogicalPlan> {
+    fn metrics(
+        &mut self,
+        spanset: &SpansetExpr,
+        f: &MetricsFn,
+        range: &StepRange,
+        exemplars: bool,
+    ) -> Result<LogicalPlan> {
         let (arg, quantiles) = arguments(f)?;
         let mut exprs = f.by.clone();
         exprs.extend(arg.clone());
-        let (rel, vals) = self.matched_values(spanset, &exprs)?;
+        let (rel, vals) = self.matched_values(spanset, &exprs, exemplars)?;
         // Group on the typed by() values; their labels are written once per series and bucket.
         let mut group = Vec::new();
         let by: Vec<Val> = (vals.iter().take(f.by.len()).enumerate())
@@ -204,20 +220,28 @@ impl Planner<'_> {
             group.push(bound.alias(LOG2_BOUND));
         }
         let value = value.map(|(a, v)| over_time_value(a, v.clone()));
-        let aggregate = aggregate_of(f.func, value, range.step_ns as f64 / 1e9);
+        let mut aggregates = vec![aggregate_of(f.func, value.clone(), range.step_ns as f64 / 1e9).alias(out::VALUE)];
+        if exemplars {
+            let value = value.filter(|_| !matches!(f.func, MetricsFunc::HistogramOverTime));
+            aggregates.extend(exemplar_of(col(EX_TRACE), col(EX_SPAN), col(START), value, col(START)));
+        }
         let mut plan = LogicalPlanBuilder::from(rel)
             .filter(kept)?
-            .aggregate(group, vec![aggregate.alias(out::VALUE)])?;
+            .aggregate(group, aggregates)?;
         let mut extra = None;
         match f.func {
             MetricsFunc::HistogramOverTime => extra = Some(("__bucket", col(LOG2_BOUND))),
             MetricsFunc::QuantileOverTime => {
-                plan = quantiles_of(plan, &names, &quantiles)?;
+                plan = quantiles_of(plan, &names, &quantiles, exemplars)?;
                 extra = Some(("p", col(QUANTILE)));
             }
             _ => {}
         }
-        Ok(plan.project(series_columns(f, &by, extra))?.build()?)
+        let mut columns = series_columns(f, &by, extra);
+        if exemplars {
+            columns.extend(EXEMPLAR_COLUMNS.map(col));
+        }
+        Ok(plan.project(columns)?.build()?)
     }
 }
 
@@ -282,38 +306,58 @@ fn series_columns(f: &MetricsFn, by: &[Val], extra: Option<(&str, Expr)>) -> Vec
 
 /// Per series and bucket, each of `quantiles` (column [`QUANTILE`]) of the histogram that
 /// `counts` holds (one row per series, bucket and [`LOG2_BOUND`], its count in `value`).
-fn quantiles_of(counts: LogicalPlanBuilder, group: &[String], quantiles: &[f64]) -> Result<LogicalPlanBuilder> {
+fn quantiles_of(
+    counts: LogicalPlanBuilder,
+    group: &[String],
+    quantiles: &[f64],
+    exemplars: bool,
+) -> Result<LogicalPlanBuilder> {
     use datafusion::functions_aggregate::expr_fn::array_agg;
     let keys: Vec<Expr> = (group.iter().map(|g| col(g.as_str())))
         .chain([col(out::BUCKET)])
         .collect();
-    let histograms = counts.aggregate(
-        keys,
-        vec![
-            array_agg(col(LOG2_BOUND)).alias("__bounds"),
-            array_agg(cast(col(out::VALUE), DataType::Int64)).alias("__counts"),
-        ],
-    )?;
+    let mut aggregates = vec![
+        array_agg(col(LOG2_BOUND)).alias("__bounds"),
+        array_agg(cast(col(out::VALUE), DataType::Int64)).alias("__counts"),
+    ];
+    if exemplars {
+        let [trace, span, time, value] = EXEMPLAR_COLUMNS.map(col);
+        aggregates.extend(exemplar_of(trace, span, time.clone(), Some(value), time));
+    }
+    let histograms = counts.aggregate(keys, aggregates)?;
     let ps = LogicalPlanBuilder::values(quantiles.iter().map(|q| vec![lit(*q)]).collect())?
         .project(vec![col("column1").alias(QUANTILE)])?
         .build()?;
     let value = crate::log2::quantile_expr(col("__bounds"), col("__counts"), col(QUANTILE));
     let mut columns: Vec<Expr> = group.iter().map(|g| col(g.as_str())).collect();
     columns.extend([col(out::BUCKET), col(QUANTILE), value.alias(out::VALUE)]);
+    if exemplars {
+        columns.extend(EXEMPLAR_COLUMNS.map(col));
+    }
     Ok(LogicalPlanBuilder::from(histograms.build()?)
         .cross_join(ps)?
         .project(columns)?)
 }
 impl Planner<'_> {
-    /// The spans `spanset` matches, each once, with the values of `exprs` (`__v0`, ...) and
-    /// the start time. A lone filter reads them straight from its filtered scan; any other
-    /// spanset's keys join the spans back.
-    fn matched_values(&mut self, spanset: &SpansetExpr, exprs: &[FieldExpr]) -> Result<(LogicalPlan, Vec<Val>)> {
+    /// The spans `spanset` matches, each once, with the values of `exprs` (`__v0`, ...), the
+    /// start time and, with `ids`, the trace and span ids ([`EX_TRACE`], [`EX_SPAN`]). A lone
+    /// filter reads them straight from its filtered scan; any other spanset's keys join the
+    /// spans back.
+    fn matched_values(
+        &mut self,
+        spanset: &SpansetExpr,
+        exprs: &[FieldExpr],
+        ids: bool,
+    ) -> Result<(LogicalPlan, Vec<Val>)> {
         if let SpansetExpr::Filter(e) = spanset {
             let needs = exprs.iter().fold(Needs::of(e), |n, x| n.union(Needs::of(x)));
             if !needs.events && !needs.links {
                 let cond = self.lower_bool(e, false)?;
                 let mut projection = vec![super::q("s", START).alias(START)];
+                if ids {
+                    projection.push(super::q("s", super::TRACE_ID).alias(EX_TRACE));
+                    projection.push(super::q("s", super::SPAN_ID).alias(EX_SPAN));
+                }
                 let vals = self.value_columns(exprs, true, &mut projection)?;
                 let rel = self.base(needs)?.filter(cond)?.project(projection)?.build()?;
                 return Ok((rel, vals));
@@ -334,6 +378,31 @@ impl Planner<'_> {
 
 /// The spans' start time column, carried next to the values.
 const START: &str = "start_time_unix_nano";
+/// The trace and span ids of the spans [`Planner::matched_values`] gives (the key columns of
+/// its join).
+const EX_TRACE: &str = "__kt";
+const EX_SPAN: &str = "__ks";
+const EXEMPLAR_COLUMNS: [&str; 4] = [
+    out::EXEMPLAR_TRACE,
+    out::EXEMPLAR_SPAN,
+    out::EXEMPLAR_TIME,
+    out::EXEMPLAR_VALUE,
+];
+
+/// The aggregates that pick a group's exemplar: the row with the least `order` (its trace,
+/// span, time and value), as [`EXEMPLAR_COLUMNS`].
+fn exemplar_of(trace: Expr, span: Expr, time: Expr, value: Option<Expr>, order: Expr) -> Vec<Expr> {
+    use datafusion::functions_aggregate::expr_fn::{first_value, min};
+    let first = |x: Expr| first_value(x, vec![order.clone().sort(true, false)]);
+    let value = value.map_or_else(|| lit(ScalarValue::Float64(None)), first);
+    vec![
+        first(trace).alias(out::EXEMPLAR_TRACE),
+        first(span).alias(out::EXEMPLAR_SPAN),
+        min(time).alias(out::EXEMPLAR_TIME),
+        value.alias(out::EXEMPLAR_VALUE),
+    ]
+}
+
 /// A span's power-of-two bucket in a histogram (its upper bound).
 const LOG2_BOUND: &str = "__log2_bound";
 /// The quantile a row of `quantile_over_time` holds.

@@ -12,6 +12,9 @@ pub fn spans() -> LogicalPlan {
         Field::new("int", DataType::Int64, true),
         Field::new("double", DataType::Float64, true),
         Field::new("bool", DataType::Boolean, true),
+        Field::new("bytes", DataType::Binary, true),
+        Field::new("array", DataType::Utf8, true),
+        Field::new("kvlist", DataType::Utf8, true),
     ]));
     let map = DataType::Map(
         Arc::new(Field::new(
