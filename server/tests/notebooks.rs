@@ -91,12 +91,22 @@ async fn notebooks_run_against_tracegen_data() {
 
     let latency = &results["latency.ipynb"];
     assert_eq!(
-        latency["images"], 4,
-        "percentiles over time, endpoints, waterfall, heatmap: {latency}"
+        latency["images"], 5,
+        "percentiles over time, TraceQL metrics p99, endpoints, waterfall, heatmap: {latency}"
     );
     assert_eq!(latency["findings"]["spans"], total.to_string());
     let slowest = latency["findings"]["slowest_trace"].as_str().unwrap();
     let pg = server.pg("shop").await;
+    // The TraceQL metrics cell has a p99 series for every service with server spans.
+    let servers: i64 = pg
+        .query_one(
+            "SELECT count(DISTINCT service_name) FROM spans WHERE kind = 'server'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(latency["findings"]["metrics_series"], servers.to_string(), "{latency}");
     let slowest_root: i64 = pg
         .query_one("SELECT max(duration_ns) FROM spans WHERE parent_span_id IS NULL", &[])
         .await

@@ -26,6 +26,7 @@ use datafusion_postgres::datafusion_pg_catalog::setup_pg_catalog;
 use futures::{FutureExt, StreamExt};
 use object_store::ObjectStore;
 use tokio_util::sync::CancellationToken;
+use tracehouse_traceql::plan::metrics::Exemplars;
 use tracehouse_warehouse::Warehouse;
 use tracehouse_warehouse::provider::SpansTable;
 use tracehouse_warehouse::storage::validate_tenant;
@@ -302,11 +303,28 @@ impl QueryEngine {
         let max_series = request.limits.max_series;
         let exemplars = crate::metrics::exemplars_of(&query, request);
         let spans = crate::metrics::spans_in(spans, &range)?;
+        let times = match exemplars {
+            0 => Exemplars::None,
+            _ => Exemplars::Times,
+        };
         let mut leaves = Vec::new();
-        for (plan, shape) in crate::metrics::plans(&query, spans, &range, exemplars > 0)? {
-            let stream = self.execute(&ctx.state(), plan, limits).await?;
-            let rows = datafusion::physical_plan::common::collect(stream).await?;
-            leaves.push(crate::metrics::series_of(&rows, &shape, &range, max_series, exemplars)?);
+        let planned = crate::metrics::plans(&query, spans.clone(), &range, times)?;
+        for (i, (plan, shape)) in planned.into_iter().enumerate() {
+            let rows = self.collect_plan(&ctx, plan, limits).await?;
+            let found = match exemplars {
+                0 => Default::default(),
+                n => {
+                    let at = crate::metrics::exemplar_times(&rows, n)?;
+                    let pipeline = Pipeline {
+                        query: &query,
+                        spans: &spans,
+                        range: &range,
+                        index: i,
+                    };
+                    self.exemplar_spans(&ctx, &pipeline, &at, limits).await?
+                }
+            };
+            leaves.push(crate::metrics::series_of(&rows, &shape, &range, max_series, &found)?);
         }
         let tracehouse_traceql::ast::Root::Metrics(root) = &query.root else {
             return Err(crate::Error::Internal("a metrics query without its expression".into()));
@@ -320,6 +338,45 @@ impl QueryEngine {
         }
     }
 
+    async fn collect_plan(
+        &self,
+        ctx: &SessionContext,
+        plan: datafusion::logical_expr::LogicalPlan,
+        limits: &QueryLimits,
+    ) -> Result<Vec<datafusion::arrow::array::RecordBatch>> {
+        let stream = self.execute(&ctx.state(), plan, limits).await?;
+        Ok(datafusion::physical_plan::common::collect(stream).await?)
+    }
+
+    /// The exemplar spans of a metrics pipeline: its rows again, over only the spans that
+    /// start `at` the exemplar times its first run found (a few rows, their ids read).
+    async fn exemplar_spans(
+        &self,
+        ctx: &SessionContext,
+        pipeline: &Pipeline<'_>,
+        at: &[i64],
+        limits: &QueryLimits,
+    ) -> Result<crate::metrics::ExemplarSpans> {
+        use datafusion::logical_expr::{LogicalPlanBuilder, col, lit};
+        if at.is_empty() {
+            return Ok(Default::default());
+        }
+        let times = at.iter().map(|t| lit(*t)).collect();
+        let narrowed = LogicalPlanBuilder::from(pipeline.spans.clone())
+            .filter(col("start_time_unix_nano").in_list(times, false))?
+            .build()?;
+        let mut plans = crate::metrics::plans(pipeline.query, narrowed, pipeline.range, Exemplars::Spans)?;
+        if pipeline.index >= plans.len() {
+            return Err(crate::Error::Internal(
+                "an exemplar plan for a pipeline that is not there".into(),
+            ));
+        }
+        let rows = self
+            .collect_plan(ctx, plans.swap_remove(pipeline.index).0, limits)
+            .await?;
+        crate::metrics::exemplar_spans(&rows)
+    }
+
     /// The spans of one trace of `tenant`, found through the warehouse's trace-id index;
     /// `range_ns` (unix ns, inclusive) narrows the files opened.
     pub async fn trace_by_id(
@@ -331,6 +388,15 @@ impl QueryEngine {
         validate_tenant(tenant)?;
         unpanicked(async { Ok(self.warehouse.trace_by_id(tenant, trace, range_ns).await?) }).await
     }
+}
+
+/// One pipeline of a metrics query, over the spans of its range.
+struct Pipeline<'a> {
+    query: &'a tracehouse_traceql::ast::Query,
+    spans: &'a datafusion::logical_expr::LogicalPlan,
+    range: &'a tracehouse_traceql::StepRange,
+    /// Its place among the query's pipelines.
+    index: usize,
 }
 
 /// Lets an evicted session be freed: its `pg_catalog` schema holds the session's catalog list,

@@ -9,7 +9,7 @@ use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
 use datafusion::logical_expr::{LogicalPlanBuilder, col, lit};
 use tracehouse_traceql::ast::{MetricsExpr, Root};
 use tracehouse_traceql::label::{entries, go_duration};
-use tracehouse_traceql::plan::metrics::out;
+use tracehouse_traceql::plan::metrics::{Exemplars, out};
 use tracehouse_traceql::{MetricsShape, StepRange, compile, plan_metrics};
 
 use crate::guard::Refusal;
@@ -154,7 +154,7 @@ pub fn plans(
     query: &tracehouse_traceql::ast::Query,
     spans: datafusion::logical_expr::LogicalPlan,
     range: &StepRange,
-    exemplars: bool,
+    exemplars: Exemplars,
 ) -> Result<Vec<(datafusion::logical_expr::LogicalPlan, MetricsShape)>> {
     Ok(plan_metrics(query, spans, &crate::traceql::plan_options(), range, exemplars).map_err(to_df)?)
 }
@@ -174,7 +174,7 @@ pub fn lone_plan(
         )
         .into());
     }
-    let mut plans = plans(query, spans, range, false)?;
+    let mut plans = plans(query, spans, range, Exemplars::None)?;
     plans
         .pop()
         .ok_or_else(|| Error::Internal("a metrics pipeline without a plan".into()))
@@ -200,38 +200,22 @@ pub fn as_rows(
 
 /// The series of a metrics plan's `rows`, as Tempo shapes them: a series without `by()` is
 /// named `__name__` = the function; counts and rates are 0 in buckets without spans; other
-/// functions have no sample there. Up to `exemplars` exemplars per series, spread over the
-/// range, where the plan picked them.
+/// functions have no sample there. `exemplars` (by series label text and bucket) are the
+/// spans [`exemplar_times`] chose, found by an [`Exemplars::Spans`] plan.
 pub fn series_of(
     rows: &[RecordBatch],
     shape: &MetricsShape,
     range: &StepRange,
     max_series: usize,
-    exemplars: usize,
+    exemplars: &ExemplarSpans,
 ) -> Result<Vec<Series>> {
-    let mut by_series: BTreeMap<String, Buckets> = BTreeMap::new();
+    let mut by_series: BTreeMap<String, BTreeMap<i64, f64>> = BTreeMap::new();
     for batch in rows {
-        let (Some(series), Some(bucket), Some(value)) = (
-            batch.column_by_name(out::SERIES),
-            batch.column_by_name(out::BUCKET),
-            batch.column_by_name(out::VALUE),
-        ) else {
-            return Err(Error::Internal("a metrics plan without its columns".into()));
-        };
-        let series = datafusion::arrow::compute::cast(series, &DataType::Utf8).map_err(DataFusionError::from)?;
-        let (series, bucket, value) = (
-            series.as_string::<i32>(),
-            bucket.as_primitive::<Int64Type>(),
-            value.as_primitive::<Float64Type>(),
-        );
-        let picked = ExemplarColumns::of(batch)?;
+        let (series, bucket, value) = row_columns(batch)?;
         for row in 0..batch.num_rows() {
-            let buckets = by_series.entry(series.value(row).to_string()).or_default();
+            let samples = by_series.entry(series.value(row).to_string()).or_default();
             if value.is_valid(row) {
-                buckets.values.insert(bucket.value(row), value.value(row));
-            }
-            if let Some(e) = picked.as_ref().and_then(|p| p.exemplar(row)) {
-                buckets.exemplars.insert(bucket.value(row), e);
+                samples.insert(bucket.value(row), value.value(row));
             }
             if by_series.len() > max_series {
                 return Err(Refusal::TooComplex(format!(
@@ -245,37 +229,107 @@ pub fn series_of(
         .into_iter()
         .map(|(text, buckets)| Series {
             labels: labels_of(&text, shape),
-            samples: samples_of(&buckets.values, shape, range),
-            exemplars: spread_exemplars(&buckets, exemplars),
+            samples: samples_of(&buckets, shape, range),
+            exemplars: exemplars_for(&text, &buckets, exemplars),
         })
         .filter(|s| !s.samples.is_empty())
         .collect())
 }
 
-/// One series' values and exemplars by bucket.
-#[derive(Default)]
-struct Buckets {
-    values: BTreeMap<i64, f64>,
-    exemplars: BTreeMap<i64, Exemplar>,
+/// A plan's series label text, bucket and value columns.
+fn row_columns(
+    batch: &RecordBatch,
+) -> Result<(
+    datafusion::arrow::array::StringArray,
+    &datafusion::arrow::array::Int64Array,
+    &datafusion::arrow::array::Float64Array,
+)> {
+    let (Some(series), Some(bucket), Some(value)) = (
+        batch.column_by_name(out::SERIES),
+        batch.column_by_name(out::BUCKET),
+        batch.column_by_name(out::VALUE),
+    ) else {
+        return Err(Error::Internal("a metrics plan without its columns".into()));
+    };
+    let series = datafusion::arrow::compute::cast(series, &DataType::Utf8).map_err(DataFusionError::from)?;
+    Ok((
+        series.as_string::<i32>().clone(),
+        bucket.as_primitive::<Int64Type>(),
+        value.as_primitive::<Float64Type>(),
+    ))
 }
 
-/// A series' exemplars, at most `limit`, evenly spread over its buckets; an exemplar without a
-/// value of its own (counts, rates) takes its bucket's.
-fn spread_exemplars(buckets: &Buckets, limit: usize) -> Vec<Exemplar> {
-    let all: Vec<Exemplar> = (buckets.exemplars.iter())
-        .map(|(b, e)| match e.value.is_nan() {
-            true => Exemplar {
-                value: buckets.values.get(b).copied().unwrap_or(f64::NAN),
-                ..e.clone()
-            },
-            false => e.clone(),
-        })
-        .filter(|e| !e.value.is_nan())
+/// Exemplars by series label text and bucket.
+pub type ExemplarSpans = std::collections::HashMap<(String, i64), Exemplar>;
+
+/// Most exemplar spans one pipeline looks up, shared by its series.
+pub const MAX_EXEMPLAR_LOOKUPS: usize = 10_000;
+
+/// The start times of the exemplars to look up in an [`Exemplars::Times`] plan's `rows`: per
+/// series at most `limit` (and together at most [`MAX_EXEMPLAR_LOOKUPS`]), evenly spread over
+/// its buckets.
+pub fn exemplar_times(rows: &[RecordBatch], limit: usize) -> Result<Vec<i64>> {
+    let mut by_series: BTreeMap<String, BTreeMap<i64, i64>> = BTreeMap::new();
+    for batch in rows {
+        let (series, bucket, _) = row_columns(batch)?;
+        let Some(time) = batch.column_by_name(out::EXEMPLAR_TIME) else {
+            return Ok(Vec::new());
+        };
+        let time = time.as_primitive::<Int64Type>();
+        for row in (0..batch.num_rows()).filter(|r| time.is_valid(*r)) {
+            let times = by_series.entry(series.value(row).to_string()).or_default();
+            times.insert(bucket.value(row), time.value(row));
+        }
+    }
+    let limit = limit.min(MAX_EXEMPLAR_LOOKUPS / by_series.len().max(1));
+    let mut out: Vec<i64> = (by_series.values())
+        .flat_map(|t| spread(t.values().copied(), limit))
         .collect();
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+/// At most `limit` of `items`, evenly spread.
+fn spread<T: Clone>(items: impl Iterator<Item = T>, limit: usize) -> Vec<T> {
+    let all: Vec<T> = items.collect();
     if all.len() <= limit {
         return all;
     }
     (0..limit).map(|i| all[i * all.len() / limit].clone()).collect()
+}
+
+/// The spans an [`Exemplars::Spans`] plan's `rows` name, by series label text and bucket.
+pub fn exemplar_spans(rows: &[RecordBatch]) -> Result<ExemplarSpans> {
+    let mut out = ExemplarSpans::new();
+    for batch in rows {
+        let (series, bucket, _) = row_columns(batch)?;
+        let Some(picked) = ExemplarColumns::of(batch)? else {
+            continue;
+        };
+        for row in 0..batch.num_rows() {
+            if let Some(e) = picked.exemplar(row) {
+                out.insert((series.value(row).to_string(), bucket.value(row)), e);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A series' exemplars, oldest first; one without a value of its own (counts, rates) takes
+/// its bucket's.
+fn exemplars_for(text: &str, buckets: &BTreeMap<i64, f64>, exemplars: &ExemplarSpans) -> Vec<Exemplar> {
+    if exemplars.is_empty() {
+        return Vec::new();
+    }
+    (buckets.iter())
+        .filter_map(|(b, v)| {
+            let e = exemplars.get(&(text.to_string(), *b))?;
+            let value = if e.value.is_nan() { *v } else { e.value };
+            Some(Exemplar { value, ..e.clone() })
+        })
+        .filter(|e| !e.value.is_nan())
+        .collect()
 }
 
 /// The exemplar columns of a plan's rows, where it has them.

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use tracehouse_traceql::ast::{Query, Root};
+use tracehouse_traceql::plan::metrics::Exemplars;
 use tracehouse_traceql::{PlanOptions, StepRange, parse, plan_metrics, validate};
 
 #[path = "../../tests/common/mod.rs"]
@@ -26,9 +27,15 @@ fn planned(query: &Query) -> Result<(), String> {
     }
     let hour_ns = 3_600 * 1_000_000_000;
     let range = StepRange::aligned(hour_ns, 2 * hour_ns, 60 * 1_000_000_000).map_err(|e| e.to_string())?;
-    plan_metrics(query, common::spans(), &PlanOptions::default(), &range, true)
-        .map(|_| ())
-        .map_err(|e| format!("plan: {e}"))
+    plan_metrics(
+        query,
+        common::spans(),
+        &PlanOptions::default(),
+        &range,
+        Exemplars::Spans,
+    )
+    .map(|_| ())
+    .map_err(|e| format!("plan: {e}"))
 }
 
 fn main() -> ExitCode {

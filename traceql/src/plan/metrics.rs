@@ -9,6 +9,7 @@
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
 use datafusion::functions::core::expr_fn::{coalesce, get_field};
+use datafusion::functions_aggregate::expr_fn::min;
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, cast, col, lit};
 
 use super::{Needs, Planner, Type, Val, labelled, numeric, plan_err, tempo_text};
@@ -36,6 +37,17 @@ pub mod out {
     pub fn label(i: usize) -> String {
         format!("label_{i}")
     }
+}
+
+/// What a metrics plan says of its exemplars.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exemplars {
+    None,
+    /// The start time of each row's earliest span ([`out::EXEMPLAR_TIME`]): cheap, no ids read.
+    Times,
+    /// Each row's earliest span: [`out::EXEMPLAR_TRACE`] and the columns after it. Run over the
+    /// spans that start at the times a [`Exemplars::Times`] plan found, it names those spans.
+    Spans,
 }
 
 /// Longest range a metrics query may span, in steps (Tempo answers at most this many points
@@ -133,15 +145,14 @@ pub struct MetricsShape {
 
 /// Plans each pipeline of the metrics query `query` over `spans` for `range`, in the order
 /// [`pipelines`] lists them: columns [`out`], one row per series and bucket that holds a span.
-/// Second stages and arithmetic between pipelines apply to their series afterwards. With
-/// `exemplars`, each row also names one span of its series and bucket ([`out::EXEMPLAR_TRACE`]
-/// and the columns after it).
+/// Second stages and arithmetic between pipelines apply to their series afterwards.
+/// `exemplars` adds the columns of each row's earliest span ([`Exemplars`]).
 pub fn plan_metrics(
     query: &Query,
     spans: LogicalPlan,
     options: &PlanOptions,
     range: &StepRange,
-    exemplars: bool,
+    exemplars: Exemplars,
 ) -> Result<Vec<(LogicalPlan, MetricsShape)>> {
     super::check_cost(&query.root)?;
     let Root::Metrics(m) = &query.root else {
@@ -194,12 +205,12 @@ impl Planner<'_> {
         spanset: &SpansetExpr,
         f: &MetricsFn,
         range: &StepRange,
-        exemplars: bool,
+        exemplars: Exemplars,
     ) -> Result<LogicalPlan> {
         let (arg, quantiles) = arguments(f)?;
         let mut exprs = f.by.clone();
         exprs.extend(arg.clone());
-        let (rel, vals) = self.matched_values(spanset, &exprs, exemplars)?;
+        let (rel, vals) = self.matched_values(spanset, &exprs, exemplars == Exemplars::Spans)?;
         // Group on the typed by() values; their labels are written once per series and bucket.
         let mut group = Vec::new();
         let by: Vec<Val> = (vals.iter().take(f.by.len()).enumerate())
@@ -221,9 +232,13 @@ impl Planner<'_> {
         }
         let value = value.map(|(a, v)| over_time_value(a, v.clone()));
         let mut aggregates = vec![aggregate_of(f.func, value.clone(), range.step_ns as f64 / 1e9).alias(out::VALUE)];
-        if exemplars {
-            let value = value.filter(|_| !matches!(f.func, MetricsFunc::HistogramOverTime));
-            aggregates.extend(exemplar_of(col(EX_TRACE), col(EX_SPAN), col(START), value, col(START)));
+        match exemplars {
+            Exemplars::None => {}
+            Exemplars::Times => aggregates.push(min(col(START)).alias(out::EXEMPLAR_TIME)),
+            Exemplars::Spans => {
+                let value = value.filter(|_| !matches!(f.func, MetricsFunc::HistogramOverTime));
+                aggregates.extend(exemplar_of(col(EX_TRACE), col(EX_SPAN), col(START), value, col(START)));
+            }
         }
         let mut plan = LogicalPlanBuilder::from(rel)
             .filter(kept)?
@@ -238,9 +253,7 @@ impl Planner<'_> {
             _ => {}
         }
         let mut columns = series_columns(f, &by, extra);
-        if exemplars {
-            columns.extend(EXEMPLAR_COLUMNS.map(col));
-        }
+        columns.extend(exemplar_columns(exemplars).into_iter().map(col));
         Ok(plan.project(columns)?.build()?)
     }
 }
@@ -310,7 +323,7 @@ fn quantiles_of(
     counts: LogicalPlanBuilder,
     group: &[String],
     quantiles: &[f64],
-    exemplars: bool,
+    exemplars: Exemplars,
 ) -> Result<LogicalPlanBuilder> {
     use datafusion::functions_aggregate::expr_fn::array_agg;
     let keys: Vec<Expr> = (group.iter().map(|g| col(g.as_str())))
@@ -320,9 +333,13 @@ fn quantiles_of(
         array_agg(col(LOG2_BOUND)).alias("__bounds"),
         array_agg(cast(col(out::VALUE), DataType::Int64)).alias("__counts"),
     ];
-    if exemplars {
-        let [trace, span, time, value] = EXEMPLAR_COLUMNS.map(col);
-        aggregates.extend(exemplar_of(trace, span, time.clone(), Some(value), time));
+    match exemplars {
+        Exemplars::None => {}
+        Exemplars::Times => aggregates.push(min(col(out::EXEMPLAR_TIME)).alias(out::EXEMPLAR_TIME)),
+        Exemplars::Spans => {
+            let [trace, span, time, value] = EXEMPLAR_COLUMNS.map(col);
+            aggregates.extend(exemplar_of(trace, span, time.clone(), Some(value), time));
+        }
     }
     let histograms = counts.aggregate(keys, aggregates)?;
     let ps = LogicalPlanBuilder::values(quantiles.iter().map(|q| vec![lit(*q)]).collect())?
@@ -331,9 +348,7 @@ fn quantiles_of(
     let value = crate::log2::quantile_expr(col("__bounds"), col("__counts"), col(QUANTILE));
     let mut columns: Vec<Expr> = group.iter().map(|g| col(g.as_str())).collect();
     columns.extend([col(out::BUCKET), col(QUANTILE), value.alias(out::VALUE)]);
-    if exemplars {
-        columns.extend(EXEMPLAR_COLUMNS.map(col));
-    }
+    columns.extend(exemplar_columns(exemplars).into_iter().map(col));
     Ok(LogicalPlanBuilder::from(histograms.build()?)
         .cross_join(ps)?
         .project(columns)?)
@@ -389,10 +404,19 @@ const EXEMPLAR_COLUMNS: [&str; 4] = [
     out::EXEMPLAR_VALUE,
 ];
 
+/// The exemplar columns a plan carries.
+fn exemplar_columns(exemplars: Exemplars) -> Vec<&'static str> {
+    match exemplars {
+        Exemplars::None => Vec::new(),
+        Exemplars::Times => vec![out::EXEMPLAR_TIME],
+        Exemplars::Spans => EXEMPLAR_COLUMNS.to_vec(),
+    }
+}
+
 /// The aggregates that pick a group's exemplar: the row with the least `order` (its trace,
 /// span, time and value), as [`EXEMPLAR_COLUMNS`].
 fn exemplar_of(trace: Expr, span: Expr, time: Expr, value: Option<Expr>, order: Expr) -> Vec<Expr> {
-    use datafusion::functions_aggregate::expr_fn::{first_value, min};
+    use datafusion::functions_aggregate::expr_fn::first_value;
     let first = |x: Expr| first_value(x, vec![order.clone().sort(true, false)]);
     let value = value.map_or_else(|| lit(ScalarValue::Float64(None)), first);
     vec![
