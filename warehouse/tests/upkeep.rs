@@ -295,9 +295,12 @@ async fn many_sidecars_merge_into_one_and_the_index_holds() {
     }
     let index_dir = common::table_dir(dir.path(), TENANT).join(INDEX_DIR);
     assert_eq!(std::fs::read_dir(&index_dir).unwrap().count(), flushes as usize);
-    // Compaction off (one file too few for an open window): only the sidecars change.
+    // Compaction off (one file too few for an open window): only the sidecars change. The
+    // window is a long one, so that it does not close while the test runs (an hour's window
+    // closed at the top of the hour and its files merged).
     let no_merge = UpkeepConfig {
         min_open_window_files: flushes as usize + 1,
+        compaction_window: Duration::from_secs(366 * 86_400),
         ..merge_everything()
     };
     let report = w.upkeep_tenant(TENANT, &no_merge, false).await.unwrap();

@@ -1,6 +1,8 @@
-//! TraceQL metrics over a tenant's spans: a query range request planned by the traceql crate
-//! (a time-bucketed aggregation, [`tracehouse_traceql::plan_metrics`]) and run by the engine,
-//! its rows shaped into Tempo's series: typed labels and samples, oldest first.
+//! TraceQL metrics over a tenant's spans: a query range (or instant) request planned by the
+//! traceql crate (one time-bucketed aggregation per pipeline,
+//! [`tracehouse_traceql::plan_metrics`]) and run by the engine, its rows shaped into Tempo's
+//! series: typed labels, samples and exemplars, oldest first. Tempo's limits and time
+//! parameters live here too; [`stages`] applies second stages and arithmetic to the series.
 
 use std::collections::BTreeMap;
 
