@@ -398,6 +398,18 @@ async fn quantiles_fall_in_the_bucket_of_the_exact_value() {
         }
     }
     let bound = |ns: i64| (ns as f64).log2().ceil().exp2() / 1e9;
+    // Each exemplar goes to one quantile series, as Tempo gives it to the closest quantile.
+    let mut seen = std::collections::BTreeSet::new();
+    for s in &got {
+        for e in &s.exemplars {
+            let service = text_label(s, "resource.service.name");
+            assert!(
+                seen.insert((service, e.trace_id.clone(), e.span_id.clone())),
+                "{e:?} twice"
+            );
+        }
+    }
+    assert!(!seen.is_empty());
     let mut checked = 0;
     for s in &got {
         let (service, p) = (text_label(s, "resource.service.name"), float_label(s, "p"));

@@ -227,15 +227,55 @@ pub fn series_of(
             }
         }
     }
-    Ok(by_series
-        .into_iter()
+    let mut series: Vec<Series> = (by_series.into_iter())
         .map(|(text, buckets)| Series {
             labels: labels_of(&text, shape),
             samples: samples_of(&buckets, shape, range),
             exemplars: exemplars_for(&text, &buckets, exemplars),
         })
         .filter(|s| !s.samples.is_empty())
-        .collect())
+        .collect();
+    if shape.func == tracehouse_traceql::ast::MetricsFunc::QuantileOverTime {
+        closest_quantile_keeps_exemplars(&mut series);
+    }
+    Ok(series)
+}
+
+/// A step's exemplar stays only on the quantile series (of the same other labels) whose value
+/// at that step is closest to the exemplar's (the first on a tie), as Tempo gives each
+/// exemplar to one quantile.
+fn closest_quantile_keeps_exemplars(series: &mut [Series]) {
+    type Key = (String, String, Option<String>);
+    let key = |s: &Series, e: &Exemplar| -> Key {
+        let others: Vec<&(String, HitValue)> = s.labels.iter().filter(|(k, _)| k != "p").collect();
+        (format!("{others:?}"), e.trace_id.clone(), e.span_id.clone())
+    };
+    // Per exemplar: the closest series so far, and how close.
+    let mut best: std::collections::HashMap<Key, (f64, usize)> = Default::default();
+    for (i, s) in series.iter().enumerate() {
+        for e in &s.exemplars {
+            let Some(v) = value_at_step(s, e.timestamp_ms) else {
+                continue;
+            };
+            let d = (v - e.value).abs();
+            let b = best.entry(key(s, e)).or_insert((d, i));
+            if d < b.0 {
+                *b = (d, i);
+            }
+        }
+    }
+    for (i, s) in series.iter_mut().enumerate() {
+        let kept: Vec<bool> = (s.exemplars.iter())
+            .map(|e| best.get(&key(s, e)).is_some_and(|(_, w)| *w == i))
+            .collect();
+        let mut flags = kept.into_iter();
+        s.exemplars.retain(|_| flags.next().unwrap_or(false));
+    }
+}
+
+/// The value of `s` at the step that holds time `ms`: the first sample stamped at or after it.
+fn value_at_step(s: &Series, ms: i64) -> Option<f64> {
+    s.samples.iter().find(|(t, _)| *t >= ms).map(|(_, v)| *v)
 }
 
 /// A plan's series label text, bucket and value columns.
