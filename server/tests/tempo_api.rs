@@ -435,10 +435,7 @@ async fn trace_by_id_and_strict_contracts() {
 
     // A range narrows the lookup; one that misses the trace finds nothing.
     let (trace, want) = flushed.iter().next().unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = now_s();
     let (status, body) = get_bytes(
         &server,
         &format!("/api/traces/{trace}?start={}&end={}", now - 3600, now + 60),
@@ -830,10 +827,7 @@ async fn metrics_query_range_over_http_and_grpc() {
             assert_eq!(get(&server, "/flush", None).await.0, 204);
         }
     }
-    let now_s = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now_s = now_s();
     let (start, end) = (now_s - 600, now_s + 600);
     let q = "%7B%20%7D%20%7C%20count_over_time()%20by%20(resource.service.name)";
     let path = format!("/api/metrics/query_range?q={q}&start={start}&end={end}&step=30s");
@@ -864,11 +858,7 @@ async fn metrics_query_range_over_http_and_grpc() {
         *totals.entry(service).or_default() += s.samples.iter().map(|x| x.value as i64).sum::<i64>();
     }
     let pg = server.pg("shop").await;
-    let rows = pg
-        .query("SELECT service_name, count(*) FROM spans GROUP BY 1", &[])
-        .await
-        .unwrap();
-    let sql: BTreeMap<String, i64> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let sql = spans_by_service(&pg).await;
     assert!(sql.len() >= 3, "{sql:?}");
     assert_eq!(totals, sql);
 
@@ -917,6 +907,22 @@ async fn metrics_query_range_over_http_and_grpc() {
     }
 }
 
+fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// SQL's span count per service (over psql's wire).
+async fn spans_by_service(pg: &tokio_postgres::Client) -> BTreeMap<String, i64> {
+    let rows = pg
+        .query("SELECT service_name, count(*) FROM spans GROUP BY 1", &[])
+        .await
+        .unwrap();
+    rows.iter().map(|r| (r.get(0), r.get(1))).collect()
+}
+
 /// A label's value in a Tempo answer.
 fn label_value(labels: &[tempopb::common::v1::KeyValue], key: &str) -> Option<tempopb::common::v1::any_value::Value> {
     labels
@@ -938,10 +944,7 @@ async fn metrics_instant_quantiles_histograms_and_limits() {
         let (req, _) = generator.request(300);
         assert_eq!(sender.send(&req, Some("shop")).await.unwrap().status, 200);
     }
-    let now_s = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now_s = now_s();
     let (start, end) = (now_s - 1_800, now_s + 1_800);
 
     // Instant: one value per series over [start, end], equal to SQL's count; gRPC the same.
@@ -957,11 +960,7 @@ async fn metrics_instant_quantiles_histograms_and_limits() {
         })
         .collect();
     let pg = server.pg("shop").await;
-    let rows = pg
-        .query("SELECT service_name, count(*) FROM spans GROUP BY 1", &[])
-        .await
-        .unwrap();
-    let sql: BTreeMap<String, i64> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let sql = spans_by_service(&pg).await;
     assert!(sql.len() >= 3, "{sql:?}");
     assert_eq!(counts, sql);
     let mut client = StreamingQuerierClient::connect(format!("http://127.0.0.1:{}", server.http_port))

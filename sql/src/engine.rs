@@ -307,24 +307,18 @@ impl QueryEngine {
             0 => Exemplars::None,
             _ => Exemplars::Times,
         };
+        let mut runs = Vec::new();
+        for (plan, shape) in crate::metrics::plans(&query, spans.clone(), &range, times)? {
+            runs.push((self.collect_plan(&ctx, plan, limits).await?, shape));
+        }
+        let mut at = Vec::new();
+        for (rows, _) in &runs {
+            at.extend(crate::metrics::exemplar_times(rows, exemplars)?);
+        }
+        let found = self.exemplar_spans(&ctx, &query, spans, &range, at, limits).await?;
         let mut leaves = Vec::new();
-        let planned = crate::metrics::plans(&query, spans.clone(), &range, times)?;
-        for (i, (plan, shape)) in planned.into_iter().enumerate() {
-            let rows = self.collect_plan(&ctx, plan, limits).await?;
-            let found = match exemplars {
-                0 => Default::default(),
-                n => {
-                    let at = crate::metrics::exemplar_times(&rows, n)?;
-                    let pipeline = Pipeline {
-                        query: &query,
-                        spans: &spans,
-                        range: &range,
-                        index: i,
-                    };
-                    self.exemplar_spans(&ctx, &pipeline, &at, limits).await?
-                }
-            };
-            leaves.push(crate::metrics::series_of(&rows, &shape, &range, max_series, &found)?);
+        for ((rows, shape), found) in runs.iter().zip(found) {
+            leaves.push(crate::metrics::series_of(rows, shape, &range, max_series, &found)?);
         }
         let tracehouse_traceql::ast::Root::Metrics(root) = &query.root else {
             return Err(crate::Error::Internal("a metrics query without its expression".into()));
@@ -348,33 +342,36 @@ impl QueryEngine {
         Ok(datafusion::physical_plan::common::collect(stream).await?)
     }
 
-    /// The exemplar spans of a metrics pipeline: its rows again, over only the spans that
-    /// start `at` the exemplar times its first run found (a few rows, their ids read).
+    /// The exemplar spans of each pipeline of `query`: its rows again, over only the spans
+    /// that start `at` the exemplar times the first runs found (a few rows, their ids read).
+    /// A group's exemplar time is its earliest span's, so among these spans it is still the
+    /// group's earliest.
     async fn exemplar_spans(
         &self,
         ctx: &SessionContext,
-        pipeline: &Pipeline<'_>,
-        at: &[i64],
+        query: &tracehouse_traceql::ast::Query,
+        spans: datafusion::logical_expr::LogicalPlan,
+        range: &tracehouse_traceql::StepRange,
+        mut at: Vec<i64>,
         limits: &QueryLimits,
-    ) -> Result<crate::metrics::ExemplarSpans> {
+    ) -> Result<Vec<crate::metrics::ExemplarSpans>> {
         use datafusion::logical_expr::{LogicalPlanBuilder, col, lit};
+        let pipelines = crate::metrics::pipeline_count(query);
         if at.is_empty() {
-            return Ok(Default::default());
+            return Ok(vec![Default::default(); pipelines]);
         }
-        let times = at.iter().map(|t| lit(*t)).collect();
-        let narrowed = LogicalPlanBuilder::from(pipeline.spans.clone())
+        at.sort_unstable();
+        at.dedup();
+        let times = at.into_iter().map(lit).collect();
+        let narrowed = LogicalPlanBuilder::from(spans)
             .filter(col("start_time_unix_nano").in_list(times, false))?
             .build()?;
-        let mut plans = crate::metrics::plans(pipeline.query, narrowed, pipeline.range, Exemplars::Spans)?;
-        if pipeline.index >= plans.len() {
-            return Err(crate::Error::Internal(
-                "an exemplar plan for a pipeline that is not there".into(),
-            ));
+        let mut found = Vec::with_capacity(pipelines);
+        for (plan, _) in crate::metrics::plans(query, narrowed, range, Exemplars::Spans)? {
+            let rows = self.collect_plan(ctx, plan, limits).await?;
+            found.push(crate::metrics::exemplar_spans(&rows)?);
         }
-        let rows = self
-            .collect_plan(ctx, plans.swap_remove(pipeline.index).0, limits)
-            .await?;
-        crate::metrics::exemplar_spans(&rows)
+        Ok(found)
     }
 
     /// The spans of one trace of `tenant`, found through the warehouse's trace-id index;
@@ -388,15 +385,6 @@ impl QueryEngine {
         validate_tenant(tenant)?;
         unpanicked(async { Ok(self.warehouse.trace_by_id(tenant, trace, range_ns).await?) }).await
     }
-}
-
-/// One pipeline of a metrics query, over the spans of its range.
-struct Pipeline<'a> {
-    query: &'a tracehouse_traceql::ast::Query,
-    spans: &'a datafusion::logical_expr::LogicalPlan,
-    range: &'a tracehouse_traceql::StepRange,
-    /// Its place among the query's pipelines.
-    index: usize,
 }
 
 /// Lets an evicted session be freed: its `pg_catalog` schema holds the session's catalog list,

@@ -42,11 +42,7 @@ pub async fn query_range(
         Ok(request) => run(&state, &tenant(&headers), &request).await,
         Err(e) => Err(e),
     };
-    match answer {
-        Ok(response) if wants_protobuf(&headers) => protobuf(&response),
-        Ok(response) => json_listing(&response, Some("series")),
-        Err(e) => e.into_response(),
-    }
+    answered(answer, &headers)
 }
 
 /// `GET /api/metrics/query`: the query over `[start, end]`, one value per series.
@@ -59,8 +55,13 @@ pub async fn query_instant(
         Ok(request) => run(&state, &tenant(&headers), &instant(request)).await,
         Err(e) => Err(e),
     };
-    match answer.map(|r| instant_response_of(&r)) {
-        Ok(response) if wants_protobuf(&headers) => protobuf(&response),
+    answered(answer.map(|r| instant_response_of(&r)), &headers)
+}
+
+/// An answer in protobuf when Accept asks for it, else protobuf JSON; an error as Tempo's.
+fn answered<T: prost::Message + serde::Serialize>(answer: Result<T, ApiError>, headers: &HeaderMap) -> Response {
+    match answer {
+        Ok(response) if wants_protobuf(headers) => protobuf(&response),
         Ok(response) => json_listing(&response, Some("series")),
         Err(e) => e.into_response(),
     }
@@ -177,7 +178,7 @@ pub fn grpc_instant_request_of(r: &QueryInstantRequest, limits: MetricsLimits) -
         start_unix_nano: start,
         end_unix_nano: end,
         step_ns: 0,
-        instant: true,
+        instant: false,
         exemplars: 0,
         limits,
     }))

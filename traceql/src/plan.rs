@@ -79,6 +79,9 @@ pub mod out {
 
 const TRACE_ID: &str = "trace_id";
 const SPAN_ID: &str = "span_id";
+/// The trace and span ids of the keys [`Planner::with_values_and`] joins to their values.
+const KEY_TRACE: &str = "__kt";
+const KEY_SPAN: &str = "__ks";
 const GRP: &str = "spanset";
 
 /// Plans `query` over `spans`: one row per matching span with all of the table's columns
@@ -856,8 +859,8 @@ impl<'a> Planner<'a> {
                 let grp = labelled(col("__kg"), &format!("by({})", tempo_text(e)), shown);
                 Ok(LogicalPlanBuilder::from(rel)
                     .project(vec![
-                        col("__kt").alias(TRACE_ID),
-                        col("__ks").alias(SPAN_ID),
+                        col(KEY_TRACE).alias(TRACE_ID),
+                        col(KEY_SPAN).alias(SPAN_ID),
                         grp.alias(GRP),
                     ])?
                     .build()?)
@@ -900,8 +903,8 @@ impl<'a> Planner<'a> {
         // (sql/src/engine.rs); the distinct names keep these plans valid under the default
         // optimizer too.
         let mut projection = vec![
-            q(&k, TRACE_ID).alias("__kt"),
-            q(&k, SPAN_ID).alias("__ks"),
+            q(&k, TRACE_ID).alias(KEY_TRACE),
+            q(&k, SPAN_ID).alias(KEY_SPAN),
             q(&k, GRP).alias("__kg"),
         ];
         let vals = self.value_columns(exprs, as_text, &mut projection)?;
@@ -962,7 +965,7 @@ impl<'a> Planner<'a> {
         let (rel, vals) = self.with_values(input, &args, false)?;
         // Window aggregates per (trace, spanset) keep the rows, so the input is used once and
         // a pipeline of scalar filters plans linearly.
-        let part = vec![col("__kt"), col("__kg")];
+        let part = vec![col(KEY_TRACE), col("__kg")];
         // Each distinct aggregate is one window expression (DataFusion 55's filter push-down
         // fails on a window node whose expressions repeat).
         let mut distinct: Vec<&Aggregate> = Vec::new();
@@ -998,8 +1001,8 @@ impl<'a> Planner<'a> {
             .window(agg_exprs)?
             .filter(cond)?
             .project(vec![
-                col("__kt").alias(TRACE_ID),
-                col("__ks").alias(SPAN_ID),
+                col(KEY_TRACE).alias(TRACE_ID),
+                col(KEY_SPAN).alias(SPAN_ID),
                 grp.alias(GRP),
             ])?
             .distinct()?
@@ -1028,10 +1031,10 @@ impl<'a> Planner<'a> {
             let v = vals.into_iter().next().map(numeric);
             let per_trace = LogicalPlanBuilder::from(rel)
                 .aggregate(
-                    vec![col("__kt")],
+                    vec![col(KEY_TRACE)],
                     vec![aggregate_expr(agg.func, v).alias(format!("__w{i}"))],
                 )?
-                .project(vec![col("__kt").alias(format!("__wt{i}")), col(format!("__w{i}"))])?
+                .project(vec![col(KEY_TRACE).alias(format!("__wt{i}")), col(format!("__w{i}"))])?
                 .build()?;
             joined = Some(match joined {
                 None => LogicalPlanBuilder::from(per_trace),

@@ -161,6 +161,14 @@ pub fn plans(
     Ok(plan_metrics(query, spans, &crate::traceql::plan_options(), range, exemplars).map_err(to_df)?)
 }
 
+/// How many pipelines `query` has (how many plans [`plans`] gives).
+pub fn pipeline_count(query: &tracehouse_traceql::ast::Query) -> usize {
+    match &query.root {
+        Root::Metrics(m) => tracehouse_traceql::plan::metrics::pipelines(m).len(),
+        _ => 0,
+    }
+}
+
 /// The plan of a query that is one pipeline (`{ ... } | rate() by (...)`), for SQL, whose own
 /// ORDER BY, LIMIT and WHERE do what second stages do.
 pub fn lone_plan(
@@ -304,12 +312,13 @@ fn row_columns(
 /// Exemplars by series label text and bucket.
 pub type ExemplarSpans = std::collections::HashMap<(String, i64), Exemplar>;
 
-/// Most exemplar spans one pipeline looks up, shared by its series.
+/// Most exemplar spans one pipeline looks up, shared by its series (bounds the lookup's list
+/// of times at this many per pipeline).
 pub const MAX_EXEMPLAR_LOOKUPS: usize = 10_000;
 
 /// The start times of the exemplars to look up in an [`Exemplars::Times`] plan's `rows`: per
 /// series at most `limit` (and together at most [`MAX_EXEMPLAR_LOOKUPS`]), evenly spread over
-/// its buckets.
+/// its buckets; none when `limit` is 0 or the plan has no exemplar times.
 pub fn exemplar_times(rows: &[RecordBatch], limit: usize) -> Result<Vec<i64>> {
     let mut by_series: BTreeMap<String, BTreeMap<i64, i64>> = BTreeMap::new();
     for batch in rows {
@@ -324,12 +333,9 @@ pub fn exemplar_times(rows: &[RecordBatch], limit: usize) -> Result<Vec<i64>> {
         }
     }
     let limit = limit.min(MAX_EXEMPLAR_LOOKUPS / by_series.len().max(1));
-    let mut out: Vec<i64> = (by_series.values())
+    Ok((by_series.values())
         .flat_map(|t| spread(t.values().copied(), limit))
-        .collect();
-    out.sort_unstable();
-    out.dedup();
-    Ok(out)
+        .collect())
 }
 
 /// At most `limit` of `items`, evenly spread.

@@ -394,9 +394,9 @@ impl Planner<'_> {
 /// The spans' start time column, carried next to the values.
 const START: &str = "start_time_unix_nano";
 /// The trace and span ids of the spans [`Planner::matched_values`] gives (the key columns of
-/// its join).
-const EX_TRACE: &str = "__kt";
-const EX_SPAN: &str = "__ks";
+/// its join, named so on its lone-filter path too).
+const EX_TRACE: &str = super::KEY_TRACE;
+const EX_SPAN: &str = super::KEY_SPAN;
 const EXEMPLAR_COLUMNS: [&str; 4] = [
     out::EXEMPLAR_TRACE,
     out::EXEMPLAR_SPAN,
