@@ -297,39 +297,61 @@ impl QueryEngine {
         request: &crate::metrics::MetricsRequest,
         limits: &QueryLimits,
     ) -> Result<crate::metrics::MetricsOutcome> {
+        self.metrics_query_range_with(tenant, request, limits, None).await
+    }
+
+    /// [`Self::metrics_query_range`]; with `progress`, in parts of the range, newest first
+    /// ([`crate::metrics::parts`]), `progress` called with each part's series as it completes.
+    /// The parts' rows together are the whole range's: buckets never straddle parts.
+    pub async fn metrics_query_range_with(
+        &self,
+        tenant: &str,
+        request: &crate::metrics::MetricsRequest,
+        limits: &QueryLimits,
+        mut progress: Option<crate::metrics::Progress<'_>>,
+    ) -> Result<crate::metrics::MetricsOutcome> {
+        use crate::metrics::{only_part, outcome_of, parts, spans_in_part};
         let (query, range) = crate::metrics::prepare(request)?;
         let ctx = self.context(tenant).await?;
         let spans = ctx.table("spans").await?.into_unoptimized_plan();
         let max_series = request.limits.max_series;
         let exemplars = crate::metrics::exemplars_of(&query, request);
-        let spans = crate::metrics::spans_in(spans, &range)?;
+        let sampling = crate::metrics::Sampling::of(&query);
+        let spans = sampling.sampled(crate::metrics::spans_in(spans, &range)?)?;
         let times = match exemplars {
             0 => Exemplars::None,
             _ => Exemplars::Times,
         };
-        let mut runs = Vec::new();
-        for (plan, shape) in crate::metrics::plans(&query, spans.clone(), &range, times)? {
-            runs.push((self.collect_plan(&ctx, plan, limits).await?, shape));
+        let parts = parts(&query, &range, progress.is_some());
+        let mut runs: Vec<(
+            Vec<datafusion::arrow::array::RecordBatch>,
+            tracehouse_traceql::MetricsShape,
+        )> = Vec::new();
+        for &part in &parts {
+            let part_spans = match parts.len() {
+                1 => spans.clone(),
+                _ => spans_in_part(spans.clone(), &range, part)?,
+            };
+            let mut part_runs = Vec::new();
+            for (plan, shape) in crate::metrics::plans(&query, part_spans, &range, times)? {
+                part_runs.push((self.collect_plan(&ctx, plan, limits).await?, shape));
+            }
+            if let Some(progress) = progress.as_mut() {
+                let none = vec![Default::default(); part_runs.len()];
+                let outcome = outcome_of(&query, &part_runs, &range, max_series, none, sampling.multiplier())?;
+                progress(&only_part(outcome, &range, part));
+            }
+            match runs.is_empty() {
+                true => runs = part_runs,
+                false => (runs.iter_mut().zip(part_runs)).for_each(|(all, (rows, _))| all.0.extend(rows)),
+            }
         }
         let mut at = Vec::new();
         for (rows, _) in &runs {
             at.extend(crate::metrics::exemplar_times(rows, exemplars)?);
         }
         let found = self.exemplar_spans(&ctx, &query, spans, &range, at, limits).await?;
-        let mut leaves = Vec::new();
-        for ((rows, shape), found) in runs.iter().zip(found) {
-            leaves.push(crate::metrics::series_of(rows, shape, &range, max_series, &found)?);
-        }
-        let tracehouse_traceql::ast::Root::Metrics(root) = &query.root else {
-            return Err(crate::Error::Internal("a metrics query without its expression".into()));
-        };
-        match crate::metrics::stages::combine(root, &mut leaves.into_iter(), max_series)? {
-            crate::metrics::stages::Operand::Series(series) => Ok(crate::metrics::MetricsOutcome { series }),
-            crate::metrics::stages::Operand::Number(_) => Err(datafusion::error::DataFusionError::Plan(
-                "a metrics query needs a metrics function, not only numbers".into(),
-            )
-            .into()),
-        }
+        outcome_of(&query, &runs, &range, max_series, found, sampling.multiplier())
     }
 
     async fn collect_plan(

@@ -118,9 +118,11 @@ impl TableFunctionImpl for TraceqlMetricsFunction {
             limits: crate::metrics::MetricsLimits::default(),
         };
         let (parsed, range) = crate::metrics::prepare(&request).map_err(to_plain_df)?;
+        let sampling = crate::metrics::Sampling::of(&parsed);
         let scan = crate::metrics::spans_in(spans_scan(self.spans.clone())?, &range).map_err(to_plain_df)?;
+        let scan = sampling.sampled(scan).map_err(to_plain_df)?;
         let (plan, shape) = crate::metrics::lone_plan(&parsed, scan, &range).map_err(to_plain_df)?;
-        let plan = crate::metrics::as_rows(plan, &shape, &range)?;
+        let plan = crate::metrics::as_rows(plan, &shape, &range, sampling.multiplier())?;
         Ok(Arc::new(ViewTable::new(
             plan,
             Some(format!("traceql_metrics({text:?})")),

@@ -230,10 +230,14 @@ async fn metrics_errors_are_clear() {
     assert!(e.contains("not a metrics query"), "{e}");
     let e = run(request("{ } | rate(", 60)).await.unwrap_err().to_string();
     assert!(e.contains("parse error"), "{e}");
+    // More series than the limit: Tempo's partial answer, cut to the limit.
     let mut r = request("{ } | rate() by (name)", 60);
     r.limits.max_series = 2;
-    let e = run(r).await.unwrap_err().to_string();
-    assert!(e.contains("more than 2 series"), "{e}");
+    let cut = run(r).await.unwrap();
+    assert_eq!((cut.series.len(), cut.truncated_at), (2, Some(2)));
+    let whole = run(request("{ } | rate() by (name)", 60)).await.unwrap();
+    assert!(whole.series.len() > 2 && whole.truncated_at.is_none());
+    assert!(cut.series.iter().all(|s| whole.series.contains(s)));
     // Tempo's limits and messages: the range (24h by default) and the steps in it.
     let mut r = request("{ } | rate()", 60);
     r.start_unix_nano -= 30 * 24 * 3_600 * SECOND;
@@ -597,4 +601,287 @@ async fn exemplars_are_matching_spans_of_their_series() {
     }
     let none = request("{ } | rate() with(exemplars=false)", 60);
     assert!(series(fx, TENANT, &none).await[0].exemplars.is_empty());
+}
+
+/// `compare()`'s series of one `__meta_type` and attribute, keyed `(value text, ts) -> spans`
+/// (zero samples left out, as [`sql_samples`] has none).
+fn compared(series: &[Series], meta: &str, attribute: &str) -> BTreeMap<(String, i64), f64> {
+    let side: Vec<Series> = (series.iter())
+        .filter(|s| s.labels.first() == Some(&("__meta_type".to_string(), HitValue::Str(meta.into()))))
+        .filter(|s| s.labels.get(1).is_some_and(|(k, _)| k == attribute))
+        .map(|s| Series {
+            labels: s.labels[1..].to_vec(),
+            ..s.clone()
+        })
+        .collect();
+    keyed(&side, attribute)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_counts_every_attribute_value_of_selection_and_baseline() {
+    let fx = &Fixture::load().await;
+    let r = request("{ } | compare({ status = error }, 1000)", 600);
+    let got = series(fx, TENANT, &r).await;
+    // Every series is named by its side and one attribute.
+    let metas = ["baseline", "selection", "baseline_total", "selection_total"];
+    for s in &got {
+        assert_eq!(s.labels.len(), 2, "{s:?}");
+        assert!(matches!(&s.labels[0], (k, HitValue::Str(m)) if k == "__meta_type" && metas.contains(&m.as_str())));
+        let total = matches!(&s.labels[0].1, HitValue::Str(m) if m.ends_with("_total"));
+        assert_eq!(total, s.labels[1].1 == HitValue::Nil, "{s:?}");
+        assert_eq!(s.samples.len(), 13, "zero-filled: {s:?}");
+    }
+    // Values per side equal SQL's counts, typed as stored.
+    let service = |errors: bool| {
+        let not = if errors { "" } else { "NOT" };
+        let sel = format!("CASE WHEN {not} (status_code = 'error') THEN 1 END");
+        format!("CAST(count({sel}) AS DOUBLE)")
+    };
+    for (meta, errors) in [("selection", true), ("baseline", false)] {
+        let mut want = sql_samples(fx, TENANT, &r, "service_name", &service(errors)).await;
+        want.retain(|_, v| *v > 0.0);
+        assert!(!want.is_empty());
+        assert_eq!(compared(&got, meta, "resource.service.name"), want, "{meta}");
+    }
+    let errors = sql_samples(fx, TENANT, &r, "status_code", "CAST(count(*) AS DOUBLE)").await;
+    let error_spans: BTreeMap<i64, f64> = (errors.iter())
+        .filter(|((s, _), _)| s == "error")
+        .map(|((_, ts), v)| (*ts, *v))
+        .collect();
+    let totals = |meta: &str, attribute: &str| -> BTreeMap<i64, f64> {
+        (compared(&got, meta, attribute).into_iter())
+            .map(|((_, ts), v)| (ts, v))
+            .collect()
+    };
+    assert_eq!(totals("selection_total", "name"), error_spans);
+    assert_eq!(
+        compared(&got, "selection", "status")
+            .keys()
+            .map(|k| k.0.as_str())
+            .collect::<std::collections::BTreeSet<_>>(),
+        ["error"].into()
+    );
+    assert!(compared(&got, "baseline", "status").keys().all(|k| k.0 != "error"));
+
+    // Every map attribute's totals, both sides, are the spans that have it.
+    let per_key = |map: &str| {
+        format!(
+            "SELECT k, CAST(ceil(CAST(t - {s} AS DOUBLE) / {step}) AS BIGINT) AS b, CAST(count(*) AS DOUBLE) \
+             FROM (SELECT unnest(map_keys({map})) AS k, start_time_unix_nano AS t FROM spans) \
+             WHERE t > {s} AND t <= {e} GROUP BY 1, 2",
+            s = r.start_unix_nano - r.start_unix_nano % r.step_ns - r.step_ns,
+            e = r.end_unix_nano + (r.step_ns - r.end_unix_nano % r.step_ns) % r.step_ns,
+            step = r.step_ns,
+        )
+    };
+    for (map, prefix) in [("span_attributes", "span."), ("resource_attributes", "resource.")] {
+        let mut want: BTreeMap<(String, i64), f64> = BTreeMap::new();
+        for b in fx.engine.sql(TENANT, &per_key(map)).await.unwrap() {
+            let (k, bucket, n) = (
+                b.column(0).as_string::<i32>(),
+                b.column(1).as_primitive::<Int64Type>(),
+                b.column(2).as_primitive::<Float64Type>(),
+            );
+            for i in 0..b.num_rows() {
+                let start = r.start_unix_nano - r.start_unix_nano % r.step_ns - r.step_ns;
+                let ts = (start + bucket.value(i) * r.step_ns) / 1_000_000;
+                want.insert((format!("{prefix}{}", k.value(i)), ts), n.value(i));
+            }
+        }
+        assert!(!want.is_empty());
+        let mut have: BTreeMap<(String, i64), f64> = BTreeMap::new();
+        for s in got.iter().filter(|s| s.labels[1].0.starts_with(prefix)) {
+            if matches!(&s.labels[0].1, HitValue::Str(m) if m.ends_with("_total")) {
+                for (ts, v) in s.samples.iter().filter(|(_, v)| *v > 0.0) {
+                    *have.entry((s.labels[1].0.clone(), *ts)).or_default() += v;
+                }
+            }
+        }
+        assert_eq!(have, want, "{map}");
+    }
+
+    // topN = 1: one value per side and attribute, the one with the most spans.
+    let top = series(fx, TENANT, &request("{ } | compare({ status = error }, 1)", 600)).await;
+    let mut seen = std::collections::BTreeSet::new();
+    for s in top.iter().filter(|s| s.labels[1].1 != HitValue::Nil) {
+        assert!(seen.insert(format!("{:?}{}", s.labels[0].1, s.labels[1].0)), "{s:?}");
+    }
+    let most = |meta: &str| {
+        let mut per_value: BTreeMap<String, f64> = BTreeMap::new();
+        for ((v, _), n) in compared(&got, meta, "resource.service.name") {
+            *per_value.entry(v).or_default() += n;
+        }
+        per_value.values().cloned().fold(0.0, f64::max)
+    };
+    for meta in ["baseline", "selection"] {
+        let kept: f64 = compared(&top, meta, "resource.service.name").values().sum();
+        assert_eq!(kept, most(meta), "{meta}");
+    }
+
+    // A window: only the matching spans that start in (start, end] are the selection.
+    // From the earliest error span (left out: the window's start is exclusive) to the last.
+    let bounds = &fx
+        .engine
+        .sql(
+            TENANT,
+            "SELECT min(start_time_unix_nano), max(start_time_unix_nano) FROM spans WHERE status_code = 'error'",
+        )
+        .await
+        .unwrap()[0];
+    let (ws, we) = (
+        bounds.column(0).as_primitive::<Int64Type>().value(0),
+        bounds.column(1).as_primitive::<Int64Type>().value(0),
+    );
+    let q = format!("{{ }} | compare({{ status = error }}, 10, {ws}, {we})");
+    let windowed = series(fx, TENANT, &request(&q, 600)).await;
+    let in_window: f64 = (fx.engine.sql(
+        TENANT,
+        &format!(
+            "SELECT CAST(count(*) AS DOUBLE) FROM spans WHERE status_code = 'error' \
+         AND start_time_unix_nano > {ws} AND start_time_unix_nano <= {we}"
+        ),
+    ))
+    .await
+    .unwrap()[0]
+        .column(0)
+        .as_primitive::<Float64Type>()
+        .value(0);
+    let selected: f64 = compared(&windowed, "selection_total", "name").values().sum();
+    assert_eq!(selected, in_window);
+    assert!(
+        selected < error_spans.values().sum::<f64>(),
+        "the window leaves some out"
+    );
+
+    // Tempo's checks of its arguments.
+    let limits = &QueryLimits::default();
+    for (q, e) in [
+        ("{ } | compare({ status = error }, 0)", "between 1 and 1000"),
+        (
+            "{ } | compare({ status = error }, 2, 5, 3)",
+            "end timestamp must be greater",
+        ),
+        (
+            "{ } | compare({ status = error }, 2, 0, 3)",
+            "positive integer unix nanoseconds",
+        ),
+        ("{ } | compare({ status = error }, 2, 3)", "compare() takes"),
+    ] {
+        let err = fx
+            .engine
+            .metrics_query_range(TENANT, &request(q, 600), limits)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains(e), "{q}: {err}");
+    }
+
+    // SQL: the side, attribute and value as columns.
+    let sql = format!(
+        "SELECT attribute_value, sum(value) FROM traceql_metrics('{{ }} | compare({{ status = error }})', {}, {}, '10m') \
+         WHERE __meta_type = 'selection' AND attribute = 'status' GROUP BY 1",
+        r.start_unix_nano, r.end_unix_nano
+    );
+    let b = &fx.engine.sql(TENANT, &sql).await.unwrap()[0];
+    assert_eq!(b.num_rows(), 1);
+    assert_eq!(b.column(0).as_string::<i32>().value(0), "error");
+    assert_eq!(
+        b.column(1).as_primitive::<Float64Type>().value(0),
+        error_spans.values().sum::<f64>()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_range_answered_in_parts_equals_the_whole() {
+    let fx = &Fixture::load().await;
+    let limits = &QueryLimits::default();
+    for q in [
+        "{ } | count_over_time() by (resource.service.name)",
+        "{ kind = server } | quantile_over_time(duration, .5, .99) by (resource.service.name)",
+        "{ } | histogram_over_time(duration)",
+        "{ } | avg_over_time(duration) by (name) | topk(2)",
+        "({ status = error } | rate()) / ({ } | rate())",
+    ] {
+        let mut r = request(q, 300);
+        r.exemplars = 5;
+        let whole = fx.engine.metrics_query_range(TENANT, &r, limits).await.unwrap();
+        let mut parts = Vec::new();
+        let mut progress = |o: &tracehouse_sql::metrics::MetricsOutcome| parts.push(o.clone());
+        let streamed = (fx.engine)
+            .metrics_query_range_with(TENANT, &r, limits, Some(&mut progress))
+            .await
+            .unwrap();
+        assert_eq!(streamed, whole, "{q}");
+        assert_eq!(parts.len(), 4, "{q}");
+        // Each part holds its own samples; together, every sample of the whole (but the zeros
+        // of counts in parts without spans, whose series a part does not hold).
+        let mut samples: BTreeMap<(String, i64), f64> = BTreeMap::new();
+        for s in parts.iter().flat_map(|p| &p.series) {
+            for &(ts, v) in &s.samples {
+                let prior = samples.insert((format!("{:?}", s.labels), ts), v);
+                assert!(prior.is_none(), "{q}: a sample in two parts");
+            }
+        }
+        samples.retain(|_, v| *v != 0.0);
+        let want: BTreeMap<(String, i64), f64> = (whole.series.iter())
+            .flat_map(|s| {
+                s.samples
+                    .iter()
+                    .map(move |&(ts, v)| ((format!("{:?}", s.labels), ts), v))
+            })
+            .filter(|(_, v)| *v != 0.0)
+            .collect();
+        assert!(!want.is_empty(), "{q}");
+        if !q.contains("topk") {
+            assert_eq!(samples, want, "{q}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sampling_hints_read_a_fraction_and_scale_counts() {
+    let fx = &Fixture::load().await;
+    let samples = |q: &'static str| async move {
+        let r = request(q, 600);
+        keyed(&series(fx, TENANT, &r).await, "resource.service.name")
+    };
+    let sql = |kept: &'static str, value: &'static str| async move {
+        let r = request("{ }", 600);
+        let value = format!("CAST({value} AS DOUBLE)").replace("KEPT", kept);
+        let mut want = sql_samples(fx, TENANT, &r, "service_name", &value).await;
+        want.retain(|_, v| *v != 0.0);
+        want
+    };
+    // span_sample=0.4: the spans whose id starts below 0x66666666, counts scaled by 2.5.
+    let spans_kept = "left(span_id, 8) < '66666666'";
+    let got = samples("{ } | count_over_time() by (resource.service.name) with(span_sample=0.4)").await;
+    let want = sql(spans_kept, "2.5 * count(CASE WHEN KEPT THEN 1 END)").await;
+    let all = sql("true", "count(*)").await;
+    assert!(!want.is_empty() && want != all, "some spans are left out");
+    assert_eq!(got, want);
+    // trace_sample=0.25: whole traces whose id ends below 0x40000000, scaled by 4.
+    let got = samples("{ } | count_over_time() by (resource.service.name) with(trace_sample=0.25)").await;
+    let want = sql(
+        "right(trace_id, 8) < '40000000'",
+        "4 * count(CASE WHEN KEPT THEN 1 END)",
+    )
+    .await;
+    assert!(!want.is_empty() && want != all.iter().map(|(k, v)| (k.clone(), 4.0 * v)).collect());
+    assert_eq!(got, want);
+    // Averages are not scaled: the average of the sampled spans.
+    let got = samples("{ } | avg_over_time(duration) by (resource.service.name) with(span_sample=0.4)").await;
+    let want = sql(spans_kept, "avg(CASE WHEN KEPT THEN duration_ns END) / 1e9").await;
+    assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>());
+    for (k, v) in &got {
+        assert!((v - want[k]).abs() < 1e-9, "{k:?}: {v} {}", want[k]);
+    }
+    // sample=0.xx samples traces for a structural query, spans otherwise; sample=true is exact.
+    let structural = samples("{ } >> { } | count_over_time() by (resource.service.name) with(sample=0.25)").await;
+    let by_trace = samples("{ } >> { } | count_over_time() by (resource.service.name) with(trace_sample=0.25)").await;
+    assert_eq!(structural, by_trace);
+    let plain = samples("{ } | count_over_time() by (resource.service.name) with(sample=0.4)").await;
+    assert_eq!(plain, sql(spans_kept, "2.5 * count(CASE WHEN KEPT THEN 1 END)").await);
+    assert_eq!(
+        samples("{ } | count_over_time() by (resource.service.name) with(sample=true)").await,
+        all
+    );
 }

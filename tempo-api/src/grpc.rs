@@ -93,14 +93,32 @@ impl StreamingQuerier for Querier {
     type MetricsQueryRangeStream = Messages<QueryRangeResponse>;
     type MetricsQueryInstantStream = Messages<QueryInstantResponse>;
 
-    /// One message: the whole answer (the engine runs the range as one aggregation).
+    /// As Tempo streams a range: a message per part of the range as it completes, newest
+    /// first, holding that part's samples (dropped when the client lags behind); the last one
+    /// the whole answer.
     async fn metrics_query_range(
         &self,
         request: Request<QueryRangeRequest>,
     ) -> Result<Response<Self::MetricsQueryRangeStream>, Status> {
         let tenant = tenant_of(&request);
         let metrics_request = metrics::grpc_request_of(request.get_ref(), self.state.metrics).map_err(status)?;
-        once(metrics::run(&self.state, &tenant, &metrics_request).await)
+        // Validate before streaming, so a bad query fails the call with InvalidArgument.
+        tracehouse_sql::metrics::prepare(&metrics_request).map_err(|e| status(crate::engine_error(e)))?;
+        let (tx, rx) = tokio::sync::mpsc::channel(STREAM_QUEUE_MESSAGES);
+        let state = self.state.clone();
+        tokio::spawn(async move {
+            let partial_tx = tx.clone();
+            let mut progress = |o: &tracehouse_sql::metrics::MetricsOutcome| {
+                let _ = partial_tx.try_send(Ok(metrics::response_of(o)));
+            };
+            let limits = tracehouse_sql::QueryLimits::default();
+            let result = (state.engine)
+                .metrics_query_range_with(&tenant, &metrics_request, &limits, Some(&mut progress))
+                .await;
+            let last = result.map(|o| metrics::response_of(&o));
+            let _ = tx.send(last.map_err(|e| status(crate::engine_error(e)))).await;
+        });
+        Ok(Response::new(Box::pin(tokio_stream_from(rx))))
     }
 
     /// One message: the whole answer.

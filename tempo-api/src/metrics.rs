@@ -23,8 +23,8 @@ use tracehouse_sql::metrics::{
 
 use crate::search::hit_kv;
 use crate::tempopb::{
-    Exemplar, InstantSeries, QueryInstantRequest, QueryInstantResponse, QueryRangeRequest, QueryRangeResponse, Sample,
-    SearchMetrics, TimeSeries,
+    Exemplar, InstantSeries, PartialStatus, QueryInstantRequest, QueryInstantResponse, QueryRangeRequest,
+    QueryRangeResponse, Sample, SearchMetrics, TimeSeries,
 };
 use crate::traces::{protobuf, wants_protobuf};
 use crate::{ApiError, ApiState, engine_error, json_listing, tenant};
@@ -207,6 +207,10 @@ pub fn response_of(outcome: &MetricsOutcome) -> QueryRangeResponse {
             exemplars: s.exemplars.iter().map(exemplar_of).collect(),
         })
         .collect();
+    let (status, message) = match outcome.truncated_at {
+        Some(max) => (PartialStatus::Partial, tracehouse_sql::metrics::truncated_message(max)),
+        None => (PartialStatus::Complete, String::new()),
+    };
     QueryRangeResponse {
         series,
         metrics: Some(SearchMetrics {
@@ -214,7 +218,8 @@ pub fn response_of(outcome: &MetricsOutcome) -> QueryRangeResponse {
             total_jobs: 1,
             ..Default::default()
         }),
-        ..Default::default()
+        status: status as i32,
+        message,
     }
 }
 

@@ -24,7 +24,8 @@ impl PartialEq for Query {
     }
 }
 
-/// A `with(name = value)` hint. Hints are accepted and carried; none changes results.
+/// A `with(name = value)` hint. Hints are accepted and carried; the metrics engine reads
+/// `exemplars` and the sampling hints (`sample`, `span_sample`, `trace_sample`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Hint {
     pub name: String,

@@ -45,8 +45,13 @@ impl ValueKind {
 /// `label` with `[name, value]` appended. `int` is the integer form of a
 /// [`ValueKind::Number`] value (ignored otherwise).
 pub fn append(label: Expr, name: &str, value: Expr, kind: ValueKind, int: Option<Expr>) -> Expr {
+    append_named(label, lit(name), value, kind, int)
+}
+
+/// [`append`] with a name read per row from a text expression.
+pub fn append_named(label: Expr, name: Expr, value: Expr, kind: ValueKind, int: Option<Expr>) -> Expr {
     let int = int.unwrap_or_else(|| lit(ScalarValue::Int64(None)));
-    LABEL.call(vec![label, lit(name), value, lit(kind.tag()), int])
+    LABEL.call(vec![label, name, value, lit(kind.tag()), int])
 }
 
 static LABEL: LazyLock<Arc<ScalarUDF>> = LazyLock::new(|| Arc::new(ScalarUDF::from(LabelUdf::new())));
@@ -83,7 +88,8 @@ impl ScalarUDFImpl for LabelUdf {
             ColumnarValue::Scalar(ScalarValue::Utf8(Some(s))) => Ok(s.clone()),
             _ => exec_err!("traceql_label takes a literal name and kind"),
         };
-        let (name, kind) = (scalar_text(1)?, scalar_text(3)?);
+        let kind = scalar_text(3)?;
+        let name = Name::of(&args.args[1], rows)?;
         let arrays: Vec<ArrayRef> = [0, 2, 4]
             .into_iter()
             .map(|i| args.args[i].to_array(rows))
@@ -99,9 +105,38 @@ impl ScalarUDFImpl for LabelUdf {
                 _ => value_json(arrays[1].as_ref(), row),
             };
             let prior = if labels.is_valid(row) { labels.value(row) } else { "" };
-            out.append_value(appended(prior, &name, value));
+            out.append_value(appended(prior, name.at(row), value));
         }
         Ok(ColumnarValue::Array(Arc::new(out.finish())))
+    }
+}
+
+/// A label's name: one for all rows, or one per row (`compare()`'s attribute names).
+enum Name {
+    One(String),
+    PerRow(datafusion::arrow::array::StringArray),
+}
+
+impl Name {
+    fn of(v: &ColumnarValue, rows: usize) -> Result<Self> {
+        match v {
+            ColumnarValue::Scalar(ScalarValue::Utf8(Some(s))) => Ok(Self::One(s.clone())),
+            ColumnarValue::Array(a) => {
+                match datafusion::arrow::compute::cast(a, &DataType::Utf8)?.as_string_opt::<i32>() {
+                    Some(names) => Ok(Self::PerRow(names.clone())),
+                    None => exec_err!("traceql_label takes a text name"),
+                }
+            }
+            _ => Self::of(&ColumnarValue::Array(v.to_array(rows)?), rows),
+        }
+    }
+
+    fn at(&self, row: usize) -> &str {
+        match self {
+            Self::One(s) => s,
+            Self::PerRow(names) if names.is_valid(row) => names.value(row),
+            Self::PerRow(_) => "",
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 
 pub mod array;
 pub mod ast;
+pub mod entries;
 pub mod label;
 pub mod lexer;
 pub mod log2;

@@ -331,6 +331,15 @@ const METRICS_SHAPES: &[(&str, &str, &str)] = &[
          GROUP BY 1, 2",
     ),
     (
+        "metrics: compare errors with the rest",
+        "{ } | compare({ status = error })",
+        // Span attributes only: each value's spans per side and step.
+        "SELECT s, k, v, b, count(*) FROM (SELECT status_code = 'error' AS s, \
+         (start_time_unix_nano - {S} - 1) / 60000000000 AS b, unnest(map_keys(span_attributes)) AS k, \
+         unnest(map_values(span_attributes)) AS v FROM spans \
+         WHERE start_time_unix_nano > {S} AND start_time_unix_nano <= {E}) GROUP BY 1, 2, 3, 4",
+    ),
+    (
         "metrics: duration histogram",
         "{ } | histogram_over_time(duration)",
         "SELECT power(2, ceil(log2(CAST(duration_ns AS DOUBLE)))) / 1e9 AS le, \

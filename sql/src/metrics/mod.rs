@@ -8,13 +8,12 @@ use std::collections::BTreeMap;
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
-use datafusion::logical_expr::{LogicalPlanBuilder, col, lit};
+use datafusion::logical_expr::{Expr, LogicalPlanBuilder, col, lit};
 use tracehouse_traceql::ast::{MetricsExpr, Root};
 use tracehouse_traceql::label::{entries, go_duration};
 use tracehouse_traceql::plan::metrics::{Exemplars, out};
 use tracehouse_traceql::{MetricsShape, StepRange, compile, plan_metrics};
 
-use crate::guard::Refusal;
 use crate::search::HitValue;
 use crate::traceql::to_df;
 use crate::{Error, Result};
@@ -92,6 +91,17 @@ pub struct Exemplar {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MetricsOutcome {
     pub series: Vec<Series>,
+    /// Set to the series limit when the answer held more series and was cut to it (Tempo's
+    /// partial answer: the first series are kept, their values may miss later parts).
+    pub truncated_at: Option<usize>,
+}
+
+/// Tempo's message of an answer cut at `max_series` series.
+pub fn truncated_message(max_series: usize) -> String {
+    format!(
+        "Response exceeds maximum series limit of {max_series}, a partial response is returned. \
+         Warning: the accuracy of each individual value is not guaranteed."
+    )
 }
 
 /// The exemplars per series `request` gets, as Tempo settles them.
@@ -107,6 +117,76 @@ pub fn exemplars_of(query: &tracehouse_traceql::ast::Query, request: &MetricsReq
         _ => request.exemplars as usize,
     };
     asked.min(most)
+}
+
+/// Tempo's sampling hints of a metrics query: the fraction of spans (`span_sample`) and of
+/// traces (`trace_sample`) read; `sample=0.xx` samples traces where the query needs whole
+/// traces, else spans. `sample=true` (Tempo's adaptive sampling) reads everything: the answer
+/// is exact. Fractions outside `(0, 1)` read everything, as in Tempo.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sampling {
+    pub spans: Option<f64>,
+    pub traces: Option<f64>,
+}
+
+impl Sampling {
+    /// What `query`'s hints ask for.
+    pub fn of(query: &tracehouse_traceql::ast::Query) -> Self {
+        use tracehouse_traceql::ast::Static;
+        let hint = |name: &str| {
+            let h = query.hints.iter().rev().find(|h| h.name == name)?;
+            let rate = match h.value {
+                Static::Float(f) => f,
+                Static::Int(i) => i as f64,
+                _ => return None,
+            };
+            Some(rate).filter(|r| *r > 0.0 && *r < 1.0)
+        };
+        let mut sampling = Self {
+            spans: hint("span_sample"),
+            traces: hint("trace_sample"),
+        };
+        if let (Some(rate), Root::Metrics(m)) = (hint("sample"), &query.root) {
+            match tracehouse_traceql::plan::metrics::needs_whole_traces(m) {
+                true => sampling.traces = Some(rate),
+                false => sampling.spans = Some(rate),
+            }
+        }
+        sampling
+    }
+
+    /// What counts are multiplied by: the inverse of the fraction read.
+    pub fn multiplier(&self) -> f64 {
+        1.0 / (self.spans.unwrap_or(1.0) * self.traces.unwrap_or(1.0))
+    }
+
+    /// `spans`, only the sampled ones: those whose span id starts (trace id ends: 64-bit
+    /// trace ids have 64 zero bits first) with 8 hex digits below the fraction of their range.
+    /// Ids are random, so this is a uniform sample, the same at every run.
+    pub fn sampled(
+        &self,
+        spans: datafusion::logical_expr::LogicalPlan,
+    ) -> Result<datafusion::logical_expr::LogicalPlan> {
+        use datafusion::functions::unicode::expr_fn::{left, right};
+        let below = |digits: Expr, rate: f64| digits.lt(lit(format!("{:08x}", (rate * 4_294_967_296.0) as u64)));
+        let spans_kept = self.spans.map(|r| below(left(col("span_id"), lit(8i64)), r));
+        let traces_kept = self.traces.map(|r| below(right(col("trace_id"), lit(8i64)), r));
+        let kept = spans_kept.into_iter().chain(traces_kept).reduce(|a, b| a.and(b));
+        match kept {
+            Some(kept) => Ok(LogicalPlanBuilder::from(spans).filter(kept)?.build()?),
+            None => Ok(spans),
+        }
+    }
+}
+
+/// Whether `func`'s values count spans, so that sampling scales them (Tempo scales all but
+/// min, max, avg and quantiles).
+pub fn scaled_by_sampling(func: tracehouse_traceql::ast::MetricsFunc) -> bool {
+    use tracehouse_traceql::ast::MetricsFunc as F;
+    !matches!(
+        func,
+        F::MinOverTime | F::MaxOverTime | F::AvgOverTime | F::QuantileOverTime
+    )
 }
 
 /// Compiles `request`'s query, refusing what is not a metrics query, and aligns its range.
@@ -139,6 +219,109 @@ pub fn prepare(request: &MetricsRequest) -> Result<(tracehouse_traceql::ast::Que
         false => StepRange::aligned(start, end, request.step_ns),
     };
     Ok((query, range.map_err(to_df)?))
+}
+
+/// Called with the series of each part of a range as it completes ([`parts`]), their samples
+/// only those of that part, as Tempo streams a range's completed windows.
+pub type Progress<'a> = &'a mut (dyn FnMut(&MetricsOutcome) + Send);
+
+/// Parts a streamed range is answered in, at most.
+pub const MAX_PARTS: i64 = 4;
+
+/// The parts of `range` a query runs in, newest first: whole runs of buckets as `(first
+/// bucket, end bucket)`, each holding the spans that start in
+/// `(start + first*step, start + end*step]`. One part unless `streamed`; one for an instant
+/// query and for `compare()`, whose top values are those of the whole range.
+pub fn parts(query: &tracehouse_traceql::ast::Query, range: &StepRange, streamed: bool) -> Vec<(i64, i64)> {
+    let n = range.intervals();
+    let whole = !streamed || range.instant || compares(query);
+    let count = if whole { 1 } else { n.clamp(1, MAX_PARTS) };
+    let mut out: Vec<(i64, i64)> = (0..count).map(|i| (n * i / count, n * (i + 1) / count)).collect();
+    out.reverse();
+    out
+}
+
+fn compares(query: &tracehouse_traceql::ast::Query) -> bool {
+    match &query.root {
+        Root::Metrics(m) => (tracehouse_traceql::plan::metrics::pipelines(m).iter())
+            .any(|(_, f)| f.func == tracehouse_traceql::ast::MetricsFunc::Compare),
+        _ => false,
+    }
+}
+
+/// `spans`, only those that start in the part `(first, end)` of `range` ([`parts`]).
+pub fn spans_in_part(
+    spans: datafusion::logical_expr::LogicalPlan,
+    range: &StepRange,
+    (first, end): (i64, i64),
+) -> Result<datafusion::logical_expr::LogicalPlan> {
+    let t = || col("start_time_unix_nano");
+    let (lo, hi) = (
+        range.start_ns + first * range.step_ns,
+        range.start_ns + end * range.step_ns,
+    );
+    let kept = t().gt(lit(lo)).and(t().lt_eq(lit(hi)));
+    Ok(LogicalPlanBuilder::from(spans).filter(kept)?.build()?)
+}
+
+/// `outcome` with only the samples and exemplars of the part `(first, end)` of `range`.
+pub fn only_part(mut outcome: MetricsOutcome, range: &StepRange, (first, end): (i64, i64)) -> MetricsOutcome {
+    let (from_ms, to_ms) = (range.timestamp_ms(first), range.timestamp_ms(end - 1));
+    for s in &mut outcome.series {
+        s.samples.retain(|(t, _)| (from_ms..=to_ms).contains(t));
+        s.exemplars.clear();
+    }
+    outcome.series.retain(|s| !s.samples.is_empty());
+    outcome
+}
+
+/// The answer of `query` from its pipelines' `runs` (rows and shape, in
+/// [`plan_metrics`] order) and their `exemplars`: series, second stages and arithmetic, cut
+/// to `max_series` as Tempo cuts a partial answer.
+pub fn outcome_of(
+    query: &tracehouse_traceql::ast::Query,
+    runs: &[(Vec<RecordBatch>, MetricsShape)],
+    range: &StepRange,
+    max_series: usize,
+    exemplars: Vec<ExemplarSpans>,
+    multiplier: f64,
+) -> Result<MetricsOutcome> {
+    let (mut leaves, mut truncated) = (Vec::new(), false);
+    for ((rows, shape), found) in runs.iter().zip(exemplars) {
+        let (mut series, cut) = series_of(rows, shape, range, max_series, &found)?;
+        if multiplier != 1.0 && scaled_by_sampling(shape.func) {
+            scale(&mut series, multiplier, shape.func);
+        }
+        leaves.push(series);
+        truncated |= cut;
+    }
+    let Root::Metrics(root) = &query.root else {
+        return Err(Error::Internal("a metrics query without its expression".into()));
+    };
+    match stages::combine(root, &mut leaves.into_iter())? {
+        stages::Operand::Series(mut series) => {
+            truncated |= series.len() > max_series;
+            series.truncate(max_series);
+            Ok(MetricsOutcome {
+                series,
+                truncated_at: truncated.then_some(max_series),
+            })
+        }
+        stages::Operand::Number(_) => {
+            Err(DataFusionError::Plan("a metrics query needs a metrics function, not only numbers".into()).into())
+        }
+    }
+}
+
+/// `series`' values times `multiplier`, and their exemplars' where those are the bucket's
+/// value (all but `sum_over_time`'s, a span's own).
+fn scale(series: &mut [Series], multiplier: f64, func: tracehouse_traceql::ast::MetricsFunc) {
+    for s in series {
+        s.samples.iter_mut().for_each(|(_, v)| *v *= multiplier);
+        if func != tracehouse_traceql::ast::MetricsFunc::SumOverTime {
+            s.exemplars.iter_mut().for_each(|e| e.value *= multiplier);
+        }
+    }
 }
 
 /// `spans` (the tenant's table), only the spans that start in `range`.
@@ -196,6 +379,7 @@ pub fn as_rows(
     plan: datafusion::logical_expr::LogicalPlan,
     shape: &MetricsShape,
     range: &StepRange,
+    multiplier: f64,
 ) -> datafusion::error::Result<datafusion::logical_expr::LogicalPlan> {
     use datafusion::arrow::datatypes::TimeUnit;
     let mut columns: Vec<datafusion::logical_expr::Expr> = (shape.labels.iter().enumerate())
@@ -204,7 +388,10 @@ pub fn as_rows(
     let end_ns = lit(range.start_ns) + (col(out::BUCKET) + lit(1i64)) * lit(range.step_ns);
     let utc = DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()));
     columns.push(datafusion::logical_expr::cast(end_ns, utc).alias("time"));
-    columns.push(col(out::VALUE));
+    columns.push(match multiplier != 1.0 && scaled_by_sampling(shape.func) {
+        true => (col(out::VALUE) * lit(multiplier)).alias(out::VALUE),
+        false => col(out::VALUE),
+    });
     LogicalPlanBuilder::from(plan).project(columns)?.build()
 }
 
@@ -218,20 +405,21 @@ pub fn series_of(
     range: &StepRange,
     max_series: usize,
     exemplars: &ExemplarSpans,
-) -> Result<Vec<Series>> {
+) -> Result<(Vec<Series>, bool)> {
     let mut by_series: BTreeMap<String, BTreeMap<i64, f64>> = BTreeMap::new();
+    let mut truncated = false;
     for batch in rows {
         let (series, bucket, value) = row_columns(batch)?;
         for row in 0..batch.num_rows() {
-            let samples = by_series.entry(series.value(row).to_string()).or_default();
+            let text = series.value(row);
+            // Beyond the limit, new series are left out as Tempo leaves them out.
+            if by_series.len() >= max_series && !by_series.contains_key(text) {
+                truncated = true;
+                continue;
+            }
+            let samples = by_series.entry(text.to_string()).or_default();
             if value.is_valid(row) {
                 samples.insert(bucket.value(row), value.value(row));
-            }
-            if by_series.len() > max_series {
-                return Err(Refusal::TooComplex(format!(
-                    "the query returns more than {max_series} series: narrow it with a filter or fewer by() labels"
-                ))
-                .into());
             }
         }
     }
@@ -246,7 +434,7 @@ pub fn series_of(
     if shape.func == tracehouse_traceql::ast::MetricsFunc::QuantileOverTime {
         closest_quantile_keeps_exemplars(&mut series);
     }
-    Ok(series)
+    Ok((series, truncated))
 }
 
 /// A step's exemplar stays only on the quantile series (of the same other labels) whose value
@@ -436,6 +624,10 @@ fn labels_of(text: &str, shape: &MetricsShape) -> Vec<(String, HitValue)> {
         return vec![("__name__".to_string(), HitValue::Str(shape.func.name().to_string()))];
     }
     let all: Vec<(String, HitValue)> = entries(text).into_iter().map(|(k, v)| (k, v.into())).collect();
+    if shape.func == tracehouse_traceql::ast::MetricsFunc::Compare {
+        // compare()'s totals are named by an attribute whose value is nil.
+        return all;
+    }
     let valued: Vec<(String, HitValue)> = (all.iter()).filter(|(_, v)| *v != HitValue::Nil).cloned().collect();
     match valued.is_empty() {
         true => all.into_iter().take(1).collect(),

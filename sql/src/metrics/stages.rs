@@ -9,7 +9,6 @@ use tracehouse_traceql::ast::{ArithOp, CmpOp, MetricsExpr, MetricsStage, Static}
 
 use super::Series;
 use crate::Result;
-use crate::guard::Refusal;
 use crate::search::HitValue;
 
 /// A metrics expression's value: series, or a number (`2 * (...)`).
@@ -20,29 +19,20 @@ pub enum Operand {
 }
 
 /// The series of `e`, its pipelines' series taken from `leaves` in
-/// [`tracehouse_traceql::plan::metrics::pipelines`] order; more than `max_series` at any step
-/// is an error.
-pub fn combine(e: &MetricsExpr, leaves: &mut impl Iterator<Item = Vec<Series>>, max_series: usize) -> Result<Operand> {
+/// [`tracehouse_traceql::plan::metrics::pipelines`] order.
+pub fn combine(e: &MetricsExpr, leaves: &mut impl Iterator<Item = Vec<Series>>) -> Result<Operand> {
     let out = match e {
         MetricsExpr::Pipeline(..) => Operand::Series(leaves.next().unwrap_or_default()),
         MetricsExpr::Number(n) => Operand::Number(number(n)?),
-        MetricsExpr::Stage(inner, stage) => match combine(inner, leaves, max_series)? {
+        MetricsExpr::Stage(inner, stage) => match combine(inner, leaves)? {
             Operand::Series(series) => Operand::Series(staged(series, stage)?),
             Operand::Number(_) => return invalid("a second stage applies to a metrics query, not a number"),
         },
         MetricsExpr::Binary(op, a, b) => {
-            let (a, b) = (combine(a, leaves, max_series)?, combine(b, leaves, max_series)?);
+            let (a, b) = (combine(a, leaves)?, combine(b, leaves)?);
             arithmetic(*op, a, b)?
         }
     };
-    if let Operand::Series(series) = &out
-        && series.len() > max_series
-    {
-        return Err(Refusal::TooComplex(format!(
-            "the query returns more than {max_series} series: narrow it with a filter or fewer by() labels"
-        ))
-        .into());
-    }
     Ok(out)
 }
 

@@ -16,6 +16,9 @@ use super::{Needs, Planner, Type, Val, labelled, numeric, plan_err, tempo_text};
 use crate::ast::{FieldExpr, Intrinsic, MetricsExpr, MetricsFn, MetricsFunc, Query, Root, SpansetExpr, Static};
 use crate::{PlanOptions, Result};
 
+mod compare;
+pub use compare::MAX_TOP_N as MAX_COMPARE_TOP_N;
+
 /// Output columns of a metrics plan.
 pub mod out {
     /// The series' `by()` labels as label text ([`crate::label::entries`] reads them); empty
@@ -181,9 +184,22 @@ pub fn pipelines(e: &MetricsExpr) -> Vec<(&SpansetExpr, &MetricsFn)> {
     }
 }
 
+/// Whether `e`'s spansets need whole traces (spanset operators and pipelines, structure,
+/// trace-level and parent fields): Tempo samples those by trace, the others by span.
+pub fn needs_whole_traces(e: &MetricsExpr) -> bool {
+    pipelines(e).iter().any(|(spanset, f)| {
+        let SpansetExpr::Filter(c) = spanset else {
+            return true;
+        };
+        let fields = f.by.iter().chain(&f.args);
+        !fields.fold(Needs::of(c), |n, x| n.union(Needs::of(x))).row_only()
+    })
+}
+
 fn shape_of(f: &MetricsFn) -> MetricsShape {
     let mut labels: Vec<String> = f.by.iter().map(tempo_text).collect();
     match f.func {
+        MetricsFunc::Compare => labels = compare::LABELS.map(String::from).to_vec(),
         MetricsFunc::HistogramOverTime => labels.push("__bucket".into()),
         MetricsFunc::QuantileOverTime => labels.push("p".into()),
         _ => {}
@@ -207,10 +223,13 @@ impl Planner<'_> {
         range: &StepRange,
         exemplars: Exemplars,
     ) -> Result<LogicalPlan> {
+        if f.func == MetricsFunc::Compare {
+            return self.compared(spanset, f, range, exemplars);
+        }
         let (arg, quantiles) = arguments(f)?;
         let mut exprs = f.by.clone();
         exprs.extend(arg.clone());
-        let (rel, vals) = self.matched_values(spanset, &exprs, exemplars == Exemplars::Spans)?;
+        let (rel, vals) = self.matched_values(spanset, &exprs, exemplars == Exemplars::Spans, &[])?;
         // Group on the typed by() values; their labels are written once per series and bucket.
         let mut group = Vec::new();
         let by: Vec<Val> = (vals.iter().take(f.by.len()).enumerate())
@@ -267,7 +286,7 @@ fn arguments(f: &MetricsFn) -> Result<(Option<FieldExpr>, Vec<f64>)> {
     };
     match (f.func, f.args.as_slice()) {
         (MetricsFunc::Rate | MetricsFunc::CountOverTime, _) => Ok((None, Vec::new())),
-        (MetricsFunc::Compare, _) => plan_err("compare() is not supported yet"),
+        (MetricsFunc::Compare, _) => plan_err("compare() is planned on its own"),
         (MetricsFunc::QuantileOverTime, [a, qs @ ..]) if !qs.is_empty() => {
             Ok((Some(a.clone()), qs.iter().map(quantile).collect::<Result<_>>()?))
         }
@@ -355,14 +374,15 @@ fn quantiles_of(
 }
 impl Planner<'_> {
     /// The spans `spanset` matches, each once, with the values of `exprs` (`__v0`, ...), the
-    /// start time and, with `ids`, the trace and span ids ([`EX_TRACE`], [`EX_SPAN`]). A lone
-    /// filter reads them straight from its filtered scan; any other spanset's keys join the
-    /// spans back.
+    /// start time, the spans' `columns` and, with `ids`, the trace and span ids ([`EX_TRACE`],
+    /// [`EX_SPAN`]). A lone filter reads them straight from its filtered scan; any other
+    /// spanset's keys join the spans back.
     fn matched_values(
         &mut self,
         spanset: &SpansetExpr,
         exprs: &[FieldExpr],
         ids: bool,
+        columns: &[&str],
     ) -> Result<(LogicalPlan, Vec<Val>)> {
         if let SpansetExpr::Filter(e) = spanset {
             let needs = exprs.iter().fold(Needs::of(e), |n, x| n.union(Needs::of(x)));
@@ -373,6 +393,7 @@ impl Planner<'_> {
                     projection.push(super::q("s", super::TRACE_ID).alias(EX_TRACE));
                     projection.push(super::q("s", super::SPAN_ID).alias(EX_SPAN));
                 }
+                projection.extend(columns.iter().map(|c| super::q("s", c).alias(*c)));
                 let vals = self.value_columns(exprs, true, &mut projection)?;
                 let rel = self.base(needs)?.filter(cond)?.project(projection)?.build()?;
                 return Ok((rel, vals));
@@ -387,7 +408,8 @@ impl Planner<'_> {
             ])?
             .distinct()?
             .build()?;
-        self.with_values_and(keys, exprs, true, &[START])
+        let columns: Vec<&str> = [START].into_iter().chain(columns.iter().copied()).collect();
+        self.with_values_and(keys, exprs, true, &columns)
     }
 }
 
