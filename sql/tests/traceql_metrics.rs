@@ -753,6 +753,22 @@ async fn compare_counts_every_attribute_value_of_selection_and_baseline() {
         "the window leaves some out"
     );
 
+    // A selection on events matches each span once: the spans search finds.
+    let q = "{ } | compare({ event:name = \"exception\" })";
+    let by_event = series(fx, TENANT, &request(q, 600)).await;
+    let selected: f64 = compared(&by_event, "selection_total", "name").values().sum();
+    let found = &fx
+        .engine
+        .sql(
+            TENANT,
+            "SELECT CAST(count(DISTINCT span_id) AS DOUBLE) FROM traceql('{ event:name = \"exception\" }')",
+        )
+        .await
+        .unwrap()[0];
+    let found = found.column(0).as_primitive::<Float64Type>().value(0);
+    assert!(found > 0.0);
+    assert_eq!(selected, found);
+
     // Tempo's checks of its arguments.
     let limits = &QueryLimits::default();
     for (q, e) in [
