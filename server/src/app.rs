@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracehouse_sql::pgwire::{PgServerConfig, Server as PgServer};
+use tracehouse_postgres::{PgServerConfig, Server as PgServer};
 use tracehouse_sql::{QueryEngine, QueryEngineConfig};
 use tracehouse_warehouse::storage::StorageConfigKind;
 use tracehouse_warehouse::wal::WalConfig;
@@ -469,7 +469,7 @@ pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) ->
         }
         if let Some(listener) = pg_listener {
             let server = Arc::new(PgServer::new(engine.clone(), pg_config.clone()).map_err(AppError::Config)?);
-            tasks.push(tokio::spawn(tracehouse_sql::pgwire::serve(
+            tasks.push(tokio::spawn(tracehouse_postgres::serve(
                 listener,
                 server,
                 shutdown_rx.clone(),

@@ -614,8 +614,8 @@ impl Default for PostgresConfig {
 
 impl PostgresConfig {
     /// The users as the Postgres server takes them.
-    pub fn pg_users(&self) -> std::collections::HashMap<String, tracehouse_sql::pgwire::PgUser> {
-        use tracehouse_sql::pgwire::PgUser;
+    pub fn pg_users(&self) -> std::collections::HashMap<String, tracehouse_postgres::PgUser> {
+        use tracehouse_postgres::PgUser;
         self.users
             .iter()
             .map(|(name, user)| {

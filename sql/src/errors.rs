@@ -1,8 +1,7 @@
-//! The one place that turns query errors into Postgres errors with a SQLSTATE.
+//! The one place that classifies query errors: a SQLSTATE for each (the Postgres front sends
+//! it as is) and an [`ErrorKind`] that every front maps to its own status.
 
 use datafusion::error::DataFusionError;
-use datafusion::sql::sqlparser::parser::ParserError;
-use pgwire::error::{ErrorInfo, PgWireError};
 
 /// SQLSTATE for a DataFusion error.
 pub fn sqlstate(e: &DataFusionError) -> &'static str {
@@ -126,28 +125,6 @@ impl ErrorKind {
             Self::Cancelled => 1,
             Self::Internal => 13,
         }
-    }
-}
-
-fn user_error(code: &str, message: String) -> PgWireError {
-    PgWireError::UserError(Box::new(ErrorInfo::new("ERROR".into(), code.into(), message)))
-}
-
-/// Gives an `ApiError` from the query layer its proper SQLSTATE; other errors pass through.
-pub fn to_pg_error(error: PgWireError) -> PgWireError {
-    match error {
-        PgWireError::ApiError(inner) => {
-            if let Some(df) = inner.downcast_ref::<DataFusionError>() {
-                user_error(sqlstate(df), df.to_string())
-            } else if let Some(p) = inner.downcast_ref::<ParserError>() {
-                user_error("42601", p.to_string())
-            } else if let Some(e) = inner.downcast_ref::<crate::Error>() {
-                user_error(engine_sqlstate(e), e.to_string())
-            } else {
-                user_error("XX000", inner.to_string())
-            }
-        }
-        other => other,
     }
 }
 

@@ -1,15 +1,14 @@
 //! tracehouse's query engine: one DataFusion `SessionContext` per tenant over the warehouse's
-//! tables, the `attr()` UDF and `traces` view, and the Postgres wire server.
+//! tables, the `attr()` UDF and `traces` view, TraceQL search and metrics.
 //!
-//! Architecture invariant: protocol front ends other than Postgres (Flight, Tempo's API) use
-//! [`QueryEngine`] and never the [`pgwire`] module.
+//! Architecture invariant: the engine knows no protocol. Every front (the Postgres wire in
+//! `postgres/`, Flight, Tempo's API) is a peer crate that uses [`QueryEngine`].
 
 pub mod budget;
 pub mod engine;
 pub mod errors;
 pub mod guard;
 pub mod metrics;
-pub mod pgwire;
 pub mod search;
 pub mod stop;
 pub mod traceql;

@@ -6,7 +6,10 @@
 //! handler made for each connection (SCRAM keeps per-login state). A user may be bound to a
 //! tenant: it then reads only that tenant, whatever database it asks for.
 //!
-//! Every statement is checked by [`crate::guard`] before datafusion-postgres sees it: queries
+//! A protocol front, a peer of `flight` and `tempo-api`: the engine crate (`tracehouse-sql`)
+//! knows no Postgres wire; this crate knows no other front.
+//!
+//! Every statement is checked by [`tracehouse_sql::guard`] before datafusion-postgres sees it: queries
 //! are planned by the engine (off the async runtime, read-only), allow-listed `SET`s change only
 //! the connection's own metadata, and everything else is refused with SQLSTATE 42501. Result
 //! rows stream under the statement timeout (`SET statement_timeout`, at most the engine's
@@ -37,10 +40,9 @@ use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use tracehouse_warehouse::storage::DEFAULT_TENANT;
+use tracehouse_sql::DEFAULT_TENANT;
 
-use crate::QueryEngine;
-use crate::errors::to_pg_error;
+use tracehouse_sql::QueryEngine;
 
 /// Settings of the Postgres server.
 #[derive(Debug, Clone)]
@@ -206,7 +208,7 @@ impl TenantRouter {
             addr,
         };
         let stop = stop_signal(deadline, timeout, cancel.clone());
-        query.data_rows = Box::pin(crate::stop::UntilStopped::new(rows, stop, done));
+        query.data_rows = Box::pin(tracehouse_sql::stop::UntilStopped::new(rows, stop, done));
         Response::Query(query)
     }
 }
@@ -232,7 +234,7 @@ async fn stop_signal(
     timeout: std::time::Duration,
     cancel: tokio_util::sync::CancellationToken,
 ) -> PgWireError {
-    let e = crate::stop::signal(deadline, timeout, cancel).await;
+    let e = tracehouse_sql::stop::signal(deadline, timeout, cancel).await;
     to_pg_error(PgWireError::ApiError(Box::new(e)))
 }
 
@@ -262,15 +264,15 @@ fn tenant_of<C: ClientInfo + ?Sized>(client: &C, users: &HashMap<String, PgUser>
 /// Checks a SQL text with [`guard`] before anything else parses it: limits first, then the
 /// read-only policy for every statement in it.
 fn check_sql(sql: &str) -> PgWireResult<()> {
-    let statements = crate::guard::parse(sql).map_err(refused)?;
+    let statements = tracehouse_sql::guard::parse(sql).map_err(refused)?;
     for s in &statements {
-        crate::guard::classify(s).map_err(refused)?;
+        tracehouse_sql::guard::classify(s).map_err(refused)?;
     }
     Ok(())
 }
 
-fn refused(r: crate::guard::Refusal) -> PgWireError {
-    to_pg_error(PgWireError::ApiError(Box::new(crate::Error::Refused(r))))
+fn refused(r: tracehouse_sql::guard::Refusal) -> PgWireError {
+    to_pg_error(PgWireError::ApiError(Box::new(tracehouse_sql::Error::Refused(r))))
 }
 
 #[async_trait]
@@ -664,7 +666,7 @@ fn session_service(ctx: Arc<datafusion::prelude::SessionContext>, engine: Arc<Qu
     )
 }
 
-/// The first hook of every session: refuses what [`crate::guard`] refuses, plans queries
+/// The first hook of every session: refuses what [`tracehouse_sql::guard`] refuses, plans queries
 /// through the engine (off the async runtime, read-only) with columns Postgres has no type for
 /// (Arrow maps, and lists or structs holding them: the attribute maps, `events`, `links`)
 /// wrapped in `to_json(...)` so `SELECT *` works over the wire, and keeps `SET`s that would
@@ -681,7 +683,7 @@ async fn json_plan(
     ctx: &datafusion::prelude::SessionContext,
 ) -> PgWireResult<datafusion::logical_expr::LogicalPlan> {
     use datafusion::logical_expr::{Expr, LogicalPlanBuilder};
-    let api = |e: crate::Error| to_pg_error(PgWireError::ApiError(Box::new(e)));
+    let api = |e: tracehouse_sql::Error| to_pg_error(PgWireError::ApiError(Box::new(e)));
     let plan = engine
         .plan_statement(&ctx.state(), statement.clone())
         .await
@@ -692,7 +694,7 @@ async fn json_plan(
     if !plan.schema().fields().iter().any(|f| unsupported(f)) {
         return Ok(plan);
     }
-    let to_json = datafusion::logical_expr::ScalarUDF::from(crate::udf::ToJsonUdf::new());
+    let to_json = datafusion::logical_expr::ScalarUDF::from(tracehouse_sql::udf::ToJsonUdf::new());
     let columns: Vec<Expr> = plan
         .schema()
         .iter()
@@ -725,7 +727,7 @@ impl Guard {
         let plan = json_plan(&self.engine, statement, ctx).await?;
         let stream = self
             .engine
-            .execute(&ctx.state(), plan, &crate::QueryLimits::default())
+            .execute(&ctx.state(), plan, &tracehouse_sql::QueryLimits::default())
             .await
             .map_err(|e| to_pg_error(PgWireError::ApiError(Box::new(e))))?;
         let options = Arc::new(pgwire::types::format::FormatOptions::from_client_metadata(
@@ -759,7 +761,7 @@ impl Guard {
     ) -> Option<PgWireResult<Response>> {
         use datafusion::sql::sqlparser::ast::Set;
         let ok = || Some(Ok(Response::Execution(pgwire::api::results::Tag::new("SET"))));
-        match crate::guard::set_variable(set)?.as_str() {
+        match tracehouse_sql::guard::set_variable(set)?.as_str() {
             "timezone" | "time zone" => {
                 let value = match set {
                     Set::SetTimeZone { value, .. } => value.to_string(),
@@ -781,7 +783,7 @@ impl Guard {
 }
 
 fn refused_statement(statement: &datafusion::sql::sqlparser::ast::Statement) -> Option<PgWireError> {
-    crate::guard::classify(statement).err().map(refused)
+    tracehouse_sql::guard::classify(statement).err().map(refused)
 }
 
 #[async_trait]
@@ -831,5 +833,31 @@ impl datafusion_postgres::QueryHook for Guard {
             datafusion::sql::sqlparser::ast::Statement::Set(set) => self.set(set, client).await,
             _ => None,
         }
+    }
+}
+
+fn user_error(code: &str, message: String) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new("ERROR".into(), code.into(), message)))
+}
+
+/// Gives an `ApiError` from the query layer its SQLSTATE, from the engine's one table
+/// ([`tracehouse_sql::errors`]); other errors pass through.
+pub fn to_pg_error(error: PgWireError) -> PgWireError {
+    use datafusion::error::DataFusionError;
+    use datafusion::sql::sqlparser::parser::ParserError;
+    use tracehouse_sql::errors::{engine_sqlstate, sqlstate};
+    match error {
+        PgWireError::ApiError(inner) => {
+            if let Some(df) = inner.downcast_ref::<DataFusionError>() {
+                user_error(sqlstate(df), df.to_string())
+            } else if let Some(p) = inner.downcast_ref::<ParserError>() {
+                user_error("42601", p.to_string())
+            } else if let Some(e) = inner.downcast_ref::<tracehouse_sql::Error>() {
+                user_error(engine_sqlstate(e), e.to_string())
+            } else {
+                user_error("XX000", inner.to_string())
+            }
+        }
+        other => other,
     }
 }
