@@ -15,7 +15,7 @@ SPANS=${1:-300000}
 PROBES=${2:-20}
 LOAD=${3:-5000}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tracehouse-target}"
-scripts/build  # every release binary in one build, as scripts/run builds them
+scripts/build tracehouse tracegen  # features resolved over the workspace, as for every release binary
 bin="$CARGO_TARGET_DIR/release"
 tansu="${TANSU_BIN:-$HOME/.cache/tracehouse-tools/bin/tansu}"
 "$tansu" --version >/dev/null 2>&1 || { echo "tansu not found: run scripts/test once, or set TANSU_BIN" >&2; exit 1; }

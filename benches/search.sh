@@ -13,7 +13,7 @@ files=${2:-2}
 runs=${3:-5}
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tracehouse-target}"
-scripts/build  # every release binary in one build, as scripts/run builds them
+scripts/build search  # features resolved over the workspace, as for every release binary
 tempo_bin=${TEMPO_BIN:-$HOME/.cache/tempo-oracle/tempo}
 args=(--spans "$spans" --files "$files" --runs "$runs" "${@:4}")
 if [ -x "$tempo_bin" ]; then

@@ -3,7 +3,7 @@
 # until it is ready. Sets `bin` (the release dir), `dir` and `pid`.
 # Ports: HTTP 13200, OTLP gRPC 14317, OTLP HTTP 14318, Postgres 15432, Flight 18815.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tracehouse-target}"
-scripts/build  # every release binary in one build, as scripts/run builds them (run from the repo root)
+scripts/build tracehouse tracegen  # features resolved over the workspace (run from the repo root)
 bin="$CARGO_TARGET_DIR/release"
 dir=$(mktemp -d)
 trap 'kill -9 $pid 2>/dev/null || true; rm -rf "$dir"' EXIT
