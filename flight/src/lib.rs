@@ -81,10 +81,10 @@ pub fn query_sql(ticket: &[u8]) -> Result<String, Status> {
     })
 }
 
-/// The one mapping from query errors to gRPC codes: bad queries and tenants are the client's.
+/// A query error's gRPC status, by its kind ([`tracehouse_sql::errors::ErrorKind`]'s one
+/// table): bad queries and tenants are the client's, storage failures the server's.
 pub fn status(e: tracehouse_sql::Error) -> Status {
-    let kind = tracehouse_sql::errors::ErrorKind::of(&e);
-    Status::new(tonic::Code::from_i32(kind.grpc_code()), e.to_string())
+    Status::new(tonic::Code::from_i32(e.kind().grpc_code()), e.to_string())
 }
 
 fn tenant_of<T>(request: &Request<T>) -> String {
@@ -102,9 +102,16 @@ fn stream_status(e: FlightError) -> Status {
     match e {
         FlightError::Tonic(status) => *status,
         FlightError::Arrow(datafusion::arrow::error::ArrowError::ExternalError(inner)) => {
-            match inner.downcast::<datafusion::error::DataFusionError>() {
-                Ok(df) => status(tracehouse_sql::Error::DataFusion(*df)),
-                Err(other) => Status::internal(other.to_string()),
+            if inner.is::<tracehouse_sql::Error>() {
+                match inner.downcast::<tracehouse_sql::Error>() {
+                    Ok(e) => status(*e),
+                    Err(other) => Status::internal(other.to_string()),
+                }
+            } else {
+                match inner.downcast::<datafusion::error::DataFusionError>() {
+                    Ok(df) => status(tracehouse_sql::Error::DataFusion(*df)),
+                    Err(other) => Status::internal(other.to_string()),
+                }
             }
         }
         other => Status::internal(other.to_string()),

@@ -6,6 +6,8 @@
 //! tables only through the warehouse's shared-table API (`commit`, `committed_versions`); no
 //! query engine or wire protocol is known here.
 
+use tracehouse_warehouse::ErrorKind;
+
 pub mod block_builder;
 pub mod duration;
 pub mod kafka;
@@ -33,6 +35,21 @@ pub enum Error {
     Unavailable(String),
     #[error("{0}")]
     Warehouse(#[from] tracehouse_warehouse::Error),
+}
+
+impl Error {
+    /// What kind of failure this is ([`tracehouse_warehouse::ErrorKind`]'s table gives its
+    /// status on every protocol).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Malformed { .. } | Self::InvalidSpan(_) => ErrorKind::InvalidInput,
+            Self::TooLarge { .. } => ErrorKind::TooLarge,
+            Self::UnsupportedContentType(_) | Self::UnsupportedEncoding(_) => ErrorKind::UnsupportedMediaType,
+            Self::Kafka(_) | Self::Unavailable(_) => ErrorKind::Unavailable,
+            Self::Batch(_) => ErrorKind::Internal,
+            Self::Warehouse(e) => e.kind(),
+        }
+    }
 }
 
 /// Result of decoding.

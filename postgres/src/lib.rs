@@ -845,7 +845,7 @@ fn user_error(code: &str, message: String) -> PgWireError {
 pub fn to_pg_error(error: PgWireError) -> PgWireError {
     use datafusion::error::DataFusionError;
     use datafusion::sql::sqlparser::parser::ParserError;
-    use tracehouse_sql::errors::{engine_sqlstate, sqlstate};
+    use tracehouse_sql::errors::sqlstate;
     match error {
         PgWireError::ApiError(inner) => {
             if let Some(df) = inner.downcast_ref::<DataFusionError>() {
@@ -853,7 +853,7 @@ pub fn to_pg_error(error: PgWireError) -> PgWireError {
             } else if let Some(p) = inner.downcast_ref::<ParserError>() {
                 user_error("42601", p.to_string())
             } else if let Some(e) = inner.downcast_ref::<tracehouse_sql::Error>() {
-                user_error(engine_sqlstate(e), e.to_string())
+                user_error(e.sqlstate(), e.to_string())
             } else {
                 user_error("XX000", inner.to_string())
             }

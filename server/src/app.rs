@@ -98,6 +98,55 @@ impl Target {
     }
 }
 
+/// The shortest period a background check (flush, prune, consume cycle) may be configured
+/// with: shorter ones would spin.
+pub const MIN_CHECK_PERIOD: Duration = Duration::from_millis(10);
+
+/// `value` of config key `key`, refused when zero.
+fn positive(key: &str, value: usize) -> Result<(), AppError> {
+    match value {
+        0 => Err(AppError::Config(format!("{key} must be positive"))),
+        _ => Ok(()),
+    }
+}
+
+/// Duration `value` of config key `key`, refused below `min`.
+fn at_least(key: &str, value: Duration, min: Duration) -> Result<(), AppError> {
+    if value < min {
+        return Err(AppError::Config(format!(
+            "{key} {value:?} is below the minimum of {min:?}"
+        )));
+    }
+    Ok(())
+}
+
+/// The live-store's settings, checked.
+fn live_store_config(config: &Config) -> Result<LiveStoreConfig, AppError> {
+    let live = &config.live_store;
+    positive("live_store.max_live_bytes", live.max_live_bytes)?;
+    at_least("live_store.prune_interval", live.prune_interval, MIN_CHECK_PERIOD)?;
+    Ok(LiveStoreConfig {
+        max_live_bytes: live.max_live_bytes,
+        prune_interval: live.prune_interval,
+    })
+}
+
+/// The block-builder's settings, checked.
+fn block_builder_config(config: &Config) -> Result<BlockBuilderConfig, AppError> {
+    let bb = &config.block_builder;
+    positive("block_builder.max_block_bytes", bb.max_block_bytes)?;
+    at_least(
+        "block_builder.consume_cycle_duration",
+        bb.consume_cycle_duration,
+        MIN_CHECK_PERIOD,
+    )?;
+    Ok(BlockBuilderConfig {
+        consume_cycle: bb.consume_cycle_duration,
+        max_block_bytes: bb.max_block_bytes,
+        instance_id: bb.instance_id.clone(),
+    })
+}
+
 fn warehouse_config(config: &Config) -> Result<WarehouseConfig, AppError> {
     let trace = &config.storage.trace;
     let storage = match trace.backend.as_str() {
@@ -117,23 +166,21 @@ fn warehouse_config(config: &Config) -> Result<WarehouseConfig, AppError> {
             "ingester.max_live_bytes must be at least ingester.max_block_bytes > 0".into(),
         ));
     }
-    if ing.wal_queue_max_requests == 0 {
-        return Err(AppError::Config(
-            "ingester.wal_queue_max_requests must be positive".into(),
-        ));
-    }
+    positive("ingester.wal_queue_max_requests", ing.wal_queue_max_requests)?;
+    positive("ingester.wal_group_commit_max_bytes", ing.wal_group_commit_max_bytes)?;
+    at_least("ingester.flush_check_period", ing.flush_check_period, MIN_CHECK_PERIOD)?;
     Ok(WarehouseConfig {
         storage,
         wal: WalConfig {
             dir: config.wal_path(),
             segment_max_bytes: ing.wal_segment_max_bytes,
             queue_max_requests: ing.wal_queue_max_requests,
-            group_commit_max_bytes: ing.wal_group_commit_max_bytes.max(1),
+            group_commit_max_bytes: ing.wal_group_commit_max_bytes,
         },
         max_block_duration: ing.max_block_duration,
         max_block_bytes: ing.max_block_bytes,
         max_live_bytes: ing.max_live_bytes,
-        flush_check_interval: ing.flush_check_period.max(Duration::from_millis(10)),
+        flush_check_interval: ing.flush_check_period,
     })
 }
 
@@ -242,6 +289,11 @@ pub fn verify(config: &Config) -> Result<Target, AppError> {
     if target != Target::Distributor {
         warehouse_config(config)?;
     }
+    match target {
+        Target::LiveStore => live_store_config(config).map(|_| ())?,
+        Target::BlockBuilder => block_builder_config(config).map(|_| ())?,
+        _ => {}
+    }
     Ok(target)
 }
 
@@ -252,263 +304,354 @@ pub fn verify_compact(config: &Config) -> Result<(), AppError> {
     warehouse_config(config).map(|_| ())
 }
 
+/// What a target runs, built and not yet started.
+struct Components {
+    target: Target,
+    kafka: kafka::KafkaConfig,
+    kafka_stats: Arc<KafkaStats>,
+    warehouse: Option<Arc<Warehouse>>,
+    producer: Option<Arc<Producer>>,
+    live_store: Option<Arc<LiveStore>>,
+    /// Where receivers hand spans: Kafka on a distributor, the warehouse in `all`.
+    sink: Option<Sink>,
+    stats: Arc<ReceiverStats>,
+    admin: Arc<AdminState>,
+}
+
+/// The ports a target listens on, all bound before anything starts.
+struct Listeners {
+    admin: TcpListener,
+    /// OTLP over HTTP and over gRPC.
+    otlp: Option<(TcpListener, TcpListener)>,
+    flight: Option<TcpListener>,
+    postgres: Option<TcpListener>,
+}
+
+/// The started tasks: servers and loops that stop on shutdown, and workers that finish their
+/// own work first (final flushes), awaited after the servers.
+#[derive(Default)]
+struct Tasks {
+    servers: Vec<tokio::task::JoinHandle<()>>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+}
+
 /// Runs the configured target until `stop` resolves, then shuts down gracefully.
 pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) -> Result<(), AppError> {
     let target = verify(&config)?;
-    let kafka_config = config.ingest.kafka.clone();
-    let kafka_stats = Arc::new(KafkaStats::default());
-    let live_store = (target == Target::LiveStore).then(|| {
-        Arc::new(LiveStore::new(
-            &kafka_config.topic,
-            LiveStoreConfig {
-                max_live_bytes: config.live_store.max_live_bytes.max(1),
-                prune_interval: config.live_store.prune_interval.max(Duration::from_millis(50)),
-            },
-        ))
-    });
-    let warehouse = match target {
-        Target::All => Some(Warehouse::open(warehouse_config(&config)?).await?),
-        Target::Distributor => None,
-        Target::BlockBuilder | Target::LiveStore | Target::Compactor => {
-            Some(Warehouse::open_shared(warehouse_config(&config)?, None)?)
-        }
-        Target::Querier => {
-            let source: Option<Arc<dyn LiveSource>> = if config.querier.live_store_addresses.is_empty() {
-                None
-            } else {
-                Some(Arc::new(
-                    RemoteLiveStores::new(
-                        config.querier.live_store_addresses.clone(),
-                        kafka_config.topic.clone(),
-                        config.querier.live_store_timeout,
-                    )
-                    .map_err(AppError::Config)?,
-                ))
-            };
-            Some(Warehouse::open_shared(warehouse_config(&config)?, source)?)
-        }
+    let parts = build(&config, target).await?;
+    let listeners = bind_all(&config, target).await?;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let mut tasks = start_workers(&config, &parts, &shutdown_rx)?;
+    let server_auth =
+        Arc::new(crate::config::authenticator("server.auth", &config.server.auth).map_err(AppError::Config)?);
+    if let (Some(sink), Some(otlp)) = (parts.sink.clone(), listeners.otlp) {
+        start_receivers(&config, &parts, sink, otlp, &server_auth, &shutdown_rx, &mut tasks);
+    }
+    let http_app = query_servers(
+        &config,
+        &parts,
+        listeners.flight,
+        listeners.postgres,
+        &shutdown_rx,
+        &mut tasks,
+    )?
+    .fallback(admin::not_found)
+    .layer(axum::middleware::from_fn_with_state(server_auth, crate::auth::require));
+    tasks
+        .servers
+        .push(tokio::spawn(serve_http(listeners.admin, http_app, shutdown_rx.clone())));
+
+    parts.admin.ready.store(true, Ordering::Release);
+    log_ready(&config, target);
+    stop.await;
+
+    tracing::info!("shutting down: no new requests, finishing work in hand");
+    parts.admin.ready.store(false, Ordering::Release);
+    let _ = shutdown_tx.send(true);
+    drain(&config, parts, tasks).await;
+    Ok(())
+}
+
+/// Builds what `target` runs: its warehouse view, Kafka producer, live-store and admin state.
+async fn build(config: &Config, target: Target) -> Result<Components, AppError> {
+    let kafka = config.ingest.kafka.clone();
+    let live_store = match target {
+        Target::LiveStore => Some(Arc::new(LiveStore::new(&kafka.topic, live_store_config(config)?))),
+        _ => None,
     };
-    let producer = if target == Target::Distributor {
-        Some(Arc::new(Producer::new(&kafka_config, kafka_stats.clone())?))
-    } else {
-        None
+    let warehouse = open_warehouse(config, target).await?;
+    let kafka_stats = Arc::new(KafkaStats::default());
+    let producer = match target {
+        Target::Distributor => Some(Arc::new(Producer::new(&kafka, kafka_stats.clone())?)),
+        _ => None,
+    };
+    let sink = match (target, &producer, &warehouse) {
+        (Target::Distributor, Some(p), _) => Some(Sink::Kafka(p.clone())),
+        (Target::All, _, Some(w)) => Some(Sink::Warehouse(w.clone())),
+        _ => None,
     };
     let stats = Arc::new(ReceiverStats::default());
-    let mut admin_state = AdminState::new(stats.clone(), warehouse.clone());
+    let mut admin = AdminState::new(stats.clone(), warehouse.clone());
     if matches!(target, Target::Distributor | Target::BlockBuilder | Target::LiveStore) {
-        admin_state.kafka = Some(kafka_stats.clone());
+        admin.kafka = Some(kafka_stats.clone());
     }
-    admin_state.live_store = live_store.clone();
-    let admin_state = Arc::new(admin_state);
+    admin.live_store = live_store.clone();
+    Ok(Components {
+        target,
+        kafka,
+        kafka_stats,
+        warehouse,
+        producer,
+        live_store,
+        sink,
+        stats,
+        admin: Arc::new(admin),
+    })
+}
 
-    // Bind everything first, so a taken port fails the start with a clear message.
+/// The warehouse `target` works on: the owner of the WAL in `all`, a shared view of the tables
+/// (with the live-stores' spans on a querier) elsewhere, none on a distributor.
+async fn open_warehouse(config: &Config, target: Target) -> Result<Option<Arc<Warehouse>>, AppError> {
+    Ok(match target {
+        Target::All => Some(Warehouse::open(warehouse_config(config)?).await?),
+        Target::Distributor => None,
+        Target::BlockBuilder | Target::LiveStore | Target::Compactor => {
+            Some(Warehouse::open_shared(warehouse_config(config)?, None)?)
+        }
+        Target::Querier => {
+            let querier = &config.querier;
+            let source: Option<Arc<dyn LiveSource>> = match querier.live_store_addresses.is_empty() {
+                true => None,
+                false => Some(Arc::new(
+                    RemoteLiveStores::new(
+                        querier.live_store_addresses.clone(),
+                        config.ingest.kafka.topic.clone(),
+                        querier.live_store_timeout,
+                    )
+                    .map_err(AppError::Config)?,
+                )),
+            };
+            Some(Warehouse::open_shared(warehouse_config(config)?, source)?)
+        }
+    })
+}
+
+/// Binds every port `target` listens on, so a taken port fails the start with a clear message
+/// before anything runs.
+async fn bind_all(config: &Config, target: Target) -> Result<Listeners, AppError> {
     let protocols = &config.distributor.receivers.otlp.protocols;
-    let (http_listener, grpc_listener) = if target.receives() {
-        (
-            Some(bind("otlp http receiver", &protocols.http.endpoint).await?),
-            Some(bind("otlp grpc receiver", &protocols.grpc.endpoint).await?),
-        )
-    } else {
-        (None, None)
+    let otlp = match target.receives() {
+        true => Some((
+            bind("otlp http receiver", &protocols.http.endpoint).await?,
+            bind("otlp grpc receiver", &protocols.grpc.endpoint).await?,
+        )),
+        false => None,
     };
     let admin_addr = format!(
         "{}:{}",
         config.server.http_listen_address, config.server.http_listen_port
     );
-    let admin_listener = bind("http api", &admin_addr).await?;
-    let pg_config = PgServerConfig {
-        listen: config.postgres.listen_address.parse().map_err(|e| {
-            AppError::Config(format!(
-                "postgres.listen_address {:?}: {e}",
-                config.postgres.listen_address
-            ))
-        })?,
-        users: config.postgres.pg_users(),
-        max_connections: config.postgres.max_connections,
-        idle_timeout: config.postgres.idle_timeout,
+    let admin = bind("http api", &admin_addr).await?;
+    let flight = match target.queries() && config.flight.enabled {
+        true => Some(bind("arrow flight", &config.flight.listen_address).await?),
+        false => None,
     };
-    let flight_auth = config.flight.authenticator(&config.server).map_err(AppError::Config)?;
-    let server_auth =
-        Arc::new(crate::config::authenticator("server.auth", &config.server.auth).map_err(AppError::Config)?);
-    let flight_listener = if target.queries() && config.flight.enabled {
-        Some(bind("arrow flight", &config.flight.listen_address).await?)
-    } else {
-        None
+    let postgres = match target.queries() && config.postgres.enabled {
+        true => Some(bind("postgres", &config.postgres.listen_address).await?),
+        false => None,
     };
-    let pg_listener = if target.queries() && config.postgres.enabled {
-        Some(bind("postgres", &config.postgres.listen_address).await?)
-    } else {
-        None
-    };
+    Ok(Listeners {
+        admin,
+        otlp,
+        flight,
+        postgres,
+    })
+}
 
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let mut tasks = Vec::new();
-    // Tasks that finish their own work on shutdown (final flushes), awaited after the servers.
-    let mut workers = Vec::new();
-
-    if let (Target::All, Some(w)) = (target, &warehouse) {
-        workers.push(tokio::spawn(w.clone().run_flush_loop(shutdown_rx.clone())));
+/// Starts the background work of the target: flushing, compaction, Kafka upkeep, the
+/// block-builder and the live-store.
+fn start_workers(config: &Config, c: &Components, shutdown: &watch::Receiver<bool>) -> Result<Tasks, AppError> {
+    let mut tasks = Tasks::default();
+    let target = c.target;
+    if let (Target::All, Some(w)) = (target, &c.warehouse) {
+        tasks
+            .workers
+            .push(tokio::spawn(w.clone().run_flush_loop(shutdown.clone())));
     }
     let compacts = target == Target::Compactor || (target == Target::All && config.compactor.compaction.enabled);
-    if let (true, Some(w)) = (compacts, &warehouse) {
-        let compactor = Arc::new(compactor(&config, w.clone())?);
-        tasks.push(tokio::spawn(compactor.run(shutdown_rx.clone())));
+    if let (true, Some(w)) = (compacts, &c.warehouse) {
+        let compactor = Arc::new(compactor(config, w.clone())?);
+        tasks.servers.push(tokio::spawn(compactor.run(shutdown.clone())));
     }
-    if let Some(producer) = &producer {
-        let producer = producer.clone();
-        let rx = shutdown_rx.clone();
-        tasks.push(tokio::spawn(async move {
+    if let Some(producer) = c.producer.clone() {
+        let rx = shutdown.clone();
+        tasks.servers.push(tokio::spawn(async move {
             producer.maintain(Duration::from_secs(2), rx).await
         }));
     }
     if matches!(target, Target::BlockBuilder | Target::LiveStore) {
-        tasks.push(tokio::spawn(kafka::watch(
-            kafka_config.clone(),
-            kafka_stats.clone(),
+        let watch = kafka::watch(
+            c.kafka.clone(),
+            c.kafka_stats.clone(),
             Duration::from_secs(2),
-            shutdown_rx.clone(),
-        )));
-    }
-    if let (Target::BlockBuilder, Some(w)) = (target, &warehouse) {
-        let builder = BlockBuilderConfig {
-            consume_cycle: config
-                .block_builder
-                .consume_cycle_duration
-                .max(Duration::from_millis(10)),
-            max_block_bytes: config.block_builder.max_block_bytes.max(1),
-            instance_id: config.block_builder.instance_id.clone(),
-        };
-        let run = block_builder::run(
-            kafka_config.clone(),
-            builder,
-            w.clone(),
-            kafka_stats.clone(),
-            shutdown_rx.clone(),
+            shutdown.clone(),
         );
-        workers.push(tokio::spawn(async move {
-            if let Err(e) = run.await {
-                tracing::error!(error = %e, "block-builder stopped");
-            }
-        }));
+        tasks.servers.push(tokio::spawn(watch));
     }
-    if let (Some(store), Some(w)) = (&live_store, &warehouse) {
+    if let (Target::BlockBuilder, Some(w)) = (target, &c.warehouse) {
+        let run = block_builder::run(
+            c.kafka.clone(),
+            block_builder_config(config)?,
+            w.clone(),
+            c.kafka_stats.clone(),
+            shutdown.clone(),
+        );
+        tasks.workers.push(tokio::spawn(logged("block-builder", run)));
+    }
+    if let (Some(store), Some(w)) = (&c.live_store, &c.warehouse) {
         let run = live_store::run(
             store.clone(),
-            kafka_config.clone(),
+            c.kafka.clone(),
             w.clone(),
-            kafka_stats.clone(),
-            shutdown_rx.clone(),
+            c.kafka_stats.clone(),
+            shutdown.clone(),
         );
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = run.await {
-                tracing::error!(error = %e, "live-store stopped");
-            }
-        }));
+        tasks.servers.push(tokio::spawn(logged("live-store", run)));
     }
+    Ok(tasks)
+}
 
-    if let (Some(http), Some(grpc)) = (http_listener, grpc_listener) {
-        let sink = match (&producer, &warehouse) {
-            (Some(p), _) => Sink::Kafka(p.clone()),
-            (None, Some(w)) => Sink::Warehouse(w.clone()),
-            (None, None) => unreachable!("a receiving target has a producer or a warehouse"),
-        };
-        let receiver = Arc::new(Receiver {
-            sink,
-            stats: stats.clone(),
-            max_request_bytes: config.distributor.max_request_bytes,
-        });
-        let guarded = axum::middleware::from_fn_with_state(server_auth.clone(), crate::auth::require);
-        tasks.push(tokio::spawn(serve_http(
-            http,
-            otlp::http_app(receiver.clone()).layer(guarded),
-            shutdown_rx.clone(),
-        )));
-        let grpc_auth = server_auth.clone();
-        let service =
-            tonic::service::interceptor::InterceptedService::new(otlp::grpc_service(receiver), move |request| {
-                crate::auth::check_grpc(&grpc_auth, request)
-            });
-        tasks.push(tokio::spawn(serve_grpc(
-            "otlp grpc",
-            grpc,
-            tonic::service::Routes::new(service),
-            shutdown_rx.clone(),
-        )));
+/// `run`, its error logged as what stopped `what`.
+async fn logged(what: &'static str, run: impl std::future::Future<Output = tracehouse_ingest::Result<()>>) {
+    if let Err(e) = run.await {
+        tracing::error!(error = %e, "{what} stopped");
     }
+}
 
-    let mut http_app = admin::app(admin_state.clone());
-    if let Some(store) = &live_store {
+/// Starts the OTLP receivers (HTTP and gRPC) handing spans to `sink`.
+fn start_receivers(
+    config: &Config,
+    c: &Components,
+    sink: Sink,
+    (http, grpc): (TcpListener, TcpListener),
+    auth: &Arc<tracehouse_flight::auth::Auth>,
+    shutdown: &watch::Receiver<bool>,
+    tasks: &mut Tasks,
+) {
+    let receiver = Arc::new(Receiver {
+        sink,
+        stats: c.stats.clone(),
+        max_request_bytes: config.distributor.max_request_bytes,
+    });
+    let guarded = axum::middleware::from_fn_with_state(auth.clone(), crate::auth::require);
+    let app = otlp::http_app(receiver.clone()).layer(guarded);
+    tasks
+        .servers
+        .push(tokio::spawn(serve_http(http, app, shutdown.clone())));
+    let grpc_auth = auth.clone();
+    let service = tonic::service::interceptor::InterceptedService::new(otlp::grpc_service(receiver), move |request| {
+        crate::auth::check_grpc(&grpc_auth, request)
+    });
+    let routes = tonic::service::Routes::new(service);
+    tasks
+        .servers
+        .push(tokio::spawn(serve_grpc("otlp grpc", grpc, routes, shutdown.clone())));
+}
+
+/// The HTTP API (admin endpoints, the live-store's routes, Tempo's API on a querying target),
+/// after starting the Flight and Postgres servers of a querying target.
+fn query_servers(
+    config: &Config,
+    c: &Components,
+    flight: Option<TcpListener>,
+    postgres: Option<TcpListener>,
+    shutdown: &watch::Receiver<bool>,
+    tasks: &mut Tasks,
+) -> Result<axum::Router, AppError> {
+    let mut http_app = admin::app(c.admin.clone());
+    if let Some(store) = &c.live_store {
         http_app = http_app.merge(live::routes(store.clone()));
     }
-    if let (true, Some(w)) = (target.queries(), &warehouse) {
-        let engine = Arc::new(QueryEngine::new(
-            w.clone(),
-            QueryEngineConfig {
-                max_memory_bytes: config.query.max_memory_bytes,
-                query_timeout: config.query.timeout,
-                max_tenant_sessions: config.query.max_tenant_sessions,
-                ..QueryEngineConfig::default()
-            },
-        )?);
-        http_app = http_app.merge(tracehouse_tempo_api::app(Arc::new(tracehouse_tempo_api::ApiState {
-            engine: engine.clone(),
-            limits: config.query_frontend.search.limits().map_err(AppError::Config)?,
-            metrics: config.query_frontend.metrics.limits().map_err(AppError::Config)?,
-        })));
-        if let Some(listener) = flight_listener {
-            tasks.push(tokio::spawn(serve_grpc(
-                "arrow flight",
-                listener,
-                tonic::service::Routes::new(tracehouse_flight::service(
-                    engine.clone(),
-                    flight_auth,
-                    admin_state.flight.clone(),
-                )),
-                shutdown_rx.clone(),
-            )));
-        }
-        if let Some(listener) = pg_listener {
-            let server = Arc::new(PgServer::new(engine.clone(), pg_config.clone()).map_err(AppError::Config)?);
-            tasks.push(tokio::spawn(tracehouse_postgres::serve(
-                listener,
-                server,
-                shutdown_rx.clone(),
-            )));
-        }
+    let (true, Some(w)) = (c.target.queries(), &c.warehouse) else {
+        return Ok(http_app);
+    };
+    let engine = Arc::new(QueryEngine::new(
+        w.clone(),
+        QueryEngineConfig {
+            max_memory_bytes: config.query.max_memory_bytes,
+            query_timeout: config.query.timeout,
+            max_tenant_sessions: config.query.max_tenant_sessions,
+            ..QueryEngineConfig::default()
+        },
+    )?);
+    http_app = http_app.merge(tracehouse_tempo_api::app(Arc::new(tracehouse_tempo_api::ApiState {
+        engine: engine.clone(),
+        limits: config.query_frontend.search.limits().map_err(AppError::Config)?,
+        metrics: config.query_frontend.metrics.limits().map_err(AppError::Config)?,
+    })));
+    if let Some(listener) = flight {
+        let auth = config.flight.authenticator(&config.server).map_err(AppError::Config)?;
+        let service = tracehouse_flight::service(engine.clone(), auth, c.admin.flight.clone());
+        let routes = tonic::service::Routes::new(service);
+        tasks.servers.push(tokio::spawn(serve_grpc(
+            "arrow flight",
+            listener,
+            routes,
+            shutdown.clone(),
+        )));
     }
-    let http_app = http_app
-        .fallback(admin::not_found)
-        .layer(axum::middleware::from_fn_with_state(server_auth, crate::auth::require));
-    tasks.push(tokio::spawn(serve_http(admin_listener, http_app, shutdown_rx.clone())));
+    if let Some(listener) = postgres {
+        let server = Arc::new(PgServer::new(engine, pg_config(config)?).map_err(AppError::Config)?);
+        tasks.servers.push(tokio::spawn(tracehouse_postgres::serve(
+            listener,
+            server,
+            shutdown.clone(),
+        )));
+    }
+    Ok(http_app)
+}
 
-    admin_state.ready.store(true, Ordering::Release);
+/// The Postgres front's settings.
+fn pg_config(config: &Config) -> Result<PgServerConfig, AppError> {
+    let pg = &config.postgres;
+    Ok(PgServerConfig {
+        listen: pg
+            .listen_address
+            .parse()
+            .map_err(|e| AppError::Config(format!("postgres.listen_address {:?}: {e}", pg.listen_address)))?,
+        users: pg.pg_users(),
+        max_connections: pg.max_connections,
+        idle_timeout: pg.idle_timeout,
+    })
+}
+
+fn log_ready(config: &Config, target: Target) {
+    let protocols = &config.distributor.receivers.otlp.protocols;
+    let server = &config.server;
     tracing::info!(
         target = Target::NAMES[target as usize],
         otlp_grpc = %protocols.grpc.endpoint,
         otlp_http = %protocols.http.endpoint,
-        http_api = %admin_addr,
+        http_api = %format!("{}:{}", server.http_listen_address, server.http_listen_port),
         postgres = %config.postgres.listen_address,
         flight = %config.flight.listen_address,
-        kafka = %if target == Target::All { "-" } else { kafka_config.address.as_str() },
+        kafka = %if target == Target::All { "-" } else { config.ingest.kafka.address.as_str() },
         "tracehouse ready"
     );
-    stop.await;
+}
 
-    tracing::info!("shutting down: no new requests, finishing work in hand");
-    admin_state.ready.store(false, Ordering::Release);
-    let _ = shutdown_tx.send(true);
+/// Waits, within `server.graceful_shutdown_timeout`, for the servers to finish their requests,
+/// the workers their work, the producer its deliveries and (in `all`) the final flush.
+async fn drain(config: &Config, c: Components, tasks: Tasks) {
     let deadline = config.server.graceful_shutdown_timeout;
     let drained = tokio::time::timeout(deadline, async {
-        for task in tasks {
+        for task in tasks.servers.into_iter().chain(tasks.workers) {
             let _ = task.await;
         }
-        for worker in workers {
-            let _ = worker.await;
-        }
-        if let Some(p) = &producer {
+        if let Some(p) = &c.producer {
             p.flush(Duration::from_secs(5));
         }
-        match (target, &warehouse) {
+        match (c.target, &c.warehouse) {
             (Target::All, Some(w)) => w.shutdown().await,
             _ => Ok(0),
         }
@@ -522,5 +665,4 @@ pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) ->
             "shutdown timed out; unflushed spans stay in the wal (or in kafka) for the next start"
         ),
     }
-    Ok(())
 }

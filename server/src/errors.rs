@@ -1,8 +1,10 @@
-//! The one place that maps ingest and storage errors to HTTP statuses and gRPC codes.
+//! Errors answering an ingest request, with their status on HTTP and gRPC taken from
+//! [`ErrorKind`]'s one table.
 
 use axum::http::StatusCode;
 use tracehouse_ingest::Error as DecodeError;
 use tracehouse_warehouse::Error as StoreError;
+use tracehouse_warehouse::ErrorKind;
 
 /// An error answering an ingest request.
 #[derive(Debug, thiserror::Error)]
@@ -16,44 +18,39 @@ pub enum Error {
 }
 
 impl Error {
-    /// The HTTP status for this error.
-    pub fn http_status(&self) -> StatusCode {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            Self::Decode(DecodeError::TooLarge { .. }) | Self::Store(StoreError::TooLarge(_)) => {
-                StatusCode::PAYLOAD_TOO_LARGE
-            }
-            Self::Decode(DecodeError::UnsupportedContentType(_) | DecodeError::UnsupportedEncoding(_)) => {
-                StatusCode::UNSUPPORTED_MEDIA_TYPE
-            }
-            Self::Decode(DecodeError::Malformed { .. } | DecodeError::InvalidSpan(_)) => StatusCode::BAD_REQUEST,
-            Self::Store(StoreError::InvalidSpan(_) | StoreError::InvalidTenant(_)) => StatusCode::BAD_REQUEST,
-            Self::Store(StoreError::Backpressure(_)) => StatusCode::TOO_MANY_REQUESTS,
-            Self::Store(StoreError::ShuttingDown | StoreError::Unavailable(_))
-            | Self::Decode(DecodeError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Decode(DecodeError::Warehouse(StoreError::InvalidTenant(_) | StoreError::InvalidSpan(_))) => {
-                StatusCode::BAD_REQUEST
-            }
-            Self::Decode(DecodeError::Batch(_) | DecodeError::Kafka(_) | DecodeError::Warehouse(_))
-            | Self::Store(_)
-            | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Decode(e) => e.kind(),
+            Self::Store(e) => e.kind(),
+            Self::Internal(_) => ErrorKind::Internal,
         }
     }
 
-    /// The gRPC status for this error.
+    /// The HTTP status for this error, from [`ErrorKind`]'s one table.
+    pub fn http_status(&self) -> StatusCode {
+        http_status(self.kind())
+    }
+
+    /// The gRPC status for this error, from [`ErrorKind`]'s one table.
     pub fn grpc_status(&self) -> tonic::Status {
-        let message = self.to_string();
-        match self.http_status() {
-            StatusCode::BAD_REQUEST | StatusCode::UNSUPPORTED_MEDIA_TYPE => tonic::Status::invalid_argument(message),
-            StatusCode::PAYLOAD_TOO_LARGE | StatusCode::TOO_MANY_REQUESTS => tonic::Status::resource_exhausted(message),
-            StatusCode::SERVICE_UNAVAILABLE => tonic::Status::unavailable(message),
-            _ => tonic::Status::internal(message),
-        }
+        grpc_status(self.kind(), self.to_string())
     }
 
     /// The google.rpc.Code number matching the gRPC status, for OTLP/HTTP error bodies.
     pub fn rpc_code(&self) -> i32 {
-        self.grpc_status().code() as i32
+        self.kind().grpc_code()
     }
+}
+
+/// `kind`'s HTTP status.
+pub fn http_status(kind: ErrorKind) -> StatusCode {
+    StatusCode::from_u16(kind.http_status()).expect("the kind table holds valid statuses")
+}
+
+/// A gRPC status of `kind`.
+pub fn grpc_status(kind: ErrorKind, message: String) -> tonic::Status {
+    tonic::Status::new(tonic::Code::from_i32(kind.grpc_code()), message)
 }
 
 #[cfg(test)]

@@ -360,4 +360,31 @@ mod tests {
             .block_retention(&per_tenant, "t", std::time::Duration::ZERO);
         assert_eq!(kept, std::time::Duration::from_secs(336 * 3600));
     }
+
+    #[test]
+    fn server_settings_out_of_range_are_refused_by_name() {
+        for (target, key, value) in [
+            ("all", "ingester.wal_group_commit_max_bytes", "0"),
+            ("all", "ingester.wal_queue_max_requests", "0"),
+            ("all", "ingester.flush_check_period", "1ms"),
+            ("live-store", "live_store.max_live_bytes", "0"),
+            ("live-store", "live_store.prune_interval", "1ms"),
+            ("block-builder", "block_builder.max_block_bytes", "0"),
+            ("block-builder", "block_builder.consume_cycle_duration", "0s"),
+        ] {
+            let f = Flags {
+                target: Some(target.into()),
+                overrides: vec![(key.into(), value.into())],
+                ..Flags::default()
+            };
+            let config = load_config(&f).unwrap();
+            let err = app::verify(&config).unwrap_err().to_string();
+            assert!(err.contains(key), "{key}={value}: {err}");
+            let fine = Flags {
+                target: Some(target.into()),
+                ..Flags::default()
+            };
+            assert!(app::verify(&load_config(&fine).unwrap()).is_ok(), "{target}");
+        }
+    }
 }

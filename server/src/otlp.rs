@@ -28,6 +28,7 @@ use crate::metrics::ReceiverStats;
 pub use tracehouse_sql::TENANT_HEADER;
 
 /// Where acknowledged spans go.
+#[derive(Clone)]
 pub enum Sink {
     /// Monolithic: the local warehouse (WAL first).
     Warehouse(Arc<Warehouse>),

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
+use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::memory_pool::{FairSpillPool, MemoryPool};
 use datafusion::execution::object_store::ObjectStoreRegistry;
@@ -210,16 +211,24 @@ impl QueryEngine {
                 "permission denied: only queries are planned".into(),
             )));
         }
-        let state = state.clone();
+        let planning_state = state.clone();
+        let wrapped = datafusion::sql::parser::Statement::Statement(Box::new(statement.clone()));
         let runtime = tokio::runtime::Handle::current();
-        let planning = tokio::task::spawn_blocking(move || {
-            runtime
-                .block_on(state.statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(statement))))
-        });
-        let plan = tokio::time::timeout(self.config.query_timeout, planning)
+        let planning = tokio::task::spawn_blocking(move || runtime.block_on(planning_state.statement_to_plan(wrapped)));
+        let planned = tokio::time::timeout(self.config.query_timeout, planning)
             .await
             .map_err(|_| Error::Timeout(self.config.query_timeout))?
-            .map_err(|e| Error::Internal(format!("planning failed: {e}")))??;
+            .map_err(|e| Error::Internal(format!("planning failed: {e}")))?;
+        let plan = match planned {
+            Ok(plan) => plan,
+            Err(e) if matches!(e.find_root(), DataFusionError::Plan(_)) => {
+                return Err(match crate::resolve::unresolved(state, &statement) {
+                    Some(sqlstate) => Error::Unresolved { sqlstate, source: e },
+                    None => Error::DataFusion(e),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
         read_only().verify_plan(&plan)?;
         Ok(plan)
     }
@@ -546,5 +555,36 @@ mod tests {
         let e = bounded.next().await.expect("second").expect_err("panicked");
         assert!(e.to_string().contains("operator broke"), "{e}");
         assert!(bounded.next().await.is_none(), "the stream ends after a panic");
+    }
+
+    /// However many tenants clients name, the engine holds at most `max_tenant_sessions`
+    /// sessions, dropping the least recently used; an invalid tenant creates none.
+    #[tokio::test]
+    async fn tenant_sessions_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let warehouse = Warehouse::open(tracehouse_warehouse::WarehouseConfig::local(dir.path()))
+            .await
+            .unwrap();
+        let config = QueryEngineConfig {
+            max_tenant_sessions: 3,
+            ..QueryEngineConfig::default()
+        };
+        let engine = QueryEngine::new(warehouse, config).unwrap();
+        let recent = engine.context("t0").await.unwrap();
+        for i in 1..20 {
+            engine.context("t0").await.unwrap();
+            engine.context(&format!("t{i}")).await.unwrap();
+            assert!(engine.session_count() <= 3);
+        }
+        assert!(
+            Arc::ptr_eq(&recent, &engine.context("t0").await.unwrap()),
+            "the busy tenant stays"
+        );
+        assert!(engine.context("a/b").await.is_err());
+        assert!(engine.session_count() <= 3);
+        assert_eq!(
+            engine.sql("t5", "SELECT count(*) FROM spans").await.unwrap()[0].num_rows(),
+            1
+        );
     }
 }

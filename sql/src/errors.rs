@@ -1,211 +1,298 @@
-//! The one place that classifies query errors: a SQLSTATE for each (the Postgres front sends
-//! it as is) and an [`ErrorKind`] that every front maps to its own status.
+//! The one place that classifies query errors: each engine error's [`ErrorKind`] (whose one
+//! table, in the warehouse crate, gives every front its HTTP status, gRPC code and SQLSTATE
+//! class) and its exact SQLSTATE (the Postgres front sends it as is). Classification reads the
+//! errors' variants, never their message text: DataFusion reports unknown tables and
+//! functions as plain planning text, so the engine resolves those names itself when planning
+//! fails ([`crate::Error::Unresolved`]).
 
+use datafusion::arrow::error::ArrowError;
+use datafusion::common::SchemaError;
 use datafusion::error::DataFusionError;
+pub use tracehouse_warehouse::ErrorKind;
+pub use tracehouse_warehouse::error_kind::ALL_ERROR_KINDS;
 
-/// SQLSTATE for a DataFusion error.
-pub fn sqlstate(e: &DataFusionError) -> &'static str {
-    let root = e.find_root();
-    let text = root.to_string();
-    match root {
-        DataFusionError::SQL(_, _) => "42601",
-        DataFusionError::SchemaError(_, _) => {
-            if text.contains("No field named") || text.contains("not found") {
-                "42703"
-            } else {
-                "42P01"
-            }
+use crate::Error;
+use crate::guard::Refusal;
+
+impl Error {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Warehouse(e) => e.kind(),
+            Error::DataFusion(e) => datafusion_kind(e),
+            Error::Unresolved { .. } => ErrorKind::InvalidInput,
+            Error::Refused(Refusal::TooComplex(_)) => ErrorKind::TooComplex,
+            Error::Refused(Refusal::Syntax(_)) => ErrorKind::InvalidInput,
+            Error::Refused(Refusal::NotAllowed(_)) => ErrorKind::PermissionDenied,
+            Error::Timeout(_) => ErrorKind::Timeout,
+            Error::Cancelled => ErrorKind::Cancelled,
+            Error::Config(_) | Error::Internal(_) => ErrorKind::Internal,
         }
-        DataFusionError::Plan(_) => {
-            if text.contains("table") && text.contains("not found") {
-                "42P01"
-            } else if text.contains("No field named") {
-                "42703"
-            } else if text.contains("No function matches") || text.contains("Invalid function") {
-                "42883"
-            } else {
-                "42000"
-            }
+    }
+
+    /// The SQLSTATE of this error.
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            Error::DataFusion(e) => sqlstate(e),
+            Error::Unresolved { sqlstate, .. } => sqlstate,
+            Error::Refused(Refusal::Syntax(_)) => "42601",
+            Error::Warehouse(tracehouse_warehouse::Error::InvalidTenant(_)) => "3D000",
+            e => e.kind().sqlstate(),
         }
-        DataFusionError::NotImplemented(_) => "0A000",
-        DataFusionError::External(inner) => {
-            if let Some(e) = inner.downcast_ref::<crate::Error>() {
-                return engine_sqlstate(e);
-            }
-            match inner.downcast_ref::<tracehouse_traceql::Error>() {
-                Some(tracehouse_traceql::Error::Parse(_)) => "42601",
-                Some(tracehouse_traceql::Error::Validate(_)) => "42804",
-                Some(tracehouse_traceql::Error::Plan(_)) => "0A000",
-                Some(tracehouse_traceql::Error::TooComplex(_)) => "54001",
-                _ => "XX000",
-            }
-        }
-        DataFusionError::ResourcesExhausted(_) => "53200",
-        DataFusionError::ArrowError(_, _) | DataFusionError::Execution(_) => {
-            if text.contains("Divide by zero") {
-                "22012"
-            } else if text.contains("Cast error") || text.contains("Cannot cast") || text.contains("parse") {
-                "22P02"
-            } else {
-                "XX000"
-            }
-        }
-        _ => "XX000",
     }
 }
 
-/// SQLSTATE for an engine error.
-pub fn engine_sqlstate(e: &crate::Error) -> &'static str {
-    use crate::Error;
-    use crate::guard::Refusal;
+/// The kind of a TraceQL error.
+pub fn traceql_kind(e: &tracehouse_traceql::Error) -> ErrorKind {
     match e {
-        Error::DataFusion(df) => sqlstate(df),
-        Error::Refused(Refusal::TooComplex(_)) => "54001",
-        Error::Refused(Refusal::Syntax(_)) => "42601",
-        Error::Refused(Refusal::NotAllowed(_)) => "42501",
-        Error::Timeout(_) | Error::Cancelled => "57014",
-        Error::Warehouse(tracehouse_warehouse::Error::InvalidTenant(_)) => "3D000",
-        Error::Warehouse(_) | Error::Config(_) | Error::Internal(_) => "XX000",
+        tracehouse_traceql::Error::TooComplex(_) => ErrorKind::TooComplex,
+        tracehouse_traceql::Error::DataFusion(e) => datafusion_kind(e),
+        _ => ErrorKind::InvalidInput,
     }
 }
 
-/// What went wrong, whatever the protocol: the one table from which HTTP statuses, gRPC codes
-/// and (through [`engine_sqlstate`]) SQLSTATEs follow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// The request is wrong: syntax, types, unknown names, bad tenant.
-    InvalidInput,
-    /// The request is over a size, depth or complexity limit.
-    TooComplex,
-    /// The request asks for something the caller may not do.
-    PermissionDenied,
-    /// Memory or another shared resource ran out.
-    ResourceExhausted,
-    /// The query ran past its deadline.
-    Timeout,
-    /// The client cancelled.
-    Cancelled,
-    /// The server failed.
-    Internal,
+/// The kind of a DataFusion error, from its root cause.
+pub fn datafusion_kind(e: &DataFusionError) -> ErrorKind {
+    match e.find_root() {
+        DataFusionError::SQL(_, _)
+        | DataFusionError::SchemaError(_, _)
+        | DataFusionError::Plan(_)
+        | DataFusionError::NotImplemented(_) => ErrorKind::InvalidInput,
+        DataFusionError::ResourcesExhausted(_) => ErrorKind::ResourceExhausted,
+        DataFusionError::ObjectStore(_) => ErrorKind::Unavailable,
+        DataFusionError::ArrowError(a, _) if is_data_error(a) => ErrorKind::InvalidInput,
+        DataFusionError::External(inner) => external_kind(inner.as_ref()),
+        _ => ErrorKind::Internal,
+    }
 }
 
-impl ErrorKind {
-    /// The kind of an engine error.
-    pub fn of(e: &crate::Error) -> Self {
-        match engine_sqlstate(e) {
-            "54000" | "54001" => Self::TooComplex,
-            "42501" => Self::PermissionDenied,
-            "53200" | "53300" => Self::ResourceExhausted,
-            "57014" if matches!(e, crate::Error::Cancelled) => Self::Cancelled,
-            "57014" => Self::Timeout,
-            "XX000" => Self::Internal,
-            _ => Self::InvalidInput,
-        }
+fn external_kind(inner: &(dyn std::error::Error + Send + Sync + 'static)) -> ErrorKind {
+    if let Some(e) = inner.downcast_ref::<Error>() {
+        e.kind()
+    } else if let Some(e) = inner.downcast_ref::<tracehouse_warehouse::Error>() {
+        e.kind()
+    } else if let Some(e) = inner.downcast_ref::<tracehouse_traceql::Error>() {
+        traceql_kind(e)
+    } else if inner.is::<object_store::Error>() {
+        ErrorKind::Unavailable
+    } else {
+        ErrorKind::Internal
     }
+}
 
-    /// The HTTP status for this kind.
-    pub fn http_status(self) -> u16 {
-        match self {
-            Self::InvalidInput | Self::TooComplex => 400,
-            Self::PermissionDenied => 403,
-            Self::ResourceExhausted => 429,
-            Self::Timeout => 504,
-            Self::Cancelled => 499,
-            Self::Internal => 500,
-        }
+/// Arrow errors that the data (not the server) caused: division by zero, failed casts.
+fn is_data_error(e: &ArrowError) -> bool {
+    matches!(
+        e,
+        ArrowError::DivideByZero
+            | ArrowError::CastError(_)
+            | ArrowError::ParseError(_)
+            | ArrowError::ArithmeticOverflow(_)
+    )
+}
+
+/// SQLSTATE for a DataFusion error, from its root cause.
+pub fn sqlstate(e: &DataFusionError) -> &'static str {
+    match e.find_root() {
+        DataFusionError::SQL(_, _) => "42601",
+        DataFusionError::SchemaError(s, _) => match s.as_ref() {
+            SchemaError::FieldNotFound { .. } => "42703",
+            SchemaError::AmbiguousReference { .. } => "42702",
+            SchemaError::DuplicateQualifiedField { .. } | SchemaError::DuplicateUnqualifiedField { .. } => "42701",
+        },
+        DataFusionError::Plan(_) => "42000",
+        DataFusionError::NotImplemented(_) => "0A000",
+        DataFusionError::ResourcesExhausted(_) => "53200",
+        DataFusionError::ArrowError(a, _) => match a.as_ref() {
+            ArrowError::DivideByZero => "22012",
+            ArrowError::ArithmeticOverflow(_) => "22003",
+            ArrowError::CastError(_) | ArrowError::ParseError(_) => "22P02",
+            _ => "XX000",
+        },
+        DataFusionError::External(inner) => external_sqlstate(inner.as_ref()),
+        root => datafusion_kind(root).sqlstate(),
     }
+}
 
-    /// The gRPC status code (as its number) for this kind.
-    pub fn grpc_code(self) -> i32 {
-        match self {
-            Self::InvalidInput | Self::TooComplex => 3,
-            Self::PermissionDenied => 7,
-            Self::ResourceExhausted => 8,
-            Self::Timeout => 4,
-            Self::Cancelled => 1,
-            Self::Internal => 13,
-        }
+fn external_sqlstate(inner: &(dyn std::error::Error + Send + Sync + 'static)) -> &'static str {
+    if let Some(e) = inner.downcast_ref::<Error>() {
+        return e.sqlstate();
+    }
+    match inner.downcast_ref::<tracehouse_traceql::Error>() {
+        Some(tracehouse_traceql::Error::Parse(_)) => "42601",
+        Some(tracehouse_traceql::Error::Validate(_)) => "42804",
+        Some(tracehouse_traceql::Error::Plan(_)) => "0A000",
+        Some(tracehouse_traceql::Error::TooComplex(_)) => "54001",
+        Some(tracehouse_traceql::Error::DataFusion(e)) => sqlstate(e),
+        _ => external_kind(inner).sqlstate(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::prelude::SessionContext;
+    use crate::{QueryEngine, QueryEngineConfig};
+    use std::time::Duration;
 
-    async fn code_of(sql: &str) -> &'static str {
-        let ctx = SessionContext::new();
-        let err = match ctx.sql(sql).await {
-            Ok(df) => df.collect().await.unwrap_err(),
-            Err(e) => e,
-        };
-        sqlstate(&err)
+    async fn error_of(sql: &str) -> Error {
+        let dir = tempfile::tempdir().unwrap();
+        let warehouse = tracehouse_warehouse::Warehouse::open(tracehouse_warehouse::WarehouseConfig::local(dir.path()))
+            .await
+            .unwrap();
+        let engine = QueryEngine::new(warehouse, QueryEngineConfig::default()).unwrap();
+        engine.sql("single-tenant", sql).await.unwrap_err()
     }
 
+    fn df(e: DataFusionError) -> Error {
+        Error::DataFusion(e)
+    }
+
+    /// The one table: each error's kind, SQLSTATE, HTTP status and gRPC code.
     #[test]
-    fn one_table_maps_kinds_to_every_protocol() {
-        use crate::Error;
-        use crate::guard::Refusal;
-        let cases: Vec<(Error, &str, ErrorKind, u16, i32)> = vec![
+    fn one_table_maps_errors_to_every_protocol() {
+        use tracehouse_warehouse::Error as Store;
+        let external = |e: Box<dyn std::error::Error + Send + Sync>| df(DataFusionError::External(e));
+        let cases: Vec<(Error, ErrorKind, &str, u16, i32)> = vec![
             (
                 Error::Refused(Refusal::Syntax("x".into())),
-                "42601",
                 ErrorKind::InvalidInput,
+                "42601",
                 400,
                 3,
             ),
             (
                 Error::Refused(Refusal::TooComplex("x".into())),
-                "54001",
                 ErrorKind::TooComplex,
+                "54001",
                 400,
                 3,
             ),
             (
                 Error::Refused(Refusal::NotAllowed("x".into())),
-                "42501",
                 ErrorKind::PermissionDenied,
+                "42501",
                 403,
                 7,
             ),
             (
-                Error::Timeout(std::time::Duration::from_secs(1)),
-                "57014",
+                Error::Timeout(Duration::from_secs(1)),
                 ErrorKind::Timeout,
+                "57014",
                 504,
                 4,
             ),
-            (Error::Cancelled, "57014", ErrorKind::Cancelled, 499, 1),
-            (Error::Internal("x".into()), "XX000", ErrorKind::Internal, 500, 13),
+            (Error::Cancelled, ErrorKind::Cancelled, "57014", 499, 1),
+            (Error::Internal("x".into()), ErrorKind::Internal, "XX000", 500, 13),
             (
-                Error::DataFusion(DataFusionError::ResourcesExhausted("x".into())),
-                "53200",
+                df(DataFusionError::ResourcesExhausted("x".into())),
                 ErrorKind::ResourceExhausted,
+                "53200",
                 429,
                 8,
             ),
             (
-                Error::DataFusion(DataFusionError::External(Box::new(Error::Timeout(
-                    std::time::Duration::from_secs(1),
-                )))),
-                "57014",
+                external(Box::new(Error::Timeout(Duration::from_secs(1)))),
                 ErrorKind::Timeout,
+                "57014",
                 504,
                 4,
             ),
+            (
+                Error::Warehouse(Store::InvalidTenant("a/b".into())),
+                ErrorKind::InvalidInput,
+                "3D000",
+                400,
+                3,
+            ),
+            // Storage failing is the server's problem, never the client's.
+            (
+                Error::Warehouse(Store::Unavailable("no live-store answered".into())),
+                ErrorKind::Unavailable,
+                "58000",
+                503,
+                14,
+            ),
+            (
+                external(Box::new(Store::Unavailable("object store".into()))),
+                ErrorKind::Unavailable,
+                "58000",
+                503,
+                14,
+            ),
+            (
+                df(DataFusionError::ObjectStore(Box::new(object_store::Error::Generic {
+                    store: "s3",
+                    source: "connection refused".into(),
+                }))),
+                ErrorKind::Unavailable,
+                "58000",
+                503,
+                14,
+            ),
+            (
+                Error::Warehouse(Store::Wal("disk full".into())),
+                ErrorKind::Internal,
+                "XX000",
+                500,
+                13,
+            ),
+            (
+                df(DataFusionError::Execution("x".into())),
+                ErrorKind::Internal,
+                "XX000",
+                500,
+                13,
+            ),
+            (
+                external(Box::new(tracehouse_traceql::Error::Plan("x".into()))),
+                ErrorKind::InvalidInput,
+                "0A000",
+                400,
+                3,
+            ),
+            (
+                external(Box::new(tracehouse_traceql::Error::TooComplex("x".into()))),
+                ErrorKind::TooComplex,
+                "54001",
+                400,
+                3,
+            ),
+            (
+                df(DataFusionError::ArrowError(Box::new(ArrowError::DivideByZero), None)),
+                ErrorKind::InvalidInput,
+                "22012",
+                400,
+                3,
+            ),
         ];
-        for (e, state, kind, http, grpc) in cases {
-            assert_eq!(engine_sqlstate(&e), state, "{e}");
-            let k = ErrorKind::of(&e);
-            assert_eq!((k, k.http_status(), k.grpc_code()), (kind, http, grpc), "{e}");
+        for (e, kind, state, http, grpc) in cases {
+            let k = e.kind();
+            assert_eq!(
+                (k, e.sqlstate(), k.http_status(), k.grpc_code()),
+                (kind, state, http, grpc),
+                "{e}"
+            );
         }
     }
 
+    /// SQL errors are classified by what failed, through the real engine.
     #[tokio::test]
-    async fn maps_common_errors() {
-        assert_eq!(code_of("SELEC 1").await, "42601");
-        assert_eq!(code_of("SELECT * FROM nope").await, "42P01");
-        assert_eq!(code_of("SELECT nope FROM (SELECT 1 AS a)").await, "42703");
-        assert_eq!(code_of("SELECT no_such_fn(1)").await, "42883");
+    async fn sql_errors_get_their_sqlstate() {
+        let cases = [
+            ("SELEC 1", "42601"),
+            ("SELECT * FROM nope", "42P01"),
+            ("SELECT * FROM spans JOIN nope ON true", "42P01"),
+            ("SELECT nope FROM (SELECT 1 AS a)", "42703"),
+            ("SELECT no_such_fn(1)", "42883"),
+            ("SELECT a FROM (SELECT 1 AS a) x, (SELECT 2 AS a) y", "42702"),
+            ("SELECT 1 / 0", "22012"),
+            ("SELECT CAST('x' AS INT)", "22P02"),
+            ("COPY spans TO '/tmp/x'", "42501"),
+        ];
+        for (sql, state) in cases {
+            let e = error_of(sql).await;
+            assert_eq!(e.sqlstate(), state, "{sql}: {e}");
+            assert!(e.kind().http_status() < 500, "{sql}: {e}");
+        }
     }
 }

@@ -9,6 +9,7 @@ pub mod engine;
 pub mod errors;
 pub mod guard;
 pub mod metrics;
+pub mod resolve;
 pub mod search;
 pub mod stop;
 pub mod traceql;
@@ -23,6 +24,13 @@ pub enum Error {
     Warehouse(#[from] tracehouse_warehouse::Error),
     #[error("{0}")]
     DataFusion(#[from] datafusion::error::DataFusionError),
+    /// Planning failed on a name that does not resolve: an unknown table (42P01) or function
+    /// (42883), found by resolving the statement's names against the catalog.
+    #[error("{source}")]
+    Unresolved {
+        sqlstate: &'static str,
+        source: datafusion::error::DataFusionError,
+    },
     /// Refused before planning: over a limit, not SQL, or not read-only.
     #[error("{0}")]
     Refused(#[from] guard::Refusal),

@@ -11,7 +11,6 @@ use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use axum::http::StatusCode;
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
@@ -21,26 +20,16 @@ use crate::tempopb::{
     SearchTagValuesRequest, SearchTagValuesResponse, SearchTagValuesV2Response, SearchTagsRequest, SearchTagsResponse,
     SearchTagsV2Response,
 };
-use crate::{ApiError, ApiState, metrics, search, tags};
+use crate::{ApiError, ApiState, ErrorKind, metrics, search, tags};
 
 /// Messages a search stream may hold before the client reads them.
 pub const STREAM_QUEUE_MESSAGES: usize = 4;
 
 type Messages<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
-/// The one mapping from API errors to gRPC codes.
+/// An API error's gRPC status, by its kind ([`ErrorKind`]'s one table).
 pub fn status(e: ApiError) -> Status {
-    match e.0 {
-        StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE => Status::invalid_argument(e.1),
-        StatusCode::NOT_FOUND => Status::not_found(e.1),
-        StatusCode::FORBIDDEN => Status::permission_denied(e.1),
-        StatusCode::UNAUTHORIZED => Status::unauthenticated(e.1),
-        StatusCode::TOO_MANY_REQUESTS => Status::resource_exhausted(e.1),
-        StatusCode::GATEWAY_TIMEOUT => Status::deadline_exceeded(e.1),
-        StatusCode::SERVICE_UNAVAILABLE => Status::unavailable(e.1),
-        s if s.as_u16() == 499 => Status::cancelled(e.1),
-        _ => Status::internal(e.1),
-    }
+    Status::new(tonic::Code::from_i32(e.0.grpc_code()), e.1)
 }
 
 fn tenant_of<T>(request: &Request<T>) -> String {
@@ -138,7 +127,8 @@ impl StreamingQuerier for Querier {
         let params = search::params_of(request.get_ref());
         // Validate before streaming, so a bad query fails the call with InvalidArgument.
         let full = search::request_of(&params, self.state.limits).map_err(status)?;
-        tracehouse_traceql::compile(&full.query).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        tracehouse_traceql::compile(&full.query)
+            .map_err(|e| status(ApiError(ErrorKind::InvalidInput, e.to_string())))?;
         let (tx, rx) = tokio::sync::mpsc::channel(STREAM_QUEUE_MESSAGES);
         let state = self.state.clone();
         tokio::spawn(async move {

@@ -30,6 +30,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use std::collections::HashMap;
+pub use tracehouse_sql::errors::ErrorKind;
 
 use tracehouse_sql::QueryEngine;
 
@@ -101,7 +102,7 @@ pub fn json_listing<T: serde::Serialize>(value: &T, list: Option<&str>) -> Respo
     });
     match encoded {
         Ok(body) => ([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response(),
-        Err(e) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("encoding the response: {e}")).into_response(),
+        Err(e) => ApiError(ErrorKind::Internal, format!("encoding the response: {e}")).into_response(),
     }
 }
 
@@ -128,24 +129,29 @@ pub fn param<T: std::str::FromStr>(params: &HashMap<String, String>, name: &str,
         None => Ok(default),
         Some(v) => v
             .parse()
-            .map_err(|_| ApiError(StatusCode::BAD_REQUEST, format!("invalid {name}: {v:?}"))),
+            .map_err(|_| ApiError(ErrorKind::InvalidInput, format!("invalid {name}: {v:?}"))),
     }
 }
 
-/// An error as Tempo returns it: a status and a plain-text message.
+/// An error as Tempo returns it: a kind (whose status on HTTP and gRPC comes from
+/// [`ErrorKind`]'s one table) and a plain-text message.
 #[derive(Debug)]
-pub struct ApiError(pub StatusCode, pub String);
+pub struct ApiError(pub ErrorKind, pub String);
+
+impl ApiError {
+    /// The HTTP status of this error.
+    pub fn http_status(&self) -> StatusCode {
+        StatusCode::from_u16(self.0.http_status()).expect("the kind table holds valid statuses")
+    }
+}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, self.1).into_response()
+        (self.http_status(), self.1).into_response()
     }
 }
 
-/// Query-engine errors as HTTP statuses, by the engine's one table
-/// ([`tracehouse_sql::errors::ErrorKind`]).
+/// A query-engine error as Tempo's API answers it.
 pub fn engine_error(e: tracehouse_sql::Error) -> ApiError {
-    let kind = tracehouse_sql::errors::ErrorKind::of(&e);
-    let status = StatusCode::from_u16(kind.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    ApiError(status, e.to_string())
+    ApiError(e.kind(), e.to_string())
 }

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use tracehouse_sql::QueryLimits;
 use tracehouse_sql::metrics::{
@@ -27,7 +27,7 @@ use crate::tempopb::{
     QueryRangeResponse, Sample, SearchMetrics, TimeSeries,
 };
 use crate::traces::{protobuf, wants_protobuf};
-use crate::{ApiError, ApiState, engine_error, json_listing, tenant};
+use crate::{ApiError, ApiState, ErrorKind, engine_error, json_listing, tenant};
 
 /// The range a request without `start` covers, before its end (Tempo's default `since`).
 const DEFAULT_SINCE_NS: i64 = 3_600 * SECOND_NS;
@@ -106,7 +106,7 @@ pub fn request_of(
     now_ns: i64,
     limits: MetricsLimits,
 ) -> Result<MetricsRequest, ApiError> {
-    let bad = |message: String| ApiError(StatusCode::BAD_REQUEST, message);
+    let bad = |message: String| ApiError(ErrorKind::InvalidInput, message);
     let get = |name: &str| params.get(name).map(String::as_str).filter(|v| !v.is_empty());
     let query = get("q").or(get("query")).unwrap_or_default().to_string();
     let since = match get("since") {
@@ -150,7 +150,7 @@ pub fn grpc_request_of(r: &QueryRangeRequest, mut limits: MetricsLimits) -> Resu
     let (start, end) = grpc_times(r.start, r.end)?;
     let step = match r.step {
         0 => default_step_ns(end.saturating_sub(start)),
-        s => i64::try_from(s).map_err(|_| ApiError(StatusCode::BAD_REQUEST, "step out of range".into()))?,
+        s => i64::try_from(s).map_err(|_| ApiError(ErrorKind::InvalidInput, "step out of range".into()))?,
     };
     if r.max_series != 0 {
         limits.max_series = limits.max_series.min(r.max_series as usize);
@@ -185,11 +185,11 @@ pub fn grpc_instant_request_of(r: &QueryInstantRequest, limits: MetricsLimits) -
 }
 
 fn grpc_times(start: u64, end: u64) -> Result<(i64, i64), ApiError> {
-    let ns = |v: u64| i64::try_from(v).map_err(|_| ApiError(StatusCode::BAD_REQUEST, "time out of range".into()));
+    let ns = |v: u64| i64::try_from(v).map_err(|_| ApiError(ErrorKind::InvalidInput, "time out of range".into()));
     let (start, end) = (ns(start)?, ns(end)?);
     if end <= start {
         return Err(ApiError(
-            StatusCode::BAD_REQUEST,
+            ErrorKind::InvalidInput,
             "invalid range: end must be after start".into(),
         ));
     }
@@ -291,7 +291,7 @@ mod tests {
             &[("start", "1700000600"), ("end", "1700000000")],
         ] {
             let e = request_of(&params(bad), now, limits).unwrap_err();
-            assert_eq!(e.0, StatusCode::BAD_REQUEST, "{bad:?}: {}", e.1);
+            assert_eq!(e.0, ErrorKind::InvalidInput, "{bad:?}: {}", e.1);
         }
     }
 }

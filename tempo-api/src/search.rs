@@ -7,14 +7,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use tracehouse_sql::search::{HitValue, SearchMetrics, SearchRequest, SpansetHit, TraceHit};
 use tracehouse_traceql::ast::{format_duration, write_quoted};
 
 use crate::tempopb::common::v1::{AnyValue, ArrayValue, KeyValue, any_value};
 use crate::tempopb::{SearchResponse, ServiceStats, Span, SpanSet, TraceSearchMetadata};
-use crate::{ApiError, ApiState, SearchLimits, engine_error, json_listing, param, tenant};
+use crate::{ApiError, ApiState, ErrorKind, SearchLimits, engine_error, json_listing, param, tenant};
 
 pub const DEFAULT_LIMIT: usize = 20;
 /// Tempo's root service name of a trace whose root span has not arrived.
@@ -195,7 +195,7 @@ pub async fn handler(
 
 /// The engine's search request for Tempo's search parameters.
 pub fn request_of(params: &HashMap<String, String>, bounds: SearchLimits) -> Result<SearchRequest, ApiError> {
-    let query = query_of(params).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
+    let query = query_of(params).map_err(|e| ApiError(ErrorKind::InvalidInput, e))?;
     let (limit, spss) = limits_of(params, bounds)?;
     let start: Option<i64> = params.get("start").map(|_| param(params, "start", 0)).transpose()?;
     let end: Option<i64> = params.get("end").map(|_| param(params, "end", 0)).transpose()?;
@@ -214,7 +214,7 @@ pub fn request_of(params: &HashMap<String, String>, bounds: SearchLimits) -> Res
 /// the maximum are refused, `spss` over its maximum too, and `spss=0` asks for every span of
 /// a spanset (held to the engine's [`tracehouse_sql::traceql::MAX_SPSS`]).
 fn limits_of(params: &HashMap<String, String>, bounds: SearchLimits) -> Result<(usize, usize), ApiError> {
-    let bad = |message: String| ApiError(StatusCode::BAD_REQUEST, message);
+    let bad = |message: String| ApiError(ErrorKind::InvalidInput, message);
     let limit = param(params, "limit", DEFAULT_LIMIT)?;
     if limit == 0 {
         return Err(bad("invalid limit: must be a positive number".into()));
@@ -324,7 +324,7 @@ mod tests {
     #[test]
     fn limits_are_taken_as_tempo_takes_them() {
         let limits = |pairs: &[(&str, &str)]| {
-            limits_of(&params(pairs), SearchLimits::default()).map_err(|e| (e.0.as_u16(), e.1))
+            limits_of(&params(pairs), SearchLimits::default()).map_err(|e| (e.0.http_status(), e.1))
         };
         assert_eq!(limits(&[]), Ok((20, 3)));
         assert_eq!(limits(&[("limit", "100000"), ("spss", "100")]), Ok((100_000, 100)));

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use tracehouse_sql::{sql_literal, text_column};
 use tracehouse_traceql::ast::{AttrScope, FieldExpr, Intrinsic};
@@ -16,7 +16,7 @@ use crate::tempopb::{
     MetadataMetrics, SearchTagValuesResponse, SearchTagValuesV2Response, SearchTagsResponse, SearchTagsV2Response,
     SearchTagsV2Scope, TagValue,
 };
-use crate::{ApiError, ApiState, engine_error, json_listing, param, tenant};
+use crate::{ApiError, ApiState, ErrorKind, engine_error, json_listing, param, tenant};
 
 /// Most tags or values returned by default, and at most.
 pub const DEFAULT_LIMIT: usize = 1_000;
@@ -64,7 +64,7 @@ fn listing(tenant: &str, params: &HashMap<String, String>) -> Result<Listing, Ap
     let limit = param(params, "limit", DEFAULT_LIMIT)?;
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(ApiError(
-            StatusCode::BAD_REQUEST,
+            ErrorKind::InvalidInput,
             format!("invalid limit {limit}: 1..={MAX_LIMIT}"),
         ));
     }
@@ -84,7 +84,7 @@ fn source(params: &HashMap<String, String>) -> Result<String, ApiError> {
     {
         None => Ok("spans".into()),
         Some(q) => {
-            tracehouse_traceql::compile(q).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
+            tracehouse_traceql::compile(q).map_err(|e| ApiError(ErrorKind::InvalidInput, e.to_string()))?;
             Ok(format!("traceql({})", sql_literal(q)))
         }
     }
@@ -179,7 +179,7 @@ pub async fn tag_scopes(
         });
     }
     if scopes.is_empty() {
-        return Err(ApiError(StatusCode::BAD_REQUEST, format!("unknown scope {wanted:?}")));
+        return Err(ApiError(ErrorKind::InvalidInput, format!("unknown scope {wanted:?}")));
     }
     // Like Tempo, list only scopes that have tags (protobuf JSON would omit their empty list).
     scopes.retain(|s| !s.tags.is_empty());
@@ -264,7 +264,7 @@ async fn values(
     typed: bool,
 ) -> Result<Vec<(String, String)>, ApiError> {
     let Listing { tenant, limit, from } = listing(tenant, params)?;
-    let bad = |m: String| ApiError(StatusCode::BAD_REQUEST, m);
+    let bad = |m: String| ApiError(ErrorKind::InvalidInput, m);
     // v1 takes bare names (`service.name`); v2 takes TraceQL fields (`resource.service.name`).
     let text = if typed || tag.starts_with('.') {
         tag.to_string()

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use prost::Message;
 
 use crate::tempopb::{Trace, TraceByIdMetrics, TraceByIdResponse, trace_by_id_response};
-use crate::{ApiError, ApiState, engine_error, json, param, tenant};
+use crate::{ApiError, ApiState, ErrorKind, engine_error, json, param, tenant};
 
 /// Content type of protobuf responses (and the Accept value that asks for them).
 pub const PROTOBUF: &str = "application/protobuf";
@@ -22,7 +22,7 @@ pub const PROTOBUF: &str = "application/protobuf";
 pub fn trace_id(text: &str) -> Result<u128, ApiError> {
     tracehouse_sql::parse_trace_id(text.trim()).ok_or_else(|| {
         ApiError(
-            StatusCode::BAD_REQUEST,
+            ErrorKind::InvalidInput,
             format!("invalid trace id {text:?}: expected 1 to 32 hex digits"),
         )
     })
@@ -37,7 +37,7 @@ fn range_of(params: &HashMap<String, String>) -> Result<Option<(i64, i64)>, ApiE
     }
     if start > end {
         return Err(ApiError(
-            StatusCode::BAD_REQUEST,
+            ErrorKind::InvalidInput,
             format!("invalid range: start {start} is after end {end}"),
         ));
     }
@@ -76,8 +76,7 @@ async fn find(
         .trace_by_id(&tenant(headers), trace, range)
         .await
         .map_err(engine_error)?;
-    let resource_spans =
-        crate::otlp::resource_spans(&found.batches).map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    let resource_spans = crate::otlp::resource_spans(&found.batches).map_err(|e| ApiError(ErrorKind::Internal, e))?;
     let trace = (!resource_spans.is_empty()).then_some(Trace { resource_spans });
     Ok((trace, found.bytes_inspected))
 }
@@ -100,7 +99,7 @@ pub async fn v1(
                     serde_json::json!({ "batches": batches })
                 }
                 Ok(other) => other,
-                Err(e) => return ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+                Err(e) => return ApiError(ErrorKind::Internal, e.to_string()).into_response(),
             };
             json(&value)
         }

@@ -5,6 +5,7 @@
 //! Architecture invariant: this crate knows nothing of wire protocols (OTLP, Postgres, Flight,
 //! Tempo's API); receivers hand it [`span::SpanRecord`]s or finished `spans` batches.
 
+pub mod error_kind;
 pub mod id_range;
 pub mod lease;
 pub mod live;
@@ -19,9 +20,11 @@ pub mod upkeep;
 pub mod wal;
 mod warehouse;
 
+pub use error_kind::ErrorKind;
 pub use warehouse::{
-    LiveRecord, LiveSource, MAX_SIDECARS, MAX_TENANTS_REPORTED, SpanSource, TABLE_REFRESH_INTERVAL, TableSize, Tenant,
-    TraceLookup, UpkeepProgress, UpkeepReport, Warehouse, WarehouseConfig, WarehouseStats,
+    LiveRecord, LiveSource, MAX_IDLE_TENANT_HANDLES, MAX_SIDECARS, MAX_TENANTS_REPORTED, SpanSource,
+    TABLE_REFRESH_INTERVAL, TableSize, Tenant, TraceLookup, UpkeepProgress, UpkeepReport, Warehouse, WarehouseConfig,
+    WarehouseStats,
 };
 
 /// Errors of the storage layer.

@@ -34,6 +34,11 @@ pub use upkeep::{MAX_SIDECARS, MAX_TENANTS_REPORTED, TableSize, UpkeepProgress, 
 /// be longer.
 pub const TABLE_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
 
+/// Tenant handles kept beyond those holding live spans: past it, creating a handle first drops
+/// the idle ones (no live spans, held by no one; their table handle and trace-id index load
+/// again on next use). Handles with live spans stay: the live buffer's byte limit bounds them.
+pub const MAX_IDLE_TENANT_HANDLES: usize = 1024;
+
 /// Settings of the warehouse.
 #[derive(Debug, Clone)]
 pub struct WarehouseConfig {
@@ -137,6 +142,14 @@ pub struct Tenant {
     flush_lock: AsyncMutex<()>,
     /// The trace-id index of the committed table, loaded on the first lookup.
     trace_index: Mutex<Option<TraceIndex>>,
+}
+
+impl Tenant {
+    /// Whether spans of this tenant are in the live buffer (buffered or being flushed).
+    fn holds_live_spans(&self) -> bool {
+        let st = self.state.lock().expect("tenant state lock");
+        !st.active.is_empty() || !st.flushing.is_empty()
+    }
 }
 
 /// What a trace-by-id lookup found.
@@ -435,6 +448,12 @@ impl Warehouse {
         }
     }
 
+    /// Tenant handles held (those with live spans, and at most
+    /// [`MAX_IDLE_TENANT_HANDLES`] more).
+    pub fn tenant_handles(&self) -> usize {
+        self.tenants.read().expect("tenants lock").len()
+    }
+
     /// The tenant's handle, created on first use.
     pub fn tenant(&self, name: &str) -> Result<Arc<Tenant>> {
         if let Some(t) = self.tenants.read().expect("tenants lock").get(name) {
@@ -442,6 +461,9 @@ impl Warehouse {
         }
         validate_tenant(name)?;
         let mut tenants = self.tenants.write().expect("tenants lock");
+        if tenants.len() >= MAX_IDLE_TENANT_HANDLES && !tenants.contains_key(name) {
+            tenants.retain(|_, t| Arc::strong_count(t) > 1 || t.holds_live_spans());
+        }
         Ok(tenants
             .entry(name.to_string())
             .or_insert_with(|| {
