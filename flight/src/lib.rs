@@ -55,9 +55,10 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::ipc::writer::IpcWriteOptions;
 use datafusion::dataframe::DataFrame;
 use datafusion::datasource::TableType;
-use futures::{Stream, TryStreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
+use tracehouse_sql::admission::{Admitted, Front, Outcome};
 use tracehouse_sql::{QueryEngine, sql_literal};
 
 /// A boxed stream of gRPC results.
@@ -85,6 +86,19 @@ pub fn query_sql(ticket: &[u8]) -> Result<String, Status> {
 /// table): bad queries and tenants are the client's, storage failures the server's.
 pub fn status(e: tracehouse_sql::Error) -> Status {
     Status::new(tonic::Code::from_i32(e.kind().grpc_code()), e.to_string())
+}
+
+/// How a query that failed with gRPC `code` ended, for the query metrics.
+fn outcome_of(code: tonic::Code) -> Outcome {
+    use tonic::Code;
+    match code {
+        Code::Ok => Outcome::Ok,
+        Code::DeadlineExceeded => Outcome::Timeout,
+        Code::Cancelled => Outcome::Cancelled,
+        Code::ResourceExhausted => Outcome::ResourceExhausted,
+        Code::InvalidArgument | Code::NotFound | Code::PermissionDenied | Code::Unauthenticated => Outcome::ClientError,
+        _ => Outcome::ServerError,
+    }
 }
 
 fn tenant_of<T>(request: &Request<T>) -> String {
@@ -202,16 +216,45 @@ impl Queries {
         self.plan_sql(tenant, &query_sql(query)?).await
     }
 
+    /// Plans (`frame`) and runs one query of `tenant` (`text`, for the slow-query log) as an
+    /// admitted query of the Flight front, streaming its batches as Flight data; the
+    /// tenant's slot is held until the stream ends ([`tracehouse_sql::admission`]).
+    async fn run(
+        &self,
+        tenant: &str,
+        text: &str,
+        frame: impl std::future::Future<Output = Result<DataFrame, Status>>,
+    ) -> Result<Boxed<FlightData>, Status> {
+        let ticket = self.engine.admit(Front::Flight, tenant, text).map_err(status)?;
+        let streamed = match frame.await {
+            Ok(frame) => self.stream(&ticket, frame).await,
+            Err(e) => Err(e),
+        };
+        match streamed {
+            Ok(stream) => Ok(Box::pin(stream.map(move |item| {
+                if let Err(e) = &item {
+                    ticket.set(outcome_of(e.code()));
+                }
+                item
+            }))),
+            Err(e) => {
+                ticket.set(outcome_of(e.code()));
+                Err(e)
+            }
+        }
+    }
+
     /// Runs `frame`, streaming its batches as Flight data.
-    async fn stream(&self, frame: DataFrame) -> Result<Boxed<FlightData>, Status> {
+    async fn stream(&self, ticket: &Admitted, frame: DataFrame) -> Result<Boxed<FlightData>, Status> {
         let schema = Arc::new(frame.schema().as_arrow().clone());
         let (state, plan) = frame.into_parts();
-        let batches = self
-            .engine
-            .execute(&state, plan, &tracehouse_sql::QueryLimits::default())
-            .await
-            .map_err(status)?
-            .map_err(|e| FlightError::from(datafusion::arrow::error::ArrowError::ExternalError(Box::new(e))));
+        let limits = tracehouse_sql::QueryLimits::default();
+        let batches = self.engine.execute(&state, plan, &limits).await.map_err(|e| {
+            ticket.failed(&e);
+            status(e)
+        })?;
+        let batches =
+            batches.map_err(|e| FlightError::from(datafusion::arrow::error::ArrowError::ExternalError(Box::new(e))));
         let stream = FlightDataEncoderBuilder::new()
             .with_schema(schema)
             .build(batches)
@@ -497,8 +540,8 @@ impl FlightSqlService for SqlService {
         let tenant = tenant_of(&request);
         let sql = std::str::from_utf8(&ticket.statement_handle)
             .map_err(|_| Status::invalid_argument("statement handle is not UTF-8"))?;
-        let frame = self.queries.plan_sql(&tenant, sql).await?;
-        Ok(Response::new(self.queries.stream(frame).await?))
+        let frame = self.queries.plan_sql(&tenant, sql);
+        Ok(Response::new(self.queries.run(&tenant, sql, frame).await?))
     }
 
     async fn get_flight_info_sql_info(
@@ -776,10 +819,11 @@ impl FlightSqlService for SqlService {
         query: CommandPreparedStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<Boxed<FlightData>>, Status> {
-        let frame = self
-            .prepared_plan(&tenant_of(&request), &query.prepared_statement_handle)
-            .await?;
-        Ok(Response::new(self.queries.stream(frame).await?))
+        let tenant = tenant_of(&request);
+        let handle = &query.prepared_statement_handle;
+        let text = String::from_utf8_lossy(handle);
+        let frame = self.prepared_plan(&tenant, handle);
+        Ok(Response::new(self.queries.run(&tenant, &text, frame).await?))
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
@@ -801,8 +845,10 @@ impl FlightService for TracehouseFlight {
             return FlightService::do_get(&self.sql, request).await;
         }
         let tenant = tenant_of(&request);
-        let frame = self.queries.plan(&tenant, &request.get_ref().ticket).await?;
-        Ok(Response::new(self.queries.stream(frame).await?))
+        let ticket = &request.get_ref().ticket;
+        let text = String::from_utf8_lossy(ticket);
+        let frame = self.queries.plan(&tenant, ticket);
+        Ok(Response::new(self.queries.run(&tenant, &text, frame).await?))
     }
 
     async fn get_flight_info(&self, mut request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {

@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion_postgres::DfSessionService;
-use futures::Sink;
+use futures::{FutureExt, Sink};
 use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::auth::sasl::SASLAuthStartupHandler;
 use pgwire::api::auth::sasl::scram::{SCRAM_ITERATIONS, ScramAuth, gen_salted_password};
@@ -43,6 +43,7 @@ use tokio::sync::Semaphore;
 use tracehouse_sql::DEFAULT_TENANT;
 
 use tracehouse_sql::QueryEngine;
+use tracehouse_sql::admission::{Admitted, Front, Outcome};
 
 /// Settings of the Postgres server.
 #[derive(Debug, Clone)]
@@ -177,6 +178,16 @@ impl TenantRouter {
         Ok(session_service(ctx, self.engine.clone()))
     }
 
+    /// A slot for a query of `client`'s tenant ([`tracehouse_sql::admission`]), held until
+    /// its rows end.
+    fn admit<C: ClientInfo + ?Sized>(&self, client: &C, text: &str) -> PgWireResult<Arc<Admitted>> {
+        let tenant = tenant_of(client, &self.users)?;
+        let ticket = self.engine.admit(Front::Postgres, &tenant, text);
+        Ok(Arc::new(
+            ticket.map_err(|e| to_pg_error(PgWireError::ApiError(Box::new(e))))?,
+        ))
+    }
+
     /// How long a statement of `client` may run: its `statement_timeout`, at most the engine's.
     fn timeout<C: ClientInfo + ?Sized>(&self, client: &C) -> std::time::Duration {
         let max = self.engine.config().query_timeout;
@@ -197,6 +208,7 @@ impl TenantRouter {
         timeout: std::time::Duration,
         cancel: &tokio_util::sync::CancellationToken,
         addr: SocketAddr,
+        ticket: &Arc<Admitted>,
     ) -> Response {
         let Response::Query(mut query) = response else {
             return response;
@@ -206,8 +218,11 @@ impl TenantRouter {
             cancel: cancel.clone(),
             connections: self.connections.clone(),
             addr,
+            _ticket: ticket.clone(),
         };
-        let stop = stop_signal(deadline, timeout, cancel.clone());
+        let marking = ticket.clone();
+        let stop = stop_signal(deadline, timeout, cancel.clone())
+            .map(move |e| marked::<()>(&marking, Err(e)).expect_err("an error stays an error"));
         query.data_rows = Box::pin(tracehouse_sql::stop::UntilStopped::new(rows, stop, done));
         Response::Query(query)
     }
@@ -218,6 +233,8 @@ struct QueryDone {
     cancel: tokio_util::sync::CancellationToken,
     connections: Arc<Connections>,
     addr: SocketAddr,
+    /// The query's admission slot, released (and its metrics recorded) with the rows.
+    _ticket: Arc<Admitted>,
 }
 
 impl Drop for QueryDone {
@@ -226,6 +243,18 @@ impl Drop for QueryDone {
         self.cancel.cancel();
         self.connections.touch(&self.addr);
     }
+}
+
+/// `result`, with its failure (by SQLSTATE) set as the outcome of `ticket`.
+fn marked<T>(ticket: &Admitted, result: PgWireResult<T>) -> PgWireResult<T> {
+    if let Err(e) = &result {
+        let outcome = match e {
+            PgWireError::UserError(info) => Outcome::of_sqlstate(&info.code),
+            _ => Outcome::ServerError,
+        };
+        ticket.set(outcome);
+    }
+    result
 }
 
 /// The error that stops a statement: its deadline, or a cancel.
@@ -286,13 +315,14 @@ impl SimpleQueryHandler for TenantRouter {
     {
         check_sql(query)?;
         let service = self.service(client).await?;
+        let ticket = self.admit(client, query)?;
         let cancel = self.connections.start_query(client);
         let started = tokio::time::Instant::now();
         let timeout = self.timeout(client);
         let run = SimpleQueryHandler::do_query(&service, client, query);
         let responses = tokio::select! {
-            r = run => r.map_err(to_pg_error)?,
-            e = stop_signal(started + timeout, timeout, cancel.clone()) => return Err(e),
+            r = run => marked(&ticket, r.map_err(to_pg_error))?,
+            e = stop_signal(started + timeout, timeout, cancel.clone()) => return marked(&ticket, Err(e)),
         };
         // A `SET statement_timeout` earlier in the same text applies to the rows after it.
         let timeout = self.timeout(client);
@@ -300,7 +330,7 @@ impl SimpleQueryHandler for TenantRouter {
         let addr = client.socket_addr();
         Ok(responses
             .into_iter()
-            .map(|r| self.bound(r, deadline, timeout, &cancel, addr))
+            .map(|r| self.bound(r, deadline, timeout, &cancel, addr, &ticket))
             .collect())
     }
 }
@@ -368,15 +398,17 @@ impl ExtendedQueryHandler for TenantRouter {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let service = self.service(client).await?;
+        let ticket = self.admit(client, &portal.statement.statement.0)?;
         let cancel = self.connections.start_query(client);
         let timeout = self.timeout(client);
         let deadline = tokio::time::Instant::now() + timeout;
         let run = ExtendedQueryHandler::do_query(&service, client, portal, max_rows);
         let response = tokio::select! {
-            r = run => r.map_err(to_pg_error)?,
-            e = stop_signal(deadline, timeout, cancel.clone()) => return Err(e),
+            r = run => marked(&ticket, r.map_err(to_pg_error))?,
+            e = stop_signal(deadline, timeout, cancel.clone()) => return marked(&ticket, Err(e)),
         };
-        Ok(self.bound(response, deadline, timeout, &cancel, client.socket_addr()))
+        let addr = client.socket_addr();
+        Ok(self.bound(response, deadline, timeout, &cancel, addr, &ticket))
     }
 }
 

@@ -28,6 +28,8 @@ pub struct AdminState {
     /// The Kafka clients of this process, if any.
     pub kafka: Option<Arc<KafkaStats>>,
     pub live_store: Option<Arc<LiveStore>>,
+    /// The query engine's admission (its query metrics), on a querying target.
+    pub queries: std::sync::OnceLock<Arc<tracehouse_sql::admission::Admission>>,
 }
 
 impl AdminState {
@@ -40,6 +42,7 @@ impl AdminState {
             flight: Arc::default(),
             kafka: None,
             live_store: None,
+            queries: std::sync::OnceLock::new(),
         }
     }
 }
@@ -93,6 +96,13 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
     }
     if let Some(store) = &state.live_store {
         render_live_store(&mut body, &store.stats);
+    }
+    if let Some(queries) = state.queries.get() {
+        let mut registry = prometheus_client::registry::Registry::default();
+        queries.register(&mut registry);
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut body, &registry) {
+            tracing::error!(error = %e, "encoding query metrics");
+        }
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }

@@ -16,6 +16,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracehouse_postgres::{PgServerConfig, Server as PgServer};
+use tracehouse_sql::admission::AdmissionConfig;
 use tracehouse_sql::{QueryEngine, QueryEngineConfig};
 use tracehouse_warehouse::storage::StorageConfigKind;
 use tracehouse_warehouse::wal::WalConfig;
@@ -286,6 +287,12 @@ pub fn verify(config: &Config) -> Result<Target, AppError> {
         config.ingest.kafka.validate()?;
     }
     config.compactor.compaction.upkeep().map_err(AppError::Config)?;
+    if target.queries() {
+        positive(
+            "query.max_concurrent_queries_per_tenant",
+            config.query.max_concurrent_queries_per_tenant,
+        )?;
+    }
     if target != Target::Distributor {
         warehouse_config(config)?;
     }
@@ -581,9 +588,14 @@ fn query_servers(
             max_memory_bytes: config.query.max_memory_bytes,
             query_timeout: config.query.timeout,
             max_tenant_sessions: config.query.max_tenant_sessions,
+            admission: AdmissionConfig {
+                max_concurrent_queries_per_tenant: config.query.max_concurrent_queries_per_tenant,
+                slow_query_threshold: config.query.slow_query_threshold,
+            },
             ..QueryEngineConfig::default()
         },
     )?);
+    let _ = c.admin.queries.set(engine.admission().clone());
     http_app = http_app.merge(tracehouse_tempo_api::app(Arc::new(tracehouse_tempo_api::ApiState {
         engine: engine.clone(),
         limits: config.query_frontend.search.limits().map_err(AppError::Config)?,

@@ -719,6 +719,12 @@ pub struct QueryConfig {
     pub timeout: Duration,
     /// Tenant query sessions kept in memory; the least recently used is dropped past this.
     pub max_tenant_sessions: usize,
+    /// Queries one tenant may run at once over all fronts; more are refused (HTTP 429,
+    /// ResourceExhausted, SQLSTATE 53000) while other tenants are served.
+    pub max_concurrent_queries_per_tenant: usize,
+    /// Queries taking longer are logged (`0s`: none).
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub slow_query_threshold: Duration,
 }
 
 impl Default for QueryConfig {
@@ -727,6 +733,8 @@ impl Default for QueryConfig {
             max_memory_bytes: 2 << 30,
             timeout: Duration::from_secs(300),
             max_tenant_sessions: 64,
+            max_concurrent_queries_per_tenant: 20,
+            slow_query_threshold: Duration::from_secs(5),
         }
     }
 }

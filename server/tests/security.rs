@@ -591,3 +591,64 @@ print(client.do_get(flight.Ticket(b"SELECT count(*) AS n FROM spans"), options=o
         "the shop-token reads the spans it wrote into shop"
     );
 }
+
+/// Every front comes through the engine's one door: a tenant at its concurrent-query limit is
+/// refused on Postgres (53000), Tempo's API (429) and Flight while another tenant is served;
+/// the slow query is logged, and `/metrics` counts queries by front and outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_at_its_query_limit_is_refused_on_every_front() {
+    let yaml = "query:\n  max_concurrent_queries_per_tenant: 1\n  slow_query_threshold: 1s\n";
+    let (_dir, server) = two_tenants(yaml).await;
+    let b_spans = server.span_count("b").await;
+    let pg = server.pg("a").await;
+    pg.simple_query("SET statement_timeout = '4s'").await.unwrap();
+    let slow =
+        tokio::spawn(async move { sqlstate(&pg, "SELECT count(*) FROM generate_series(1, 1000000000000)").await });
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    assert_eq!(sqlstate(&server.pg("a").await, "SELECT 1").await, "53000");
+    let search = |tenant: &'static str| {
+        reqwest::Client::new()
+            .get(format!("{}/api/search", server.http()))
+            .header("X-Scope-OrgID", tenant)
+            .query(&[("q", "{ }"), ("limit", "5")])
+            .send()
+    };
+    let refused = search("a").await.unwrap();
+    assert_eq!(refused.status(), 429);
+    assert!(
+        refused
+            .text()
+            .await
+            .unwrap()
+            .contains("max_concurrent_queries_per_tenant")
+    );
+    let flight = flight_tickets(server.flight_port, "a", &["SELECT 1".to_string()]);
+    assert_ne!(flight, ["ok"], "flight admitted a query over the limit");
+    assert_eq!(search("b").await.unwrap().status(), 200);
+    b_answers(&server, b_spans, Duration::from_secs(5)).await;
+
+    assert_eq!(slow.await.unwrap(), "57014");
+    assert_eq!(search("a").await.unwrap().status(), 200);
+    assert_eq!(
+        flight_tickets(server.flight_port, "a", &["SELECT 1".to_string()]),
+        ["ok"]
+    );
+    assert!(
+        server
+            .log()
+            .lines()
+            .any(|l| l.contains("slow query") && l.contains("generate_series")),
+        "no slow-query line in the log"
+    );
+    let metrics = server.metrics_text().await;
+    for series in [
+        r#"tracehouse_query_duration_seconds_count{front="postgres",outcome="timeout"} 1"#,
+        r#"tracehouse_query_duration_seconds_count{front="postgres",outcome="resource_exhausted"} 1"#,
+        r#"tracehouse_query_duration_seconds_count{front="tempo",outcome="resource_exhausted"} 1"#,
+        r#"tracehouse_query_duration_seconds_count{front="flight",outcome="resource_exhausted"} 1"#,
+        r#"tracehouse_query_duration_seconds_count{front="flight",outcome="ok"} 1"#,
+    ] {
+        assert!(metrics.contains(series), "{series} not in /metrics");
+    }
+}

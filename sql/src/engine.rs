@@ -45,6 +45,8 @@ pub struct QueryEngineConfig {
     pub query_timeout: Duration,
     /// Tenant sessions kept; the least recently used one is dropped past this.
     pub max_tenant_sessions: usize,
+    /// Per-tenant concurrency and the slow-query log ([`crate::admission`]).
+    pub admission: crate::admission::AdmissionConfig,
 }
 
 impl Default for QueryEngineConfig {
@@ -54,6 +56,7 @@ impl Default for QueryEngineConfig {
             target_partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
             query_timeout: Duration::from_secs(300),
             max_tenant_sessions: 64,
+            admission: crate::admission::AdmissionConfig::default(),
         }
     }
 }
@@ -89,6 +92,7 @@ pub struct QueryEngine {
     contexts: Mutex<HashMap<String, (Arc<SessionContext>, Instant)>>,
     /// TraceQL search plans prepared before (they hold no tenant data).
     search_plans: crate::search::SearchPlans,
+    admission: Arc<crate::admission::Admission>,
 }
 
 impl QueryEngine {
@@ -99,18 +103,37 @@ impl QueryEngine {
                 "query engine: max_tenant_sessions and query_timeout must be positive".into(),
             ));
         }
+        let admission = Arc::new(crate::admission::Admission::new(config.admission.clone())?);
         Ok(Self {
             warehouse,
             pool: Arc::new(FairSpillPool::new(config.max_memory_bytes)),
             config,
             contexts: Mutex::new(HashMap::new()),
             search_plans: crate::search::SearchPlans::default(),
+            admission,
         })
     }
 
     /// The engine's settings.
     pub fn config(&self) -> &QueryEngineConfig {
         &self.config
+    }
+
+    /// The one door of every query of every front: a slot among its tenant's concurrent
+    /// queries, its metrics and the slow-query log when the returned ticket drops
+    /// ([`crate::admission`]).
+    pub fn admit(
+        &self,
+        front: crate::admission::Front,
+        tenant: &str,
+        text: &str,
+    ) -> Result<crate::admission::Admitted> {
+        self.admission.admit(front, tenant, text)
+    }
+
+    /// Admission's slots and metrics.
+    pub fn admission(&self) -> &Arc<crate::admission::Admission> {
+        &self.admission
     }
 
     /// The memory pool every query draws from.

@@ -24,6 +24,7 @@ impl Error {
             Error::Refused(Refusal::TooComplex(_)) => ErrorKind::TooComplex,
             Error::Refused(Refusal::Syntax(_)) => ErrorKind::InvalidInput,
             Error::Refused(Refusal::NotAllowed(_)) => ErrorKind::PermissionDenied,
+            Error::Busy(_) => ErrorKind::ResourceExhausted,
             Error::Timeout(_) => ErrorKind::Timeout,
             Error::Cancelled => ErrorKind::Cancelled,
             Error::Config(_) | Error::Internal(_) => ErrorKind::Internal,

@@ -4,6 +4,7 @@
 //! Architecture invariant: the engine knows no protocol. Every front (the Postgres wire in
 //! `postgres/`, Flight, Tempo's API) is a peer crate that uses [`QueryEngine`].
 
+pub mod admission;
 pub mod budget;
 pub mod engine;
 pub mod errors;
@@ -34,6 +35,9 @@ pub enum Error {
     /// Refused before planning: over a limit, not SQL, or not read-only.
     #[error("{0}")]
     Refused(#[from] guard::Refusal),
+    /// The tenant runs as many queries as it may at once.
+    #[error("{0}")]
+    Busy(String),
     /// The query ran past its deadline.
     #[error("canceling statement due to statement timeout ({}ms)", .0.as_millis())]
     Timeout(std::time::Duration),

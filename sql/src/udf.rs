@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringBuilder, StructArray};
 use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema};
-use datafusion::common::{ScalarValue, exec_err};
+use datafusion::common::{ScalarValue, exec_err, plan_err};
 use datafusion::error::Result;
 use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
 use datafusion::prelude::SessionContext;
@@ -73,6 +73,19 @@ pub fn render_value(values: &StructArray, i: usize) -> Option<String> {
     None
 }
 
+/// Whether `t` is an attribute map: text keys, and values a struct of typed columns.
+fn is_attribute_map(t: &DataType) -> bool {
+    let DataType::Map(entries, _) = t else {
+        return false;
+    };
+    let DataType::Struct(fields) = entries.data_type() else {
+        return false;
+    };
+    fields.len() == 2
+        && fields[0].data_type() == &DataType::Utf8
+        && matches!(fields[1].data_type(), DataType::Struct(_))
+}
+
 impl ScalarUDFImpl for AttrUdf {
     fn name(&self) -> &str {
         "attr"
@@ -84,8 +97,11 @@ impl ScalarUDFImpl for AttrUdf {
 
     fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
         match &arg_types[0] {
-            DataType::Map(_, _) | DataType::Null => Ok(DataType::Utf8),
-            other => exec_err!("attr() takes an attribute map as its first argument, got {other}"),
+            t if is_attribute_map(t) => Ok(DataType::Utf8),
+            DataType::Null => Ok(DataType::Utf8),
+            other => {
+                plan_err!("attr() takes an attribute map (text keys, typed values) as its first argument, got {other}")
+            }
         }
     }
 
@@ -105,8 +121,9 @@ impl ScalarUDFImpl for AttrUdf {
             return Ok(ColumnarValue::Scalar(ScalarValue::Utf8(None)));
         }
         let maps = maps.as_map();
-        let keys = maps.keys().as_string::<i32>();
-        let values = maps.values().as_struct();
+        let (Some(keys), Some(values)) = (maps.keys().as_string_opt::<i32>(), maps.values().as_struct_opt()) else {
+            return exec_err!("attr() takes an attribute map (text keys, typed values)");
+        };
         let offsets = maps.value_offsets();
         let mut out = StringBuilder::with_capacity(rows, rows * 8);
         for row in 0..rows {

@@ -51,6 +51,16 @@ pub struct Querier {
     state: Arc<ApiState>,
 }
 
+impl Querier {
+    /// A slot for a streamed query of `tenant` ([`tracehouse_sql::admission`]), taken before
+    /// the stream starts so a busy tenant's call fails with ResourceExhausted.
+    fn admit(&self, tenant: &str, text: &str) -> Result<tracehouse_sql::admission::Admitted, Status> {
+        (self.state.engine)
+            .admit(tracehouse_sql::admission::Front::Tempo, tenant, text)
+            .map_err(|e| status(crate::engine_error(e)))
+    }
+}
+
 /// The service, ready to merge into the HTTP router.
 pub fn service(state: Arc<ApiState>) -> StreamingQuerierServer<Querier> {
     StreamingQuerierServer::new(Querier { state })
@@ -93,6 +103,7 @@ impl StreamingQuerier for Querier {
         let metrics_request = metrics::grpc_request_of(request.get_ref(), self.state.metrics).map_err(status)?;
         // Validate before streaming, so a bad query fails the call with InvalidArgument.
         tracehouse_sql::metrics::prepare(&metrics_request).map_err(|e| status(crate::engine_error(e)))?;
+        let ticket = self.admit(&tenant, &metrics_request.query)?;
         let (tx, rx) = tokio::sync::mpsc::channel(STREAM_QUEUE_MESSAGES);
         let state = self.state.clone();
         tokio::spawn(async move {
@@ -104,7 +115,7 @@ impl StreamingQuerier for Querier {
             let result = (state.engine)
                 .metrics_query_range_with(&tenant, &metrics_request, &limits, Some(&mut progress))
                 .await;
-            let last = result.map(|o| metrics::response_of(&o));
+            let last = ticket.finish(result).map(|o| metrics::response_of(&o));
             let _ = tx.send(last.map_err(|e| status(crate::engine_error(e)))).await;
         });
         Ok(Response::new(Box::pin(tokio_stream_from(rx))))
@@ -129,6 +140,7 @@ impl StreamingQuerier for Querier {
         let full = search::request_of(&params, self.state.limits).map_err(status)?;
         tracehouse_traceql::compile(&full.query)
             .map_err(|e| status(ApiError(ErrorKind::InvalidInput, e.to_string())))?;
+        let ticket = self.admit(&tenant, &full.query)?;
         let (tx, rx) = tokio::sync::mpsc::channel(STREAM_QUEUE_MESSAGES);
         let state = self.state.clone();
         tokio::spawn(async move {
@@ -142,7 +154,7 @@ impl StreamingQuerier for Querier {
                 let _ = partial_tx.try_send(Ok(search::response_of(&new, &o.metrics)));
             };
             let result = state.engine.traceql_search_with(&tenant, &full, &mut progress).await;
-            let last = match result {
+            let last = match ticket.finish(result) {
                 Ok(o) => Ok(search::response_of(&o.hits, &o.metrics)),
                 Err(e) => Err(status(crate::engine_error(e))),
             };

@@ -151,6 +151,20 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// `query`'s answer, run as one admitted query of `tenant` on the Tempo front (its slot among
+/// the tenant's concurrent queries, its metrics, the slow-query log: [`tracehouse_sql::admission`]).
+pub async fn admitted<T>(
+    state: &ApiState,
+    tenant: &str,
+    text: &str,
+    query: impl std::future::Future<Output = Result<T, tracehouse_sql::Error>>,
+) -> Result<T, ApiError> {
+    let ticket = (state.engine)
+        .admit(tracehouse_sql::admission::Front::Tempo, tenant, text)
+        .map_err(engine_error)?;
+    ticket.finish(query.await).map_err(engine_error)
+}
+
 /// A query-engine error as Tempo's API answers it.
 pub fn engine_error(e: tracehouse_sql::Error) -> ApiError {
     ApiError(e.kind(), e.to_string())

@@ -27,7 +27,7 @@ use crate::tempopb::{
     QueryRangeResponse, Sample, SearchMetrics, TimeSeries,
 };
 use crate::traces::{protobuf, wants_protobuf};
-use crate::{ApiError, ApiState, ErrorKind, engine_error, json_listing, tenant};
+use crate::{ApiError, ApiState, ErrorKind, admitted, json_listing, tenant};
 
 /// The range a request without `start` covers, before its end (Tempo's default `since`).
 const DEFAULT_SINCE_NS: i64 = 3_600 * SECOND_NS;
@@ -93,10 +93,9 @@ pub fn instant_response_of(range: &QueryRangeResponse) -> QueryInstantResponse {
 
 /// Runs `request` for `tenant`: Tempo's answer, or the error as Tempo's status.
 pub async fn run(state: &ApiState, tenant: &str, request: &MetricsRequest) -> Result<QueryRangeResponse, ApiError> {
-    let outcome = (state.engine)
-        .metrics_query_range(tenant, request, &QueryLimits::default())
-        .await
-        .map_err(engine_error)?;
+    let limits = QueryLimits::default();
+    let query = state.engine.metrics_query_range(tenant, request, &limits);
+    let outcome = admitted(state, tenant, &request.query, query).await?;
     Ok(response_of(&outcome))
 }
 

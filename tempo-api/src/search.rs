@@ -14,7 +14,7 @@ use tracehouse_traceql::ast::{format_duration, write_quoted};
 
 use crate::tempopb::common::v1::{AnyValue, ArrayValue, KeyValue, any_value};
 use crate::tempopb::{SearchResponse, ServiceStats, Span, SpanSet, TraceSearchMetadata};
-use crate::{ApiError, ApiState, ErrorKind, SearchLimits, engine_error, json_listing, param, tenant};
+use crate::{ApiError, ApiState, ErrorKind, SearchLimits, admitted, json_listing, param, tenant};
 
 pub const DEFAULT_LIMIT: usize = 20;
 /// Tempo's root service name of a trace whose root span has not arrived.
@@ -269,11 +269,13 @@ pub async fn search(
     params: &HashMap<String, String>,
 ) -> Result<SearchResponse, ApiError> {
     let request = request_of(params, state.limits)?;
-    let outcome = state
-        .engine
-        .traceql_search(tenant, &request)
-        .await
-        .map_err(engine_error)?;
+    let outcome = admitted(
+        state,
+        tenant,
+        &request.query,
+        state.engine.traceql_search(tenant, &request),
+    )
+    .await?;
     Ok(response_of(&outcome.hits, &outcome.metrics))
 }
 

@@ -16,7 +16,7 @@ use crate::tempopb::{
     MetadataMetrics, SearchTagValuesResponse, SearchTagValuesV2Response, SearchTagsResponse, SearchTagsV2Response,
     SearchTagsV2Scope, TagValue,
 };
-use crate::{ApiError, ApiState, ErrorKind, engine_error, json_listing, param, tenant};
+use crate::{ApiError, ApiState, ErrorKind, admitted, json_listing, param, tenant};
 
 /// Most tags or values returned by default, and at most.
 pub const DEFAULT_LIMIT: usize = 1_000;
@@ -91,7 +91,7 @@ fn source(params: &HashMap<String, String>) -> Result<String, ApiError> {
 }
 
 async fn column(state: &ApiState, tenant: &str, sql: &str) -> Result<Vec<String>, ApiError> {
-    let batches = state.engine.sql(tenant, sql).await.map_err(engine_error)?;
+    let batches = admitted(state, tenant, sql, state.engine.sql(tenant, sql)).await?;
     Ok(text_column(&batches, 0))
 }
 
@@ -294,7 +294,7 @@ async fn values(
                 intrinsic_type(&field)
             )
         };
-        let batches = state.engine.sql(&tenant, &sql).await.map_err(engine_error)?;
+        let batches = admitted(state, &tenant, &sql, state.engine.sql(&tenant, &sql)).await?;
         let types = text_column(&batches, 0);
         let vals = text_column(&batches, 1);
         out.extend(types.into_iter().zip(vals));

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use prost::Message;
 
 use crate::tempopb::{Trace, TraceByIdMetrics, TraceByIdResponse, trace_by_id_response};
-use crate::{ApiError, ApiState, ErrorKind, engine_error, json, param, tenant};
+use crate::{ApiError, ApiState, ErrorKind, admitted, json, param, tenant};
 
 /// Content type of protobuf responses (and the Accept value that asks for them).
 pub const PROTOBUF: &str = "application/protobuf";
@@ -71,11 +71,9 @@ async fn find(
 ) -> Result<(Option<Trace>, u64), ApiError> {
     let trace = trace_id(id)?;
     let range = range_of(params)?;
-    let found = state
-        .engine
-        .trace_by_id(&tenant(headers), trace, range)
-        .await
-        .map_err(engine_error)?;
+    let tenant = tenant(headers);
+    let text = format!("trace {id}");
+    let found = admitted(state, &tenant, &text, state.engine.trace_by_id(&tenant, trace, range)).await?;
     let resource_spans = crate::otlp::resource_spans(&found.batches).map_err(|e| ApiError(ErrorKind::Internal, e))?;
     let trace = (!resource_spans.is_empty()).then_some(Trace { resource_spans });
     Ok((trace, found.bytes_inspected))
