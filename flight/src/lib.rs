@@ -58,7 +58,7 @@ use datafusion::datasource::TableType;
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
-use tracehouse_sql::admission::{Admitted, Front, Outcome};
+use tracehouse_sql::admission::{Front, Outcome};
 use tracehouse_sql::{QueryEngine, sql_literal};
 
 /// A boxed stream of gRPC results.
@@ -116,16 +116,13 @@ fn stream_status(e: FlightError) -> Status {
     match e {
         FlightError::Tonic(status) => *status,
         FlightError::Arrow(datafusion::arrow::error::ArrowError::ExternalError(inner)) => {
-            if inner.is::<tracehouse_sql::Error>() {
-                match inner.downcast::<tracehouse_sql::Error>() {
-                    Ok(e) => status(*e),
-                    Err(other) => Status::internal(other.to_string()),
-                }
-            } else {
-                match inner.downcast::<datafusion::error::DataFusionError>() {
-                    Ok(df) => status(tracehouse_sql::Error::DataFusion(*df)),
-                    Err(other) => Status::internal(other.to_string()),
-                }
+            let inner = match inner.downcast::<tracehouse_sql::Error>() {
+                Ok(e) => return status(*e),
+                Err(other) => other,
+            };
+            match inner.downcast::<datafusion::error::DataFusionError>() {
+                Ok(df) => status(tracehouse_sql::Error::DataFusion(*df)),
+                Err(other) => Status::internal(other.to_string()),
             }
         }
         other => Status::internal(other.to_string()),
@@ -227,7 +224,7 @@ impl Queries {
     ) -> Result<Boxed<FlightData>, Status> {
         let ticket = self.engine.admit(Front::Flight, tenant, text).map_err(status)?;
         let streamed = match frame.await {
-            Ok(frame) => self.stream(&ticket, frame).await,
+            Ok(frame) => self.stream(frame).await,
             Err(e) => Err(e),
         };
         match streamed {
@@ -245,14 +242,11 @@ impl Queries {
     }
 
     /// Runs `frame`, streaming its batches as Flight data.
-    async fn stream(&self, ticket: &Admitted, frame: DataFrame) -> Result<Boxed<FlightData>, Status> {
+    async fn stream(&self, frame: DataFrame) -> Result<Boxed<FlightData>, Status> {
         let schema = Arc::new(frame.schema().as_arrow().clone());
         let (state, plan) = frame.into_parts();
         let limits = tracehouse_sql::QueryLimits::default();
-        let batches = self.engine.execute(&state, plan, &limits).await.map_err(|e| {
-            ticket.failed(&e);
-            status(e)
-        })?;
+        let batches = self.engine.execute(&state, plan, &limits).await.map_err(status)?;
         let batches =
             batches.map_err(|e| FlightError::from(datafusion::arrow::error::ArrowError::ExternalError(Box::new(e))));
         let stream = FlightDataEncoderBuilder::new()
