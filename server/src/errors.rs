@@ -44,12 +44,12 @@ impl Error {
 }
 
 /// `kind`'s HTTP status.
-pub fn http_status(kind: ErrorKind) -> StatusCode {
+fn http_status(kind: ErrorKind) -> StatusCode {
     StatusCode::from_u16(kind.http_status()).expect("the kind table holds valid statuses")
 }
 
 /// A gRPC status of `kind`.
-pub fn grpc_status(kind: ErrorKind, message: String) -> tonic::Status {
+fn grpc_status(kind: ErrorKind, message: String) -> tonic::Status {
     tonic::Status::new(tonic::Code::from_i32(kind.grpc_code()), message)
 }
 

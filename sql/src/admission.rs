@@ -206,7 +206,8 @@ impl Admission {
     }
 
     /// Queries of `tenant` running now.
-    pub fn running(&self, tenant: &str) -> usize {
+    #[cfg(test)]
+    fn running(&self, tenant: &str) -> usize {
         let limit = self.config.max_concurrent_queries_per_tenant;
         let slots = self.slots.lock().expect("slots lock");
         slots.get(tenant).map_or(0, |s| limit - s.available_permits())

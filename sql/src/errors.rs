@@ -9,7 +9,6 @@ use datafusion::arrow::error::ArrowError;
 use datafusion::common::SchemaError;
 use datafusion::error::DataFusionError;
 pub use tracehouse_warehouse::ErrorKind;
-pub use tracehouse_warehouse::error_kind::ALL_ERROR_KINDS;
 
 use crate::Error;
 use crate::guard::Refusal;
