@@ -122,6 +122,7 @@ pub async fn serve_tempo_api(engine: Arc<tracehouse_sql::QueryEngine>) -> String
         engine,
         limits: tracehouse_tempo_api::SearchLimits::default(),
         metrics: tracehouse_sql::metrics::MetricsLimits::default(),
+        tenant_limits: Arc::new(tracehouse_tempo_api::NoTenantLimits),
     }));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));

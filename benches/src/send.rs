@@ -1,5 +1,6 @@
-//! OTLP clients: send an export request over OTLP/HTTP (protobuf or JSON, optionally gzip) or
-//! OTLP/gRPC, with a tenant header.
+//! Span clients: send an export request over OTLP/HTTP (protobuf or JSON, optionally gzip),
+//! OTLP/gRPC, or translated (`crate::foreign`) over Jaeger gRPC or Zipkin v2 JSON, with a
+//! tenant header.
 
 use std::io::Write;
 
@@ -13,6 +14,10 @@ pub enum Protocol {
     HttpProtobuf,
     HttpJson,
     Grpc,
+    /// `jaeger.api_v2.CollectorService/PostSpans` (endpoint `http://host:14250`).
+    JaegerGrpc,
+    /// Zipkin `POST /api/v2/spans`, JSON (endpoint `http://host:9411`).
+    ZipkinJson,
 }
 
 impl std::str::FromStr for Protocol {
@@ -23,8 +28,10 @@ impl std::str::FromStr for Protocol {
             "http" | "http/protobuf" => Ok(Self::HttpProtobuf),
             "http/json" => Ok(Self::HttpJson),
             "grpc" => Ok(Self::Grpc),
+            "jaeger/grpc" => Ok(Self::JaegerGrpc),
+            "zipkin/json" => Ok(Self::ZipkinJson),
             other => Err(format!(
-                "unknown protocol {other:?}: use http/protobuf, http/json or grpc"
+                "unknown protocol {other:?}: use http/protobuf, http/json, grpc, jaeger/grpc or zipkin/json"
             )),
         }
     }
@@ -49,7 +56,11 @@ pub struct Sender {
     gzip: bool,
     http: reqwest::Client,
     grpc: Option<TraceServiceClient<tonic::transport::Channel>>,
+    jaeger: Option<JaegerClient>,
 }
+
+type JaegerClient =
+    tracehouse_ingest::jaeger::api_v2::collector_service_client::CollectorServiceClient<tonic::transport::Channel>;
 
 impl Sender {
     pub async fn connect(protocol: Protocol, endpoint: &str, gzip: bool) -> Result<Self, String> {
@@ -66,12 +77,22 @@ impl Sender {
         } else {
             None
         };
+        let jaeger = match protocol {
+            Protocol::JaegerGrpc => Some(
+                JaegerClient::connect(endpoint.to_string())
+                    .await
+                    .map_err(|e| format!("connecting to {endpoint}: {e}"))?
+                    .max_encoding_message_size(usize::MAX),
+            ),
+            _ => None,
+        };
         Ok(Self {
             protocol,
             endpoint: endpoint.trim_end_matches('/').to_string(),
             gzip,
             http: reqwest::Client::new(),
             grpc,
+            jaeger,
         })
     }
 
@@ -100,6 +121,34 @@ impl Sender {
                     }),
                 }
             }
+            Protocol::JaegerGrpc => {
+                let client = self.jaeger.as_mut().ok_or("jaeger client missing")?;
+                let batch = crate::foreign::jaeger_batch(request);
+                let mut req =
+                    tonic::Request::new(tracehouse_ingest::jaeger::api_v2::PostSpansRequest { batch: Some(batch) });
+                if let Some(t) = tenant {
+                    req.metadata_mut()
+                        .insert("x-scope-orgid", t.parse().map_err(|_| "bad tenant")?);
+                }
+                Ok(match client.post_spans(req).await {
+                    Ok(_) => Reply {
+                        status: 200,
+                        grpc_code: Some(tonic::Code::Ok),
+                        body: String::new(),
+                        retry_after: None,
+                    },
+                    Err(status) => Reply {
+                        status: 0,
+                        grpc_code: Some(status.code()),
+                        body: status.message().to_string(),
+                        retry_after: None,
+                    },
+                })
+            }
+            Protocol::ZipkinJson => {
+                let body = crate::foreign::zipkin_json(request);
+                self.post_to("/api/v2/spans", &body, "application/json", tenant).await
+            }
             Protocol::HttpProtobuf | Protocol::HttpJson => {
                 let (body, content_type) = if self.protocol == Protocol::HttpJson {
                     (
@@ -116,9 +165,20 @@ impl Sender {
 
     /// Posts raw bytes to `/v1/traces` (for malformed-input tests).
     pub async fn post_raw(&self, body: &[u8], content_type: &str, tenant: Option<&str>) -> Result<Reply, String> {
+        self.post_to("/v1/traces", body, content_type, tenant).await
+    }
+
+    /// Posts `body` to `path` of the endpoint.
+    async fn post_to(
+        &self,
+        path: &str,
+        body: &[u8],
+        content_type: &str,
+        tenant: Option<&str>,
+    ) -> Result<Reply, String> {
         let mut req = self
             .http
-            .post(format!("{}/v1/traces", self.endpoint))
+            .post(format!("{}{path}", self.endpoint))
             .header("content-type", content_type);
         let body = if self.gzip {
             req = req.header("content-encoding", "gzip");

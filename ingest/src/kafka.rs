@@ -38,7 +38,7 @@ pub const TENANT_HEADER: &str = "X-Scope-OrgID";
 pub const MAX_PARTITIONS: i32 = 4096;
 
 /// Connection and topic settings, Tempo's `ingest.kafka` block (the YAML reads into it).
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct KafkaConfig {
     /// Bootstrap brokers, `host:port[,host:port]`.
@@ -48,7 +48,10 @@ pub struct KafkaConfig {
     pub consumer_group: String,
     pub client_id: String,
     /// How long a produce may take before the request fails with 503 / Unavailable.
-    #[serde(deserialize_with = "crate::duration::deserialize")]
+    #[serde(
+        deserialize_with = "crate::duration::deserialize",
+        serialize_with = "crate::duration::serialize"
+    )]
     pub write_timeout: Duration,
     pub auto_create_topic_enabled: bool,
     pub auto_create_topic_default_partitions: i32,

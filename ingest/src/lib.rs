@@ -1,5 +1,7 @@
 //! Receivers' decoding: OTLP trace requests (protobuf or JSON, optionally gzip) into `spans`
-//! record batches, with limits on request size; and the Kafka path of microservices mode: the
+//! record batches, with limits on request size; Jaeger (Thrift, protobuf) and Zipkin (v2 JSON
+//! and protobuf, v1 JSON) into OTLP requests, as the OpenTelemetry Collector translates them;
+//! and the Kafka path of microservices mode: the
 //! distributor's producer, the block-builder and the live-store.
 //!
 //! Architecture invariant: decoding never stores or queries. The Kafka consumers write and read
@@ -9,10 +11,13 @@
 use tracehouse_warehouse::ErrorKind;
 
 pub mod block_builder;
+mod conventions;
 pub mod duration;
+pub mod jaeger;
 pub mod kafka;
 pub mod live_store;
 pub mod otlp;
+pub mod zipkin;
 
 /// Errors of decoding.
 #[derive(Debug, thiserror::Error)]

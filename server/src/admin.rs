@@ -1,5 +1,6 @@
-//! The HTTP API on port 3200: `/ready`, `/metrics`, `/api/echo`, and `/flush` (as Tempo's
-//! ingester: write every tenant's live spans into its table now). In the Kafka targets `/ready`
+//! The HTTP API on port 3200: `/ready`, `/metrics`, `/api/echo`, `/flush` (as Tempo's
+//! ingester: write every tenant's live spans into its table now), and `/status/config` and
+//! `/status/overrides` (the configuration and per-tenant limits in force). In the Kafka targets `/ready`
 //! also needs the brokers reachable, and `/metrics` adds the Kafka clients' and live-store's
 //! figures.
 
@@ -16,7 +17,10 @@ use tracehouse_warehouse::Warehouse;
 use tracehouse_ingest::kafka::KafkaStats;
 use tracehouse_ingest::live_store::LiveStore;
 
-use crate::metrics::{ReceiverStats, render, render_kafka, render_live_store};
+use crate::limits::Limiter;
+use crate::metrics::{ReceiverStats, StatsCollector};
+use crate::overrides::Overrides;
+use crate::tempo_metrics::TempoMetrics;
 
 /// State of the admin endpoints.
 pub struct AdminState {
@@ -30,11 +34,19 @@ pub struct AdminState {
     pub live_store: Option<Arc<LiveStore>>,
     /// The query engine's admission (its query metrics), on a querying target.
     pub queries: std::sync::OnceLock<Arc<tracehouse_sql::admission::Admission>>,
+    /// The series Tempo exposes per request.
+    pub tempo: Arc<TempoMetrics>,
+    /// The per-tenant limits in force.
+    pub overrides: Arc<Overrides>,
+    /// The receivers' limiter (its live traces), on a receiving target.
+    pub limiter: Option<Arc<Limiter>>,
+    /// `/status/config`: the configuration, secrets masked.
+    pub config_yaml: String,
 }
 
 impl AdminState {
     /// State of a process without Kafka or live-store.
-    pub fn new(receivers: Arc<ReceiverStats>, warehouse: Option<Arc<Warehouse>>) -> Self {
+    pub fn new(receivers: Arc<ReceiverStats>, warehouse: Option<Arc<Warehouse>>, overrides: Arc<Overrides>) -> Self {
         Self {
             ready: false.into(),
             receivers,
@@ -43,6 +55,10 @@ impl AdminState {
             kafka: None,
             live_store: None,
             queries: std::sync::OnceLock::new(),
+            tempo: Arc::default(),
+            overrides,
+            limiter: None,
+            config_yaml: String::new(),
         }
     }
 }
@@ -54,6 +70,9 @@ pub fn app(state: Arc<AdminState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/echo", get(|| async { "echo" }))
         .route("/flush", get(flush).post(flush))
+        .route("/status/config", get(status_config))
+        .route("/status/overrides", get(status_overrides))
+        .route("/status/overrides/{tenant}", get(status_tenant_overrides))
         .with_state(state)
 }
 
@@ -84,27 +103,49 @@ async fn flush(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
     }
 }
 
+const YAML: &str = "text/yaml; charset=utf-8";
+
+async fn status_config(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, YAML)], state.config_yaml.clone())
+}
+
+async fn status_overrides(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, YAML)], state.overrides.status_yaml())
+}
+
+async fn status_tenant_overrides(
+    State(state): State<Arc<AdminState>>,
+    axum::extract::Path(tenant): axum::extract::Path<String>,
+) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, YAML)], state.overrides.tenant_yaml(&tenant))
+}
+
 async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
-    let default_stats = tracehouse_warehouse::WarehouseStats::default();
-    let (warehouse, wal_bytes) = match &state.warehouse {
-        Some(w) => (w.stats().as_ref(), w.wal_disk_bytes()),
-        None => (&default_stats, 0),
-    };
-    let mut body = render(&state.receivers, warehouse, wal_bytes, &state.flight);
-    if let Some(kafka) = &state.kafka {
-        render_kafka(&mut body, kafka);
-    }
-    if let Some(store) = &state.live_store {
-        render_live_store(&mut body, &store.stats);
-    }
+    let mut registry = prometheus_client::registry::Registry::default();
+    registry.register_collector(Box::new(StatsCollector {
+        receivers: state.receivers.clone(),
+        warehouse: state.warehouse.clone(),
+        flight: state.flight.clone(),
+        kafka: state.kafka.clone(),
+        live_store: state.live_store.clone(),
+        limiter: state.limiter.clone(),
+    }));
+    registry.register_collector(Box::new(state.overrides.clone()));
+    state.tempo.register(&mut registry);
     if let Some(queries) = state.queries.get() {
-        let mut registry = prometheus_client::registry::Registry::default();
         queries.register(&mut registry);
-        if let Err(e) = prometheus_client::encoding::text::encode(&mut body, &registry) {
-            tracing::error!(error = %e, "encoding query metrics");
-        }
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+    let mut body = String::with_capacity(16 << 10);
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut body, &registry) {
+        tracing::error!(error = %e, "encoding metrics");
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain")],
+            e.to_string(),
+        );
+    }
+    let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], body)
 }
 
 #[cfg(test)]
@@ -137,7 +178,8 @@ mod tests {
         })
         .await
         .unwrap();
-        let state = Arc::new(AdminState::new(Arc::default(), Some(warehouse)));
+        let overrides = Arc::new(Overrides::load(&Default::default(), std::time::Duration::ZERO).unwrap());
+        let state = Arc::new(AdminState::new(Arc::default(), Some(warehouse), overrides));
         let app = app(state.clone());
         assert_eq!(get(app.clone(), "/ready").await.0, StatusCode::SERVICE_UNAVAILABLE);
         state.ready.store(true, Ordering::Release);
@@ -147,9 +189,19 @@ mod tests {
         let (status, metrics) = get(app, "/metrics").await;
         assert_eq!(status, StatusCode::OK);
         assert!(
-            metrics.contains("# TYPE tracehouse_distributor_spans_received_total counter"),
+            metrics.contains("# TYPE tracehouse_distributor_spans_received counter"),
             "{metrics}"
         );
         assert!(metrics.contains("tracehouse_warehouse_live_bytes 0"), "{metrics}");
+        assert!(metrics.contains("tempo_ingester_blocks_flushed_total 0"), "{metrics}");
+        assert!(metrics.ends_with("# EOF\n"), "{metrics}");
+        assert!(
+            metrics.contains("tempo_runtime_config_last_reload_successful 1"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("tempo_limits_defaults{limit_name=\"max_bytes_per_trace\"} 5000000"),
+            "{metrics}"
+        );
     }
 }

@@ -13,8 +13,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
+use tracehouse_ingest::jaeger::ThriftProtocol;
+use tracehouse_ingest::zipkin::ZipkinOptions;
 use tracehouse_postgres::{PgServerConfig, Server as PgServer};
 use tracehouse_sql::admission::AdmissionConfig;
 use tracehouse_sql::{QueryEngine, QueryEngineConfig};
@@ -30,9 +32,13 @@ use tracehouse_warehouse::LiveSource;
 use crate::admin::{self, AdminState};
 use crate::compactor::Compactor;
 use crate::config::Config;
+use crate::limits::Limiter;
 use crate::live::{self, RemoteLiveStores};
 use crate::metrics::ReceiverStats;
 use crate::otlp::{self, Receiver, Sink};
+use crate::overrides::Overrides;
+use crate::receivers;
+use tonic::service::interceptor::InterceptedService;
 
 /// Errors of starting or running the server.
 #[derive(Debug, thiserror::Error)]
@@ -231,15 +237,20 @@ async fn serve_grpc(
 }
 
 /// The upkeep of every tenant's table over `warehouse`, as configured.
-pub fn compactor(config: &Config, warehouse: Arc<Warehouse>) -> Result<Compactor, AppError> {
+pub fn compactor(config: &Config, warehouse: Arc<Warehouse>, overrides: Arc<Overrides>) -> Result<Compactor, AppError> {
     let compaction = &config.compactor.compaction;
     let upkeep = compaction.upkeep().map_err(AppError::Config)?;
     Ok(Compactor::new(
         warehouse,
         upkeep,
-        config.overrides.clone(),
+        overrides,
         compaction.compaction_cycle,
     ))
+}
+
+/// The overrides in force: the defaults and the per-tenant file, read now.
+pub fn overrides(config: &Config) -> Result<Overrides, AppError> {
+    Overrides::load(&config.overrides, config.compactor.compaction.block_retention).map_err(AppError::Config)
 }
 
 /// One upkeep pass (`tracehouse compact`): over `tenant`, or every tenant with a table, read
@@ -251,7 +262,10 @@ pub async fn compact_once(
     progress: &(dyn Fn(&str, tracehouse_warehouse::UpkeepProgress) + Sync),
 ) -> Result<Vec<(String, Result<tracehouse_warehouse::UpkeepReport, String>)>, AppError> {
     let warehouse = Warehouse::open_shared(warehouse_config(config)?, None)?;
-    Ok(compactor(config, warehouse)?.pass_with(options, progress).await)
+    let overrides = Arc::new(overrides(config)?);
+    Ok(compactor(config, warehouse, overrides)?
+        .pass_with(options, progress)
+        .await)
 }
 
 /// The addresses a target listens on, by role (`http`, `otlp-grpc`, `otlp-http`, `postgres`,
@@ -268,6 +282,7 @@ pub fn listeners(config: &Config, target: Target) -> Vec<(&'static str, String)>
         let protocols = &config.distributor.receivers.otlp.protocols;
         out.push(("otlp-grpc", protocols.grpc.endpoint.clone()));
         out.push(("otlp-http", protocols.http.endpoint.clone()));
+        out.extend(config.distributor.receivers.extra_listeners());
     }
     if target.queries() && config.postgres.enabled {
         out.push(("postgres", config.postgres.listen_address.clone()));
@@ -287,6 +302,7 @@ pub fn verify(config: &Config) -> Result<Target, AppError> {
         config.ingest.kafka.validate()?;
     }
     config.compactor.compaction.upkeep().map_err(AppError::Config)?;
+    overrides(config)?;
     if target.queries() {
         positive(
             "query.max_concurrent_queries_per_tenant",
@@ -296,12 +312,27 @@ pub fn verify(config: &Config) -> Result<Target, AppError> {
     if target != Target::Distributor {
         warehouse_config(config)?;
     }
+    if target.receives() {
+        verify_receivers(config)?;
+    }
     match target {
         Target::LiveStore => live_store_config(config).map(|_| ())?,
         Target::BlockBuilder => block_builder_config(config).map(|_| ())?,
         _ => {}
     }
     Ok(target)
+}
+
+/// UDP carries no credentials: with `server.auth` set, Jaeger's UDP protocols are refused.
+fn verify_receivers(config: &Config) -> Result<(), AppError> {
+    let udp = (config.distributor.receivers.extra_listeners().into_iter()).find(|(role, _)| role.ends_with("-udp"));
+    match udp {
+        Some((role, _)) if !config.server.auth.is_empty() => Err(AppError::Config(format!(
+            "distributor.receivers.jaeger: {role} cannot authenticate its datagrams, and server.auth is set; \
+             use thrift_http or grpc"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Checks the configuration of a `tracehouse compact` job: its upkeep and storage settings
@@ -322,16 +353,28 @@ struct Components {
     /// Where receivers hand spans: Kafka on a distributor, the warehouse in `all`.
     sink: Option<Sink>,
     stats: Arc<ReceiverStats>,
+    overrides: Arc<Overrides>,
+    /// The receivers' limits, on a receiving target.
+    limiter: Option<Arc<Limiter>>,
     admin: Arc<AdminState>,
 }
 
 /// The ports a target listens on, all bound before anything starts.
 struct Listeners {
     admin: TcpListener,
-    /// OTLP over HTTP and over gRPC.
-    otlp: Option<(TcpListener, TcpListener)>,
+    receivers: Option<ReceiverListeners>,
     flight: Option<TcpListener>,
     postgres: Option<TcpListener>,
+}
+
+/// The receivers' ports: OTLP always, Jaeger's and Zipkin's as configured.
+struct ReceiverListeners {
+    otlp_http: TcpListener,
+    otlp_grpc: TcpListener,
+    jaeger_http: Option<TcpListener>,
+    jaeger_grpc: Option<TcpListener>,
+    jaeger_udp: Vec<(UdpSocket, ThriftProtocol)>,
+    zipkin: Option<TcpListener>,
 }
 
 /// The started tasks: servers and loops that stop on shutdown, and workers that finish their
@@ -351,8 +394,8 @@ pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) ->
     let mut tasks = start_workers(&config, &parts, &shutdown_rx)?;
     let server_auth =
         Arc::new(crate::config::authenticator("server.auth", &config.server.auth).map_err(AppError::Config)?);
-    if let (Some(sink), Some(otlp)) = (parts.sink.clone(), listeners.otlp) {
-        start_receivers(&config, &parts, sink, otlp, &server_auth, &shutdown_rx, &mut tasks);
+    if let (Some(sink), Some(ports)) = (parts.sink.clone(), listeners.receivers) {
+        start_receivers(&config, &parts, sink, ports, &server_auth, &shutdown_rx, &mut tasks);
     }
     let http_app = query_servers(
         &config,
@@ -363,7 +406,11 @@ pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) ->
         &mut tasks,
     )?
     .fallback(admin::not_found)
-    .layer(axum::middleware::from_fn_with_state(server_auth, crate::auth::require));
+    .layer(axum::middleware::from_fn_with_state(server_auth, crate::auth::require))
+    .layer(axum::middleware::from_fn_with_state(
+        parts.admin.tempo.clone(),
+        crate::tempo_metrics::track_requests,
+    ));
     tasks
         .servers
         .push(tokio::spawn(serve_http(listeners.admin, http_app, shutdown_rx.clone())));
@@ -398,7 +445,12 @@ async fn build(config: &Config, target: Target) -> Result<Components, AppError> 
         _ => None,
     };
     let stats = Arc::new(ReceiverStats::default());
-    let mut admin = AdminState::new(stats.clone(), warehouse.clone());
+    let overrides = Arc::new(overrides(config)?);
+    let limiter =
+        (target.receives()).then(|| Arc::new(Limiter::new(overrides.clone(), config.ingester.trace_idle_period)));
+    let mut admin = AdminState::new(stats.clone(), warehouse.clone(), overrides.clone());
+    admin.limiter = limiter.clone();
+    admin.config_yaml = config.masked_yaml();
     if matches!(target, Target::Distributor | Target::BlockBuilder | Target::LiveStore) {
         admin.kafka = Some(kafka_stats.clone());
     }
@@ -412,6 +464,8 @@ async fn build(config: &Config, target: Target) -> Result<Components, AppError> 
         live_store,
         sink,
         stats,
+        overrides,
+        limiter,
         admin: Arc::new(admin),
     })
 }
@@ -446,12 +500,8 @@ async fn open_warehouse(config: &Config, target: Target) -> Result<Option<Arc<Wa
 /// Binds every port `target` listens on, so a taken port fails the start with a clear message
 /// before anything runs.
 async fn bind_all(config: &Config, target: Target) -> Result<Listeners, AppError> {
-    let protocols = &config.distributor.receivers.otlp.protocols;
-    let otlp = match target.receives() {
-        true => Some((
-            bind("otlp http receiver", &protocols.http.endpoint).await?,
-            bind("otlp grpc receiver", &protocols.grpc.endpoint).await?,
-        )),
+    let receivers = match target.receives() {
+        true => Some(bind_receivers(config).await?),
         false => None,
     };
     let admin_addr = format!(
@@ -469,9 +519,49 @@ async fn bind_all(config: &Config, target: Target) -> Result<Listeners, AppError
     };
     Ok(Listeners {
         admin,
-        otlp,
+        receivers,
         flight,
         postgres,
+    })
+}
+
+/// Binds the receivers' ports, by the roles [`crate::config::ReceiversConfig::extra_listeners`]
+/// names.
+async fn bind_receivers(config: &Config) -> Result<ReceiverListeners, AppError> {
+    let receivers = &config.distributor.receivers;
+    let protocols = &receivers.otlp.protocols;
+    let mut ports = ReceiverListeners {
+        otlp_http: bind("otlp http receiver", &protocols.http.endpoint).await?,
+        otlp_grpc: bind("otlp grpc receiver", &protocols.grpc.endpoint).await?,
+        jaeger_http: None,
+        jaeger_grpc: None,
+        jaeger_udp: Vec::new(),
+        zipkin: None,
+    };
+    for (role, addr) in receivers.extra_listeners() {
+        match role {
+            "jaeger-thrift-http" => ports.jaeger_http = Some(bind("jaeger thrift_http receiver", &addr).await?),
+            "jaeger-grpc" => ports.jaeger_grpc = Some(bind("jaeger grpc receiver", &addr).await?),
+            "jaeger-thrift-compact-udp" => {
+                let socket = bind_udp("jaeger thrift_compact receiver", &addr).await?;
+                ports.jaeger_udp.push((socket, ThriftProtocol::Compact));
+            }
+            "jaeger-thrift-binary-udp" => {
+                let socket = bind_udp("jaeger thrift_binary receiver", &addr).await?;
+                ports.jaeger_udp.push((socket, ThriftProtocol::Binary));
+            }
+            "zipkin" => ports.zipkin = Some(bind("zipkin receiver", &addr).await?),
+            other => unreachable!("extra_listeners names no role {other}"),
+        }
+    }
+    Ok(ports)
+}
+
+async fn bind_udp(what: &'static str, addr: &str) -> Result<UdpSocket, AppError> {
+    UdpSocket::bind(addr).await.map_err(|source| AppError::Bind {
+        what,
+        addr: addr.to_string(),
+        source,
     })
 }
 
@@ -486,8 +576,11 @@ fn start_workers(config: &Config, c: &Components, shutdown: &watch::Receiver<boo
             .push(tokio::spawn(w.clone().run_flush_loop(shutdown.clone())));
     }
     let compacts = target == Target::Compactor || (target == Target::All && config.compactor.compaction.enabled);
+    tasks
+        .servers
+        .push(tokio::spawn(c.overrides.clone().run(shutdown.clone())));
     if let (true, Some(w)) = (compacts, &c.warehouse) {
-        let compactor = Arc::new(compactor(config, w.clone())?);
+        let compactor = Arc::new(compactor(config, w.clone(), c.overrides.clone())?);
         tasks.servers.push(tokio::spawn(compactor.run(shutdown.clone())));
     }
     if let Some(producer) = c.producer.clone() {
@@ -535,12 +628,13 @@ async fn logged(what: &'static str, run: impl std::future::Future<Output = trace
     }
 }
 
-/// Starts the OTLP receivers (HTTP and gRPC) handing spans to `sink`.
+/// Starts the receivers (OTLP, and Jaeger's and Zipkin's as configured) handing spans to
+/// `sink`.
 fn start_receivers(
     config: &Config,
     c: &Components,
     sink: Sink,
-    (http, grpc): (TcpListener, TcpListener),
+    ports: ReceiverListeners,
     auth: &Arc<tracehouse_flight::auth::Auth>,
     shutdown: &watch::Receiver<bool>,
     tasks: &mut Tasks,
@@ -548,21 +642,60 @@ fn start_receivers(
     let receiver = Arc::new(Receiver {
         sink,
         stats: c.stats.clone(),
+        metrics: c.admin.tempo.clone(),
+        limiter: c.limiter.clone().expect("a receiving target has a limiter"),
         max_request_bytes: config.distributor.max_request_bytes,
     });
-    let guarded = axum::middleware::from_fn_with_state(auth.clone(), crate::auth::require);
-    let app = otlp::http_app(receiver.clone()).layer(guarded);
-    tasks
-        .servers
-        .push(tokio::spawn(serve_http(http, app, shutdown.clone())));
+    let http = |app: axum::Router| {
+        app.layer(axum::middleware::from_fn_with_state(auth.clone(), crate::auth::require))
+            .layer(axum::middleware::from_fn_with_state(
+                c.admin.tempo.clone(),
+                crate::tempo_metrics::track_requests,
+            ))
+    };
+    let mut serve = |listener: TcpListener, app: axum::Router| {
+        tasks
+            .servers
+            .push(tokio::spawn(serve_http(listener, app, shutdown.clone())))
+    };
+    serve(ports.otlp_http, http(otlp::http_app(receiver.clone())));
+    if let Some(listener) = ports.jaeger_http {
+        serve(listener, http(receivers::jaeger_http_app(receiver.clone())));
+    }
+    if let Some(listener) = ports.zipkin {
+        let options = ZipkinOptions {
+            parse_string_tags: (config.distributor.receivers.zipkin.as_ref()).is_some_and(|z| z.parse_string_tags),
+        };
+        let state = Arc::new(receivers::ZipkinState {
+            receiver: receiver.clone(),
+            options,
+        });
+        serve(listener, http(receivers::zipkin_app(state)));
+    }
     let grpc_auth = auth.clone();
-    let service = tonic::service::interceptor::InterceptedService::new(otlp::grpc_service(receiver), move |request| {
-        crate::auth::check_grpc(&grpc_auth, request)
-    });
-    let routes = tonic::service::Routes::new(service);
-    tasks
-        .servers
-        .push(tokio::spawn(serve_grpc("otlp grpc", grpc, routes, shutdown.clone())));
+    let check = move |request| crate::auth::check_grpc(&grpc_auth, request);
+    let otlp_service = InterceptedService::new(otlp::grpc_service(receiver.clone()), check.clone());
+    let routes = tonic::service::Routes::new(otlp_service);
+    (tasks.servers).push(tokio::spawn(serve_grpc(
+        "otlp grpc",
+        ports.otlp_grpc,
+        routes,
+        shutdown.clone(),
+    )));
+    if let Some(listener) = ports.jaeger_grpc {
+        let service = InterceptedService::new(receivers::jaeger_grpc_service(receiver.clone()), check);
+        let routes = tonic::service::Routes::new(service);
+        (tasks.servers).push(tokio::spawn(serve_grpc(
+            "jaeger grpc",
+            listener,
+            routes,
+            shutdown.clone(),
+        )));
+    }
+    for (socket, protocol) in ports.jaeger_udp {
+        let udp = receivers::serve_jaeger_udp(socket, protocol, receiver.clone(), shutdown.clone());
+        tasks.workers.push(tokio::spawn(udp));
+    }
 }
 
 /// The HTTP API (admin endpoints, the live-store's routes, Tempo's API on a querying target),
@@ -600,6 +733,7 @@ fn query_servers(
         engine: engine.clone(),
         limits: config.query_frontend.search.limits().map_err(AppError::Config)?,
         metrics: config.query_frontend.metrics.limits().map_err(AppError::Config)?,
+        tenant_limits: c.overrides.clone(),
     })));
     if let Some(listener) = flight {
         let auth = config.flight.authenticator(&config.server).map_err(AppError::Config)?;

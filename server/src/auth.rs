@@ -5,7 +5,8 @@
 //! credentials gets 401 (gRPC Unauthenticated); a tenant-bound credential's requests read and
 //! write only its tenant: its tenant is put in `X-Scope-OrgID` when the request names none,
 //! and naming another gets 403 (gRPC PermissionDenied). `/ready` and `/metrics` stay open for
-//! probes and scrapers.
+//! probes and scrapers; `/status/...` (every tenant's limits, the configuration) needs a
+//! credential bound to no tenant.
 
 use std::sync::Arc;
 
@@ -30,6 +31,11 @@ pub async fn require(State(auth): State<Arc<Auth>>, mut request: Request, next: 
         headers.get(TENANT_HEADER).map(HeaderValue::as_bytes),
     );
     match decision {
+        Ok((_, Some(_))) if request.uri().path().starts_with("/status") => (
+            StatusCode::FORBIDDEN,
+            "server status is for credentials bound to no tenant",
+        )
+            .into_response(),
         Ok((_, Some(tenant))) => match HeaderValue::from_str(&tenant) {
             Ok(v) => {
                 request.headers_mut().insert(TENANT_HEADER, v);

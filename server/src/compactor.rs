@@ -2,26 +2,25 @@
 //! loop every `compactor.compaction.compaction_cycle` (in-process in monolithic mode, or as
 //! `-target=compactor`), and as a one-shot job (`tracehouse compact`, for cron or a
 //! Kubernetes CronJob). Retention is per tenant: `overrides.per_tenant_override_config`, then
-//! `overrides.defaults`, then `compactor.compaction.block_retention`; the per-tenant file is
-//! read again each cycle, and a malformed one keeps the last good values.
+//! `overrides.defaults`, then `compactor.compaction.block_retention`, as the shared
+//! [`Overrides`] have them (reloaded while the server runs; a malformed file keeps the last good
+//! values).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 use tracehouse_warehouse::upkeep::UpkeepConfig;
 use tracehouse_warehouse::{UpkeepProgress, UpkeepReport, Warehouse};
 
-use crate::config::{OverridesBlock, PerTenantOverrides};
+use crate::overrides::Overrides;
 
 /// Upkeep of every tenant's table.
 pub struct Compactor {
     warehouse: Arc<Warehouse>,
     config: UpkeepConfig,
-    overrides: OverridesBlock,
+    overrides: Arc<Overrides>,
     cycle: Duration,
-    /// The per-tenant overrides last read well.
-    per_tenant: Mutex<PerTenantOverrides>,
     /// Passes run, for tidying every [`TIDY_EVERY_PASSES`].
     passes: std::sync::atomic::AtomicU64,
 }
@@ -42,13 +41,12 @@ pub struct PassOptions {
 pub const TIDY_EVERY_PASSES: u64 = 10;
 
 impl Compactor {
-    pub fn new(warehouse: Arc<Warehouse>, config: UpkeepConfig, overrides: OverridesBlock, cycle: Duration) -> Self {
+    pub fn new(warehouse: Arc<Warehouse>, config: UpkeepConfig, overrides: Arc<Overrides>, cycle: Duration) -> Self {
         Self {
             warehouse,
             config,
             overrides,
             cycle,
-            per_tenant: Mutex::new(PerTenantOverrides::default()),
             passes: std::sync::atomic::AtomicU64::new(0),
         }
     }
@@ -73,15 +71,12 @@ impl Compactor {
                 Err(e) => return vec![("*".into(), Err(format!("listing tenants: {e}")))],
             },
         };
-        let per_tenant = self.reload_overrides();
         let pass = self.passes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let tidy = pass.is_multiple_of(TIDY_EVERY_PASSES);
         let mut out = Vec::with_capacity(tenants.len());
         for tenant in tenants {
             let config = UpkeepConfig {
-                block_retention: self
-                    .overrides
-                    .block_retention(&per_tenant, &tenant, self.config.block_retention),
+                block_retention: self.overrides.limits(&tenant).block_retention,
                 tidy,
                 compact: !options.retention_only,
                 ..self.config.clone()
@@ -103,16 +98,6 @@ impl Compactor {
             out.push((tenant, done.map_err(|e| e.to_string())));
         }
         out
-    }
-
-    /// The per-tenant overrides, read again; the last good ones when the file is malformed.
-    fn reload_overrides(&self) -> PerTenantOverrides {
-        let mut kept = self.per_tenant.lock().expect("overrides lock");
-        match self.overrides.per_tenant() {
-            Ok(fresh) => *kept = fresh,
-            Err(e) => tracing::error!(error = %e, "per-tenant overrides not reloaded; keeping the last good ones"),
-        }
-        kept.clone()
     }
 
     /// Runs a pass every cycle until `shutdown`; a pass in progress is abandoned at shutdown

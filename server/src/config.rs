@@ -9,12 +9,12 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tracehouse_ingest::duration;
 use tracehouse_warehouse::storage::S3Config;
 
 /// The whole configuration.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Which components run: `all` (monolithic, the default).
@@ -40,23 +40,23 @@ pub struct Config {
 }
 
 /// Tempo's `compactor` block.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CompactorBlock {
     pub compaction: CompactionBlock,
 }
 
 /// Tempo's `compactor.compaction`: how tables are compacted, expired and vacuumed.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CompactionBlock {
     /// Run upkeep in-process in monolithic mode (`-target=compactor` always runs it).
     pub enabled: bool,
     /// How often every tenant's table is looked after.
-    #[serde(deserialize_with = "duration::deserialize")]
+    #[serde(deserialize_with = "duration::deserialize", serialize_with = "duration::serialize")]
     pub compaction_cycle: Duration,
     /// Files whose spans start in the same window are merged together.
-    #[serde(deserialize_with = "duration::deserialize")]
+    #[serde(deserialize_with = "duration::deserialize", serialize_with = "duration::serialize")]
     pub compaction_window: Duration,
     /// Files at least this large are left alone; merged files are cut at this size.
     pub target_file_bytes: u64,
@@ -70,15 +70,15 @@ pub struct CompactionBlock {
     pub merge_memory_bytes: usize,
     /// Spans are kept this long after they end; `0s` keeps them forever. Per tenant in the
     /// overrides.
-    #[serde(deserialize_with = "duration::deserialize")]
+    #[serde(deserialize_with = "duration::deserialize", serialize_with = "duration::serialize")]
     pub block_retention: Duration,
     /// Files compaction or retention removed stay on storage this long (running queries and
     /// other engines' snapshots keep reading them), as do unreferenced files and log entries.
-    #[serde(deserialize_with = "duration::deserialize")]
+    #[serde(deserialize_with = "duration::deserialize", serialize_with = "duration::serialize")]
     pub compacted_block_retention: Duration,
     /// How long a tenant's upkeep lease lasts unrenewed (one process looks after a tenant at
     /// a time; one killed holding it keeps the tenant waiting this long).
-    #[serde(deserialize_with = "duration::deserialize")]
+    #[serde(deserialize_with = "duration::deserialize", serialize_with = "duration::serialize")]
     pub lease_duration: Duration,
 }
 
@@ -170,28 +170,99 @@ impl CompactionBlock {
     }
 }
 
-/// Tempo's `overrides` block: `defaults`, and a per-tenant file read again each cycle.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// Tempo's `overrides` block: `defaults` for every tenant, and a per-tenant file read again
+/// every `per_tenant_override_period` (see `crate::overrides`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OverridesBlock {
     pub defaults: TenantOverrides,
-    /// A YAML file of `overrides: {TENANT: {compaction: {block_retention: 24h}}}`, as Tempo's.
+    /// A YAML file of `overrides: {TENANT: {ingestion: {rate_limit_bytes: 1000}}}`, as Tempo's.
     pub per_tenant_override_config: Option<PathBuf>,
+    /// How often the per-tenant file is read again (Tempo's default 10s).
+    #[serde(deserialize_with = "duration::deserialize", serialize_with = "duration::serialize")]
+    pub per_tenant_override_period: Duration,
 }
 
-/// One tenant's overrides (the keys tracehouse reads so far).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+impl Default for OverridesBlock {
+    fn default() -> Self {
+        Self {
+            defaults: TenantOverrides::default(),
+            per_tenant_override_config: None,
+            per_tenant_override_period: Duration::from_secs(10),
+        }
+    }
+}
+
+/// One tenant's overrides, in Tempo's shape. Keys tracehouse does not read (Tempo's
+/// `metrics_generator`, `forwarders`, ...) are kept aside and named in the log, so a Tempo
+/// overrides file loads unchanged.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default)]
 pub struct TenantOverrides {
+    pub ingestion: IngestionOverrides,
+    pub global: GlobalOverrides,
+    pub read: ReadOverrides,
     pub compaction: CompactionOverrides,
+    #[serde(flatten)]
+    pub unread: BTreeMap<String, serde_yaml::Value>,
+}
+
+/// `ingestion` overrides: the rate limit and live traces.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct IngestionOverrides {
+    /// Bytes per second (OTLP protobuf size) a tenant may send; 0: no limit.
+    pub rate_limit_bytes: Option<u64>,
+    /// Bytes a tenant may send at once above its rate.
+    pub burst_size_bytes: Option<u64>,
+    /// Traces of a tenant receiving spans at once (seen within `ingester.trace_idle_period`);
+    /// 0: no limit.
+    pub max_traces_per_user: Option<u64>,
+    #[serde(flatten)]
+    pub unread: BTreeMap<String, serde_yaml::Value>,
+}
+
+/// `global` overrides.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct GlobalOverrides {
+    /// Bytes one live trace may hold; spans beyond are refused (`trace_too_large`). 0: no limit.
+    pub max_bytes_per_trace: Option<u64>,
+    #[serde(flatten)]
+    pub unread: BTreeMap<String, serde_yaml::Value>,
+}
+
+/// `read` overrides: the bounds of a tenant's queries.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct ReadOverrides {
+    /// Longest range a search may cover; `0s`: no limit.
+    #[serde(
+        deserialize_with = "optional_duration",
+        serialize_with = "duration::serialize_option"
+    )]
+    pub max_search_duration: Option<Duration>,
+    /// Longest range a metrics query may cover; `0s`: `query_frontend.metrics.max_duration`.
+    #[serde(
+        deserialize_with = "optional_duration",
+        serialize_with = "duration::serialize_option"
+    )]
+    pub max_metrics_duration: Option<Duration>,
+    #[serde(flatten)]
+    pub unread: BTreeMap<String, serde_yaml::Value>,
 }
 
 /// `compaction` overrides: a tenant's retention.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default)]
 pub struct CompactionOverrides {
-    #[serde(deserialize_with = "optional_duration")]
+    #[serde(
+        deserialize_with = "optional_duration",
+        serialize_with = "duration::serialize_option"
+    )]
     pub block_retention: Option<Duration>,
+    #[serde(flatten)]
+    pub unread: BTreeMap<String, serde_yaml::Value>,
 }
 
 fn optional_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
@@ -202,38 +273,28 @@ fn optional_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Du
 }
 
 /// The per-tenant overrides file.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PerTenantOverrides {
     pub overrides: BTreeMap<String, TenantOverrides>,
 }
 
-impl OverridesBlock {
-    /// `tenant`'s retention: its override in `per_tenant`, else the defaults', else `fallback`
-    /// (`compactor.compaction.block_retention`).
-    pub fn block_retention(&self, per_tenant: &PerTenantOverrides, tenant: &str, fallback: Duration) -> Duration {
-        (per_tenant.overrides.get(tenant))
-            .and_then(|o| o.compaction.block_retention)
-            .or(self.defaults.compaction.block_retention)
-            .unwrap_or(fallback)
-    }
-
-    /// Reads the per-tenant file (none: no per-tenant values); a malformed file is an error,
-    /// and the caller keeps the values it had.
-    pub fn per_tenant(&self) -> Result<PerTenantOverrides, String> {
-        let Some(path) = &self.per_tenant_override_config else {
-            return Ok(PerTenantOverrides::default());
-        };
-        let text = std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+impl PerTenantOverrides {
+    /// Parses the file's text (empty: no per-tenant values).
+    pub fn parse(text: &str) -> Result<Self, String> {
         if text.trim().is_empty() {
-            return Ok(PerTenantOverrides::default());
+            return Ok(Self::default());
         }
-        serde_yaml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+        let parsed: Self = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+        for tenant in parsed.overrides.keys() {
+            tracehouse_warehouse::storage::validate_tenant(tenant).map_err(|e| format!("overrides.{tenant}: {e}"))?;
+        }
+        Ok(parsed)
     }
 }
 
 /// Tempo's `query_frontend` block.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct QueryFrontendBlock {
     pub search: FrontendSearch,
@@ -241,11 +302,11 @@ pub struct QueryFrontendBlock {
 }
 
 /// Tempo's `query_frontend.metrics`: the bounds of a metrics query.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FrontendMetrics {
     /// Longest range a metrics query may cover (Tempo's default 24h).
-    #[serde(deserialize_with = "duration::deserialize")]
+    #[serde(deserialize_with = "duration::deserialize", serialize_with = "duration::serialize")]
     pub max_duration: Duration,
     /// Most steps in a range (Tempo's default 10,000).
     pub max_intervals: u64,
@@ -297,7 +358,7 @@ impl FrontendMetrics {
 }
 
 /// Tempo's `query_frontend.search`: the largest `limit` and `spss` a search may ask for.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FrontendSearch {
     /// Largest `limit`; 0 for the engine's own bound (262,144 traces, Tempo's default).
@@ -343,18 +404,18 @@ impl FrontendSearch {
 }
 
 /// Tempo's `ingest` block.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct IngestBlock {
     pub kafka: tracehouse_ingest::kafka::KafkaConfig,
 }
 
 /// Tempo's `ingest.kafka` block (see `tracehouse_ingest::kafka::KafkaConfig`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BlockBuilderBlock {
     /// Consumed spans are written into the tables at least this often.
-    #[serde(deserialize_with = "duration::deserialize")]
+    #[serde(deserialize_with = "duration::deserialize", serialize_with = "duration::serialize")]
     pub consume_cycle_duration: Duration,
     /// ... and whenever a builder holds this many bytes of them.
     pub max_block_bytes: usize,
@@ -374,13 +435,13 @@ impl Default for BlockBuilderBlock {
 }
 
 /// The live-store: spans consumed but not yet in the tables.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LiveStoreBlock {
     /// Bytes held; beyond it the oldest records are dropped (and counted).
     pub max_live_bytes: usize,
     /// How often records the tables hold are dropped.
-    #[serde(deserialize_with = "duration::deserialize")]
+    #[serde(deserialize_with = "duration::deserialize", serialize_with = "duration::serialize")]
     pub prune_interval: Duration,
 }
 
@@ -394,12 +455,12 @@ impl Default for LiveStoreBlock {
 }
 
 /// The querier's view of the live-stores.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct QuerierBlock {
     /// HTTP `host:port` of live-store replicas, tried in order; empty: tables only.
     pub live_store_addresses: Vec<String>,
-    #[serde(deserialize_with = "duration::deserialize")]
+    #[serde(deserialize_with = "duration::deserialize", serialize_with = "duration::serialize")]
     pub live_store_timeout: Duration,
 }
 
@@ -413,13 +474,13 @@ impl Default for QuerierBlock {
 }
 
 /// Tempo's `server` block: the HTTP API.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     pub http_listen_address: String,
     pub http_listen_port: u16,
     /// How long shutdown may take before the process exits anyway.
-    #[serde(deserialize_with = "duration::deserialize")]
+    #[serde(deserialize_with = "duration::deserialize", serialize_with = "duration::serialize")]
     pub graceful_shutdown_timeout: Duration,
     pub log_level: String,
     /// Credentials for the HTTP API (but `/ready` and `/metrics`), OTLP, and Flight unless
@@ -441,7 +502,7 @@ impl Default for ServerConfig {
 }
 
 /// Tempo's `distributor` block.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DistributorConfig {
     pub receivers: ReceiversConfig,
@@ -458,19 +519,131 @@ impl Default for DistributorConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+/// Tempo's `distributor.receivers`, named as the OpenTelemetry Collector's receivers. OTLP
+/// runs by default; Jaeger and Zipkin (and each Jaeger protocol) only when named, as in Tempo,
+/// where a name with no settings (`thrift_http:`) listens on the protocol's default port.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ReceiversConfig {
     pub otlp: OtlpReceiverConfig,
+    #[serde(deserialize_with = "named", skip_serializing_if = "Option::is_none")]
+    pub jaeger: Option<JaegerReceiverConfig>,
+    #[serde(deserialize_with = "named", skip_serializing_if = "Option::is_none")]
+    pub zipkin: Option<ZipkinReceiverConfig>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+/// A block that is on when named, even with no settings (`zipkin:` reads as YAML null).
+fn named<'de, D: serde::Deserializer<'de>, T: Deserialize<'de> + Default>(d: D) -> Result<Option<T>, D::Error> {
+    Ok(Some(Option::<T>::deserialize(d)?.unwrap_or_default()))
+}
+
+/// The Collector's `jaeger` receiver.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JaegerReceiverConfig {
+    pub protocols: JaegerProtocols,
+}
+
+/// The Jaeger protocols; each listens only when named.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JaegerProtocols {
+    /// Thrift over HTTP, `POST /api/traces` (default port 14268).
+    #[serde(deserialize_with = "named", skip_serializing_if = "Option::is_none")]
+    pub thrift_http: Option<OptionalEndpoint>,
+    /// `jaeger.api_v2.CollectorService/PostSpans` over gRPC (default port 14250).
+    #[serde(deserialize_with = "named", skip_serializing_if = "Option::is_none")]
+    pub grpc: Option<OptionalEndpoint>,
+    /// The agent's Thrift compact protocol over UDP (default port 6831).
+    #[serde(deserialize_with = "named", skip_serializing_if = "Option::is_none")]
+    pub thrift_compact: Option<OptionalEndpoint>,
+    /// The agent's Thrift binary protocol over UDP (default port 6832).
+    #[serde(deserialize_with = "named", skip_serializing_if = "Option::is_none")]
+    pub thrift_binary: Option<OptionalEndpoint>,
+}
+
+/// A listener whose `endpoint` defaults to its protocol's port on 127.0.0.1.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OptionalEndpoint {
+    pub endpoint: Option<String>,
+}
+
+impl OptionalEndpoint {
+    /// The endpoint, or 127.0.0.1 on `default_port`.
+    pub fn or_port(&self, default_port: u16) -> String {
+        self.endpoint
+            .clone()
+            .unwrap_or_else(|| format!("127.0.0.1:{default_port}"))
+    }
+}
+
+/// The Collector's `zipkin` receiver: `POST /api/v2/spans` (JSON, protobuf) and
+/// `POST /api/v1/spans` (JSON).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ZipkinReceiverConfig {
+    /// Default `127.0.0.1:9411`.
+    pub endpoint: Option<String>,
+    /// Tags reading as numbers or booleans become attributes of that type (off, as in the
+    /// Collector: Zipkin tags are strings).
+    pub parse_string_tags: bool,
+}
+
+/// Jaeger's and Zipkin's default ports.
+pub mod ports {
+    pub const JAEGER_THRIFT_HTTP: u16 = 14268;
+    pub const JAEGER_GRPC: u16 = 14250;
+    pub const JAEGER_THRIFT_COMPACT: u16 = 6831;
+    pub const JAEGER_THRIFT_BINARY: u16 = 6832;
+    pub const ZIPKIN: u16 = 9411;
+}
+
+impl ReceiversConfig {
+    /// Every Jaeger and Zipkin listener configured: role (as `-config.verify` prints it) and
+    /// address.
+    pub fn extra_listeners(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if let Some(j) = &self.jaeger {
+            let p = &j.protocols;
+            let list = [
+                ("jaeger-thrift-http", &p.thrift_http, ports::JAEGER_THRIFT_HTTP),
+                ("jaeger-grpc", &p.grpc, ports::JAEGER_GRPC),
+                (
+                    "jaeger-thrift-compact-udp",
+                    &p.thrift_compact,
+                    ports::JAEGER_THRIFT_COMPACT,
+                ),
+                (
+                    "jaeger-thrift-binary-udp",
+                    &p.thrift_binary,
+                    ports::JAEGER_THRIFT_BINARY,
+                ),
+            ];
+            for (role, endpoint, port) in list {
+                if let Some(e) = endpoint {
+                    out.push((role, e.or_port(port)));
+                }
+            }
+        }
+        if let Some(z) = &self.zipkin {
+            let endpoint = z
+                .endpoint
+                .clone()
+                .unwrap_or_else(|| format!("127.0.0.1:{}", ports::ZIPKIN));
+            out.push(("zipkin", endpoint));
+        }
+        out
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OtlpReceiverConfig {
     pub protocols: OtlpProtocols,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OtlpProtocols {
     pub grpc: Endpoint,
@@ -490,28 +663,32 @@ impl Default for OtlpProtocols {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Endpoint {
     pub endpoint: String,
 }
 
 /// Tempo's `ingester` block: when live spans become table files, and how much may wait.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct IngesterConfig {
-    #[serde(deserialize_with = "duration::deserialize")]
+    #[serde(deserialize_with = "duration::deserialize", serialize_with = "duration::serialize")]
     pub max_block_duration: Duration,
     pub max_block_bytes: usize,
     /// All tenants' live spans together; beyond it receivers answer 429 / ResourceExhausted.
     pub max_live_bytes: usize,
-    #[serde(deserialize_with = "duration::deserialize")]
+    #[serde(deserialize_with = "duration::deserialize", serialize_with = "duration::serialize")]
     pub flush_check_period: Duration,
     /// Appends waiting for the WAL writer; beyond it receivers answer 429.
     pub wal_queue_max_requests: usize,
     pub wal_segment_max_bytes: u64,
     /// Most bytes written between two WAL fsyncs (one group commit).
     pub wal_group_commit_max_bytes: usize,
+    /// A trace that received no span for this long is no longer live: it no longer counts
+    /// towards `max_traces_per_user`, and its size towards `max_bytes_per_trace` starts over.
+    #[serde(deserialize_with = "duration::deserialize", serialize_with = "duration::serialize")]
+    pub trace_idle_period: Duration,
 }
 
 impl Default for IngesterConfig {
@@ -524,18 +701,19 @@ impl Default for IngesterConfig {
             wal_queue_max_requests: 1024,
             wal_segment_max_bytes: 64 << 20,
             wal_group_commit_max_bytes: 8 << 20,
+            trace_idle_period: Duration::from_secs(10),
         }
     }
 }
 
 /// Tempo's `storage` block.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageBlock {
     pub trace: TraceStorage,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TraceStorage {
     /// `local` or `s3`.
@@ -556,7 +734,7 @@ impl Default for TraceStorage {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LocalStorage {
     pub path: PathBuf,
@@ -570,7 +748,7 @@ impl Default for LocalStorage {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WalStorage {
     /// Defaults to `<storage.trace.local.path>/wal`.
@@ -578,14 +756,14 @@ pub struct WalStorage {
 }
 
 /// The Postgres wire server.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PostgresConfig {
     pub enabled: bool,
     pub listen_address: String,
     pub max_connections: usize,
     /// A connection with no query running for this long is closed.
-    #[serde(deserialize_with = "duration::deserialize")]
+    #[serde(deserialize_with = "duration::deserialize", serialize_with = "duration::serialize")]
     pub idle_timeout: Duration,
     /// User name to its password (`alice: secret`), or to `{password, tenant}` for a user that
     /// reads only that tenant. Empty: any user, no password.
@@ -593,7 +771,7 @@ pub struct PostgresConfig {
 }
 
 /// A Postgres user: a password, or a password and the one tenant it may read.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(untagged)]
 pub enum PostgresUser {
     Password(String),
@@ -637,7 +815,7 @@ impl PostgresConfig {
 
 /// The Arrow Flight server (port 8815 by default: free of Tempo's and OTLP's ports, and the
 /// port pyarrow's Flight examples use).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FlightConfig {
     pub enabled: bool,
@@ -658,7 +836,7 @@ impl Default for FlightConfig {
 
 /// One Flight credential: a bearer token, or a username and password; optionally bound to a
 /// tenant.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FlightCredential {
     pub bearer_token: Option<String>,
@@ -709,13 +887,13 @@ impl FlightConfig {
 }
 
 /// The query engine.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct QueryConfig {
     pub max_memory_bytes: usize,
     /// Longest a query may plan and run (a Postgres session may set a shorter
     /// `statement_timeout`).
-    #[serde(deserialize_with = "duration::deserialize")]
+    #[serde(deserialize_with = "duration::deserialize", serialize_with = "duration::serialize")]
     pub timeout: Duration,
     /// Tenant query sessions kept in memory; the least recently used is dropped past this.
     pub max_tenant_sessions: usize,
@@ -723,7 +901,7 @@ pub struct QueryConfig {
     /// ResourceExhausted, SQLSTATE 53000) while other tenants are served.
     pub max_concurrent_queries_per_tenant: usize,
     /// Queries taking longer are logged (`0s`: none).
-    #[serde(deserialize_with = "duration::deserialize")]
+    #[serde(deserialize_with = "duration::deserialize", serialize_with = "duration::serialize")]
     pub slow_query_threshold: Duration,
 }
 
@@ -782,6 +960,26 @@ fn set_path(root: &mut serde_yaml::Value, path: &str, value: &str) -> Result<(),
     Ok(())
 }
 
+/// How `/status/config` shows a secret, as Tempo does.
+pub const MASKED: &str = "********";
+
+/// Replaces every secret in `value` (or all of it, under `all`) by [`MASKED`].
+fn mask_secrets(value: &mut serde_yaml::Value, all: bool) {
+    match value {
+        serde_yaml::Value::Mapping(map) => {
+            for (key, v) in map.iter_mut() {
+                let key = key.as_str().unwrap_or("");
+                let secret = ["password", "secret", "token"].iter().any(|s| key.contains(s));
+                mask_secrets(v, all || secret || key == "users");
+            }
+        }
+        serde_yaml::Value::Sequence(items) => items.iter_mut().for_each(|v| mask_secrets(v, all)),
+        serde_yaml::Value::Null => {}
+        other if all => *other = serde_yaml::Value::from(MASKED),
+        _ => {}
+    }
+}
+
 impl Config {
     /// Parses YAML text.
     #[cfg(test)]
@@ -809,6 +1007,14 @@ impl Config {
                 format!("config (with flags): {e}")
             }
         })
+    }
+
+    /// The configuration in force, every default filled in, as YAML (`/status/config`), with
+    /// secrets (passwords, secret keys, bearer tokens, Postgres users' passwords) masked.
+    pub fn masked_yaml(&self) -> String {
+        let mut value = serde_yaml::to_value(self).expect("the config serializes");
+        mask_secrets(&mut value, false);
+        serde_yaml::to_string(&value).expect("yaml value")
     }
 
     /// The WAL directory.
@@ -850,6 +1056,29 @@ mod tests {
         assert_eq!(c.block_builder.consume_cycle_duration, Duration::from_millis(250));
         let err = Config::from_yaml_with("", &[o("ingest.kafka.nope", "1")]).unwrap_err();
         assert!(err.contains("unknown field `nope`"), "{err}");
+    }
+
+    #[test]
+    fn status_config_masks_secrets() {
+        let text = "postgres:\n  users:\n    alice: s3cr1\n    bob: {password: s3cr2, tenant: t}\n\
+                    server:\n  auth: [{bearer_token: s3cr3}]\n\
+                    storage:\n  trace:\n    s3: {bucket: b, access_key: ak, secret_key: s3cr4}\n\
+                    ingest:\n  kafka: {sasl_password: s3cr5}\n";
+        let yaml = Config::from_yaml(text).unwrap().masked_yaml();
+        for secret in ["s3cr1", "s3cr2", "s3cr3", "s3cr4", "s3cr5"] {
+            assert!(!yaml.contains(secret), "{secret} shown: {yaml}");
+        }
+        assert!(yaml.contains("bucket: b") && yaml.contains("access_key: ak"), "{yaml}");
+        assert!(
+            yaml.contains("http_listen_port: 3200") && yaml.contains("max_block_duration: 5m"),
+            "{yaml}"
+        );
+        let back = Config::from_yaml(&yaml).unwrap();
+        assert_eq!(
+            back.ingester.max_block_duration,
+            Duration::from_secs(300),
+            "the output reads back"
+        );
     }
 
     #[test]

@@ -15,6 +15,15 @@ pub enum Error {
     Store(#[from] StoreError),
     #[error("internal: {0}")]
     Internal(String),
+    /// Over the tenant's ingestion rate: nothing of the request is stored.
+    #[error("{message}")]
+    RateLimited { message: String, retry_after_secs: u64 },
+    /// Every span of the request would take its trace over `max_bytes_per_trace`.
+    #[error("{0}")]
+    TraceTooLarge(String),
+    /// Every span of the request belongs to a new trace beyond `max_traces_per_user`.
+    #[error("{0}")]
+    LiveTracesExceeded(String),
 }
 
 impl Error {
@@ -24,6 +33,8 @@ impl Error {
             Self::Decode(e) => e.kind(),
             Self::Store(e) => e.kind(),
             Self::Internal(_) => ErrorKind::Internal,
+            Self::RateLimited { .. } | Self::LiveTracesExceeded(_) => ErrorKind::ResourceExhausted,
+            Self::TraceTooLarge(_) => ErrorKind::InvalidInput,
         }
     }
 
@@ -35,6 +46,14 @@ impl Error {
     /// The gRPC status for this error, from [`ErrorKind`]'s one table.
     pub fn grpc_status(&self) -> tonic::Status {
         grpc_status(self.kind(), self.to_string())
+    }
+
+    /// Seconds a client pushed back (429, 503) should wait before retrying.
+    pub fn retry_after_secs(&self) -> u64 {
+        match self {
+            Self::RateLimited { retry_after_secs, .. } => (*retry_after_secs).max(1),
+            _ => 1,
+        }
     }
 
     /// The google.rpc.Code number matching the gRPC status, for OTLP/HTTP error bodies.

@@ -9,9 +9,13 @@ mod compact_job;
 mod compactor;
 mod config;
 mod errors;
+mod limits;
 mod live;
 mod metrics;
 mod otlp;
+mod overrides;
+mod receivers;
+mod tempo_metrics;
 
 use std::path::PathBuf;
 
@@ -354,10 +358,7 @@ mod tests {
             ..Flags::default()
         };
         let config = load_config(&f).unwrap();
-        let per_tenant = crate::config::PerTenantOverrides::default();
-        let kept = config
-            .overrides
-            .block_retention(&per_tenant, "t", std::time::Duration::ZERO);
+        let kept = app::overrides(&config).unwrap().limits("t").block_retention;
         assert_eq!(kept, std::time::Duration::from_secs(336 * 3600));
     }
 

@@ -539,6 +539,16 @@ async fn server_auth_protects_http_otlp_and_flight_with_tenant_binding() {
     assert_eq!(search(None, None).await.unwrap().status(), 401);
     assert_eq!(search(Some("shop-token"), Some("other")).await.unwrap().status(), 403);
     assert_eq!(search(Some("shop-token"), None).await.unwrap().status(), 200);
+    // Every tenant's limits and the configuration are for unbound credentials only.
+    for path in ["/status/overrides", "/status/config"] {
+        let status = |token| authed(http.get(format!("{}{path}", server.http())), token, None).send();
+        assert_eq!(status(None).await.unwrap().status(), 401, "{path}");
+        assert_eq!(status(Some("shop-token")).await.unwrap().status(), 403, "{path}");
+        let admin = status(Some("admin-token")).await.unwrap();
+        assert_eq!(admin.status(), 200, "{path}");
+        let text = admin.text().await.unwrap();
+        assert!(!text.contains("shop-token") && !text.contains("admin-token"), "{text}");
+    }
     // Probes and scrapers need no credentials.
     assert_eq!(
         http.get(format!("{}/ready", server.http()))

@@ -100,7 +100,8 @@ impl StreamingQuerier for Querier {
         request: Request<QueryRangeRequest>,
     ) -> Result<Response<Self::MetricsQueryRangeStream>, Status> {
         let tenant = tenant_of(&request);
-        let metrics_request = metrics::grpc_request_of(request.get_ref(), self.state.metrics).map_err(status)?;
+        let metrics_request =
+            metrics::grpc_request_of(request.get_ref(), self.state.metrics_limits(&tenant)).map_err(status)?;
         // Validate before streaming, so a bad query fails the call with InvalidArgument.
         tracehouse_sql::metrics::prepare(&metrics_request).map_err(|e| status(crate::engine_error(e)))?;
         let ticket = self.admit(&tenant, &metrics_request.query)?;
@@ -128,7 +129,7 @@ impl StreamingQuerier for Querier {
     ) -> Result<Response<Self::MetricsQueryInstantStream>, Status> {
         let tenant = tenant_of(&request);
         let metrics_request =
-            metrics::grpc_instant_request_of(request.get_ref(), self.state.metrics).map_err(status)?;
+            metrics::grpc_instant_request_of(request.get_ref(), self.state.metrics_limits(&tenant)).map_err(status)?;
         let answer = metrics::run(&self.state, &tenant, &metrics_request).await;
         once(answer.map(|r| metrics::instant_response_of(&r)))
     }
@@ -138,6 +139,7 @@ impl StreamingQuerier for Querier {
         let params = search::params_of(request.get_ref());
         // Validate before streaming, so a bad query fails the call with InvalidArgument.
         let full = search::request_of(&params, self.state.limits).map_err(status)?;
+        self.state.check_search_range(&tenant, &full).map_err(status)?;
         tracehouse_traceql::compile(&full.query)
             .map_err(|e| status(ApiError(ErrorKind::InvalidInput, e.to_string())))?;
         let ticket = self.admit(&tenant, &full.query)?;

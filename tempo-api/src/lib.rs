@@ -44,6 +44,66 @@ pub struct ApiState {
     pub limits: SearchLimits,
     /// Tempo's `query_frontend.metrics` bounds.
     pub metrics: tracehouse_sql::metrics::MetricsLimits,
+    /// Each tenant's own bounds (Tempo's `read` overrides).
+    pub tenant_limits: Arc<dyn TenantQueryLimits>,
+}
+
+/// Per-tenant query bounds (Tempo's `read` overrides), looked up at each query.
+pub trait TenantQueryLimits: Send + Sync {
+    /// The longest range a search may cover; zero: no bound.
+    fn max_search_duration(&self, tenant: &str) -> std::time::Duration;
+    /// The longest range a metrics query may cover; zero: `query_frontend.metrics.max_duration`.
+    fn max_metrics_duration(&self, tenant: &str) -> std::time::Duration;
+}
+
+/// No per-tenant bounds.
+pub struct NoTenantLimits;
+
+impl TenantQueryLimits for NoTenantLimits {
+    fn max_search_duration(&self, _: &str) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+
+    fn max_metrics_duration(&self, _: &str) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+}
+
+impl ApiState {
+    /// `tenant`'s metrics bounds: its `max_metrics_duration`, when set, over the frontend's.
+    pub fn metrics_limits(&self, tenant: &str) -> tracehouse_sql::metrics::MetricsLimits {
+        let mut limits = self.metrics;
+        let own = self.tenant_limits.max_metrics_duration(tenant);
+        if !own.is_zero() {
+            limits.max_range_ns = i64::try_from(own.as_nanos()).unwrap_or(i64::MAX);
+        }
+        limits
+    }
+
+    /// Refuses a search whose `start`..`end` is longer than `tenant`'s `max_search_duration`,
+    /// in Tempo's words.
+    pub fn check_search_range(
+        &self,
+        tenant: &str,
+        request: &tracehouse_sql::search::SearchRequest,
+    ) -> Result<(), ApiError> {
+        let max = self.tenant_limits.max_search_duration(tenant);
+        let (Some(start), Some(end)) = (request.start_unix_nano, request.end_unix_nano) else {
+            return Ok(());
+        };
+        // `end` holds its whole last second.
+        let (start_s, end_s) = (start / 1_000_000_000, end / 1_000_000_000 - 1);
+        if max.is_zero() || end_s.saturating_sub(start_s) <= max.as_secs() as i64 {
+            return Ok(());
+        }
+        Err(ApiError(
+            ErrorKind::InvalidInput,
+            format!(
+                "range specified by start and end exceeds {}. received start={start_s} end={end_s}",
+                tracehouse_traceql::label::go_duration(i64::try_from(max.as_nanos()).unwrap_or(i64::MAX))
+            ),
+        ))
+    }
 }
 
 /// The largest `limit` and `spss` a search may ask for (Tempo's

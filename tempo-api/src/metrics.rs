@@ -38,8 +38,9 @@ pub async fn query_range(
     headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
-    let answer = match request_of(&params, now_ns(), state.metrics) {
-        Ok(request) => run(&state, &tenant(&headers), &request).await,
+    let tenant = tenant(&headers);
+    let answer = match request_of(&params, now_ns(), state.metrics_limits(&tenant)) {
+        Ok(request) => run(&state, &tenant, &request).await,
         Err(e) => Err(e),
     };
     answered(answer, &headers)
@@ -51,8 +52,9 @@ pub async fn query_instant(
     headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
-    let answer = match request_of(&params, now_ns(), state.metrics) {
-        Ok(request) => run(&state, &tenant(&headers), &instant(request)).await,
+    let tenant = tenant(&headers);
+    let answer = match request_of(&params, now_ns(), state.metrics_limits(&tenant)) {
+        Ok(request) => run(&state, &tenant, &instant(request)).await,
         Err(e) => Err(e),
     };
     answered(answer.map(|r| instant_response_of(&r)), &headers)

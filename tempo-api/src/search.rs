@@ -269,6 +269,7 @@ pub async fn search(
     params: &HashMap<String, String>,
 ) -> Result<SearchResponse, ApiError> {
     let request = request_of(params, state.limits)?;
+    state.check_search_range(tenant, &request)?;
     let outcome = admitted(
         state,
         tenant,

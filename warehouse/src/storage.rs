@@ -27,7 +27,7 @@ pub enum StorageConfigKind {
 }
 
 /// S3 settings, named as in Tempo's `storage.trace.s3` block.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct S3Config {
     pub bucket: String,

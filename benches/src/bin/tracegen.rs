@@ -50,7 +50,7 @@ fn parse_args() -> Result<Args, String> {
             "--gzip" => a.gzip = true,
             "-h" | "--help" => {
                 println!(
-                    "usage: tracegen --endpoint URL [--protocol http/protobuf|http/json|grpc] [--spans N] [--rate SPANS_PER_S] [--batch-spans N] [--concurrency N] [--seed N] [--tenant T] [--gzip]"
+                    "usage: tracegen --endpoint URL [--protocol http/protobuf|http/json|grpc|jaeger/grpc|zipkin/json] [--spans N] [--rate SPANS_PER_S] [--batch-spans N] [--concurrency N] [--seed N] [--tenant T] [--gzip]"
                 );
                 std::process::exit(0);
             }
@@ -120,7 +120,7 @@ async fn main() {
                             reply.grpc_code,
                             Some(tonic::Code::ResourceExhausted | tonic::Code::Unavailable)
                         );
-                    if reply.status == 200 {
+                    if (200..300).contains(&reply.status) {
                         break;
                     } else if retryable && retries < 10_000 {
                         retries += 1;

@@ -170,7 +170,9 @@ impl TestServer {
             "server:\n  http_listen_port: {}\n  graceful_shutdown_timeout: 60s\n\
              distributor:\n  receivers:\n    otlp:\n      protocols:\n        grpc:\n          endpoint: 127.0.0.1:{}\n        http:\n          endpoint: 127.0.0.1:{}\n\
              postgres:\n  listen_address: 127.0.0.1:{}\n\
-             flight:\n  listen_address: 127.0.0.1:{}\n",
+             flight:\n  listen_address: 127.0.0.1:{}\n\
+             overrides:\n  defaults:\n    ingestion:\n      rate_limit_bytes: 0\n      max_traces_per_user: 0\n    \
+             global:\n      max_bytes_per_trace: 0\n",
             self.http_port, self.otlp_grpc_port, self.otlp_http_port, self.pg_port, self.flight_port
         );
         let mut config: serde_yaml::Value = serde_yaml::from_str(&base).unwrap();
