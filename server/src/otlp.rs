@@ -205,6 +205,18 @@ fn discard_reason(e: &Error) -> Option<DiscardReason> {
     }
 }
 
+/// The OTLP/JSON response: `{}`, or the partial success (int64 as a string, as protobuf's JSON
+/// mapping writes it).
+fn json_response(response: &ExportTraceServiceResponse) -> String {
+    match &response.partial_success {
+        None => "{}".to_string(),
+        Some(p) => serde_json::json!({
+            "partialSuccess": {"rejectedSpans": p.rejected_spans.to_string(), "errorMessage": p.error_message}
+        })
+        .to_string(),
+    }
+}
+
 /// The OTLP response: empty, or naming the spans the limits refused.
 fn export_response(done: &Ingested) -> ExportTraceServiceResponse {
     let partial_success = (done.discarded.spans() > 0).then(|| ExportTracePartialSuccess {
@@ -247,7 +259,7 @@ async fn export_http(State(receiver): State<Arc<Receiver>>, headers: HeaderMap, 
     };
     match (result, format) {
         (Ok(done), Some(BodyFormat::Json)) => {
-            let body = serde_json::to_string(&export_response(&done)).expect("serializable");
+            let body = json_response(&export_response(&done));
             (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response()
         }
         (Ok(done), _) => (
