@@ -4,7 +4,7 @@
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-use opentelemetry_proto::tonic::trace::v1::Span;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
 use serde_json::{Map, Value as Json, json};
 use tracehouse_ingest::jaeger::api_v2;
 
@@ -122,17 +122,9 @@ fn jaeger_span(span: &Span, process: &api_v2::Process) -> api_v2::Span {
 pub fn jaeger_batch(request: &ExportTraceServiceRequest) -> api_v2::Batch {
     let mut spans = Vec::new();
     for rs in &request.resource_spans {
-        let attrs = rs
-            .resource
-            .as_ref()
-            .map(|r| r.attributes.as_slice())
-            .unwrap_or_default();
-        let service = attrs.iter().find(|kv| kv.key == "service.name");
+        let (service, attrs) = service_and_resource(rs);
         let process = api_v2::Process {
-            service_name: service
-                .and_then(|kv| kv.value.as_ref()?.value.as_ref())
-                .map(text)
-                .unwrap_or_default(),
+            service_name: service,
             tags: attrs
                 .iter()
                 .filter(|kv| kv.key != "service.name")
@@ -144,6 +136,18 @@ pub fn jaeger_batch(request: &ExportTraceServiceRequest) -> api_v2::Batch {
         }
     }
     api_v2::Batch { spans, process: None }
+}
+
+/// A resource's `service.name`, and all its attributes.
+fn service_and_resource(rs: &ResourceSpans) -> (String, &[KeyValue]) {
+    let attrs = rs
+        .resource
+        .as_ref()
+        .map(|r| r.attributes.as_slice())
+        .unwrap_or_default();
+    let service = attrs.iter().find(|kv| kv.key == "service.name");
+    let service = service.and_then(|kv| kv.value.as_ref()?.value.as_ref()).map(text);
+    (service.unwrap_or_default(), attrs)
 }
 
 fn zipkin_span(span: &Span, service: &str, resource: &[KeyValue]) -> Json {
@@ -198,16 +202,7 @@ fn zipkin_span(span: &Span, service: &str, resource: &[KeyValue]) -> Json {
 pub fn zipkin_json(request: &ExportTraceServiceRequest) -> Vec<u8> {
     let mut spans = Vec::new();
     for rs in &request.resource_spans {
-        let attrs = rs
-            .resource
-            .as_ref()
-            .map(|r| r.attributes.as_slice())
-            .unwrap_or_default();
-        let service = attrs.iter().find(|kv| kv.key == "service.name");
-        let service = service
-            .and_then(|kv| kv.value.as_ref()?.value.as_ref())
-            .map(text)
-            .unwrap_or_default();
+        let (service, attrs) = service_and_resource(rs);
         for ss in &rs.scope_spans {
             spans.extend(ss.spans.iter().map(|s| zipkin_span(s, &service, attrs)));
         }
