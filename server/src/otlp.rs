@@ -83,6 +83,8 @@ impl Receiver {
         ingress_bytes: Option<u64>,
         decode: impl FnOnce() -> Result<ExportTraceServiceRequest, Error> + Send + 'static,
     ) -> Result<Ingested, Error> {
+        // A bad tenant id gets no limiter state and no series.
+        validate_tenant(tenant)?;
         let started = std::time::Instant::now();
         if let Some(bytes) = ingress_bytes {
             self.metrics.ingress(tenant, bytes);
@@ -128,11 +130,8 @@ impl Receiver {
         let bytes = request.encoded_len();
         let stored = match &self.sink {
             Sink::Warehouse(warehouse) => warehouse.append(tenant, batch).await.map_err(Error::from),
-            Sink::Kafka(producer) => match validate_tenant(tenant) {
-                Err(e) => Err(e.into()),
-                Ok(()) if spans == 0 => Ok(()),
-                Ok(()) => producer.send(tenant, &request).await.map(|_| ()).map_err(Error::from),
-            },
+            Sink::Kafka(_) if spans == 0 => Ok(()),
+            Sink::Kafka(producer) => producer.send(tenant, &request).await.map(|_| ()).map_err(Error::from),
         };
         match stored {
             Ok(()) => Ok(Ingested {

@@ -25,9 +25,12 @@ fn python() -> String {
 
 /// Sends the client script's trace over `protocol`; its trace id.
 fn send_with_client(protocol: &str, endpoint: &str, tenant: &str, service: &str) -> String {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/jaeger_zipkin.py");
+    // Read when the test runs: a binary built in another checkout sharing the target dir
+    // must use this checkout's script.
+    let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string());
+    let script = format!("{dir}/tests/clients/jaeger_zipkin.py");
     let out = Command::new(python())
-        .args([script, protocol, endpoint, tenant, service])
+        .args([script.as_str(), protocol, endpoint, tenant, service])
         .output()
         .unwrap_or_else(|e| panic!("{}: {e}; scripts/test installs the Python clients", python()));
     let stderr = String::from_utf8_lossy(&out.stderr);
