@@ -49,7 +49,8 @@ pub(crate) fn take_str(attrs: &mut Vec<KeyValue>, key: &str) -> Option<String> {
     }
 }
 
-fn get<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a any_value::Value> {
+/// The value of the attribute `key` (its first occurrence).
+pub(crate) fn get<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a any_value::Value> {
     attrs
         .iter()
         .find(|kv| kv.key == key)

@@ -18,7 +18,8 @@ use opentelemetry_proto::tonic::trace::v1::{Span, Status};
 use thrift::protocol::{TBinaryInputProtocol, TCompactInputProtocol, TInputProtocol, TSerializable, TType};
 
 use crate::conventions::{
-    Grouper, http_status_failed, status_code_named, string_kv, take, take_kind, take_scope, take_str, take_trace_state,
+    Grouper, get, http_status_failed, status_code_named, string_kv, take, take_kind, take_scope, take_str,
+    take_trace_state,
 };
 use crate::{Error, Result};
 
@@ -259,9 +260,7 @@ fn timestamp_nanos(t: Option<&prost_types::Timestamp>, what: &str) -> Result<u64
 fn status(attrs: &mut Vec<KeyValue>, kind: SpanKind) -> Status {
     let mut code = StatusCode::Unset;
     let mut message = String::new();
-    let error_tag = attrs
-        .iter()
-        .any(|kv| kv.key == "error" && matches!(value(kv), Some(any_value::Value::BoolValue(true))));
+    let error_tag = matches!(get(attrs, "error"), Some(any_value::Value::BoolValue(true)));
     if error_tag {
         take(attrs, "error");
         code = StatusCode::Error;
@@ -280,10 +279,6 @@ fn status(attrs: &mut Vec<KeyValue>, kind: SpanKind) -> Status {
         code: code as i32,
         message,
     }
-}
-
-fn value(kv: &KeyValue) -> Option<&any_value::Value> {
-    kv.value.as_ref()?.value.as_ref()
 }
 
 /// Events from logs: the `event` field names one.

@@ -208,23 +208,15 @@ fn status(attrs: &mut Vec<KeyValue>) -> Status {
         status.code = status_code_named(&name) as i32;
         status.message = take_str(attrs, "otel.status_description").unwrap_or_default();
     }
-    let error = attrs.iter().position(|kv| kv.key == "error");
-    if let Some(at) = error {
-        status.code = StatusCode::Error as i32;
-        let is_true = matches!(
-            attrs[at].value.as_ref().and_then(|v| v.value.as_ref()),
-            Some(any_value::Value::StringValue(s)) if s == "true"
-        ) || matches!(
-            attrs[at].value.as_ref().and_then(|v| v.value.as_ref()),
-            Some(any_value::Value::BoolValue(true))
-        );
-        if is_true {
-            attrs.remove(at);
-        } else if status.message.is_empty()
-            && let Some(any_value::Value::StringValue(text)) = attrs[at].value.as_ref().and_then(|v| v.value.as_ref())
-        {
-            status.message = text.clone();
-        }
+    let Some(at) = attrs.iter().position(|kv| kv.key == "error") else {
+        return status;
+    };
+    status.code = StatusCode::Error as i32;
+    match attrs[at].value.as_ref().and_then(|v| v.value.as_ref()) {
+        Some(any_value::Value::StringValue(s)) if s == "true" => drop(attrs.remove(at)),
+        Some(any_value::Value::BoolValue(true)) => drop(attrs.remove(at)),
+        Some(any_value::Value::StringValue(text)) if status.message.is_empty() => status.message = text.clone(),
+        _ => {}
     }
     status
 }
