@@ -18,10 +18,13 @@ const MINUTE_NS: u64 = 60_000_000_000;
 async fn notebooks_run_against_tracegen_data() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start_in(dir.path(), "").await;
-    let now = std::time::SystemTime::now()
+    // The hour starts a second before a minute boundary, so the notebooks' first one-minute
+    // bucket holds a single trace: a partial bucket must not pass for the spike.
+    let wall = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos() as u64;
+    let now = wall - wall % MINUTE_NS - 1_000_000_000;
     // An hour of traffic at 2% failing calls, and five minutes, 25 to 20 minutes ago, at 30%.
     let hour = TraceGen::new(TraceGenConfig {
         seed: 61,
