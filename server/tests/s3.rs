@@ -20,20 +20,44 @@ impl Drop for Moto {
 }
 
 async fn start_moto() -> (Moto, u16) {
-    let port = free_port();
-    let child = Command::new("moto_server")
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("moto_server is installed (scripts/test runs pip install 'moto[server]')");
-    let moto = Moto(child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while reqwest::get(format!("http://127.0.0.1:{port}/")).await.is_err() {
-        assert!(Instant::now() < deadline, "moto did not start");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    // A port picked free may be taken before moto binds it; moto then exits, and another
+    // port is tried.
+    let mut exits = Vec::new();
+    for _ in 0..3 {
+        let port = free_port();
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(log.reopen().unwrap())
+            .spawn()
+            .expect("moto_server is installed (scripts/test runs pip install 'moto[server]')");
+        let mut moto = Moto(child);
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            if answers_as_s3(port).await {
+                return (moto, port);
+            }
+            if let Some(status) = moto.0.try_wait().unwrap() {
+                exits.push(format!(
+                    "port {port}: {status}: {}",
+                    std::fs::read_to_string(log.path()).unwrap()
+                ));
+                break;
+            }
+            assert!(Instant::now() < deadline, "moto did not answer on {port} within 90 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
-    (moto, port)
+    panic!("moto exited at every try:\n{}", exits.join("\n"))
+}
+
+/// Whether an S3 server (not some other process that took the port) answers on `port`.
+async fn answers_as_s3(port: u16) -> bool {
+    match reqwest::get(format!("http://127.0.0.1:{port}/")).await {
+        Ok(r) => r.text().await.is_ok_and(|t| t.contains("ListAllMyBucketsResult")),
+        Err(_) => false,
+    }
 }
 
 /// Creates the bucket `traces` on the moto at `port`; the storage config that uses it.
