@@ -171,9 +171,10 @@ impl CompactionBlock {
 }
 
 /// Tempo's `overrides` block: `defaults` for every tenant, and a per-tenant file read again
-/// every `per_tenant_override_period` (see `crate::overrides`).
+/// every `per_tenant_override_period` (see `crate::overrides`). With `enable_legacy_overrides`,
+/// Tempo's legacy flat keys are read here and in the file too (see `crate::overrides_keys`).
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct OverridesBlock {
     pub defaults: TenantOverrides,
     /// A YAML file of `overrides: {TENANT: {ingestion: {rate_limit_bytes: 1000}}}`, as Tempo's.
@@ -181,6 +182,11 @@ pub struct OverridesBlock {
     /// How often the per-tenant file is read again (Tempo's default 10s).
     #[serde(deserialize_with = "duration::deserialize", serialize_with = "duration::serialize")]
     pub per_tenant_override_period: Duration,
+    /// Reads Tempo's deprecated flat format (off by default, as in Tempo 3).
+    pub enable_legacy_overrides: bool,
+    /// Any other key: the defaults in the legacy flat format, or an error.
+    #[serde(flatten)]
+    pub legacy_defaults: serde_yaml::Mapping,
 }
 
 impl Default for OverridesBlock {
@@ -189,7 +195,25 @@ impl Default for OverridesBlock {
             defaults: TenantOverrides::default(),
             per_tenant_override_config: None,
             per_tenant_override_period: Duration::from_secs(10),
+            enable_legacy_overrides: false,
+            legacy_defaults: serde_yaml::Mapping::new(),
         }
+    }
+}
+
+impl OverridesBlock {
+    /// The defaults in force: `defaults`, or the flat keys beside it in the legacy format.
+    pub fn effective_defaults(&self) -> Result<TenantOverrides, String> {
+        let legacy = serde_yaml::Value::Mapping(self.legacy_defaults.clone());
+        let scoped = serde_yaml::to_value(&self.defaults).map_err(|e| e.to_string())?;
+        let block = if self.legacy_defaults.is_empty() {
+            scoped
+        } else if scoped == serde_yaml::to_value(TenantOverrides::default()).map_err(|e| e.to_string())? {
+            legacy
+        } else {
+            return Err("overrides: mixes the legacy (flat) and the scoped overrides formats (defaults)".into());
+        };
+        crate::overrides_keys::tenant_overrides(block, self.enable_legacy_overrides, "overrides")
     }
 }
 
@@ -273,24 +297,27 @@ fn optional_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Du
 }
 
 /// The per-tenant overrides file.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct PerTenantOverrides {
-    pub overrides: BTreeMap<String, TenantOverrides>,
+struct PerTenantFile {
+    overrides: BTreeMap<String, serde_yaml::Value>,
 }
 
-impl PerTenantOverrides {
-    /// Parses the file's text (empty: no per-tenant values).
-    pub fn parse(text: &str) -> Result<Self, String> {
-        if text.trim().is_empty() {
-            return Ok(Self::default());
-        }
-        let parsed: Self = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
-        for tenant in parsed.overrides.keys() {
-            tracehouse_warehouse::storage::validate_tenant(tenant).map_err(|e| format!("overrides.{tenant}: {e}"))?;
-        }
-        Ok(parsed)
+/// Each tenant's overrides in a per-tenant file's `text` (empty: none), in either of Tempo's
+/// formats (the legacy one when `legacy_enabled`).
+pub fn per_tenant_overrides(text: &str, legacy_enabled: bool) -> Result<BTreeMap<String, TenantOverrides>, String> {
+    if text.trim().is_empty() {
+        return Ok(BTreeMap::new());
     }
+    let parsed: PerTenantFile = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+    let mut out = BTreeMap::new();
+    for (tenant, block) in parsed.overrides {
+        tracehouse_warehouse::storage::validate_tenant(&tenant).map_err(|e| format!("overrides.{tenant}: {e}"))?;
+        let what = format!("overrides.{tenant}");
+        let o = crate::overrides_keys::tenant_overrides(block, legacy_enabled, &what)?;
+        out.insert(tenant, o);
+    }
+    Ok(out)
 }
 
 /// Tempo's `query_frontend` block.
@@ -1056,6 +1083,32 @@ mod tests {
         assert_eq!(c.block_builder.consume_cycle_duration, Duration::from_millis(250));
         let err = Config::from_yaml_with("", &[o("ingest.kafka.nope", "1")]).unwrap_err();
         assert!(err.contains("unknown field `nope`"), "{err}");
+    }
+
+    #[test]
+    fn legacy_defaults_beside_the_scoped_block() {
+        let c = |yaml: &str| {
+            Config::from_yaml_with(yaml, &[])
+                .unwrap()
+                .overrides
+                .effective_defaults()
+        };
+        let legacy = "overrides:\n  enable_legacy_overrides: true\n  max_bytes_per_trace: 7\n  block_retention: 1h\n";
+        let o = c(legacy).unwrap();
+        assert_eq!(o.global.max_bytes_per_trace, Some(7));
+        assert_eq!(o.compaction.block_retention, Some(Duration::from_secs(3600)));
+        let off = c("overrides:\n  max_bytes_per_trace: 7\n").unwrap_err();
+        assert!(off.contains("legacy overrides are disabled"), "{off}");
+        let typo = c("overrides:\n  per_tenant_override_perod: 5s\n").unwrap_err();
+        assert!(
+            typo.contains("unknown overrides key per_tenant_override_perod"),
+            "{typo}"
+        );
+        let mixed = "overrides:\n  enable_legacy_overrides: true\n  max_bytes_per_trace: 7\n  \
+                     defaults:\n    global:\n      max_bytes_per_trace: 8\n";
+        assert!(c(mixed).unwrap_err().contains("mixes"));
+        let scoped = c("overrides:\n  defaults:\n    global:\n      max_bytes_per_trace: 8\n").unwrap();
+        assert_eq!(scoped.global.max_bytes_per_trace, Some(8));
     }
 
     #[test]

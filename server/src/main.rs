@@ -14,6 +14,7 @@ mod live;
 mod metrics;
 mod otlp;
 mod overrides;
+mod overrides_keys;
 mod receivers;
 mod tempo_metrics;
 

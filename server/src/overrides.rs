@@ -19,7 +19,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use tokio::sync::watch;
 
-use crate::config::{OverridesBlock, PerTenantOverrides, TenantOverrides};
+use crate::config::{OverridesBlock, TenantOverrides};
 
 /// The largest overrides file read.
 pub const MAX_OVERRIDES_FILE_BYTES: u64 = 16 << 20;
@@ -133,6 +133,8 @@ pub struct Overrides {
     defaults: TenantLimits,
     path: Option<PathBuf>,
     period: Duration,
+    /// Whether the per-tenant file may use Tempo's legacy flat format.
+    legacy_enabled: bool,
     per_tenant: RwLock<Arc<Loaded>>,
     last_reload_ok: AtomicBool,
     reload_failures: AtomicU64,
@@ -155,9 +157,10 @@ impl Overrides {
     /// The overrides of `block` (retention falling back to `block_retention`); the per-tenant
     /// file is read now, and must parse.
     pub fn load(block: &OverridesBlock, block_retention: Duration) -> Result<Self, String> {
-        let defaults = TenantLimits::builtin(block_retention).with(&block.defaults);
+        let block_defaults = block.effective_defaults()?;
+        let defaults = TenantLimits::builtin(block_retention).with(&block_defaults);
         defaults.check("overrides.defaults")?;
-        log_unread("overrides.defaults", &block.defaults);
+        log_unread("overrides.defaults", &block_defaults);
         if block.per_tenant_override_period < Duration::from_millis(100) {
             return Err("overrides.per_tenant_override_period must be at least 100ms".into());
         }
@@ -165,6 +168,7 @@ impl Overrides {
             defaults,
             path: block.per_tenant_override_config.clone(),
             period: block.per_tenant_override_period,
+            legacy_enabled: block.enable_legacy_overrides,
             per_tenant: RwLock::default(),
             last_reload_ok: AtomicBool::new(true),
             reload_failures: AtomicU64::new(0),
@@ -180,6 +184,7 @@ impl Overrides {
             defaults,
             path: None,
             period: Duration::from_secs(10),
+            legacy_enabled: false,
             per_tenant: RwLock::default(),
             last_reload_ok: AtomicBool::new(true),
             reload_failures: AtomicU64::new(0),
@@ -218,9 +223,10 @@ impl Overrides {
         if self.per_tenant.read().expect("overrides lock").text == text {
             return Ok(());
         }
-        let parsed = PerTenantOverrides::parse(&text).map_err(|e| format!("{shown}: {e}"))?;
+        let parsed =
+            crate::config::per_tenant_overrides(&text, self.legacy_enabled).map_err(|e| format!("{shown}: {e}"))?;
         let mut limits = BTreeMap::new();
-        for (tenant, o) in &parsed.overrides {
+        for (tenant, o) in &parsed {
             let what = format!("{shown}: overrides.{tenant}");
             log_unread(&what, o);
             let tenant_limits = self.defaults.with(o);

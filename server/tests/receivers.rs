@@ -547,3 +547,71 @@ async fn overrides_limit_each_tenant_and_reload_while_running() {
         "{metrics}"
     );
 }
+
+/// `tracehouse -config.verify` over `config`: its stderr when it refuses it.
+fn refused_config(dir: &std::path::Path, config: &str) -> String {
+    let file = dir.join("refused.yaml");
+    std::fs::write(&file, config).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tracehouse"))
+        .arg(format!("-config.file={}", file.display()))
+        .arg("-config.verify")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "accepted: {config}");
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overrides_files_in_tempos_legacy_format_and_misspelt_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("overrides.yaml");
+    let with_file = |extra: &str| {
+        format!(
+            "overrides:\n  per_tenant_override_config: {}\n  per_tenant_override_period: 200ms\n{extra}",
+            file.display()
+        )
+    };
+    // A misspelt limit is refused by name, not silently left unapplied.
+    std::fs::write(&file, "overrides:\n  t:\n    ingestion:\n      rate_limit_byte: 5\n").unwrap();
+    let err = refused_config(dir.path(), &with_file(""));
+    assert!(err.contains("unknown overrides key ingestion.rate_limit_byte"), "{err}");
+    // Tempo's legacy flat format: refused unless enabled, as in Tempo 3.
+    let request_bytes = otlp_request(1, 1, 10).encoded_len() as u64;
+    let legacy = format!(
+        "overrides:\n  slow:\n    ingestion_rate_limit_bytes: 1\n    ingestion_burst_size_bytes: {}\n    \
+         metrics_generator_processors: [service-graphs]\n",
+        request_bytes * 2
+    );
+    std::fs::write(&file, &legacy).unwrap();
+    let err = refused_config(dir.path(), &with_file(""));
+    assert!(err.contains("legacy overrides are disabled"), "{err}");
+
+    let server = TestServer::start_in(dir.path(), &with_file("  enable_legacy_overrides: true\n")).await;
+    for _ in 0..2 {
+        assert_eq!(send_otlp(&server, "slow", &otlp_request(1, 1, 10)).await.status(), 200);
+    }
+    assert_eq!(send_otlp(&server, "slow", &otlp_request(1, 1, 10)).await.status(), 429);
+    assert_eq!(send_otlp(&server, "other", &otlp_request(1, 1, 10)).await.status(), 200);
+    let status = reqwest::get(format!("{}/status/overrides/slow", server.http()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(status.contains("rate_limit_bytes: 1\n"), "{status}");
+    // A misspelt key in a reloaded file keeps the last good values, and says which key.
+    std::fs::write(
+        &file,
+        legacy.replace("ingestion_rate_limit_bytes", "ingestion_rate_limit_byte"),
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(
+        server
+            .log()
+            .contains("unknown legacy overrides key ingestion_rate_limit_byte"),
+        "{}",
+        server.log()
+    );
+    assert_eq!(send_otlp(&server, "slow", &otlp_request(1, 1, 10)).await.status(), 429);
+}
