@@ -88,7 +88,13 @@ async fn jaeger_thrift_http(State(receiver): State<Arc<Receiver>>, headers: Head
         Ok(jaeger::thrift_http_body(&body)?)
     };
     match receiver
-        .ingest("jaeger", "thrift_http", &tenant(&headers), body_len(&headers), decode)
+        .ingest(
+            "jaeger",
+            "collector_http",
+            &tenant(&headers),
+            body_len(&headers),
+            decode,
+        )
         .await
     {
         Ok(_) => StatusCode::ACCEPTED.into_response(),
@@ -216,7 +222,12 @@ async fn zipkin_spans(State(state): State<Arc<ZipkinState>>, v1: bool, headers: 
         let body = decode_body(&body, encoding.as_deref(), limit)?;
         Ok(zipkin::parse(&body, format, options)?)
     };
-    let transport = if v1 { "http_v1" } else { "http" };
+    // The Collector's transport names, as Tempo's receiver series carry them.
+    let transport = match format {
+        ZipkinFormat::V2Json => "http_v2_json",
+        ZipkinFormat::V2Proto => "http_v2_proto",
+        ZipkinFormat::V1Json => "http_v1_json",
+    };
     match receiver
         .ingest("zipkin", transport, &tenant(&headers), body_len(&headers), decode)
         .await

@@ -217,9 +217,10 @@ impl TempoMetrics {
     }
 }
 
+/// Tempo's labels: its receivers are named `TYPE/TYPE_receiver` (`otlp/otlp_receiver`).
 fn receiver_labels(receiver: &str, transport: &str) -> ReceiverLabels {
     ReceiverLabels {
-        receiver: receiver.to_string(),
+        receiver: format!("{receiver}/{receiver}_receiver"),
         transport: transport.to_string(),
     }
 }
@@ -296,7 +297,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("tempo_receiver_accepted_spans{receiver=\"jaeger\",transport=\"grpc\"} 3"),
+            text.contains("tempo_receiver_accepted_spans{receiver=\"jaeger/jaeger_receiver\",transport=\"grpc\"} 3"),
             "{text}"
         );
         assert!(

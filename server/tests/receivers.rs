@@ -228,14 +228,17 @@ async fn every_client_is_found_by_the_sql_and_traceql_of_its_otlp_twin() {
     let metrics = server.metrics_text().await;
     for (receiver, transport) in [
         ("otlp", "http"),
-        ("jaeger", "thrift_http"),
+        ("jaeger", "collector_http"),
         ("jaeger", "grpc"),
         ("jaeger", "udp_thrift_compact"),
         ("jaeger", "udp_thrift_binary"),
-        ("zipkin", "http"),
-        ("zipkin", "http_v1"),
+        ("zipkin", "http_v2_json"),
+        ("zipkin", "http_v1_json"),
     ] {
-        let series = format!("tempo_receiver_accepted_spans{{receiver=\"{receiver}\",transport=\"{transport}\"}}");
+        // Tempo's labels: `jaeger/jaeger_receiver`, the Collector's transport names.
+        let series = format!(
+            "tempo_receiver_accepted_spans{{receiver=\"{receiver}/{receiver}_receiver\",transport=\"{transport}\"}}"
+        );
         assert!(labelled(&metrics, &series) >= 2.0, "{series} in:\n{metrics}");
     }
     for (tenant, spans) in [("shop", 12.0), ("single-tenant", 4.0)] {
@@ -517,7 +520,7 @@ async fn overrides_limit_each_tenant_and_reload_while_running() {
         ("tempo_distributor_spans_received_total{tenant=\"slow\"}", 40.0),
         ("tempo_distributor_spans_received_total{tenant=\"fast\"}", 50.0),
         (
-            "tempo_receiver_refused_spans{receiver=\"otlp\",transport=\"http\"}",
+            "tempo_receiver_refused_spans{receiver=\"otlp/otlp_receiver\",transport=\"http\"}",
             4.0 + 10.0 * f64::from(refusals),
         ),
         ("tempo_runtime_config_last_reload_successful", 1.0),
