@@ -1,7 +1,9 @@
 //! The per-request series Tempo exposes, with Tempo's names and labels, so the Tempo mixin's
 //! dashboards and alerts read them unchanged: spans and bytes received and spans discarded per
-//! tenant, spans accepted and refused per receiver, the push duration, and
-//! `tempo_request_duration_seconds` by route and status for every HTTP request.
+//! tenant, spans accepted and refused per receiver, the push duration,
+//! `tempo_request_duration_seconds` by route and status for every HTTP request and gRPC call,
+//! and the query frontend's queries per tenant and op (`tempo_query_frontend_queries_total`,
+//! `..._within_slo_total`, which the mixin's tenant dashboard and SLO burn rates read).
 
 use std::collections::HashSet;
 use std::fmt;
@@ -36,6 +38,13 @@ struct DiscardLabels {
 struct ReceiverLabels {
     receiver: String,
     transport: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueryLabels {
+    tenant: String,
+    op: String,
+    result: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -102,6 +111,8 @@ pub struct TempoMetrics {
     refused: Family<ReceiverLabels, PlainCounter>,
     push_duration: Histogram,
     request_duration: Family<RequestLabels, Histogram, fn() -> Histogram>,
+    queries: Family<QueryLabels, Counter>,
+    queries_within_slo: Family<QueryLabels, Counter>,
     tenants: Mutex<HashSet<String>>,
 }
 
@@ -116,6 +127,8 @@ impl Default for TempoMetrics {
             refused: Family::default(),
             push_duration: latency_histogram(),
             request_duration: Family::new_with_constructor(latency_histogram),
+            queries: Family::default(),
+            queries_within_slo: Family::default(),
             tenants: Mutex::new(HashSet::new()),
         }
     }
@@ -164,6 +177,16 @@ impl TempoMetrics {
             "Time (in seconds) spent serving HTTP requests.",
             self.request_duration.clone(),
         );
+        registry.register(
+            "tempo_query_frontend_queries",
+            "Total queries received per tenant.",
+            self.queries.clone(),
+        );
+        registry.register(
+            "tempo_query_frontend_queries_within_slo",
+            "Total Queries within SLO per tenant",
+            self.queries_within_slo.clone(),
+        );
     }
 
     /// `tenant`, or `other` past [`MAX_TENANT_SERIES`] tenants.
@@ -211,6 +234,26 @@ impl TempoMetrics {
         self.discarded.get_or_create(&labels).inc_by(spans);
     }
 
+    /// A query of `op` (Tempo's `traces`, `search`, `metadata`, `metrics`) by `tenant` ended
+    /// with `outcome`. As Tempo counts them: a cancelled query is `canceled`, anything else
+    /// `completed`; within the SLO unless the server failed (no duration SLO is configured).
+    fn query_ended(&self, tenant: &str, op: &'static str, outcome: Outcome) {
+        let labels = QueryLabels {
+            tenant: self.tenant(tenant),
+            op: op.to_string(),
+            result: if outcome == Outcome::Canceled {
+                "canceled"
+            } else {
+                "completed"
+            }
+            .to_string(),
+        };
+        self.queries.get_or_create(&labels).inc();
+        if outcome != Outcome::ServerError {
+            self.queries_within_slo.get_or_create(&labels).inc();
+        }
+    }
+
     /// One push took `elapsed`.
     pub fn push_took(&self, elapsed: Duration) {
         self.push_duration.observe(elapsed.as_secs_f64());
@@ -222,6 +265,54 @@ fn receiver_labels(receiver: &str, transport: &str) -> ReceiverLabels {
     ReceiverLabels {
         receiver: format!("{receiver}/{receiver}_receiver"),
         transport: transport.to_string(),
+    }
+}
+
+/// How a query ended, for Tempo's query counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// Answered, or refused for the caller's own fault (400, 404, 429).
+    Done,
+    Canceled,
+    ServerError,
+}
+
+impl Outcome {
+    fn of_http(status: u16) -> Self {
+        match status {
+            499 => Self::Canceled,
+            500.. => Self::ServerError,
+            _ => Self::Done,
+        }
+    }
+
+    /// From a gRPC status code; Tempo counts InvalidArgument, NotFound and ResourceExhausted
+    /// within the SLO.
+    fn of_grpc(code: i32) -> Self {
+        match code {
+            1 => Self::Canceled,
+            0 | 3 | 5 | 8 => Self::Done,
+            _ => Self::ServerError,
+        }
+    }
+}
+
+/// Tempo's query op of a request path (an HTTP route or a gRPC full method), if a query.
+fn query_op(path: &str) -> Option<&'static str> {
+    let path = path.strip_prefix("/tempopb.StreamingQuerier/").unwrap_or(path);
+    if path.starts_with("/api/traces/") || path.starts_with("/api/v2/traces/") {
+        Some("traces")
+    } else if path == "/api/search" || path == "Search" {
+        Some("search")
+    } else if path.starts_with("/api/search/tag")
+        || path.starts_with("/api/v2/search/tag")
+        || path.starts_with("SearchTag")
+    {
+        Some("metadata")
+    } else if path.starts_with("/api/metrics/") || path.starts_with("MetricsQuery") {
+        Some("metrics")
+    } else {
+        None
     }
 }
 
@@ -242,16 +333,32 @@ pub fn route_label(template: &str) -> String {
     if out.is_empty() { "root".to_string() } else { out }
 }
 
-/// Middleware: observes every HTTP request in `tempo_request_duration_seconds`.
+/// Middleware: observes every HTTP request in `tempo_request_duration_seconds`. A gRPC call
+/// (the StreamingQuerier on the HTTP port) is labelled as Tempo's gRPC server labels it:
+/// method `gRPC`, the full method as the route, `success` / `cancel` / `error` as the status,
+/// observed when its last message or its trailers are sent. Queries (trace by id, search, tags,
+/// metrics; HTTP or gRPC) are also counted per tenant and op.
 pub async fn track_requests(
     State(metrics): State<std::sync::Arc<TempoMetrics>>,
     request: Request,
     next: Next,
 ) -> Response {
-    let route =
-        (request.extensions().get::<MatchedPath>()).map_or_else(|| "other".to_string(), |p| route_label(p.as_str()));
-    let method = request.method().to_string();
-    let ws = request.headers().contains_key(axum::http::header::UPGRADE);
+    let headers = request.headers();
+    let grpc =
+        (headers.get(axum::http::header::CONTENT_TYPE)).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    let path = request.uri().path();
+    let query = query_op(path).map(|op| (op, query_tenant(headers)));
+    let route = if grpc {
+        path.to_string()
+    } else {
+        (request.extensions().get::<MatchedPath>()).map_or_else(|| "other".to_string(), |p| route_label(p.as_str()))
+    };
+    let method = if grpc {
+        "gRPC".to_string()
+    } else {
+        request.method().to_string()
+    };
+    let ws = headers.contains_key(axum::http::header::UPGRADE);
     let started = std::time::Instant::now();
     let response = next.run(request).await;
     let labels = RequestLabels {
@@ -260,8 +367,115 @@ pub async fn track_requests(
         status_code: response.status().as_u16().to_string(),
         ws: ws.to_string(),
     };
-    (metrics.request_duration.get_or_create(&labels)).observe(started.elapsed().as_secs_f64());
-    response
+    if !grpc || !response.status().is_success() {
+        (metrics.request_duration.get_or_create(&labels)).observe(started.elapsed().as_secs_f64());
+        if let Some((op, Some(tenant))) = &query {
+            metrics.query_ended(tenant, op, Outcome::of_http(response.status().as_u16()));
+        }
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let observed = GrpcObserved {
+        inner: body,
+        metrics,
+        labels: Some(labels),
+        query: query.and_then(|(op, tenant)| Some((op, tenant?))),
+        started,
+        // A trailers-only answer (an error before any message) has its status in the headers.
+        code: grpc_code(&parts.headers),
+    };
+    Response::from_parts(parts, axum::body::Body::new(observed))
+}
+
+/// The tenant a query is for (`X-Scope-OrgID`, or Tempo's default), when it is a valid id.
+fn query_tenant(headers: &axum::http::HeaderMap) -> Option<String> {
+    let tenant = headers
+        .get("x-scope-orgid")
+        .map_or(Some("single-tenant"), |v| v.to_str().ok())?;
+    tracehouse_warehouse::storage::validate_tenant(tenant).ok()?;
+    Some(tenant.to_string())
+}
+
+/// A gRPC call's `grpc-status`, when present.
+fn grpc_code(headers: &axum::http::HeaderMap) -> Option<i32> {
+    headers.get("grpc-status")?.to_str().ok()?.parse().ok()
+}
+
+/// Tempo's status label of a gRPC status code.
+fn grpc_status_label(code: i32) -> &'static str {
+    match code {
+        0 => "success",
+        1 => "cancel",
+        _ => "error",
+    }
+}
+
+/// A gRPC response body that observes the call's duration and status when it ends: at its
+/// trailers, at its end, or when dropped unfinished (the client went away: `cancel`).
+struct GrpcObserved {
+    inner: axum::body::Body,
+    metrics: std::sync::Arc<TempoMetrics>,
+    labels: Option<RequestLabels>,
+    query: Option<(&'static str, String)>,
+    started: std::time::Instant,
+    code: Option<i32>,
+}
+
+/// gRPC's `Unknown`: a stream that ended with no status.
+const GRPC_UNKNOWN: i32 = 2;
+/// gRPC's `Cancelled`.
+const GRPC_CANCELLED: i32 = 1;
+
+impl GrpcObserved {
+    fn observe(&mut self, fallback: i32) {
+        let Some(mut labels) = self.labels.take() else {
+            return;
+        };
+        let code = self.code.unwrap_or(fallback);
+        labels.status_code = grpc_status_label(code).to_string();
+        let histogram = self.metrics.request_duration.get_or_create(&labels);
+        histogram.observe(self.started.elapsed().as_secs_f64());
+        if let Some((op, tenant)) = &self.query {
+            self.metrics.query_ended(tenant, op, Outcome::of_grpc(code));
+        }
+    }
+}
+
+impl http_body::Body for GrpcObserved {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            std::task::Poll::Ready(Some(Ok(frame))) => {
+                if let Some(code) = frame.trailers_ref().and_then(grpc_code) {
+                    self.code = Some(code);
+                    self.observe(GRPC_UNKNOWN);
+                }
+            }
+            std::task::Poll::Ready(Some(Err(_)) | None) => self.observe(GRPC_UNKNOWN),
+            std::task::Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for GrpcObserved {
+    fn drop(&mut self) {
+        self.observe(GRPC_CANCELLED);
+    }
 }
 
 #[cfg(test)]
@@ -277,6 +491,28 @@ mod tests {
         );
         assert_eq!(route_label("/api/echo"), "api_echo");
         assert_eq!(route_label("/"), "root");
+    }
+
+    #[test]
+    fn queries_are_counted_under_tempos_ops() {
+        assert_eq!(query_op("/api/traces/abc"), Some("traces"));
+        assert_eq!(query_op("/api/v2/traces/abc"), Some("traces"));
+        assert_eq!(query_op("/api/search"), Some("search"));
+        assert_eq!(query_op("/tempopb.StreamingQuerier/Search"), Some("search"));
+        assert_eq!(query_op("/api/v2/search/tag/x/values"), Some("metadata"));
+        assert_eq!(
+            query_op("/tempopb.StreamingQuerier/SearchTagValuesV2"),
+            Some("metadata")
+        );
+        assert_eq!(query_op("/api/metrics/query_range"), Some("metrics"));
+        assert_eq!(query_op("/tempopb.StreamingQuerier/MetricsQueryRange"), Some("metrics"));
+        assert_eq!(query_op("/v1/traces"), None);
+        assert_eq!(query_op("/metrics"), None);
+        assert_eq!(Outcome::of_http(429), Outcome::Done);
+        assert_eq!(Outcome::of_http(499), Outcome::Canceled);
+        assert_eq!(Outcome::of_http(503), Outcome::ServerError);
+        assert_eq!(Outcome::of_grpc(8), Outcome::Done);
+        assert_eq!(Outcome::of_grpc(13), Outcome::ServerError);
     }
 
     #[test]

@@ -750,6 +750,41 @@ async fn grafana_explore_over_http_and_streaming_grpc() {
         .await
         .unwrap_err();
     assert_eq!(bad_tenant.code(), tonic::Code::InvalidArgument);
+
+    // The calls are in `tempo_request_duration_seconds` as Tempo's gRPC server labels them:
+    // the streamed searches once each stream ended, the invalid query as an error.
+    let metrics = server.metrics_text().await;
+    let count = |route: &str, status: &str| -> f64 {
+        let series = format!(
+            "tempo_request_duration_seconds_count{{method=\"gRPC\",route=\"/tempopb.StreamingQuerier/{route}\",status_code=\"{status}\",ws=\"false\"}} "
+        );
+        let line = metrics.lines().find(|l| l.starts_with(&series));
+        line.map_or(0.0, |l| l[series.len()..].trim().parse().unwrap())
+    };
+    assert_eq!(count("Search", "success"), 2.0, "{metrics}");
+    assert_eq!(count("Search", "error"), 1.0, "{metrics}");
+    assert_eq!(count("SearchTags", "error"), 1.0, "{metrics}");
+    assert!(count("SearchTagValuesV2", "success") >= 2.0, "{metrics}");
+    // And as queries, per tenant and op, as Tempo's query frontend counts them: the refused
+    // query is the caller's fault, so within the SLO; the bad tenant id is no tenant.
+    let queries = |name: &str, tenant: &str, op: &str| -> f64 {
+        let series = format!("{name}{{tenant=\"{tenant}\",op=\"{op}\",result=\"completed\"}} ");
+        let line = metrics.lines().find(|l| l.starts_with(&series));
+        line.map_or(0.0, |l| l[series.len()..].trim().parse().unwrap())
+    };
+    for name in [
+        "tempo_query_frontend_queries_total",
+        "tempo_query_frontend_queries_within_slo_total",
+    ] {
+        assert_eq!(queries(name, "someone-else", "search"), 1.0, "{name}: {metrics}");
+        assert!(
+            queries(name, "shop", "search") >= 3.0,
+            "grpc twice, http once: {metrics}"
+        );
+        assert!(queries(name, "shop", "traces") >= 1.0, "{metrics}");
+        assert!(queries(name, "shop", "metadata") >= 2.0, "{metrics}");
+    }
+    assert!(!metrics.contains("tenant=\"../etc\""), "{metrics}");
 }
 
 /// The server's peak resident memory (VmHWM), in bytes.
