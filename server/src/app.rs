@@ -31,7 +31,7 @@ use tracehouse_warehouse::LiveSource;
 
 use crate::admin::{self, AdminState};
 use crate::compactor::Compactor;
-use crate::config::Config;
+use crate::config::{Config, ReceiverRole};
 use crate::limits::Limiter;
 use crate::live::{self, RemoteLiveStores};
 use crate::metrics::ReceiverStats;
@@ -282,7 +282,8 @@ pub fn listeners(config: &Config, target: Target) -> Vec<(&'static str, String)>
         let protocols = &config.distributor.receivers.otlp.protocols;
         out.push(("otlp-grpc", protocols.grpc.endpoint.clone()));
         out.push(("otlp-http", protocols.http.endpoint.clone()));
-        out.extend(config.distributor.receivers.extra_listeners());
+        let extra = config.distributor.receivers.extra_listeners();
+        out.extend(extra.into_iter().map(|(role, addr)| (role.name(), addr)));
     }
     if target.queries() && config.postgres.enabled {
         out.push(("postgres", config.postgres.listen_address.clone()));
@@ -325,11 +326,12 @@ pub fn verify(config: &Config) -> Result<Target, AppError> {
 
 /// UDP carries no credentials: with `server.auth` set, Jaeger's UDP protocols are refused.
 fn verify_receivers(config: &Config) -> Result<(), AppError> {
-    let udp = (config.distributor.receivers.extra_listeners().into_iter()).find(|(role, _)| role.ends_with("-udp"));
+    let udp = (config.distributor.receivers.extra_listeners().into_iter()).find(|(role, _)| role.is_udp());
     match udp {
         Some((role, _)) if !config.server.auth.is_empty() => Err(AppError::Config(format!(
-            "distributor.receivers.jaeger: {role} cannot authenticate its datagrams, and server.auth is set; \
-             use thrift_http or grpc"
+            "distributor.receivers.jaeger: {} cannot authenticate its datagrams, and server.auth is set; \
+             use thrift_http or grpc",
+            role.name()
         ))),
         _ => Ok(()),
     }
@@ -540,18 +542,19 @@ async fn bind_receivers(config: &Config) -> Result<ReceiverListeners, AppError> 
     };
     for (role, addr) in receivers.extra_listeners() {
         match role {
-            "jaeger-thrift-http" => ports.jaeger_http = Some(bind("jaeger thrift_http receiver", &addr).await?),
-            "jaeger-grpc" => ports.jaeger_grpc = Some(bind("jaeger grpc receiver", &addr).await?),
-            "jaeger-thrift-compact-udp" => {
+            ReceiverRole::JaegerThriftHttp => {
+                ports.jaeger_http = Some(bind("jaeger thrift_http receiver", &addr).await?);
+            }
+            ReceiverRole::JaegerGrpc => ports.jaeger_grpc = Some(bind("jaeger grpc receiver", &addr).await?),
+            ReceiverRole::JaegerThriftCompactUdp => {
                 let socket = bind_udp("jaeger thrift_compact receiver", &addr).await?;
                 ports.jaeger_udp.push((socket, ThriftProtocol::Compact));
             }
-            "jaeger-thrift-binary-udp" => {
+            ReceiverRole::JaegerThriftBinaryUdp => {
                 let socket = bind_udp("jaeger thrift_binary receiver", &addr).await?;
                 ports.jaeger_udp.push((socket, ThriftProtocol::Binary));
             }
-            "zipkin" => ports.zipkin = Some(bind("zipkin receiver", &addr).await?),
-            other => unreachable!("extra_listeners names no role {other}"),
+            ReceiverRole::Zipkin => ports.zipkin = Some(bind("zipkin receiver", &addr).await?),
         }
     }
     Ok(ports)

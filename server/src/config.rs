@@ -626,23 +626,54 @@ pub mod ports {
     pub const ZIPKIN: u16 = 9411;
 }
 
+/// A Jaeger or Zipkin listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReceiverRole {
+    JaegerThriftHttp,
+    JaegerGrpc,
+    JaegerThriftCompactUdp,
+    JaegerThriftBinaryUdp,
+    Zipkin,
+}
+
+impl ReceiverRole {
+    /// The role as `-config.verify` prints it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::JaegerThriftHttp => "jaeger-thrift-http",
+            Self::JaegerGrpc => "jaeger-grpc",
+            Self::JaegerThriftCompactUdp => "jaeger-thrift-compact-udp",
+            Self::JaegerThriftBinaryUdp => "jaeger-thrift-binary-udp",
+            Self::Zipkin => "zipkin",
+        }
+    }
+
+    /// Whether it takes datagrams (which carry no credentials).
+    pub fn is_udp(self) -> bool {
+        matches!(self, Self::JaegerThriftCompactUdp | Self::JaegerThriftBinaryUdp)
+    }
+}
+
 impl ReceiversConfig {
-    /// Every Jaeger and Zipkin listener configured: role (as `-config.verify` prints it) and
-    /// address.
-    pub fn extra_listeners(&self) -> Vec<(&'static str, String)> {
+    /// Every Jaeger and Zipkin listener configured: role and address.
+    pub fn extra_listeners(&self) -> Vec<(ReceiverRole, String)> {
         let mut out = Vec::new();
         if let Some(j) = &self.jaeger {
             let p = &j.protocols;
             let list = [
-                ("jaeger-thrift-http", &p.thrift_http, ports::JAEGER_THRIFT_HTTP),
-                ("jaeger-grpc", &p.grpc, ports::JAEGER_GRPC),
                 (
-                    "jaeger-thrift-compact-udp",
+                    ReceiverRole::JaegerThriftHttp,
+                    &p.thrift_http,
+                    ports::JAEGER_THRIFT_HTTP,
+                ),
+                (ReceiverRole::JaegerGrpc, &p.grpc, ports::JAEGER_GRPC),
+                (
+                    ReceiverRole::JaegerThriftCompactUdp,
                     &p.thrift_compact,
                     ports::JAEGER_THRIFT_COMPACT,
                 ),
                 (
-                    "jaeger-thrift-binary-udp",
+                    ReceiverRole::JaegerThriftBinaryUdp,
                     &p.thrift_binary,
                     ports::JAEGER_THRIFT_BINARY,
                 ),
@@ -658,7 +689,7 @@ impl ReceiversConfig {
                 .endpoint
                 .clone()
                 .unwrap_or_else(|| format!("127.0.0.1:{}", ports::ZIPKIN));
-            out.push(("zipkin", endpoint));
+            out.push((ReceiverRole::Zipkin, endpoint));
         }
         out
     }
