@@ -231,6 +231,19 @@ pub struct TenantOverrides {
     pub unread: BTreeMap<String, serde_yaml::Value>,
 }
 
+impl TenantOverrides {
+    /// The keys kept aside, by section ("": top level).
+    pub fn unread_by_section(&self) -> [(&'static str, &BTreeMap<String, serde_yaml::Value>); 5] {
+        [
+            ("", &self.unread),
+            ("ingestion", &self.ingestion.unread),
+            ("global", &self.global.unread),
+            ("read", &self.read.unread),
+            ("compaction", &self.compaction.unread),
+        ]
+    }
+}
+
 /// `ingestion` overrides: the rate limit and live traces.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default)]

@@ -114,15 +114,13 @@ impl TenantLimits {
 
 /// Keys of an overrides block tracehouse does not read.
 fn unread_keys(o: &TenantOverrides) -> Vec<String> {
-    let sections = [
-        ("", &o.unread),
-        ("ingestion.", &o.ingestion.unread),
-        ("global.", &o.global.unread),
-        ("read.", &o.read.unread),
-        ("compaction.", &o.compaction.unread),
-    ];
     let mut out = Vec::new();
-    for (prefix, unread) in sections {
+    for (section, unread) in o.unread_by_section() {
+        let prefix = if section.is_empty() {
+            String::new()
+        } else {
+            format!("{section}.")
+        };
         out.extend(unread.keys().map(|k| format!("{prefix}{k}")));
     }
     out

@@ -163,14 +163,7 @@ fn from_legacy(map: Mapping, enabled: bool, what: &str) -> Result<Mapping, Strin
 
 /// Refuses keys Tempo does not know (the ones it knows and tracehouse ignores are kept aside).
 fn check_keys(o: &TenantOverrides, what: &str) -> Result<(), String> {
-    let sections = [
-        ("", &o.unread),
-        ("ingestion", &o.ingestion.unread),
-        ("global", &o.global.unread),
-        ("read", &o.read.unread),
-        ("compaction", &o.compaction.unread),
-    ];
-    for (section, unread) in sections {
+    for (section, unread) in o.unread_by_section() {
         let known = NOT_APPLIED
             .iter()
             .find(|(s, _)| *s == section)
