@@ -453,6 +453,7 @@ async fn build(config: &Config, target: Target) -> Result<Components, AppError> 
     let mut admin = AdminState::new(stats.clone(), warehouse.clone(), overrides.clone());
     admin.limiter = limiter.clone();
     admin.config_yaml = config.masked_yaml();
+    admin.tempo.set_slos(config.query_frontend.slos());
     if matches!(target, Target::Distributor | Target::BlockBuilder | Target::LiveStore) {
         admin.kafka = Some(kafka_stats.clone());
     }

@@ -339,6 +339,37 @@ pub fn per_tenant_overrides(text: &str, legacy_enabled: bool) -> Result<BTreeMap
 pub struct QueryFrontendBlock {
     pub search: FrontendSearch,
     pub metrics: FrontendMetrics,
+    pub trace_by_id: FrontendTraceById,
+}
+
+impl QueryFrontendBlock {
+    /// The duration SLOs of Tempo's query counters, by op.
+    pub fn slos(&self) -> crate::tempo_metrics::QuerySlos {
+        crate::tempo_metrics::QuerySlos {
+            traces: self.trace_by_id.duration_slo,
+            search: self.search.duration_slo,
+            metadata: self.search.metadata_slo.duration_slo,
+            metrics: self.metrics.duration_slo,
+        }
+    }
+}
+
+/// A duration SLO, as Tempo's `duration_slo`: a query answered within it counts in
+/// `tempo_query_frontend_queries_within_slo_total`; `0s`: every query not failed by the server.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Slo {
+    #[serde(deserialize_with = "duration::deserialize", serialize_with = "duration::serialize")]
+    pub duration_slo: Duration,
+}
+
+/// Tempo's `query_frontend.trace_by_id`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FrontendTraceById {
+    /// The trace-by-id SLO.
+    #[serde(deserialize_with = "duration::deserialize", serialize_with = "duration::serialize")]
+    pub duration_slo: Duration,
 }
 
 /// Tempo's `query_frontend.metrics`: the bounds of a metrics query.
@@ -354,6 +385,9 @@ pub struct FrontendMetrics {
     pub max_response_series: usize,
     /// Most exemplars per series (Tempo's default 100; 0 for none).
     pub max_exemplars: usize,
+    /// The metrics queries' SLO (see [`Slo`]).
+    #[serde(deserialize_with = "duration::deserialize", serialize_with = "duration::serialize")]
+    pub duration_slo: Duration,
 }
 
 impl Default for FrontendMetrics {
@@ -364,6 +398,7 @@ impl Default for FrontendMetrics {
             max_intervals: d.max_intervals as u64,
             max_response_series: d.max_series,
             max_exemplars: d.max_exemplars,
+            duration_slo: Duration::ZERO,
         }
     }
 }
@@ -405,6 +440,11 @@ pub struct FrontendSearch {
     pub max_result_limit: usize,
     /// Largest `spss`; 0 for the engine's own bound (every span, up to 10,000).
     pub max_spans_per_span_set: usize,
+    /// The searches' SLO (see [`Slo`]).
+    #[serde(deserialize_with = "duration::deserialize", serialize_with = "duration::serialize")]
+    pub duration_slo: Duration,
+    /// The tag and tag-value queries' SLO.
+    pub metadata_slo: Slo,
 }
 
 impl Default for FrontendSearch {
@@ -412,6 +452,8 @@ impl Default for FrontendSearch {
         Self {
             max_result_limit: tracehouse_sql::traceql::MAX_SEARCH_LIMIT,
             max_spans_per_span_set: 100,
+            duration_slo: Duration::ZERO,
+            metadata_slo: Slo::default(),
         }
     }
 }
@@ -1127,6 +1169,23 @@ mod tests {
         assert_eq!(c.block_builder.consume_cycle_duration, Duration::from_millis(250));
         let err = Config::from_yaml_with("", &[o("ingest.kafka.nope", "1")]).unwrap_err();
         assert!(err.contains("unknown field `nope`"), "{err}");
+    }
+
+    #[test]
+    fn query_slos_read_as_tempo_writes_them() {
+        let yaml = "query_frontend:\n  search:\n    duration_slo: 5s\n    metadata_slo:\n      duration_slo: 1s\n  \
+                    trace_by_id:\n    duration_slo: 2s\n  metrics:\n    duration_slo: 3s\n";
+        let slos = Config::from_yaml_with(yaml, &[]).unwrap().query_frontend.slos();
+        let s = Duration::from_secs;
+        assert_eq!(
+            slos,
+            crate::tempo_metrics::QuerySlos {
+                traces: s(2),
+                search: s(5),
+                metadata: s(1),
+                metrics: s(3),
+            }
+        );
     }
 
     #[test]

@@ -113,7 +113,28 @@ pub struct TempoMetrics {
     request_duration: Family<RequestLabels, Histogram, fn() -> Histogram>,
     queries: Family<QueryLabels, Counter>,
     queries_within_slo: Family<QueryLabels, Counter>,
+    slos: std::sync::OnceLock<QuerySlos>,
     tenants: Mutex<HashSet<String>>,
+}
+
+/// Tempo's duration SLO of each query op; zero: none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QuerySlos {
+    pub traces: Duration,
+    pub search: Duration,
+    pub metadata: Duration,
+    pub metrics: Duration,
+}
+
+impl QuerySlos {
+    fn of(&self, op: &str) -> Duration {
+        match op {
+            "traces" => self.traces,
+            "search" => self.search,
+            "metadata" => self.metadata,
+            _ => self.metrics,
+        }
+    }
 }
 
 impl Default for TempoMetrics {
@@ -129,6 +150,7 @@ impl Default for TempoMetrics {
             request_duration: Family::new_with_constructor(latency_histogram),
             queries: Family::default(),
             queries_within_slo: Family::default(),
+            slos: std::sync::OnceLock::new(),
             tenants: Mutex::new(HashSet::new()),
         }
     }
@@ -234,22 +256,30 @@ impl TempoMetrics {
         self.discarded.get_or_create(&labels).inc_by(spans);
     }
 
+    /// Sets the duration SLOs (once, at start; none before).
+    pub fn set_slos(&self, slos: QuerySlos) {
+        let _ = self.slos.set(slos);
+    }
+
     /// A query of `op` (Tempo's `traces`, `search`, `metadata`, `metrics`) by `tenant` ended
-    /// with `outcome`. As Tempo counts them: a cancelled query is `canceled`, anything else
-    /// `completed`; within the SLO unless the server failed (no duration SLO is configured).
-    fn query_ended(&self, tenant: &str, op: &'static str, outcome: Outcome) {
+    /// with `outcome` after `took`. As Tempo counts them: a cancelled query is `canceled`,
+    /// anything else `completed`; within the SLO unless the server failed or, with a duration
+    /// SLO set for the op, it took longer.
+    fn query_ended(&self, tenant: &str, op: &'static str, outcome: Outcome, took: Duration) {
+        let result = if outcome == Outcome::Canceled {
+            "canceled"
+        } else {
+            "completed"
+        };
         let labels = QueryLabels {
             tenant: self.tenant(tenant),
             op: op.to_string(),
-            result: if outcome == Outcome::Canceled {
-                "canceled"
-            } else {
-                "completed"
-            }
-            .to_string(),
+            result: result.to_string(),
         };
         self.queries.get_or_create(&labels).inc();
-        if outcome != Outcome::ServerError {
+        let slo = self.slos.get().copied().unwrap_or_default().of(op);
+        let in_time = slo.is_zero() || took < slo || outcome == Outcome::Canceled;
+        if outcome != Outcome::ServerError && in_time {
             self.queries_within_slo.get_or_create(&labels).inc();
         }
     }
@@ -370,7 +400,8 @@ pub async fn track_requests(
     if !grpc || !response.status().is_success() {
         (metrics.request_duration.get_or_create(&labels)).observe(started.elapsed().as_secs_f64());
         if let Some((op, Some(tenant))) = &query {
-            metrics.query_ended(tenant, op, Outcome::of_http(response.status().as_u16()));
+            let outcome = Outcome::of_http(response.status().as_u16());
+            metrics.query_ended(tenant, op, outcome, started.elapsed());
         }
         return response;
     }
@@ -436,7 +467,8 @@ impl GrpcObserved {
         let histogram = self.metrics.request_duration.get_or_create(&labels);
         histogram.observe(self.started.elapsed().as_secs_f64());
         if let Some((op, tenant)) = &self.query {
-            self.metrics.query_ended(tenant, op, Outcome::of_grpc(code));
+            self.metrics
+                .query_ended(tenant, op, Outcome::of_grpc(code), self.started.elapsed());
         }
     }
 }
@@ -513,6 +545,39 @@ mod tests {
         assert_eq!(Outcome::of_http(503), Outcome::ServerError);
         assert_eq!(Outcome::of_grpc(8), Outcome::Done);
         assert_eq!(Outcome::of_grpc(13), Outcome::ServerError);
+    }
+
+    #[test]
+    fn a_duration_slo_counts_only_the_queries_within_it() {
+        let m = TempoMetrics::default();
+        let mut registry = Registry::default();
+        m.register(&mut registry);
+        m.set_slos(QuerySlos {
+            search: Duration::from_secs(1),
+            ..QuerySlos::default()
+        });
+        let ms = Duration::from_millis;
+        m.query_ended("t", "search", Outcome::Done, ms(500));
+        m.query_ended("t", "search", Outcome::Done, ms(1500));
+        m.query_ended("t", "search", Outcome::ServerError, ms(10));
+        m.query_ended("t", "metadata", Outcome::Done, ms(1500));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        let value = |series: &str| -> &str {
+            let line = text
+                .lines()
+                .find(|l| l.starts_with(series))
+                .unwrap_or_else(|| panic!("{series}: {text}"));
+            line.rsplit(' ').next().unwrap()
+        };
+        let labels = |op: &str| format!("{{tenant=\"t\",op=\"{op}\",result=\"completed\"}}");
+        assert_eq!(
+            value(&format!("tempo_query_frontend_queries_total{}", labels("search"))),
+            "3"
+        );
+        let within = |op: &str| format!("tempo_query_frontend_queries_within_slo_total{}", labels(op));
+        assert_eq!(value(&within("search")), "1", "under 1s and not failed");
+        assert_eq!(value(&within("metadata")), "1", "no SLO for metadata");
     }
 
     #[test]

@@ -1185,3 +1185,32 @@ async fn metrics_instant_quantiles_histograms_and_limits() {
         cut.message
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_counters_follow_the_configured_slos() {
+    let dir = tempfile::tempdir().unwrap();
+    let slos = "query_frontend:\n  search:\n    duration_slo: 1us\n  trace_by_id:\n    duration_slo: 1h\n";
+    let server = TestServer::start_in(dir.path(), slos).await;
+    let (status, _) = get(&server, "/api/search?q=%7B%7D", Some("slo")).await;
+    assert_eq!(status, 200);
+    let (status, _) = get(&server, "/api/traces/0123456789abcdef0123456789abcdef", Some("slo")).await;
+    assert_eq!(status, 404);
+    let metrics = server.metrics_text().await;
+    let value = |name: &str, op: &str| -> f64 {
+        let series = format!("{name}{{tenant=\"slo\",op=\"{op}\",result=\"completed\"}} ");
+        let line = metrics.lines().find(|l| l.starts_with(&series));
+        line.map_or(0.0, |l| l[series.len()..].trim().parse().unwrap())
+    };
+    assert_eq!(value("tempo_query_frontend_queries_total", "search"), 1.0, "{metrics}");
+    assert_eq!(
+        value("tempo_query_frontend_queries_within_slo_total", "search"),
+        0.0,
+        "over 1us"
+    );
+    assert_eq!(value("tempo_query_frontend_queries_total", "traces"), 1.0, "{metrics}");
+    assert_eq!(
+        value("tempo_query_frontend_queries_within_slo_total", "traces"),
+        1.0,
+        "a 404 within 1h"
+    );
+}
