@@ -569,6 +569,11 @@ pub struct ServerConfig {
     /// `flight.auth` has its own; with any listed, every request must present one. Same shape
     /// as `flight.auth`.
     pub auth: Vec<FlightCredential>,
+    /// Whether this process may use transparent huge pages as the system allows. Off by
+    /// default: the allocator returns freed memory to the kernel and takes fresh memory back,
+    /// and each huge page taken is zeroed whole, which cost a third of the ingest path's CPU
+    /// (`benches/README.md`, "Transparent huge pages").
+    pub transparent_huge_pages: bool,
 }
 
 impl Default for ServerConfig {
@@ -579,6 +584,7 @@ impl Default for ServerConfig {
             graceful_shutdown_timeout: Duration::from_secs(30),
             log_level: "info".into(),
             auth: Vec::new(),
+            transparent_huge_pages: false,
         }
     }
 }

@@ -47,6 +47,11 @@ import os; os._exit(0)
 async fn otlp_in_sql_out_for_isolated_tenants() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = TestServer::start_in(dir.path(), "").await;
+    // Transparent huge pages are off for the server by default (`server.transparent_huge_pages`).
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
+    if let Some(line) = status.lines().find(|l| l.starts_with("THP_enabled:")) {
+        assert_eq!(line.split_whitespace().nth(1), Some("0"), "{line}");
+    }
     let mut gen_ = common::generator(7);
 
     let (a1, n_a1) = gen_.request(300);
