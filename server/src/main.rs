@@ -1,6 +1,6 @@
 //! The `tracehouse` binary: flags in Tempo's style (`-config.file=PATH`, `-target=all`,
-//! `-storage.path=DIR`, and any config field by its path), configuration, logging and signal
-//! handling.
+//! `-storage.path=DIR`, and any config field by its path), configuration, logging, signal
+//! handling, and transparent huge pages off for the process (`server.transparent_huge_pages`).
 
 mod admin;
 mod app;
